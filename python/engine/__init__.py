@@ -1,0 +1,1 @@
+"""The serving engine and the scheduler it shares with the simulator."""

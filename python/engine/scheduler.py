@@ -1,0 +1,43 @@
+"""The iteration-level scheduler (Rust), shared by the engine and the simulator.
+
+`Scheduler.schedule(now)` returns a `Batch`: per request, how many tokens run this iteration
+(a prefill chunk or one decode token), where in the sequence they start, whether a token is
+sampled, and which KV blocks were appended to its block table; plus the requests preempted.
+`Scheduler.update(batch, sampled_token_ids, finished_ids, aborted_ids)` applies the outcome
+and returns the requests that finished.
+"""
+
+from engine._scheduler import (
+    Batch,
+    DuplicateRequestError,
+    FinishedRequest,
+    InvalidConfigError,
+    InvalidOutputsError,
+    InvalidRequestError,
+    RequestState,
+    ScheduledRequest,
+    Scheduler,
+    SchedulerConfig,
+    SchedulerError,
+    TooManyBatchesInFlightError,
+    UnknownRequestError,
+)
+
+POLICIES = ("sarathi", "vllm", "orca", "faster_transformer", "lightllm")
+
+__all__ = [
+    "POLICIES",
+    "Batch",
+    "DuplicateRequestError",
+    "FinishedRequest",
+    "InvalidConfigError",
+    "InvalidOutputsError",
+    "InvalidRequestError",
+    "RequestState",
+    "ScheduledRequest",
+    "Scheduler",
+    "SchedulerConfig",
+    "SchedulerError",
+    "TooManyBatchesInFlightError",
+    "UnknownRequestError",
+]
