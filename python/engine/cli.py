@@ -1,0 +1,132 @@
+"""`python -m engine`: serve a model over the OpenAI-compatible HTTP API and the msgspec RPC."""
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import trio
+
+from engine.engine_core import EngineConfig
+from engine.framing import DEFAULT_MAX_FRAME_BYTES
+from engine.model_runner import ModelRunnerConfig
+from engine.request_stream import EngineFailedError
+from engine.scheduler import POLICIES
+from engine.serve import ServerConfig, serve
+
+log = logging.getLogger("engine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Serve a Hugging Face Llama-family model with stall-free batching. "
+        "Without --model, serves a small built-in demo model (random weights, local tokenizer).",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", type=Path, help="a Hugging Face model directory (default: the demo model)")
+    model.add_argument("--served-model-name", help="the name clients use (default: the directory's name)")
+    model.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    model.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (worker processes)")
+    model.add_argument("--max-model-len", type=int, help="default: the model's maximum")
+    model.add_argument("--attention-backend", default="auto", choices=["auto", "torch", "sdpa", "flash"])
+
+    cache = parser.add_argument_group("KV cache")
+    cache.add_argument("--block-size", type=int, default=16)
+    cache.add_argument("--num-kv-blocks", type=int, help="exact number of KV blocks")
+    cache.add_argument("--kv-cache-memory-gib", type=float, help="CPU: memory for the KV cache (default 1 GiB)")
+    cache.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="GPU: fraction of memory to use")
+    cache.add_argument("--enable-prefix-caching", action="store_true")
+
+    scheduling = parser.add_argument_group("scheduling")
+    scheduling.add_argument("--policy", default="sarathi", choices=POLICIES)
+    scheduling.add_argument("--chunk-size", type=int, help="token budget per iteration (sarathi default: 512)")
+    scheduling.add_argument("--max-num-seqs", type=int, default=128)
+
+    serving = parser.add_argument_group("serving")
+    serving.add_argument("--host", default="127.0.0.1")
+    serving.add_argument("--port", type=int, default=8000, help="HTTP (OpenAI API) port")
+    serving.add_argument("--rpc-port", type=int, default=8001, help="msgspec RPC port")
+    serving.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES)
+    serving.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+async def _cancel_on_signals(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for received in signals:
+            log.info("received %s, shutting down", signal.Signals(received).name)
+            scope.cancel()
+            return
+
+
+async def _run(model_dir: Path, runner: ModelRunnerConfig, engine: EngineConfig, server: ServerConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_signals, nursery.cancel_scope)
+        await nursery.start(serve, model_dir, runner, engine, server)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.model is None:
+        from engine.demo_model import default_demo_model_dir
+
+        model_dir = default_demo_model_dir()
+        default_name = "demo"
+    else:
+        model_dir = args.model
+        default_name = args.model.resolve().name
+    try:
+        runner = ModelRunnerConfig(
+            model_path=str(model_dir),
+            dtype=args.dtype,
+            device=args.device,
+            tensor_parallel_size=args.tp,
+            max_model_len=args.max_model_len,
+            block_size=args.block_size,
+            num_kv_blocks=args.num_kv_blocks,
+            kv_cache_memory_gib=args.kv_cache_memory_gib,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            attention_backend=args.attention_backend,
+        )
+        engine = EngineConfig(
+            policy=args.policy,
+            chunk_size=args.chunk_size,
+            max_num_seqs=args.max_num_seqs,
+            max_model_len=args.max_model_len,
+            block_size=args.block_size,
+            enable_prefix_caching=args.enable_prefix_caching,
+        )
+        server = ServerConfig(
+            host=args.host,
+            port=args.port,
+            rpc_port=args.rpc_port,
+            served_model_name=args.served_model_name or default_name,
+            max_frame_bytes=args.max_frame_bytes,
+        )
+        trio.run(_run, model_dir, runner, engine, server)
+    except Exception as error:
+        reasons = _leaves(error)
+        if not all(isinstance(reason, EXPECTED_ERRORS) for reason in reasons):
+            raise
+        for reason in reasons:
+            log.error("%s", reason)
+        return 1
+    return 0
+
+
+EXPECTED_ERRORS = (ValueError, OSError, EngineFailedError)
+
+
+def _leaves(error: BaseException) -> list[BaseException]:
+    """The individual errors inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in _leaves(inner)]
+    return [error]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Turns a growing list of token ids into text deltas that are always valid UTF-8, and cuts the
+text at stop strings.
+
+Byte-level tokenizers split multi-byte characters across tokens; decoding a prefix of such a
+character yields U+FFFD. Text is therefore emitted only up to the last complete character, by
+decoding a short window of recent tokens (offsets as in vLLM's incremental detokenizer). Text
+that might be the beginning of a stop string is held back until it is known not to be one.
+"""
+
+from collections.abc import Sequence
+
+from engine.tokenizer import Tokenizer
+
+REPLACEMENT_CHARACTER = "\ufffd"
+# Tokens re-decoded before the new ones, so merges across the boundary decode correctly.
+CONTEXT_TOKENS = 5
+
+
+class IncrementalDetokenizer:
+    def __init__(self, tokenizer: Tokenizer, prompt_token_ids: Sequence[int], stop: Sequence[str] = ()):
+        self._tokenizer = tokenizer
+        self._token_ids = list(prompt_token_ids[-CONTEXT_TOKENS:])
+        self._prefix_offset = 0
+        self._read_offset = len(self._token_ids)
+        self._stop = tuple(stop)
+        self._hold_back = max((len(s) for s in self._stop), default=1) - 1
+        self.text = ""  # all finalized output text so far (before any stop string)
+        self._emitted = 0
+        self.stopped_by: str | None = None
+
+    def add_token(self, token_id: int) -> str:
+        """Adds one output token; returns the new text that is safe to show (maybe empty)."""
+        if self.stopped_by is not None:
+            return ""
+        self._token_ids.append(token_id)
+        prefix_text = self._tokenizer.decode(self._token_ids[self._prefix_offset : self._read_offset])
+        full_text = self._tokenizer.decode(self._token_ids[self._prefix_offset :])
+        if len(full_text) > len(prefix_text) and not full_text.endswith(REPLACEMENT_CHARACTER):
+            self.text += full_text[len(prefix_text) :]
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._token_ids)
+        return self._release()
+
+    def flush(self) -> str:
+        """At the end of a request: everything not yet emitted (nothing past a stop string)."""
+        delta = self.text[self._emitted :]
+        self._emitted = len(self.text)
+        return delta
+
+    def _release(self) -> str:
+        if self._stop:
+            # Text already emitted was checked when it was emitted, with the whole stop window.
+            search_from = self._emitted
+            cut = min(
+                ((index, stop) for stop in self._stop if (index := self.text.find(stop, search_from)) >= 0),
+                default=None,
+            )
+            if cut is not None:
+                index, self.stopped_by = cut
+                self.text = self.text[:index]
+                return self.flush()
+        safe_end = max(self._emitted, len(self.text) - self._hold_back)
+        delta = self.text[self._emitted : safe_end]
+        self._emitted = safe_end
+        return delta

@@ -1,0 +1,271 @@
+"""The engine actor: owns the scheduler and runs the serving loop.
+
+Each iteration: schedule a batch, send its deltas to the workers, await the sampled tokens (the
+workers compute in other processes, so the event loop keeps serving sockets meanwhile), check
+stop conditions, update the scheduler, and push tokens to each request's stream.
+"""
+
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from engine.detokenizer import IncrementalDetokenizer
+from engine.engine_metrics import EngineMetrics
+from engine.request_stream import EngineFailedError, RequestOutcome, RequestStream
+from engine.sampling_params import SamplingParams
+from engine.scheduler import Batch, ScheduledRequest, Scheduler, SchedulerConfig
+from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
+from engine.tokenizer import Tokenizer
+from engine.worker.worker_group import WorkerGroup
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Scheduler knobs; the KV block count and model length come from the workers."""
+
+    policy: str = "sarathi"
+    chunk_size: int | None = None
+    max_num_seqs: int = 128
+    max_model_len: int | None = None
+    block_size: int = 16
+    watermark: float = 0.01
+    enable_prefix_caching: bool = False
+
+    def scheduler_config(self, num_blocks: int, model_max_len: int) -> SchedulerConfig:
+        max_model_len = model_max_len if self.max_model_len is None else self.max_model_len
+        if max_model_len > model_max_len:
+            raise ValueError(f"max_model_len {max_model_len} exceeds the model's maximum of {model_max_len}")
+        return SchedulerConfig(
+            policy=self.policy,
+            token_budget=self.chunk_size,
+            max_num_seqs=self.max_num_seqs,
+            max_model_len=max_model_len,
+            block_size=self.block_size,
+            num_blocks=num_blocks,
+            watermark=self.watermark,
+            enable_prefix_caching=self.enable_prefix_caching,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class IterationTiming:
+    """Where one iteration's time went. `execute_s` is the model runner's own time on rank 0
+    (forward and sampling); the rest of `total_s` is engine overhead: scheduling, building the
+    step, inter-process messaging, applying outputs and streaming."""
+
+    batch_size: int
+    num_tokens: int
+    total_s: float
+    execute_s: float
+
+    @property
+    def overhead_s(self) -> float:
+        return self.total_s - self.execute_s
+
+
+@dataclass(slots=True)
+class _Request:
+    prompt_token_ids: list[int]
+    sampling: SamplingParams
+    stream: RequestStream
+    detokenizer: IncrementalDetokenizer
+    arrival_time: float
+    output_token_ids: list[int] = field(default_factory=list)
+    known_to_workers: bool = False
+    last_token_time: float = 0.0
+
+
+class EngineCore:
+    def __init__(self, config: EngineConfig, workers: WorkerGroup, tokenizer: Tokenizer, metrics: EngineMetrics):
+        if workers.model is None:
+            raise ValueError("the workers must be started before the engine")
+        self.model = workers.model
+        self.scheduler = Scheduler(config.scheduler_config(self.model.num_kv_blocks, self.model.max_model_len))
+        self.tokenizer = tokenizer
+        self.metrics = metrics
+        self._workers = workers
+        self._requests: dict[int, _Request] = {}
+        self._ids = itertools.count()
+        self._step_ids = itertools.count()
+        self._forget_on_workers: list[int] = []
+        self._work_available = trio.Event()
+        self.failure: str | None = None
+        self.recent_iterations: deque[IterationTiming] = deque(maxlen=10_000)
+
+    @property
+    def max_model_len(self) -> int:
+        return self.scheduler.config.max_model_len
+
+    @property
+    def num_active_requests(self) -> int:
+        return len(self._requests)
+
+    def submit(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> tuple[int, RequestStream]:
+        """Queues a request. Raises ValueError naming what is wrong with it."""
+        if self.failure is not None:
+            raise EngineFailedError(self.failure)
+        sampling.validate(self.model.vocab_size)
+        prompt = list(prompt_token_ids)
+        if not prompt:
+            raise ValueError("the prompt is empty")
+        bad = next((t for t in prompt if not 0 <= t < self.model.vocab_size), None)
+        if bad is not None:
+            raise ValueError(f"prompt token id {bad} is outside the vocabulary (size {self.model.vocab_size})")
+        if len(prompt) + sampling.max_tokens > self.max_model_len:
+            raise ValueError(
+                f"this model's maximum context length is {self.max_model_len} tokens, but {len(prompt)} prompt"
+                f" tokens plus max_tokens {sampling.max_tokens} were requested"
+            )
+        request_id = next(self._ids)
+        arrival = time.monotonic()
+        self.scheduler.add_request(
+            request_id, prompt_len=len(prompt), max_new_tokens=sampling.max_tokens, arrival_time=arrival
+        )
+        stream = RequestStream()
+        self._requests[request_id] = _Request(
+            prompt, sampling, stream, IncrementalDetokenizer(self.tokenizer, prompt, sampling.stop), time.time()
+        )
+        self.metrics.request_received(len(prompt))
+        self._work_available.set()
+        return request_id, stream
+
+    def abort(self, request_id: int) -> None:
+        """Stops a request (a client went away); its KV blocks return to the pool at once."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return
+        finished = self.scheduler.abort(request_id)
+        if request.known_to_workers:
+            self._forget_on_workers.append(request_id)
+        request.stream.finish(self._outcome(request, "abort", finished.first_scheduled_at, finished.num_preemptions))
+        self.metrics.request_finished("abort")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        try:
+            while True:
+                if not len(self.scheduler):
+                    await self._work_available.wait()
+                    self._work_available = trio.Event()
+                    continue
+                await self._iterate()
+        except EngineFailedError as error:
+            self._fail_all(str(error))
+
+    async def _iterate(self) -> None:
+        started = time.perf_counter()
+        batch = self.scheduler.schedule(time.monotonic())
+        scheduled = batch.requests
+        if not scheduled:
+            # Nothing can run until something changes (an abort or a new arrival).
+            self.scheduler.update(batch, [])
+            await self._work_available.wait()
+            self._work_available = trio.Event()
+            return
+        step = self._step_input(batch, scheduled)
+        prepared = time.perf_counter()
+        output = await self._workers.execute(step)
+        executed = time.perf_counter()
+        num_output_tokens = self._apply(batch, scheduled, output)
+        finished = time.perf_counter()
+        self.recent_iterations.append(
+            IterationTiming(len(scheduled), batch.num_tokens, finished - started, output.execute_s)
+        )
+        self.metrics.iteration(
+            num_output_tokens=num_output_tokens,
+            engine_s=(prepared - started) + (finished - executed),
+            worker_s=executed - prepared,
+            num_preempted=len(batch.preempted_ids),
+        )
+        self.publish_load()
+
+    def publish_load(self) -> None:
+        """Copies queue lengths and KV use into the metrics (also called when they are scraped)."""
+        self.metrics.set_load(
+            num_waiting=self.scheduler.num_waiting,
+            num_running=self.scheduler.num_running,
+            num_used_blocks=self.scheduler.num_used_blocks,
+            num_blocks=self.model.num_kv_blocks,
+        )
+
+    def _step_input(self, batch: Batch, scheduled: list[ScheduledRequest]) -> StepInput:
+        new_requests = []
+        chunks = []
+        for entry in scheduled:
+            request = self._requests[entry.id]
+            if not request.known_to_workers:
+                request.known_to_workers = True
+                new_requests.append(NewRequest(entry.id, request.prompt_token_ids, request.sampling))
+            chunks.append(
+                ScheduledChunk(
+                    entry.id, entry.num_tokens, entry.num_computed_tokens, entry.produces_token, entry.new_block_ids
+                )
+            )
+        forget, self._forget_on_workers = self._forget_on_workers, []
+        return StepInput(next(self._step_ids), chunks, new_requests, batch.preempted_ids, forget)
+
+    def _apply(self, batch: Batch, scheduled: list[ScheduledRequest], output: StepOutput) -> int:
+        """Streams the sampled tokens, finishes requests; returns how many tokens were produced."""
+        now = time.time()
+        tokens = output.sampled_token_ids
+        stopped = []
+        num_output_tokens = 0
+        producing = (entry for entry in scheduled if entry.produces_token)
+        for entry, token in zip(producing, tokens, strict=False):
+            request = self._requests.get(entry.id)
+            if request is None:
+                continue  # aborted while its step ran
+            request.output_token_ids.append(token)
+            request.stream.push(token, request.detokenizer.add_token(token), now)
+            if len(request.output_token_ids) == 1:
+                self.metrics.first_token(now - request.arrival_time)
+            else:
+                self.metrics.next_token(now - request.last_token_time)
+            request.last_token_time = now
+            if self._should_stop(request, token):
+                stopped.append(entry.id)
+            num_output_tokens += 1
+        for finished in self.scheduler.update(batch, tokens, finished_ids=stopped):
+            request = self._requests.pop(finished.id)
+            self._forget_on_workers.append(finished.id)
+            reason = "stop" if finished.reason == "stop" else "length"
+            outcome = self._outcome(request, reason, finished.first_scheduled_at, finished.num_preemptions)
+            request.stream.finish(outcome)
+            self.metrics.request_finished(reason)
+        return num_output_tokens
+
+    def _should_stop(self, request: _Request, token: int) -> bool:
+        sampling = request.sampling
+        return (
+            (not sampling.ignore_eos and token in self.model.eos_token_ids)
+            or token in sampling.stop_token_ids
+            or request.detokenizer.stopped_by is not None
+        )
+
+    def _outcome(
+        self, request: _Request, reason: str, first_scheduled_at: float | None, num_preemptions: int
+    ) -> RequestOutcome:
+        first_scheduled = None
+        if first_scheduled_at is not None:
+            # The scheduler's clock is monotonic; report wall-clock time like every other timestamp.
+            first_scheduled = time.time() - (time.monotonic() - first_scheduled_at)
+        return RequestOutcome(
+            finish_reason=reason,
+            text=request.detokenizer.flush(),
+            num_prompt_tokens=len(request.prompt_token_ids),
+            num_output_tokens=len(request.output_token_ids),
+            arrival_time=request.arrival_time,
+            first_scheduled_time=first_scheduled,
+            num_preemptions=num_preemptions,
+        )
+
+    def _fail_all(self, message: str) -> None:
+        self.failure = message
+        for request_id, request in list(self._requests.items()):
+            request.stream.fail(message)
+            self.scheduler.abort(request_id)
+        self._requests.clear()

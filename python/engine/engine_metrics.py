@@ -1,0 +1,77 @@
+"""The engine's Prometheus metrics, in a registry of its own (served at /metrics)."""
+
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30)
+RATE_WINDOW_S = 10.0
+
+
+class EngineMetrics:
+    def __init__(self, model_name: str):
+        self.registry = CollectorRegistry()
+        labels = {"model_name": model_name}
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, registry=self.registry, labelnames=list(labels)).labels(**labels)
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, registry=self.registry, labelnames=list(labels)).labels(**labels)
+
+        def histogram(name: str, doc: str) -> Histogram:
+            return Histogram(
+                name, doc, registry=self.registry, labelnames=list(labels), buckets=LATENCY_BUCKETS
+            ).labels(**labels)
+
+        self.waiting = gauge("engine_requests_waiting", "Requests queued for admission")
+        self.running = gauge("engine_requests_running", "Requests holding KV blocks")
+        self.kv_usage = gauge("engine_kv_cache_usage_ratio", "Fraction of KV blocks in use")
+        self.kv_free = gauge("engine_kv_blocks_free", "KV blocks no running request holds (cached prefixes included)")
+        self.kv_total = gauge("engine_kv_blocks_total", "KV blocks in the cache")
+        self.tokens_per_s = gauge(
+            "engine_generation_tokens_per_second", f"Output tokens per second over the last {RATE_WINDOW_S:g} s"
+        )
+        self.prompt_tokens = counter("engine_prompt_tokens", "Prompt tokens received")
+        self.generation_tokens = counter("engine_generation_tokens", "Output tokens produced")
+        self.preemptions = counter("engine_preemptions", "Requests preempted (recomputed later)")
+        self.ttft = histogram("engine_time_to_first_token_seconds", "Arrival to first output token")
+        self.tbt = histogram("engine_time_between_tokens_seconds", "Gap between consecutive output tokens")
+        self.iteration_s = histogram("engine_iteration_seconds", "Wall time of one engine iteration")
+        self.overhead_s = histogram("engine_iteration_overhead_seconds", "Iteration time outside the model workers")
+        self._finished = Counter(
+            "engine_requests_finished", "Finished requests", registry=self.registry, labelnames=["model_name", "reason"]
+        )
+        self._model_name = model_name
+        self._recent: deque[tuple[float, int]] = deque()
+
+    def request_received(self, num_prompt_tokens: int) -> None:
+        self.prompt_tokens.inc(num_prompt_tokens)
+
+    def first_token(self, seconds_since_arrival: float) -> None:
+        self.ttft.observe(seconds_since_arrival)
+
+    def next_token(self, seconds_since_previous: float) -> None:
+        self.tbt.observe(seconds_since_previous)
+
+    def request_finished(self, reason: str) -> None:
+        self._finished.labels(self._model_name, reason).inc()
+
+    def iteration(self, *, num_output_tokens: int, engine_s: float, worker_s: float, num_preempted: int) -> None:
+        self.iteration_s.observe(engine_s + worker_s)
+        self.overhead_s.observe(engine_s)
+        self.preemptions.inc(num_preempted)
+        self.generation_tokens.inc(num_output_tokens)
+        now = time.monotonic()
+        self._recent.append((now, num_output_tokens))
+        while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
+            self._recent.popleft()
+        self.tokens_per_s.set(sum(count for _, count in self._recent) / RATE_WINDOW_S)
+
+    def set_load(self, *, num_waiting: int, num_running: int, num_used_blocks: int, num_blocks: int) -> None:
+        self.waiting.set(num_waiting)
+        self.running.set(num_running)
+        self.kv_usage.set(num_used_blocks / num_blocks)
+        self.kv_free.set(num_blocks - num_used_blocks)
+        self.kv_total.set(num_blocks)

@@ -1,0 +1,83 @@
+"""Length-prefixed frames: a big-endian u32 byte count, then the payload.
+
+The receiver checks the announced size against its maximum before reading the body, so an
+oversized or corrupt header can never make it allocate or wait for gigabytes.
+"""
+
+import socket
+import struct
+
+import trio
+
+HEADER = struct.Struct("!I")
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+class FrameError(Exception):
+    """The peer broke the framing; the connection cannot be resynchronised."""
+
+
+def frame(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def _check_size(size: int, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise FrameError(f"frame of {size} bytes exceeds the maximum of {max_bytes}")
+
+
+class FrameReader:
+    """Reads frames from a Trio stream."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream, max_bytes: int = DEFAULT_MAX_FRAME_BYTES):
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self._buffer = bytearray()
+
+    async def _fill(self, size: int) -> bool:
+        while len(self._buffer) < size:
+            chunk = await self._stream.receive_some(max(65536, size - len(self._buffer)))
+            if not chunk:
+                if self._buffer:
+                    raise FrameError("connection closed in the middle of a frame")
+                return False
+            self._buffer += chunk
+        return True
+
+    async def read(self) -> bytes | None:
+        """The next frame's payload, or None when the peer closed cleanly between frames."""
+        if not await self._fill(HEADER.size):
+            return None
+        (size,) = HEADER.unpack_from(self._buffer)
+        _check_size(size, self._max_bytes)
+        if not await self._fill(HEADER.size + size):
+            raise FrameError("connection closed in the middle of a frame")
+        payload = bytes(self._buffer[HEADER.size : HEADER.size + size])
+        del self._buffer[: HEADER.size + size]
+        return payload
+
+
+def recv_frame(sock: socket.socket, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> bytes | None:
+    """Blocking read of one frame from a plain socket; None on a clean close."""
+    first = sock.recv(HEADER.size)
+    if not first:
+        return None
+    header = first + _recv_exactly(sock, HEADER.size - len(first))
+    (size,) = HEADER.unpack(header)
+    _check_size(size, max_bytes)
+    return _recv_exactly(sock, size)
+
+
+def send_frame(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(frame(payload))
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    view = bytearray(size)
+    received = 0
+    while received < size:
+        count = sock.recv_into(memoryview(view)[received:])
+        if count == 0:
+            raise FrameError("connection closed in the middle of a frame")
+        received += count
+    return bytes(view)

@@ -1,0 +1,1 @@
+"""The engine's network faces: the msgspec RPC server and the OpenAI-compatible HTTP API."""

@@ -1,0 +1,83 @@
+"""The body of one model worker process (one tensor-parallel rank)."""
+
+import ctypes
+import signal
+import socket
+import sys
+import time
+import traceback
+
+import msgspec
+
+from engine.framing import recv_frame, send_frame
+from engine.model_runner import ModelRunner, ModelRunnerConfig
+from engine.worker.messages import (
+    CacheReady,
+    Executed,
+    Execute,
+    Failed,
+    InitCache,
+    Ready,
+    Shutdown,
+    command_decoder,
+)
+
+MAX_COMMAND_BYTES = 1 << 30
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when the engine process dies, so no worker is orphaned."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) -> None:
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group; the engine process shuts the workers down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    encoder = msgspec.msgpack.Encoder()
+
+    def reply(message: msgspec.Struct) -> None:
+        send_frame(connection, encoder.encode(message))
+
+    runner: ModelRunner | None = None
+    try:
+        runner = ModelRunner(config, rank)
+        info = runner.model_info
+        reply(
+            Ready(
+                rank=rank,
+                vocab_size=info.vocab_size,
+                eos_token_ids=list(info.eos_token_ids),
+                max_model_len=info.max_model_len,
+                num_kv_blocks=runner.determine_num_kv_blocks(),
+            )
+        )
+        while (payload := recv_frame(connection, MAX_COMMAND_BYTES)) is not None:
+            match command_decoder.decode(payload):
+                case Execute(step=step):
+                    start = time.perf_counter()
+                    output = runner.execute(step)
+                    output.execute_s = time.perf_counter() - start
+                    if rank == 0:
+                        reply(Executed(output))
+                case InitCache(num_blocks=num_blocks):
+                    runner.init_kv_cache(num_blocks)
+                    reply(CacheReady(rank))
+                case Shutdown():
+                    break
+    except Exception as error:
+        traceback.print_exc(file=sys.stderr)
+        try:
+            reply(Failed(rank, f"{type(error).__name__}: {error}"))
+        except OSError:
+            pass
+        raise SystemExit(1) from error
+    finally:
+        if runner is not None:
+            runner.shutdown()
+        connection.close()

@@ -1,0 +1,48 @@
+import socket
+
+import pytest
+import trio
+import trio.testing
+
+from engine.framing import HEADER, FrameError, FrameReader, frame, recv_frame, send_frame
+
+
+async def test_frames_round_trip_whatever_the_chunking() -> None:
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    reader = FrameReader(receive, max_bytes=100)
+    payloads = [b"", b"a", b"x" * 100]
+    data = b"".join(frame(p) for p in payloads)
+    for byte in data:  # worst case: one byte per receive
+        await send.send_all(bytes([byte]))
+    await send.aclose()
+    assert [await reader.read() for _ in payloads] == payloads
+    assert await reader.read() is None
+
+
+async def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    reader = FrameReader(receive, max_bytes=1024)
+    await send.send_all(HEADER.pack(2**31))  # no body follows: the reader must not wait for it
+    with pytest.raises(FrameError, match="2147483648 bytes exceeds the maximum of 1024"):
+        await reader.read()
+
+
+async def test_a_truncated_frame_is_an_error_not_a_clean_close() -> None:
+    send, receive = trio.testing.memory_stream_one_way_pair()
+    reader = FrameReader(receive)
+    await send.send_all(frame(b"hello")[:-2])
+    await send.aclose()
+    with pytest.raises(FrameError, match="middle of a frame"):
+        await reader.read()
+
+
+def test_blocking_socket_frames() -> None:
+    left, right = socket.socketpair()
+    with left, right:
+        send_frame(left, b"payload")
+        assert recv_frame(right) == b"payload"
+        left.sendall(HEADER.pack(50))
+        with pytest.raises(FrameError, match="exceeds"):
+            recv_frame(right, max_bytes=10)
+        left.close()
+        assert recv_frame(right) is None

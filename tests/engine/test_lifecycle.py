@@ -1,0 +1,86 @@
+"""Start-up, shutdown and failure of a real server process and its worker processes."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from engine.client import RequestError, connect
+from engine.sampling_params import SamplingParams
+from support.engine_server import RunningServer, start_server
+
+GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in state
+
+
+def wait_gone(pids: list[int], timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(is_alive(pid) for pid in pids), f"orphaned workers: {pids}"
+
+
+async def greedy_text(server: RunningServer, prompt: str) -> str:
+    async with connect(server.host, server.rpc_port) as client:
+        text, _, _ = await client.complete(prompt, GREEDY)
+    return text
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+async def test_tensor_parallel_server_matches_one_rank_and_stops_cleanly(
+    server: RunningServer, tiny_model_dir: Path, stop_signal: signal.Signals
+) -> None:
+    parallel = start_server(tiny_model_dir, "--tp", "2", "--num-kv-blocks", "128")
+    try:
+        assert len(parallel.worker_pids) == 2
+        prompt = "tensor parallel on gloo"
+        assert await greedy_text(parallel, prompt) == await greedy_text(server, prompt)
+        parallel.process.send_signal(stop_signal)
+        assert await trio.to_thread.run_sync(parallel.process.wait, 30) == 0
+        wait_gone(parallel.worker_pids)
+    finally:
+        parallel.stop()
+
+
+async def test_a_dead_worker_fails_requests_clearly_and_the_server_says_so(tiny_model_dir: Path) -> None:
+    doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128")
+    try:
+        async with connect(doomed.host, doomed.rpc_port) as client:
+            long = SamplingParams(max_tokens=2000, ignore_eos=True)
+            async with client.generate("keep going", long) as generation:
+                async for _ in generation:
+                    os.kill(doomed.worker_pids[0], signal.SIGKILL)
+                    break
+                with pytest.raises(RequestError) as raised:
+                    async for _ in generation:
+                        pass
+            assert raised.value.code == "engine_failed"
+            assert "model worker rank 0 died (exit code -9)" in raised.value.message
+            with pytest.raises(RequestError, match="engine_failed"):
+                await client.complete("anyone?", GREEDY)
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"{doomed.url}/health")
+            assert health.status_code == 503 and "rank 0 died" in health.json()["error"]
+            body = {"model": "tiny", "prompt": "hi", "max_tokens": 2}
+            refused = await http.post(f"{doomed.url}/v1/completions", json=body)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_failed"
+    finally:
+        doomed.stop()
+
+
+def test_a_model_directory_without_weights_fails_at_start_with_its_reason(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(RuntimeError) as raised:
+        start_server(tmp_path, timeout_s=120)
+    assert "tokenizer.json" in str(raised.value) or "config" in str(raised.value)
