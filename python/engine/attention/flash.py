@@ -1,0 +1,80 @@
+"""flash-attn 2's variable-length kernel (`flash_attn_varlen_func`), on CUDA, when installed.
+
+One call covers the whole mixed batch: causal masking in flash-attn aligns to the bottom right,
+which is exactly "a chunk's queries are the last tokens of the context". flash-attn reads a paged
+cache directly only when the block size is a multiple of 256; with smaller blocks the contexts
+are gathered into contiguous keys and values first (one index_select per layer).
+"""
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engine.attention.backend import AttentionBackend, AttentionLayer, write_kv
+from engine.attention.metadata import AttentionMetadata
+
+PAGED_BLOCK_MULTIPLE = 256
+
+
+def is_flash_attn_available() -> bool:
+    return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
+
+
+@dataclass(frozen=True, slots=True)
+class FlashPlan:
+    metadata: AttentionMetadata
+    """[sum(seq_lens)] int64 context slots, request after request; None when reading pages directly."""
+    context_slots: torch.Tensor | None
+
+
+class FlashAttention(AttentionBackend[FlashPlan]):
+    name = "flash"
+
+    def __init__(self, block_size: int) -> None:
+        if not is_flash_attn_available():
+            raise ValueError("attention backend 'flash' needs the flash_attn package and a CUDA device")
+        from flash_attn import flash_attn_varlen_func
+
+        self._varlen: Any = flash_attn_varlen_func
+        self.reads_pages = block_size % PAGED_BLOCK_MULTIPLE == 0
+
+    def prepare(self, metadata: AttentionMetadata) -> FlashPlan:
+        if self.reads_pages:
+            return FlashPlan(metadata, None)
+        slots = torch.from_numpy(metadata.context_slots()).to(metadata.slot_mapping.device, non_blocking=True)
+        return FlashPlan(metadata, slots)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        plan: FlashPlan,
+        layer: AttentionLayer,
+    ) -> torch.Tensor:
+        metadata = plan.metadata
+        write_kv(key, value, kv_cache, metadata.slot_mapping)
+        window = (-1, -1) if layer.sliding_window is None else (layer.sliding_window - 1, 0)
+        if plan.context_slots is None:
+            keys, values, block_table = kv_cache[0], kv_cache[1], metadata.block_tables
+        else:
+            keys = kv_cache[0].view(-1, layer.num_kv_heads, layer.head_dim).index_select(0, plan.context_slots)
+            values = kv_cache[1].view(-1, layer.num_kv_heads, layer.head_dim).index_select(0, plan.context_slots)
+            block_table = None
+        output: torch.Tensor = self._varlen(
+            query,
+            keys,
+            values,
+            cu_seqlens_q=metadata.query_start_loc,
+            cu_seqlens_k=metadata.seq_start_loc,
+            max_seqlen_q=metadata.max_query_len,
+            max_seqlen_k=metadata.max_seq_len,
+            softmax_scale=layer.scale,
+            causal=True,
+            window_size=window,
+            block_table=block_table,
+        )
+        return output

@@ -1,0 +1,154 @@
+"""Attention through PyTorch's `scaled_dot_product_attention`, on any device.
+
+Decodes (one query token each) run together in one call over their gathered contexts with a
+length mask; each prefill chunk runs in its own call (a step holds few of them: the token budget
+bounds them), causal when it starts the sequence, else with an explicit mask over its cached
+prefix.
+"""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from engine.attention.backend import AttentionBackend, AttentionLayer, write_kv
+from engine.attention.metadata import AttentionMetadata
+
+
+@dataclass(frozen=True, slots=True)
+class PrefillSegment:
+    token_start: int
+    query_len: int
+    seq_len: int
+    """[seq_len] int64: the cache slots of this request's context, in position order."""
+    context_slots: torch.Tensor
+
+
+@dataclass(slots=True)
+class SdpaPlan:
+    metadata: AttentionMetadata
+    """[num_decodes] int64: where each decode's token sits in the flattened batch."""
+    decode_token_index: torch.Tensor
+    """[num_decodes, max blocks] int64."""
+    decode_block_tables: torch.Tensor
+    """[num_decodes] int64."""
+    decode_seq_lens: torch.Tensor
+    prefills: tuple[PrefillSegment, ...]
+    decode_masks: dict[int | None, torch.Tensor] = field(default_factory=dict)
+
+    def decode_mask(self, sliding_window: int | None) -> torch.Tensor:
+        """[num_decodes, 1, 1, context width] bool: which gathered keys each decode may see."""
+        mask = self.decode_masks.get(sliding_window)
+        if mask is None:
+            width = self.decode_block_tables.shape[1] * self.metadata.block_size
+            positions = torch.arange(width, device=self.decode_seq_lens.device)[None, :]
+            seq_lens = self.decode_seq_lens[:, None]
+            mask = positions < seq_lens
+            if sliding_window is not None:
+                mask &= positions >= seq_lens - sliding_window
+            mask = mask[:, None, None, :]
+            self.decode_masks[sliding_window] = mask
+        return mask
+
+
+class SdpaAttention(AttentionBackend[SdpaPlan]):
+    name = "sdpa"
+
+    def prepare(self, metadata: AttentionMetadata) -> SdpaPlan:
+        device = metadata.slot_mapping.device
+        query_starts = [0]
+        for query_len in metadata.query_lens:
+            query_starts.append(query_starts[-1] + query_len)
+        decode_rows = [row for row, query_len in enumerate(metadata.query_lens) if query_len == 1]
+        prefill_rows = [row for row, query_len in enumerate(metadata.query_lens) if query_len > 1]
+
+        prefills: list[PrefillSegment] = []
+        if prefill_rows:
+            context_starts = [0]
+            for seq_len in metadata.seq_lens:
+                context_starts.append(context_starts[-1] + seq_len)
+            all_slots = torch.from_numpy(metadata.context_slots()).to(device)
+            for row in prefill_rows:
+                seq_len = metadata.seq_lens[row]
+                slots = all_slots[context_starts[row] : context_starts[row] + seq_len]
+                prefills.append(PrefillSegment(query_starts[row], metadata.query_lens[row], seq_len, slots))
+
+        rows = torch.tensor(decode_rows, dtype=torch.int64, device=device)
+        return SdpaPlan(
+            metadata=metadata,
+            decode_token_index=torch.tensor(
+                [query_starts[row] for row in decode_rows], dtype=torch.int64, device=device
+            ),
+            decode_block_tables=metadata.block_tables.index_select(0, rows).long(),
+            decode_seq_lens=metadata.seq_lens_tensor.index_select(0, rows).long(),
+            prefills=tuple(prefills),
+        )
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        plan: SdpaPlan,
+        layer: AttentionLayer,
+    ) -> torch.Tensor:
+        write_kv(key, value, kv_cache, plan.metadata.slot_mapping)
+        output = torch.empty_like(query)
+        if plan.decode_token_index.numel():
+            output[plan.decode_token_index] = self._decode(query, kv_cache, plan, layer)
+        flat_keys = kv_cache[0].view(-1, layer.num_kv_heads, layer.head_dim)
+        flat_values = kv_cache[1].view(-1, layer.num_kv_heads, layer.head_dim)
+        for segment in plan.prefills:
+            queries = query[segment.token_start : segment.token_start + segment.query_len]
+            keys = flat_keys.index_select(0, segment.context_slots)
+            values = flat_values.index_select(0, segment.context_slots)
+            output[segment.token_start : segment.token_start + segment.query_len] = self._prefill(
+                queries, keys, values, segment, layer
+            )
+        return output
+
+    @staticmethod
+    def _decode(query: torch.Tensor, kv_cache: torch.Tensor, plan: SdpaPlan, layer: AttentionLayer) -> torch.Tensor:
+        num_decodes = plan.decode_token_index.shape[0]
+        # [num_decodes, blocks, block_size, kv_heads, head_dim] -> [num_decodes, kv_heads, context, head_dim]
+        keys = kv_cache[0][plan.decode_block_tables].flatten(1, 2).transpose(1, 2)
+        values = kv_cache[1][plan.decode_block_tables].flatten(1, 2).transpose(1, 2)
+        queries = query[plan.decode_token_index][:, :, None, :]
+        attended = F.scaled_dot_product_attention(
+            queries,
+            keys,
+            values,
+            attn_mask=plan.decode_mask(layer.sliding_window),
+            scale=layer.scale,
+            enable_gqa=layer.num_heads != layer.num_kv_heads,
+        )
+        return attended.view(num_decodes, layer.num_heads, layer.head_dim)
+
+    @staticmethod
+    def _prefill(
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        segment: PrefillSegment,
+        layer: AttentionLayer,
+    ) -> torch.Tensor:
+        window = layer.sliding_window
+        starts_sequence = segment.query_len == segment.seq_len
+        mask = None
+        if not starts_sequence or (window is not None and window < segment.seq_len):
+            query_positions = torch.arange(segment.seq_len - segment.query_len, segment.seq_len, device=queries.device)
+            key_positions = torch.arange(segment.seq_len, device=queries.device)
+            mask = key_positions[None, :] <= query_positions[:, None]
+            if window is not None:
+                mask &= key_positions[None, :] > query_positions[:, None] - window
+        attended = F.scaled_dot_product_attention(
+            queries.transpose(0, 1),
+            keys.transpose(0, 1),
+            values.transpose(0, 1),
+            attn_mask=mask,
+            is_causal=mask is None,
+            scale=layer.scale,
+            enable_gqa=layer.num_heads != layer.num_kv_heads,
+        )
+        return attended.transpose(0, 1)

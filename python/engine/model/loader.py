@@ -1,0 +1,167 @@
+"""Builds the decoder for one tensor-parallel rank and fills it from a model directory's
+safetensors checkpoint (one file, or shards listed in `model.safetensors.index.json`).
+
+Each rank reads only its slice of each tensor: rows of q/k/v/gate/up and of the embedding and LM
+head, columns of o/down; norms are replicated. Every parameter must be found in the checkpoint,
+and every checkpoint tensor must have a place in the model.
+"""
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from safetensors import safe_open
+
+from engine.attention import AttentionBackend
+from engine.model.config import ModelConfig
+from engine.model.layers.linear import ColumnParallelLinear
+from engine.model.layers.weights import CheckpointTensor, copy_exact
+from engine.model.llama import LlamaForCausalLM
+from engine.model.parallel import TensorParallel
+
+DTYPE_NAMES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def resolve_dtype(requested: str, config: ModelConfig, device: torch.device) -> torch.dtype:
+    """`auto`: float32 on the CPU, the checkpoint's dtype on a GPU (bfloat16 when it names none)."""
+    if requested == "auto":
+        if device.type == "cpu":
+            return torch.float32
+        return DTYPE_NAMES[config.torch_dtype or "bfloat16"]
+    if requested not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {requested!r}: expected 'auto' or one of {sorted(DTYPE_NAMES)}")
+    return DTYPE_NAMES[requested]
+
+
+def checkpoint_files(model_dir: Path) -> list[Path]:
+    index_path = model_dir / INDEX_FILE
+    if index_path.is_file():
+        try:
+            weight_map = json.loads(index_path.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{index_path} is not a safetensors index (needs a 'weight_map'): {error}") from None
+        files = [model_dir / name for name in sorted(set(weight_map.values()))]
+        missing = [str(path.name) for path in files if not path.is_file()]
+        if missing:
+            raise ValueError(f"{index_path} lists shards that do not exist: {missing}")
+        return files
+    if (model_dir / SINGLE_FILE).is_file():
+        return [model_dir / SINGLE_FILE]
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{model_dir} holds no *.safetensors weights (other formats are not supported)")
+    return files
+
+
+@runtime_checkable
+class LoadsWeights(Protocol):
+    """A layer that copies its own slice of checkpoint tensors (the parallel layers)."""
+
+    def load_weight(self, param_name: str, source: CheckpointTensor, shard_id: int | None) -> None: ...
+
+
+class SafetensorsTensor:
+    """A `CheckpointTensor` read lazily from an open safetensors file."""
+
+    def __init__(self, name: str, lazy_slice: Any) -> None:
+        self.name = name
+        self._slice = lazy_slice
+        self._shape = tuple(lazy_slice.get_shape())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    def read(self, dim: int = 0, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        stop = self._shape[dim] if stop is None else stop
+        if dim == 0:
+            return self._slice[start:stop]
+        if dim == 1:
+            return self._slice[:, start:stop]
+        raise ValueError(f"cannot slice {self.name} along dimension {dim}")
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def load_model(
+    model_dir: str | Path,
+    config: ModelConfig,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    tp: TensorParallel,
+    backend: AttentionBackend[Any],
+    max_positions: int,
+) -> LlamaForCausalLM:
+    """Builds this rank's shard of the model on `device` in `dtype` and loads its weights."""
+    with torch.device(device), _default_dtype(dtype):
+        model = LlamaForCausalLM(config, backend, tp, max_positions)
+    load_weights(model, Path(model_dir))
+    return model.eval()
+
+
+def load_weights(model: LlamaForCausalLM, model_dir: Path) -> None:
+    loaded: dict[tuple[str, str], set[int | None]] = {}
+    for path in checkpoint_files(model_dir):
+        with safe_open(str(path), framework="pt", device="cpu") as file:
+            for name in file.keys():
+                target = model.checkpoint_target(name)
+                if target is None:
+                    continue
+                module_path, param_name, shard_id = target
+                module = _submodule(model, module_path, name)
+                source = SafetensorsTensor(name, file.get_slice(name))
+                if isinstance(module, LoadsWeights):
+                    module.load_weight(param_name, source, shard_id)
+                else:
+                    param = getattr(module, param_name, None)
+                    if not isinstance(param, torch.nn.Parameter):
+                        raise ValueError(f"checkpoint tensor {name} has no place in {model.config.architecture}")
+                    copy_exact(param, source)
+                loaded.setdefault((module_path, param_name), set()).add(shard_id)
+    _check_complete(model, loaded)
+
+
+def _submodule(model: LlamaForCausalLM, path: str, checkpoint_name: str) -> torch.nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        raise ValueError(f"checkpoint tensor {checkpoint_name} has no place in {model.config.architecture}") from None
+
+
+def _check_complete(model: LlamaForCausalLM, loaded: dict[tuple[str, str], set[int | None]]) -> None:
+    missing = []
+    for module_path, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            if module is model.lm_head and model.config.tie_word_embeddings:
+                continue
+            shards: set[int | None] = (
+                set(range(len(module.parts))) if isinstance(module, ColumnParallelLinear) else {None}
+            )
+            absent = shards - loaded.get((module_path, param_name), set())
+            if absent:
+                parts = sorted(part for part in absent if part is not None)
+                missing.append(f"{module_path}.{param_name}" + (f" (parts {parts})" if parts else ""))
+    if missing:
+        raise ValueError(f"the checkpoint lacks {len(missing)} weights, e.g. {missing[:5]}")

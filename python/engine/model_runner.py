@@ -1,0 +1,337 @@
+"""Runs the model on one tensor-parallel rank: load the shard, size and hold the paged KV cache,
+and execute the engine's steps (see `engine.step`).
+
+Every rank of a tensor-parallel group gets the same `StepInput` and calls `execute`; the ranks
+run the forward pass together (their collectives meet inside the layers), rank 0 samples, and
+it broadcasts the sampled tokens, so every rank appends the same tokens and returns the same
+`StepOutput`.
+"""
+
+import itertools
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from engine.attention import BACKENDS, AttentionMetadata, kv_cache_shape, select_backend
+from engine.model.config import load_model_config
+from engine.model.loader import DTYPE_NAMES, load_model, resolve_dtype
+from engine.model.parallel import TensorParallel
+from engine.request_table import RequestTable, ScheduledWork
+from engine.sampling import Sampler
+from engine.sampling_params import SamplingParams
+from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
+
+DEVICES = ("cpu", "cuda")
+DEFAULT_CPU_KV_CACHE_GIB = 1.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelRunnerConfig:
+    """`model`: a Hugging Face model directory. `dtype`: `auto` (float32 on the CPU, the
+    checkpoint's on a GPU), `float32`, `float16` or `bfloat16`. `max_model_len`: None takes the
+    model's `max_position_embeddings`.
+
+    KV capacity: `num_kv_blocks` when given; otherwise on the CPU `kv_cache_memory_gib` (1 GiB
+    when None), on a GPU what a profiled forward of `max_num_batched_tokens` tokens over
+    `max_num_seqs` requests leaves of `gpu_memory_utilization` of the device's memory.
+    """
+
+    model: str
+    dtype: str = "auto"
+    device: str = "cpu"
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    block_size: int = 16
+    num_kv_blocks: int | None = None
+    kv_cache_memory_gib: float | None = None
+    gpu_memory_utilization: float = 0.9
+    attention_backend: str = "auto"
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 256
+    distributed_init_method: str = "tcp://127.0.0.1:29511"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
+            raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPE_NAMES)}, got {self.dtype!r}")
+        if self.attention_backend not in BACKENDS:
+            raise ValueError(f"attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
+        positive = dict(
+            tensor_parallel_size=self.tensor_parallel_size,
+            block_size=self.block_size,
+            max_num_batched_tokens=self.max_num_batched_tokens,
+            max_num_seqs=self.max_num_seqs,
+        )
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.max_model_len is not None and self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be at least 1, got {self.max_model_len}")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError(f"num_kv_blocks must be at least 1, got {self.num_kv_blocks}")
+        if self.kv_cache_memory_gib is not None and not self.kv_cache_memory_gib > 0:
+            raise ValueError(f"kv_cache_memory_gib must be positive, got {self.kv_cache_memory_gib}")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        if self.tensor_parallel_size > 1 and not self.distributed_init_method.startswith(("tcp://", "file://")):
+            raise ValueError(
+                f"distributed_init_method must be a tcp:// or file:// URL, got {self.distributed_init_method!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelInfo:
+    """What the engine needs to know about the loaded model (plain values, safe to send)."""
+
+    architecture: str
+    vocab_size: int
+    bos_token_id: int | None
+    eos_token_ids: tuple[int, ...]
+    max_model_len: int
+    num_layers: int
+    hidden_size: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    dtype: str
+    device: str
+    tensor_parallel_size: int
+    block_size: int
+    attention_backend: str
+    """Bytes one KV block takes on one rank (all layers, keys and values)."""
+    kv_cache_bytes_per_block: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ModelRunner:
+    def __init__(self, config: ModelRunnerConfig, rank: int = 0) -> None:
+        self.config = config
+        self.tp = TensorParallel(rank, config.tensor_parallel_size)
+        self.device = self._init_device(config, rank)
+        self._init_distributed(config, rank)
+
+        model_config = load_model_config(config.model)
+        max_model_len = config.max_model_len or model_config.max_position_embeddings
+        if max_model_len > model_config.max_position_embeddings:
+            raise ValueError(
+                f"max_model_len {max_model_len} exceeds the model's max_position_embeddings "
+                f"({model_config.max_position_embeddings})"
+            )
+        dtype = resolve_dtype(config.dtype, model_config, self.device)
+        self.backend = select_backend(config.attention_backend, self.device, config.block_size)
+        self.model = load_model(
+            Path(config.model),
+            model_config,
+            dtype=dtype,
+            device=self.device,
+            tp=self.tp,
+            backend=self.backend,
+            max_positions=max_model_len,
+        )
+        self.num_local_kv_heads = self.model.attention_layers[0].num_kv_heads
+        element_bytes = torch.empty((), dtype=dtype).element_size()
+        kv_bytes_per_block = (
+            2
+            * model_config.num_layers
+            * config.block_size
+            * self.num_local_kv_heads
+            * model_config.head_dim
+            * element_bytes
+        )
+        self.model_info = ModelInfo(
+            architecture=model_config.architecture,
+            vocab_size=model_config.vocab_size,
+            bos_token_id=model_config.bos_token_id,
+            eos_token_ids=model_config.eos_token_ids,
+            max_model_len=max_model_len,
+            num_layers=model_config.num_layers,
+            hidden_size=model_config.hidden_size,
+            num_heads=model_config.num_heads,
+            num_kv_heads=model_config.num_kv_heads,
+            head_dim=model_config.head_dim,
+            dtype=str(dtype).removeprefix("torch."),
+            device=self.device.type,
+            tensor_parallel_size=config.tensor_parallel_size,
+            block_size=config.block_size,
+            attention_backend=self.backend.name,
+            kv_cache_bytes_per_block=kv_bytes_per_block,
+        )
+        self.dtype = dtype
+        self.sampler = Sampler(self.device, config.seed) if self.tp.is_first else None
+        self.kv_caches: list[torch.Tensor] = []
+        self.requests: RequestTable | None = None
+
+    @staticmethod
+    def _init_device(config: ModelRunnerConfig, rank: int) -> torch.device:
+        if config.device == "cpu":
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but CUDA is not available")
+        if rank >= torch.cuda.device_count():
+            raise ValueError(f"rank {rank} needs GPU {rank}, but only {torch.cuda.device_count()} are visible")
+        torch.cuda.set_device(rank)
+        return torch.device("cuda", rank)
+
+    @staticmethod
+    def _init_distributed(config: ModelRunnerConfig, rank: int) -> None:
+        if config.tensor_parallel_size == 1:
+            return
+        if dist.is_initialized():
+            raise ValueError("torch.distributed is already initialized in this process; one runner per process")
+        dist.init_process_group(
+            backend="nccl" if config.device == "cuda" else "gloo",
+            init_method=config.distributed_init_method,
+            world_size=config.tensor_parallel_size,
+            rank=rank,
+        )
+
+    def determine_num_kv_blocks(self) -> int:
+        """How many KV blocks fit; the same on every rank (the smallest rank's figure)."""
+        config = self.config
+        if config.num_kv_blocks is not None:
+            num_blocks = config.num_kv_blocks
+        elif self.device.type == "cpu":
+            gib = config.kv_cache_memory_gib or DEFAULT_CPU_KV_CACHE_GIB
+            num_blocks = int(gib * 2**30 // self.model_info.kv_cache_bytes_per_block)
+        else:
+            num_blocks = self._profile_gpu_num_blocks()
+        if num_blocks < 1:
+            raise ValueError(
+                f"no KV block fits: one block takes {self.model_info.kv_cache_bytes_per_block} bytes on this rank"
+            )
+        return self.tp.min_over_ranks(num_blocks, self.device)
+
+    def init_kv_cache(self, num_blocks: int) -> None:
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be at least 1, got {num_blocks}")
+        if self.requests is not None:
+            raise ValueError("the KV cache is already initialised")
+        self.kv_caches = self._allocate_kv_cache(num_blocks)
+        self.requests = RequestTable(
+            vocab_size=self.model_info.vocab_size,
+            max_model_len=self.model_info.max_model_len,
+            block_size=self.config.block_size,
+            num_blocks=num_blocks,
+        )
+
+    def _allocate_kv_cache(self, num_blocks: int) -> list[torch.Tensor]:
+        shape = kv_cache_shape(num_blocks, self.config.block_size, self.num_local_kv_heads, self.model_info.head_dim)
+        cache = torch.zeros((self.model_info.num_layers, *shape), dtype=self.dtype, device=self.device)
+        return list(cache.unbind(0))
+
+    @torch.inference_mode()
+    def execute(self, step: StepInput) -> StepOutput:
+        if self.requests is None:
+            raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
+        started = time.perf_counter()
+        work = self.requests.apply(step)
+        if self.sampler is not None:
+            for new in step.new_requests:
+                if new.sampling.seed is not None:
+                    self.requests.requests[new.request_id].generator = self.sampler.new_generator(new.sampling.seed)
+        sampled = self._run(work, self.kv_caches) if work else []
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return StepOutput(step.step_id, sampled, time.perf_counter() - started)
+
+    def _run(self, work: list[ScheduledWork], kv_caches: list[torch.Tensor]) -> list[int]:
+        token_ids: list[int] = []
+        for item in work:
+            token_ids.extend(item.request.token_ids[item.start : item.end])
+        metadata = AttentionMetadata.build(
+            query_lens=[item.chunk.num_tokens for item in work],
+            seq_lens=[item.end for item in work],
+            block_tables=[item.request.block_table for item in work],
+            block_size=self.config.block_size,
+            device=self.device,
+        )
+        input_ids = torch.tensor(token_ids, dtype=torch.int64).to(self.device, non_blocking=True)
+        hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata))
+
+        producing = [i for i, item in enumerate(work) if item.chunk.produces_token]
+        if not producing:
+            return []
+        chunk_ends = list(itertools.accumulate(item.chunk.num_tokens for item in work))
+        rows = torch.tensor([chunk_ends[i] - 1 for i in producing], dtype=torch.int64, device=self.device)
+        logits = self.model.compute_logits(hidden.index_select(0, rows))
+        if self.sampler is not None:
+            tokens = self.sampler.sample(
+                logits,
+                [work[i].request.sampling for i in producing],
+                [work[i].request.generator for i in producing],
+            )
+        else:
+            tokens = torch.empty(len(producing), dtype=torch.int64, device=self.device)
+        sampled: list[int] = self.tp.broadcast_from_first(tokens).tolist()
+        for i, token in zip(producing, sampled, strict=True):
+            work[i].request.token_ids.append(token)
+        return sampled
+
+    def _profile_gpu_num_blocks(self) -> int:
+        """Runs the largest step the engine may send (without a real cache), measures its peak memory
+        beside the weights, and gives the KV cache what is left of `gpu_memory_utilization`."""
+        config = self.config
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        free_before, total = torch.cuda.mem_get_info(self.device)
+        allocated_before = torch.cuda.memory_allocated(self.device)
+
+        num_tokens = min(config.max_num_batched_tokens, config.max_num_seqs * self.model_info.max_model_len)
+        num_seqs = min(config.max_num_seqs, num_tokens)
+        lengths = [num_tokens // num_seqs + (i < num_tokens % num_seqs) for i in range(num_seqs)]
+        tables, next_block = [], 0
+        for length in lengths:
+            blocks = math.ceil(length / config.block_size)
+            tables.append(list(range(next_block, next_block + blocks)))
+            next_block += blocks
+        scratch = self._allocate_kv_cache(next_block)
+        scratch_bytes = sum(layer.numel() * layer.element_size() for layer in scratch)
+        profile = RequestTable(
+            vocab_size=self.model_info.vocab_size,
+            max_model_len=self.model_info.max_model_len,
+            block_size=config.block_size,
+            num_blocks=next_block,
+        )
+        sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
+        step = StepInput(
+            step_id=-1,
+            chunks=[ScheduledChunk(i, length, 0, True, tables[i]) for i, length in enumerate(lengths)],
+            new_requests=[NewRequest(i, [0] * length, sampling) for i, length in enumerate(lengths)],
+        )
+        with torch.inference_mode():
+            self._run(profile.apply(step), scratch)
+        torch.cuda.synchronize(self.device)
+        activation_peak = torch.cuda.max_memory_allocated(self.device) - allocated_before - scratch_bytes
+        del scratch
+        torch.cuda.empty_cache()
+        if self.sampler is not None:
+            self.sampler.generator.manual_seed(config.seed)
+
+        used_before = total - free_before
+        budget = total * config.gpu_memory_utilization - used_before - activation_peak
+        if budget < self.model_info.kv_cache_bytes_per_block:
+            raise ValueError(
+                f"no room for the KV cache: {used_before / 2**30:.2f} GiB in use after loading, a "
+                f"{activation_peak / 2**30:.2f} GiB activation peak, and gpu_memory_utilization "
+                f"{config.gpu_memory_utilization} of {total / 2**30:.2f} GiB"
+            )
+        return int(budget // self.model_info.kv_cache_bytes_per_block)
+
+    def shutdown(self) -> None:
+        """Frees the KV cache and the model and leaves the process group."""
+        self.kv_caches = []
+        self.requests = None
+        if self.tp.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

@@ -1,0 +1,88 @@
+"""Chooses one token per row of logits, each row by its own request's `SamplingParams`.
+
+Greedy rows take the argmax. Other rows divide by their temperature, keep their top-k and top-p
+tokens, and draw from the softmax with the exponential race (argmax of p / E with E ~ Exp(1)),
+which equals sampling from p. The noise of a seeded request comes from that request's own
+`torch.Generator`, one draw of `vocab_size` numbers per token, so its tokens depend only on its
+seed and its logits, never on which other requests share the batch. Unseeded rows share the
+sampler's generator.
+"""
+
+from collections.abc import Sequence
+
+import torch
+
+from engine.sampling_params import SamplingParams
+
+
+class Sampler:
+    def __init__(self, device: torch.device, seed: int = 0) -> None:
+        self.device = device
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    def new_generator(self, seed: int) -> torch.Generator:
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed)
+        return generator
+
+    def sample(
+        self,
+        logits: torch.Tensor,
+        params: Sequence[SamplingParams],
+        generators: Sequence[torch.Generator | None],
+    ) -> torch.Tensor:
+        """`logits` [rows, vocab]; returns [rows] int64 token ids."""
+        if logits.shape[0] != len(params) or len(params) != len(generators):
+            raise ValueError(
+                f"{logits.shape[0]} rows of logits for {len(params)} sampling params and {len(generators)} generators"
+            )
+        logits = logits.float()
+        greedy_tokens = logits.argmax(dim=-1)
+        random_rows = [row for row, p in enumerate(params) if not p.is_greedy]
+        if not random_rows:
+            return greedy_tokens
+        row_params = [params[row] for row in random_rows]
+        rows = torch.tensor(random_rows, dtype=torch.int64, device=logits.device)
+        probabilities = filtered_probabilities(logits.index_select(0, rows), row_params)
+        noise = torch.empty_like(probabilities)
+        unseeded = [i for i, row in enumerate(random_rows) if generators[row] is None]
+        if unseeded:
+            shared = torch.empty((len(unseeded), probabilities.shape[1]), device=logits.device)
+            shared.exponential_(generator=self.generator)
+            noise[unseeded] = shared
+        for i, row in enumerate(random_rows):
+            generator = generators[row]
+            if generator is not None:
+                noise[i].exponential_(generator=generator)
+        noise.clamp_(min=torch.finfo(noise.dtype).tiny)
+        tokens = greedy_tokens.clone()
+        tokens[rows] = (probabilities / noise).argmax(dim=-1)
+        return tokens
+
+
+def filtered_probabilities(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tensor:
+    """Softmax of `logits / temperature` over each row's top-k and top-p tokens (zero elsewhere)."""
+    vocab_size = logits.shape[1]
+    temperatures = torch.tensor([p.temperature for p in params], dtype=logits.dtype, device=logits.device)
+    logits = logits / temperatures[:, None]
+    top_ks = [p.top_k if 0 < p.top_k < vocab_size else vocab_size for p in params]
+    top_ps = [p.top_p for p in params]
+    if all(k == vocab_size for k in top_ks) and all(p >= 1.0 for p in top_ps):
+        return torch.softmax(logits, dim=-1)
+
+    sorted_logits, sorted_ids = logits.sort(dim=-1, descending=True)
+    ranks = torch.arange(vocab_size, device=logits.device)[None, :]
+    k = torch.tensor(top_ks, device=logits.device)[:, None]
+    dropped = ranks >= k
+    sorted_logits = sorted_logits.masked_fill(dropped, float("-inf"))
+    if any(p < 1.0 for p in top_ps):
+        sorted_probabilities = torch.softmax(sorted_logits, dim=-1)
+        mass_before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities
+        p = torch.tensor(top_ps, dtype=logits.dtype, device=logits.device)[:, None]
+        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it does.
+        dropped |= mass_before >= p
+        dropped[:, 0] = False
+        sorted_logits = sorted_logits.masked_fill(dropped, float("-inf"))
+    filtered = torch.full_like(logits, float("-inf")).scatter(1, sorted_ids, sorted_logits)
+    return torch.softmax(filtered, dim=-1)
