@@ -24,7 +24,7 @@ from engine.model_runner import ModelRunnerConfig
 from engine.request_stream import RequestOutcome
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import Tokenizer
-from engine.worker.worker_group import WorkerGroup
+from engine.worker.worker_group import CPU_WORKER_ENVIRONMENT, WorkerGroup
 
 BATCH_SIZES = (1, 16, 64)
 
@@ -36,10 +36,10 @@ async def drain(stream: object) -> None:
 
 
 async def measure(model_dir: Path, max_tokens: int) -> dict[int, dict[str, float]]:
-    runner = ModelRunnerConfig(model_path=str(model_dir), device="cpu", num_kv_blocks=4096)
+    runner = ModelRunnerConfig(model=str(model_dir), device="cpu", num_kv_blocks=4096)
     results = {}
     async with trio.open_nursery() as nursery:
-        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, 1).run)
+        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, 1, CPU_WORKER_ENVIRONMENT).run)
         config = EngineConfig(chunk_size=2048, max_num_seqs=max(BATCH_SIZES))
         engine = EngineCore(config, workers, Tokenizer(model_dir), EngineMetrics("bench"))
         await nursery.start(engine.run)

@@ -2,4 +2,6 @@ import sys
 
 from engine.cli import main
 
-sys.exit(main())
+# Worker processes (spawn start method) import this module again as "__mp_main__".
+if __name__ == "__main__":
+    sys.exit(main())

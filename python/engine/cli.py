@@ -2,8 +2,10 @@
 
 import argparse
 import logging
+import os
 import signal
 import sys
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -14,6 +16,7 @@ from engine.model_runner import ModelRunnerConfig
 from engine.request_stream import EngineFailedError
 from engine.scheduler import POLICIES
 from engine.serve import ServerConfig, serve
+from engine.worker.worker_group import CPU_WORKER_ENVIRONMENT
 
 log = logging.getLogger("engine")
 
@@ -54,6 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 async def _cancel_on_signals(scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for received in signals:
@@ -62,10 +73,17 @@ async def _cancel_on_signals(scope: trio.CancelScope) -> None:
             return
 
 
+def _worker_environment(device: str) -> dict[str, str]:
+    """Worker variables for the device, leaving alone any the user set."""
+    defaults = CPU_WORKER_ENVIRONMENT if device == "cpu" else {}
+    return {name: value for name, value in defaults.items() if name not in os.environ}
+
+
 async def _run(model_dir: Path, runner: ModelRunnerConfig, engine: EngineConfig, server: ServerConfig) -> None:
+    environment = _worker_environment(runner.device)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_signals, nursery.cancel_scope)
-        await nursery.start(serve, model_dir, runner, engine, server)
+        await nursery.start(partial(serve, worker_environment=environment), model_dir, runner, engine, server)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         default_name = args.model.resolve().name
     try:
         runner = ModelRunnerConfig(
-            model_path=str(model_dir),
+            model=str(model_dir),
             dtype=args.dtype,
-            device=args.device,
+            device=_resolve_device(args.device),
             tensor_parallel_size=args.tp,
             max_model_len=args.max_model_len,
             block_size=args.block_size,
@@ -91,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             kv_cache_memory_gib=args.kv_cache_memory_gib,
             gpu_memory_utilization=args.gpu_memory_utilization,
             attention_backend=args.attention_backend,
+            max_num_batched_tokens=args.chunk_size or 2048,
+            max_num_seqs=args.max_num_seqs,
         )
         engine = EngineConfig(
             policy=args.policy,

@@ -1,27 +1,23 @@
 """Turns a growing list of token ids into text deltas that are always valid UTF-8, and cuts the
 text at stop strings.
 
-Byte-level tokenizers split multi-byte characters across tokens; decoding a prefix of such a
-character yields U+FFFD. Text is therefore emitted only up to the last complete character, by
-decoding a short window of recent tokens (offsets as in vLLM's incremental detokenizer). Text
-that might be the beginning of a stop string is held back until it is known not to be one.
+Byte-level tokenizers split multi-byte characters across tokens; the tokenizer's incremental
+decoder releases text only once its characters are complete, continuing from the prompt's last
+tokens so that merges across the boundary decode as in a full decode. Text that might be the
+beginning of a stop string is held back until it is known not to be one.
 """
 
 from collections.abc import Sequence
 
 from engine.tokenizer import Tokenizer
 
-REPLACEMENT_CHARACTER = "\ufffd"
-# Tokens re-decoded before the new ones, so merges across the boundary decode correctly.
+# Prompt tokens the decoder starts from, so the first output token decodes in context.
 CONTEXT_TOKENS = 5
 
 
 class IncrementalDetokenizer:
     def __init__(self, tokenizer: Tokenizer, prompt_token_ids: Sequence[int], stop: Sequence[str] = ()):
-        self._tokenizer = tokenizer
-        self._token_ids = list(prompt_token_ids[-CONTEXT_TOKENS:])
-        self._prefix_offset = 0
-        self._read_offset = len(self._token_ids)
+        self._decoder = tokenizer.decode_stream(prompt_token_ids[-CONTEXT_TOKENS:])
         self._stop = tuple(stop)
         self._hold_back = max((len(s) for s in self._stop), default=1) - 1
         self.text = ""  # all finalized output text so far (before any stop string)
@@ -32,13 +28,7 @@ class IncrementalDetokenizer:
         """Adds one output token; returns the new text that is safe to show (maybe empty)."""
         if self.stopped_by is not None:
             return ""
-        self._token_ids.append(token_id)
-        prefix_text = self._tokenizer.decode(self._token_ids[self._prefix_offset : self._read_offset])
-        full_text = self._tokenizer.decode(self._token_ids[self._prefix_offset :])
-        if len(full_text) > len(prefix_text) and not full_text.endswith(REPLACEMENT_CHARACTER):
-            self.text += full_text[len(prefix_text) :]
-            self._prefix_offset = self._read_offset
-            self._read_offset = len(self._token_ids)
+        self.text += self._decoder.step(token_id)
         return self._release()
 
     def flush(self) -> str:

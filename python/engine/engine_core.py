@@ -214,6 +214,8 @@ class EngineCore:
         tokens = output.sampled_token_ids
         stopped = []
         num_output_tokens = 0
+        ttfts: list[float] = []
+        tbts: list[float] = []
         producing = (entry for entry in scheduled if entry.produces_token)
         for entry, token in zip(producing, tokens, strict=False):
             request = self._requests.get(entry.id)
@@ -222,13 +224,14 @@ class EngineCore:
             request.output_token_ids.append(token)
             request.stream.push(token, request.detokenizer.add_token(token), now)
             if len(request.output_token_ids) == 1:
-                self.metrics.first_token(now - request.arrival_time)
+                ttfts.append(now - request.arrival_time)
             else:
-                self.metrics.next_token(now - request.last_token_time)
+                tbts.append(now - request.last_token_time)
             request.last_token_time = now
             if self._should_stop(request, token):
                 stopped.append(entry.id)
             num_output_tokens += 1
+        self.metrics.tokens(ttfts, tbts)
         for finished in self.scheduler.update(batch, tokens, finished_ids=stopped):
             request = self._requests.pop(finished.id)
             self._forget_on_workers.append(finished.id)

@@ -1,6 +1,7 @@
 """The msgspec socket protocol between `engine.client` and the engine's RPC server.
 
-Every message is one frame (see `engine.framing`) holding a msgpack-encoded tagged struct.
+Every message is one frame (see `engine.framing`) holding a msgpack-encoded tagged struct
+(server messages are arrays, their tag first, for compactness).
 A connection starts with the client's `Hello`, answered by `Welcome` (or an `Error` and a close
 when the protocol versions differ). Request ids are chosen by the client and unique within its
 connection. New fields are added with defaults so older clients keep working.
@@ -34,7 +35,7 @@ class Abort(msgspec.Struct, tag="abort", kw_only=True):
 ClientMessage = Hello | Generate | Abort
 
 
-class Welcome(msgspec.Struct, tag="welcome", kw_only=True):
+class Welcome(msgspec.Struct, tag="welcome", kw_only=True, array_like=True):
     protocol_version: int
     model: str
     max_model_len: int
@@ -52,7 +53,7 @@ class Tokens(msgspec.Struct, tag="tokens", array_like=True, gc=False):
     server_times: list[float]
 
 
-class Finished(msgspec.Struct, tag="finished", kw_only=True):
+class Finished(msgspec.Struct, tag="finished", kw_only=True, array_like=True):
     request_id: int
     finish_reason: str
     """Text held back for stop-string checks and released at the end (often empty)."""
@@ -64,7 +65,7 @@ class Finished(msgspec.Struct, tag="finished", kw_only=True):
     num_preemptions: int
 
 
-class Error(msgspec.Struct, tag="error", kw_only=True):
+class Error(msgspec.Struct, tag="error", kw_only=True, array_like=True):
     """`request_id` is None for connection-level errors (after which the server closes)."""
 
     request_id: int | None

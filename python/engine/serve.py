@@ -1,6 +1,7 @@
 """Wires the engine together: worker processes, the engine actor, the RPC and HTTP servers."""
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,11 +42,13 @@ async def serve(
     engine_config: EngineConfig,
     server: ServerConfig,
     *,
+    worker_environment: Mapping[str, str] | None = None,
     task_status: trio.TaskStatus[ServingAddresses] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     tokenizer = Tokenizer(model_dir)
     async with trio.open_nursery() as nursery:
-        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, runner.tensor_parallel_size).run)
+        group = WorkerGroup(runner, runner.tensor_parallel_size, worker_environment)
+        workers: WorkerGroup = await nursery.start(group.run)
         metrics = EngineMetrics(server.served_model_name)
         engine = EngineCore(engine_config, workers, tokenizer, metrics)
         await nursery.start(engine.run)

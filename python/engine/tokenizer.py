@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2.sandbox
 from tokenizers import Tokenizer as FastTokenizer
+from tokenizers.decoders import DecodeStream
 
 
 class ChatTemplateError(ValueError):
@@ -57,6 +58,10 @@ class Tokenizer:
         text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
         return text
 
+    def decode_stream(self, context_ids: Sequence[int]) -> "TextStream":
+        """An incremental decoder that continues after `context_ids` (e.g. the prompt's tail)."""
+        return TextStream(self._tokenizer, context_ids)
+
     def token_id(self, token: str) -> int | None:
         found: int | None = self._tokenizer.token_to_id(token)
         return found
@@ -76,3 +81,15 @@ class Tokenizer:
             )
         except jinja2.TemplateError as error:
             raise ChatTemplateError(f"chat template failed: {error}") from error
+
+
+class TextStream:
+    """Decodes one token at a time (in Rust), returning text only once it is valid UTF-8."""
+
+    def __init__(self, tokenizer: FastTokenizer, context_ids: Sequence[int]):
+        self._tokenizer = tokenizer
+        self._stream = DecodeStream(ids=list(context_ids), skip_special_tokens=True)
+
+    def step(self, token_id: int) -> str:
+        text: str | None = self._stream.step(self._tokenizer, token_id)
+        return text or ""

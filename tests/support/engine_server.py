@@ -22,6 +22,7 @@ class RunningServer:
     rpc_port: int
     worker_pids: list[int]
     log: list[str] = field(default_factory=list)
+    drain: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -31,10 +32,15 @@ class RunningServer:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
-                return self.process.wait(timeout=30)
+                self.process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        return self.process.wait()
+        code = self.process.wait()
+        if self.drain is not None:
+            self.drain.join(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
+        return code
 
 
 def start_server(model_dir: Path, *args: str, name: str = "tiny", timeout_s: float = 180) -> RunningServer:
@@ -53,7 +59,8 @@ def start_server(model_dir: Path, *args: str, name: str = "tiny", timeout_s: flo
                 ready.put(match)
         ready.put(None)
 
-    threading.Thread(target=drain, args=(process.stderr,), daemon=True).start()
+    drainer = threading.Thread(target=drain, args=(process.stderr,), daemon=True)
+    drainer.start()
     try:
         match = ready.get(timeout=timeout_s)
     except queue.Empty:
@@ -61,6 +68,8 @@ def start_server(model_dir: Path, *args: str, name: str = "tiny", timeout_s: flo
     if match is None:
         process.kill()
         process.wait()
+        drainer.join(timeout=5)
+        process.stderr.close()
         raise RuntimeError("the engine did not start:\n" + "".join(log))
     pids = [int(pid) for pid in match.group(4).split(",")]
-    return RunningServer(process, match.group(1), int(match.group(2)), int(match.group(3)), pids, log)
+    return RunningServer(process, match.group(1), int(match.group(2)), int(match.group(3)), pids, log, drainer)

@@ -183,7 +183,9 @@ class OpenAIApi:
         if streaming:
             events = self._sse(request_id, stream, reply, options or StreamOptions())
             return StreamingResponse(events, media_type="text/event-stream")
-        texts = []
+        texts: list[str] = []
+        outcome: RequestOutcome | None = None
+        failure: str | None = None
         async with trio.open_nursery() as nursery:
 
             async def abort_on_disconnect() -> None:
@@ -195,12 +197,13 @@ class OpenAIApi:
                 async for event in stream:
                     texts.append(event.text)
                     if isinstance(event, RequestOutcome):
-                        return _json(reply.whole("".join(texts), event))
+                        outcome = event
             except EngineFailedError as error:
-                raise ApiError(503, str(error), kind="server_error", code="engine_failed") from error
-            finally:
-                nursery.cancel_scope.cancel()
-        raise ApiError(500, "the request ended without an outcome", kind="server_error")
+                failure = str(error)
+            nursery.cancel_scope.cancel()
+        if outcome is None:
+            raise ApiError(503, failure or "the request ended without an outcome", kind="server_error", code="engine_failed")
+        return _json(reply.whole("".join(texts), outcome))
 
     async def _sse(
         self, request_id: int, stream: RequestStream, reply: "_CompletionReply", options: StreamOptions

@@ -5,7 +5,7 @@ import msgspec
 from engine.step import StepInput, StepOutput
 
 
-class InitCache(msgspec.Struct, tag="init_cache"):
+class InitCache(msgspec.Struct, tag="init_cache", array_like=True):
     num_blocks: int
 
 
@@ -13,11 +13,11 @@ class Execute(msgspec.Struct, tag="execute", array_like=True, gc=False):
     step: StepInput
 
 
-class Shutdown(msgspec.Struct, tag="shutdown"):
+class Shutdown(msgspec.Struct, tag="shutdown", array_like=True):
     pass
 
 
-class Ready(msgspec.Struct, tag="ready"):
+class Ready(msgspec.Struct, tag="ready", array_like=True):
     """Sent once the model is loaded: what the model is and how many KV blocks fit on this rank."""
 
     rank: int
@@ -27,7 +27,7 @@ class Ready(msgspec.Struct, tag="ready"):
     num_kv_blocks: int
 
 
-class CacheReady(msgspec.Struct, tag="cache_ready"):
+class CacheReady(msgspec.Struct, tag="cache_ready", array_like=True):
     rank: int
 
 
@@ -35,7 +35,7 @@ class Executed(msgspec.Struct, tag="executed", array_like=True, gc=False):
     output: StepOutput
 
 
-class Failed(msgspec.Struct, tag="failed"):
+class Failed(msgspec.Struct, tag="failed", array_like=True):
     rank: int
     message: str
 

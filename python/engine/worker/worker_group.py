@@ -2,9 +2,12 @@
 every rank can hold, broadcasts each step, returns rank 0's output, and notices a dead rank."""
 
 import multiprocessing
+import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from typing import NoReturn, TypeVar
 
 import msgspec
@@ -36,6 +39,13 @@ class WorkerDiedError(EngineFailedError):
     pass
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSummary:
     vocab_size: int
@@ -44,11 +54,35 @@ class ModelSummary:
     num_kv_blocks: int
 
 
+# On CPU, libgomp's default spin-wait keeps torch's threads busy for a while after every forward,
+# starving the engine process on small machines; a short spin keeps parallel regions fast.
+CPU_WORKER_ENVIRONMENT = {"GOMP_SPINCOUNT": "10000"}
+
+
+@contextmanager
+def _environment(overrides: Mapping[str, str]) -> Iterator[None]:
+    """Sets variables for processes started inside the block (spawn copies os.environ)."""
+    saved = {name: os.environ.get(name) for name in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
 class WorkerGroup:
-    def __init__(self, config: ModelRunnerConfig, num_ranks: int):
+    """`environment`: variables set for the worker processes only (e.g. CPU_WORKER_ENVIRONMENT)."""
+
+    def __init__(self, config: ModelRunnerConfig, num_ranks: int, environment: Mapping[str, str] | None = None):
         self._config = config
         self._num_ranks = num_ranks
+        self._environment = dict(environment or {})
         self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._sockets: list[socket.socket] = []
         self._streams: list[trio.SocketStream] = []
         self._readers: list[FrameReader] = []
         self._encoder = msgspec.msgpack.Encoder()
@@ -77,6 +111,7 @@ class WorkerGroup:
             async with trio.open_nursery() as nursery:
                 for rank in range(1, self._num_ranks):
                     nursery.start_soon(self._watch, rank)
+                await trio.sleep_forever()  # serve until cancelled (engine shutdown)
         finally:
             with trio.CancelScope(shield=True):
                 await self._shutdown()
@@ -95,26 +130,42 @@ class WorkerGroup:
 
     def _spawn(self) -> None:
         context = multiprocessing.get_context("spawn")
+        # A fresh rendezvous port, so several engines can run tensor-parallel side by side.
+        config = replace(self._config, distributed_init_method=f"tcp://127.0.0.1:{_free_port()}")
         for rank in range(self._num_ranks):
             parent_end, child_end = socket.socketpair()
             process = context.Process(
                 target=run_worker,
-                args=(rank, self._config, child_end),
+                args=(rank, config, child_end),
                 name=f"engine-worker-{rank}",
                 daemon=True,
             )
-            process.start()
+            with _environment(self._environment):
+                process.start()
             child_end.close()
             self._processes.append(process)
+            self._sockets.append(parent_end)
             stream = trio.SocketStream(trio.socket.from_stdlib_socket(parent_end))
             self._streams.append(stream)
             self._readers.append(FrameReader(stream, MAX_REPLY_BYTES))
 
     async def _broadcast(self, message: msgspec.Struct) -> None:
+        """Sends to every rank. The first attempt is a plain non-blocking send that does not yield
+        to other tasks, so the workers start computing before any stream reader runs."""
         payload = frame(self._encoder.encode(message))
-        for rank, stream in enumerate(self._streams):
+        unsent = []
+        for rank, sock in enumerate(self._sockets):
             try:
-                await stream.send_all(payload)
+                sent = sock.send(payload)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                await self._died(rank, "its connection broke")
+            if sent < len(payload):
+                unsent.append((rank, payload[sent:]))
+        for rank, rest in unsent:
+            try:
+                await self._streams[rank].send_all(rest)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._died(rank, "its connection broke")
 
