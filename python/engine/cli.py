@@ -12,6 +12,7 @@ import trio
 
 from engine.engine_core import EngineConfig
 from engine.framing import DEFAULT_MAX_FRAME_BYTES
+from engine.model.config import load_model_config
 from engine.model_runner import ModelRunnerConfig
 from engine.request_stream import EngineFailedError
 from engine.scheduler import POLICIES
@@ -57,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default_token_budget(policy: str, max_num_seqs: int, max_model_len: int) -> int:
+    """Sarathi chunks prefills at 512 tokens; the other policies run whole prompts."""
+    return max(512 if policy == "sarathi" else max_model_len, max_num_seqs)
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = args.model
         default_name = args.model.resolve().name
     try:
+        model = load_model_config(model_dir)
+        max_model_len = args.max_model_len or model.max_position_embeddings
+        token_budget = args.chunk_size or _default_token_budget(args.policy, args.max_num_seqs, max_model_len)
         runner = ModelRunnerConfig(
             model=str(model_dir),
             dtype=args.dtype,
@@ -109,12 +118,12 @@ def main(argv: list[str] | None = None) -> int:
             kv_cache_memory_gib=args.kv_cache_memory_gib,
             gpu_memory_utilization=args.gpu_memory_utilization,
             attention_backend=args.attention_backend,
-            max_num_batched_tokens=args.chunk_size or 2048,
+            max_num_batched_tokens=token_budget,
             max_num_seqs=args.max_num_seqs,
         )
         engine = EngineConfig(
             policy=args.policy,
-            chunk_size=args.chunk_size,
+            chunk_size=token_budget,
             max_num_seqs=args.max_num_seqs,
             max_model_len=args.max_model_len,
             block_size=args.block_size,
