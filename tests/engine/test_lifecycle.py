@@ -1,6 +1,7 @@
 """Start-up, shutdown and failure of a real server process and its worker processes."""
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -79,8 +80,20 @@ async def test_a_dead_worker_fails_requests_clearly_and_the_server_says_so(tiny_
         doomed.stop()
 
 
-def test_a_model_directory_without_weights_fails_at_start_with_its_reason(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text("{}")
+def start_failure(model_dir: Path) -> str:
     with pytest.raises(RuntimeError) as raised:
-        start_server(tmp_path, timeout_s=120)
-    assert "tokenizer.json" in str(raised.value) or "config" in str(raised.value)
+        start_server(model_dir, timeout_s=120)
+    return str(raised.value)
+
+
+def test_start_up_failures_name_their_reason(tmp_path: Path, tiny_model_dir: Path) -> None:
+    (tmp_path / "config.json").write_text("{}")
+    assert "unsupported architectures []" in start_failure(tmp_path)
+
+    shutil.copy(tiny_model_dir / "config.json", tmp_path / "config.json")
+    assert f"no tokenizer.json in {tmp_path}" in start_failure(tmp_path)
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+        shutil.copy(tiny_model_dir / name, tmp_path / name)
+    reason = start_failure(tmp_path)
+    assert "model worker rank 0 died (exit code 1)" in reason and "safetensors" in reason
