@@ -6,6 +6,7 @@ stop conditions, update the scheduler, and push tokens to each request's stream.
 """
 
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ from engine.scheduler import Batch, ScheduledRequest, Scheduler, SchedulerConfig
 from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
 from engine.tokenizer import Tokenizer
 from engine.worker.worker_group import WorkerGroup
+
+log = logging.getLogger("engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +158,9 @@ class EngineCore:
                 await self._iterate()
         except EngineFailedError as error:
             self._fail_all(str(error))
+        except Exception as error:
+            log.exception("the engine loop failed")
+            self._fail_all(f"internal engine error: {type(error).__name__}: {error}")
 
     async def _iterate(self) -> None:
         started = time.perf_counter()
