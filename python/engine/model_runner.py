@@ -116,18 +116,18 @@ class ModelRunner:
     def __init__(self, config: ModelRunnerConfig, rank: int = 0) -> None:
         self.config = config
         self.tp = TensorParallel(rank, config.tensor_parallel_size)
-        self.device = self._init_device(config, rank)
-        self._init_distributed(config, rank)
-
         model_config = load_model_config(config.model)
+        model_config.check_tensor_parallel(config.tensor_parallel_size)
         max_model_len = config.max_model_len or model_config.max_position_embeddings
         if max_model_len > model_config.max_position_embeddings:
             raise ValueError(
                 f"max_model_len {max_model_len} exceeds the model's max_position_embeddings "
                 f"({model_config.max_position_embeddings})"
             )
+        self.device = self._init_device(config, rank)
         dtype = resolve_dtype(config.dtype, model_config, self.device)
         self.backend = select_backend(config.attention_backend, self.device, config.block_size)
+        self._init_distributed(config, rank)
         self.model = load_model(
             Path(config.model),
             model_config,
