@@ -56,6 +56,19 @@ def test_small_kv_pool_forces_preemption(tiny_llama: Path) -> None:
     assert runner.requests is not None and len(runner.requests) == 0
 
 
+def test_prefix_cache_hits(tiny_llama: Path) -> None:
+    """Requests arriving later reuse the KV blocks of a shared 24-token prefix that the scheduler cached."""
+    prefix = random_prompts(8, [24], 512)[0]
+    prompts = [prefix + tail for tail in random_prompts(9, [5, 9, 3], 512)]
+    expected = hf_greedy(tiny_llama, prompts, 8)
+    runner = runner_for(tiny_llama, attention_backend="sdpa", block_size=4)
+    generation = generate(
+        runner, prompts, 8, token_budget=16, num_blocks=64, enable_prefix_caching=True, arrival_steps=[0, 12, 12]
+    )
+    assert generation.num_cached_prompt_tokens >= 2 * 24
+    assert [generation.outputs[i] for i in range(len(prompts))] == expected
+
+
 @pytest.mark.parametrize(
     "shape",
     [
