@@ -221,6 +221,7 @@ class ModelRunner:
             max_model_len=self.model_info.max_model_len,
             block_size=self.config.block_size,
             num_blocks=num_blocks,
+            new_generator=self.sampler.new_generator if self.sampler is not None else None,
         )
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[torch.Tensor]:
@@ -234,10 +235,6 @@ class ModelRunner:
             raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
         started = time.perf_counter()
         work = self.requests.apply(step)
-        if self.sampler is not None:
-            for new in step.new_requests:
-                if new.sampling.seed is not None:
-                    self.requests.requests[new.request_id].generator = self.sampler.new_generator(new.sampling.seed)
         sampled = self._run(work, self.kv_caches) if work else []
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -277,7 +274,7 @@ class ModelRunner:
         return sampled
 
     def _profile_gpu_num_blocks(self) -> int:
-        """Runs the largest step the engine may send (without a real cache), measures its peak memory
+        """Runs the largest step the engine may send (into a scratch cache), measures its peak memory
         beside the weights, and gives the KV cache what is left of `gpu_memory_utilization`."""
         config = self.config
         torch.cuda.synchronize(self.device)
@@ -286,27 +283,16 @@ class ModelRunner:
         free_before, total = torch.cuda.mem_get_info(self.device)
         allocated_before = torch.cuda.memory_allocated(self.device)
 
-        num_tokens = min(config.max_num_batched_tokens, config.max_num_seqs * self.model_info.max_model_len)
-        num_seqs = min(config.max_num_seqs, num_tokens)
-        lengths = [num_tokens // num_seqs + (i < num_tokens % num_seqs) for i in range(num_seqs)]
-        tables, next_block = [], 0
-        for length in lengths:
-            blocks = math.ceil(length / config.block_size)
-            tables.append(list(range(next_block, next_block + blocks)))
-            next_block += blocks
-        scratch = self._allocate_kv_cache(next_block)
+        step, num_blocks = largest_step(
+            config.max_num_batched_tokens, config.max_num_seqs, self.model_info.max_model_len, config.block_size
+        )
+        scratch = self._allocate_kv_cache(num_blocks)
         scratch_bytes = sum(layer.numel() * layer.element_size() for layer in scratch)
         profile = RequestTable(
             vocab_size=self.model_info.vocab_size,
             max_model_len=self.model_info.max_model_len,
             block_size=config.block_size,
-            num_blocks=next_block,
-        )
-        sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
-        step = StepInput(
-            step_id=-1,
-            chunks=[ScheduledChunk(i, length, 0, True, tables[i]) for i, length in enumerate(lengths)],
-            new_requests=[NewRequest(i, [0] * length, sampling) for i, length in enumerate(lengths)],
+            num_blocks=num_blocks,
         )
         with torch.inference_mode():
             self._run(profile.apply(step), scratch)
@@ -335,3 +321,25 @@ class ModelRunner:
             dist.destroy_process_group()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def largest_step(
+    max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int, block_size: int
+) -> tuple[StepInput, int]:
+    """The most memory-hungry step the engine may send, and the blocks it needs: chunks as long as
+    allowed (attention's worst case) beside as many requests as allowed, each sampling with top-k
+    and top-p (the LM head's and the sampler's worst case)."""
+    num_seqs = min(max_num_seqs, max_num_batched_tokens)
+    lengths, spare = [], max_num_batched_tokens - num_seqs
+    for _ in range(num_seqs):
+        extra = min(spare, max_model_len - 1)
+        lengths.append(1 + extra)
+        spare -= extra
+    sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
+    chunks, new_requests, next_block = [], [], 0
+    for request_id, length in enumerate(lengths):
+        num_blocks = math.ceil(length / block_size)
+        chunks.append(ScheduledChunk(request_id, length, 0, True, list(range(next_block, next_block + num_blocks))))
+        new_requests.append(NewRequest(request_id, [0] * length, sampling))
+        next_block += num_blocks
+    return StepInput(step_id=-1, chunks=chunks, new_requests=new_requests), next_block
