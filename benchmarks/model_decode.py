@@ -6,6 +6,9 @@ shapes, bf16, for a GPU; `--shape demo`: the small demo model, for a CPU). For e
 `batch` prompts of `--prompt-len` tokens are prefilled, then `--decode-steps` decode steps are
 timed (greedy, every request producing a token per step).
 
+Runner and transformers are timed alternately, `--repeats` rounds each; the best round counts
+(background load only ever adds time).
+
 - runner: `ModelRunner.execute` per step, everything included (input building, forward, sampling).
 - transformers: `generate` with N + 1 new tokens minus `generate` with 1 (its prefill and first
   token), so both figures are decode only; EOS is ignored by both.
@@ -19,7 +22,6 @@ The last line is one JSON object.
 """
 
 import argparse
-import gc
 import json
 import math
 import tempfile
@@ -62,6 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decode-steps", type=int, default=None, help="default 128 on cuda, 32 on cpu")
     parser.add_argument("--attention-backend", default="auto")
     parser.add_argument("--model-dir", type=Path, default=None, help="build (or reuse) the model here")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size; the best counts")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
     on_gpu = args.device == "cuda"
@@ -193,44 +196,43 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
     bandwidth = measure_bandwidth(device)
     weight_bytes = weight_bytes_per_step(runner)
     kv_bytes_per_token = info.kv_cache_bytes_per_block // info.block_size
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(
-        f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else torch.get_num_threads()}"
-        f"{'' if device.type == 'cuda' else ' threads'}), {args.shape} {info.dtype}, attention {info.attention_backend},"
-        f" copy bandwidth {bandwidth / 1e9:.1f} GB/s, weights read per step {weight_bytes / 1e9:.3f} GB"
+        f"device {device} ({device_name}), {args.shape} {info.dtype}, attention {info.attention_backend}, "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, weights read per step {weight_bytes / 1e9:.3f} GB"
     )
+
+    from transformers import AutoModelForCausalLM
+
+    hf: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, info.dtype))
+    hf = hf.to(device).eval()
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
 
     rows: dict[int, dict[str, float]] = {}
     first_id = 0
     for batch in args.batch_sizes:
         prompts = prompts_for(batch, args.prompt_len, info.vocab_size)
-        seconds = runner_decode(runner, prompts, args.decode_steps, first_id)
-        first_id += batch
+        runner_seconds, hf_seconds = [], []
+        for _ in range(args.repeats):  # alternated, so both see the same background load
+            runner_seconds.append(runner_decode(runner, prompts, args.decode_steps, first_id))
+            first_id += batch
+            with torch.inference_mode():
+                hf_seconds.append(hf_decode(hf, prompts, args.decode_steps, device))
+        seconds, hf_best = min(runner_seconds), min(hf_seconds)
         mean_context = args.prompt_len + 3 + args.decode_steps / 2
         step_bytes = weight_bytes + batch * mean_context * kv_bytes_per_token
         step_s = seconds / args.decode_steps
         rows[batch] = dict(
             runner_tok_s=batch * args.decode_steps / seconds,
             runner_step_ms=step_s * 1e3,
+            hf_tok_s=batch * args.decode_steps / hf_best,
+            hf_step_ms=hf_best / args.decode_steps * 1e3,
             limit_tok_s=batch * bandwidth / step_bytes,
             limit_step_ms=step_bytes / bandwidth * 1e3,
             runner_mbu=step_bytes / step_s / bandwidth,
         )
     runner.shutdown()
-    del runner
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-    from transformers import AutoModelForCausalLM
-
-    hf: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, info.dtype)).to(device).eval()
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    with torch.inference_mode():
-        for batch in args.batch_sizes:
-            seconds = hf_decode(hf, prompts_for(batch, args.prompt_len, info.vocab_size), args.decode_steps, device)
-            rows[batch]["hf_tok_s"] = batch * args.decode_steps / seconds
-            rows[batch]["hf_step_ms"] = seconds / args.decode_steps * 1e3
 
     print(
         f"{'batch':>6} {'runner tok/s':>13} {'step ms':>8} {'HF tok/s':>10} {'step ms':>8} {'runner/HF':>10}"
@@ -244,8 +246,7 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
         )
     return dict(
         device=str(device),
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        cpu_threads=torch.get_num_threads(),
+        device_name=device_name,
         shape=args.shape,
         dtype=info.dtype,
         attention_backend=info.attention_backend,

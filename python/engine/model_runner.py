@@ -176,10 +176,13 @@ class ModelRunner:
             return torch.device("cpu")
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for, but CUDA is not available")
-        if rank >= torch.cuda.device_count():
-            raise ValueError(f"rank {rank} needs GPU {rank}, but only {torch.cuda.device_count()} are visible")
-        torch.cuda.set_device(rank)
-        return torch.device("cuda", rank)
+        # Rank r takes GPU r; a worker that sees a single GPU (CUDA_VISIBLE_DEVICES) takes that one.
+        num_visible = torch.cuda.device_count()
+        index = 0 if num_visible == 1 else rank
+        if index >= num_visible:
+            raise ValueError(f"rank {rank} needs GPU {rank}, but only {num_visible} are visible")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
 
     @staticmethod
     def _init_distributed(config: ModelRunnerConfig, rank: int) -> None:

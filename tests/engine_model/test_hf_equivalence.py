@@ -121,3 +121,22 @@ def test_chunked_logits_close_to_hf(model_factory: Callable[..., Path], backend:
             )
             logits.append(runner.model.compute_logits(hidden))
     torch.testing.assert_close(torch.cat(logits), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("bfloat16", 0.15), ("float16", 0.03)])
+def test_half_precision_logits_near_fp32_hf(tiny_llama: Path, dtype: str, tolerance: float) -> None:
+    """16-bit weights and activations stay within rounding distance of transformers' fp32 logits."""
+    tokens = random_prompts(10, [40], 512)[0]
+    expected = hf_logits(tiny_llama, tokens)
+    runner = runner_for(tiny_llama, dtype=dtype, block_size=4)
+    runner.init_kv_cache(10)
+    metadata = AttentionMetadata.build(
+        query_lens=[40], seq_lens=[40], block_tables=[list(range(10))], block_size=4, device=runner.device
+    )
+    with torch.inference_mode():
+        hidden = runner.model(
+            torch.tensor(tokens), metadata.positions, runner.kv_caches, runner.backend.prepare(metadata)
+        )
+        logits = runner.model.compute_logits(hidden)
+    assert logits.dtype == getattr(torch, dtype)
+    torch.testing.assert_close(logits.float(), expected, rtol=0.0, atol=tolerance)

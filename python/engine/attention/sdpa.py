@@ -116,7 +116,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         write_kv(key, value, kv_cache, plan.metadata.slot_mapping)
         output = torch.empty_like(query)
         if plan.decode_token_index.numel():
-            output[plan.decode_token_index] = self._decode(query, kv_cache, plan, layer)
+            output.index_copy_(0, plan.decode_token_index, self._decode(query, kv_cache, plan, layer))
         flat_keys = kv_cache[0].view(-1, layer.num_kv_heads, layer.head_dim)
         flat_values = kv_cache[1].view(-1, layer.num_kv_heads, layer.head_dim)
         for index, segment in enumerate(plan.prefills):
@@ -132,15 +132,16 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
 
     @staticmethod
     def _decode(query: torch.Tensor, kv_cache: torch.Tensor, plan: SdpaPlan, layer: AttentionLayer) -> torch.Tensor:
-        num_decodes = plan.decode_token_index.shape[0]
-        # [num_decodes, blocks, block_size, kv_heads, head_dim] -> [num_decodes, kv_heads, context, head_dim]
-        keys = kv_cache[0][plan.decode_block_tables].flatten(1, 2).transpose(1, 2)
-        values = kv_cache[1][plan.decode_block_tables].flatten(1, 2).transpose(1, 2)
-        queries = query[plan.decode_token_index][:, :, None, :]
+        num_decodes, width = plan.decode_block_tables.shape
+        # [2, num_decodes * blocks, block_size, kv_heads, head_dim] -> [2, num_decodes, kv_heads, context, head_dim]
+        context = kv_cache.index_select(1, plan.decode_block_tables.flatten())
+        context = context.view(2, num_decodes, width * plan.metadata.block_size, layer.num_kv_heads, layer.head_dim)
+        context = context.transpose(2, 3).contiguous()
+        queries = query.index_select(0, plan.decode_token_index)[:, :, None, :]
         attended = F.scaled_dot_product_attention(
             queries,
-            keys,
-            values,
+            context[0],
+            context[1],
             attn_mask=plan.decode_mask(layer.sliding_window),
             scale=layer.scale,
             enable_gqa=layer.num_heads != layer.num_kv_heads,
