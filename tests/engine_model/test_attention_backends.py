@@ -109,7 +109,8 @@ def test_backend_matches_dense_attention(backend_name: str, layer: AttentionLaye
     dtype = torch.float16 if backend_name == "flash" else torch.float32  # flash-attn takes 16-bit data only
     tolerance = 2e-3 if dtype == torch.float16 else 1e-5
     case = random_case(seed, layer, block_size, dtype)
-    output = case.run(select_backend(backend_name, DEVICE, block_size), layer)
+    backend = select_backend(backend_name, device=DEVICE, dtype=dtype, head_dim=layer.head_dim, block_size=block_size)
+    output = case.run(backend, layer)
 
     starts = case.metadata.query_start_loc.tolist()
     for row, (keys, values) in enumerate(case.contexts):
@@ -130,10 +131,15 @@ def test_backends_agree_in_bfloat16() -> None:
 
 
 def test_backend_selection() -> None:
-    cpu = torch.device("cpu")
-    assert select_backend("auto", cpu, 16).name == "sdpa"
-    assert select_backend("reference", cpu, 16).name == "reference"
-    with pytest.raises(ValueError, match="'flash' runs on CUDA only"):
-        select_backend("flash", cpu, 16)
+    def select(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> str:
+        return select_backend(name, device=torch.device(device), dtype=dtype, head_dim=64, block_size=16).name
+
+    assert select("auto") == "sdpa"
+    assert select("reference") == "reference"
+    with pytest.raises(ValueError, match="'flash' cannot run: it runs on CUDA only, not on cpu"):
+        select("flash")
     with pytest.raises(ValueError, match="unknown attention backend 'triton'"):
-        select_backend("triton", cpu, 16)
+        select("triton")
+    if torch.cuda.is_available():
+        assert select("auto", "cuda", torch.float32) == "sdpa"  # flash-attn takes 16-bit data only
+        assert select("auto", "cuda", torch.bfloat16) == ("flash" if is_flash_attn_available() else "sdpa")

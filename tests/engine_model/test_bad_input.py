@@ -94,7 +94,7 @@ def test_bad_runner_config(knobs: dict[str, Any], message: str) -> None:
         ({"max_model_len": 4096}, "max_model_len 4096 exceeds the model's max_position_embeddings (2048)"),
         ({"tensor_parallel_size": 3}, "num_attention_heads (4) is not divisible by tensor parallel size 3"),
         ({"device": "cuda"}, "CUDA is not available"),
-        ({"attention_backend": "flash"}, "'flash' runs on CUDA only"),
+        ({"attention_backend": "flash"}, "'flash' cannot run: it runs on CUDA only"),
     ],
 )
 def test_runner_rejects_what_the_model_cannot_do(tiny_llama: Path, knobs: dict[str, Any], message: str) -> None:

@@ -1,5 +1,7 @@
 """The runner's life cycle: model info, KV capacity, the profiling step, shutdown."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +43,14 @@ def test_largest_step_runs(tiny_llama: Path) -> None:
     runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), block_size=4, max_model_len=40))
     runner.init_kv_cache(num_blocks)
     assert len(runner.execute(step).sampled_token_ids) == 5
+
+
+def test_config_and_info_import_without_torch() -> None:
+    """The engine process builds configs and reads ModelInfo without loading PyTorch."""
+    code = (
+        "import sys, pickle; from engine.model_runner_config import ModelRunnerConfig, ModelInfo; "
+        "config = ModelRunnerConfig(model='m', tensor_parallel_size=2); "
+        "assert pickle.loads(pickle.dumps(config)) == config; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
