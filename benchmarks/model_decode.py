@@ -46,6 +46,7 @@ SHAPES: dict[str, dict[str, Any]] = {
         num_kv_heads=8,
         max_position_embeddings=8192,
         rope_theta=500000.0,
+        num_shards=4,
     ),
     "demo": dict(),
 }
