@@ -101,9 +101,7 @@ def default_demo_model_dir(cache_dir: str | Path | None = None) -> Path:
     """The default demo model, built on first use under `cache_dir` (default ~/.cache/servekit)."""
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "servekit"
     shape = DemoModelShape()
-    fingerprint = hashlib.sha256(
-        json.dumps([BUILDER_VERSION, asdict(shape)], sort_keys=True).encode()
-    ).hexdigest()[:12]
+    fingerprint = hashlib.sha256(json.dumps([BUILDER_VERSION, asdict(shape)], sort_keys=True).encode()).hexdigest()[:12]
     target = root / f"demo-llama-{fingerprint}"
     if (target / "config.json").is_file():
         return target

@@ -10,124 +10,49 @@ it broadcasts the sampled tokens, so every rank appends the same tokens and retu
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from engine.attention import BACKENDS, AttentionMetadata, kv_cache_shape, select_backend
-from engine.model.config import load_model_config
-from engine.model.loader import DTYPE_NAMES, load_model, resolve_dtype
+from engine.attention import AttentionMetadata, kv_cache_shape, select_backend
+from engine.model.config import ModelConfig, load_model_config
+from engine.model.loader import load_model, resolve_dtype
+from engine.model_runner_config import ModelInfo, ModelRunnerConfig
 from engine.model.parallel import TensorParallel
 from engine.request_table import RequestTable, ScheduledWork
 from engine.sampling import Sampler
 from engine.sampling_params import SamplingParams
 from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
 
-DEVICES = ("cpu", "cuda")
+__all__ = ["ModelInfo", "ModelRunner", "ModelRunnerConfig", "largest_step"]
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelRunnerConfig:
-    """`model`: a Hugging Face model directory. `dtype`: `auto` (float32 on the CPU, the
-    checkpoint's on a GPU), `float32`, `float16` or `bfloat16`. `max_model_len`: None takes the
-    model's `max_position_embeddings`.
-
-    KV capacity: `num_kv_blocks` when given; otherwise on the CPU `kv_cache_memory_gib` (1 GiB
-    when None), on a GPU what a profiled forward of `max_num_batched_tokens` tokens over
-    `max_num_seqs` requests leaves of `gpu_memory_utilization` of the device's memory.
-    """
-
-    model: str
-    dtype: str = "auto"
-    device: str = "cpu"
-    tensor_parallel_size: int = 1
-    max_model_len: int | None = None
-    block_size: int = 16
-    num_kv_blocks: int | None = None
-    kv_cache_memory_gib: float | None = None
-    gpu_memory_utilization: float = 0.9
-    attention_backend: str = "auto"
-    max_num_batched_tokens: int = 2048
-    max_num_seqs: int = 256
-    distributed_init_method: str = "tcp://127.0.0.1:29511"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
-        if self.dtype != "auto" and self.dtype not in DTYPE_NAMES:
-            raise ValueError(f"dtype must be 'auto' or one of {sorted(DTYPE_NAMES)}, got {self.dtype!r}")
-        if self.attention_backend not in BACKENDS:
-            raise ValueError(f"attention_backend must be one of {BACKENDS}, got {self.attention_backend!r}")
-        positive = dict(
-            tensor_parallel_size=self.tensor_parallel_size,
-            block_size=self.block_size,
-            max_num_batched_tokens=self.max_num_batched_tokens,
-            max_num_seqs=self.max_num_seqs,
-        )
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be at least 1, got {value}")
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError(f"max_model_len must be at least 1, got {self.max_model_len}")
-        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
-            raise ValueError(f"num_kv_blocks must be at least 1, got {self.num_kv_blocks}")
-        if self.kv_cache_memory_gib is not None and not self.kv_cache_memory_gib > 0:
-            raise ValueError(f"kv_cache_memory_gib must be positive, got {self.kv_cache_memory_gib}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.tensor_parallel_size > 1 and not self.distributed_init_method.startswith(("tcp://", "file://")):
-            raise ValueError(
-                f"distributed_init_method must be a tcp:// or file:// URL, got {self.distributed_init_method!r}"
-            )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModelInfo:
-    """What the engine needs to know about the loaded model (plain values, safe to send)."""
-
-    architecture: str
-    vocab_size: int
-    bos_token_id: int | None
-    eos_token_ids: tuple[int, ...]
-    max_model_len: int
-    num_layers: int
-    hidden_size: int
-    num_heads: int
-    num_kv_heads: int
-    head_dim: int
-    dtype: str
-    device: str
-    tensor_parallel_size: int
-    block_size: int
-    attention_backend: str
-    """Bytes one KV block takes on one rank (all layers, keys and values)."""
-    kv_cache_bytes_per_block: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class ModelRunner:
+    """Joins the process group (TP > 1: gloo on CPU, NCCL on GPU) and loads rank `rank`'s shard."""
+
     def __init__(self, config: ModelRunnerConfig, rank: int = 0) -> None:
         self.config = config
         self.tp = TensorParallel(rank, config.tensor_parallel_size)
-        self.device = self._init_device(config, rank)
-        self._init_distributed(config, rank)
-
         model_config = load_model_config(config.model)
+        model_config.check_tensor_parallel(config.tensor_parallel_size)
         max_model_len = config.max_model_len or model_config.max_position_embeddings
         if max_model_len > model_config.max_position_embeddings:
             raise ValueError(
                 f"max_model_len {max_model_len} exceeds the model's max_position_embeddings "
                 f"({model_config.max_position_embeddings})"
             )
+        self.device = self._init_device(config, rank)
         dtype = resolve_dtype(config.dtype, model_config, self.device)
-        self.backend = select_backend(config.attention_backend, self.device, config.block_size)
+        self.backend = select_backend(
+            config.attention_backend,
+            device=self.device,
+            dtype=dtype,
+            head_dim=model_config.head_dim,
+            block_size=config.block_size,
+        )
+        self._init_distributed(config, rank)
         self.model = load_model(
             Path(config.model),
             model_config,
@@ -138,16 +63,18 @@ class ModelRunner:
             max_positions=max_model_len,
         )
         self.num_local_kv_heads = self.model.attention_layers[0].num_kv_heads
+        self.model_info = self._describe(model_config, dtype, max_model_len)
+        self.dtype = dtype
+        self.sampler = Sampler(self.device, config.seed) if self.tp.is_first else None
+        self.kv_caches: list[torch.Tensor] = []
+        self.requests: RequestTable | None = None
+
+    def _describe(self, model_config: ModelConfig, dtype: torch.dtype, max_model_len: int) -> ModelInfo:
         element_bytes = torch.empty((), dtype=dtype).element_size()
-        kv_bytes_per_block = (
-            2
-            * model_config.num_layers
-            * config.block_size
-            * self.num_local_kv_heads
-            * model_config.head_dim
-            * element_bytes
+        kv_bytes_per_token = (
+            2 * model_config.num_layers * self.num_local_kv_heads * model_config.head_dim * element_bytes
         )
-        self.model_info = ModelInfo(
+        return ModelInfo(
             architecture=model_config.architecture,
             vocab_size=model_config.vocab_size,
             bos_token_id=model_config.bos_token_id,
@@ -160,15 +87,11 @@ class ModelRunner:
             head_dim=model_config.head_dim,
             dtype=str(dtype).removeprefix("torch."),
             device=self.device.type,
-            tensor_parallel_size=config.tensor_parallel_size,
-            block_size=config.block_size,
+            tensor_parallel_size=self.tp.size,
+            block_size=self.config.block_size,
             attention_backend=self.backend.name,
-            kv_cache_bytes_per_block=kv_bytes_per_block,
+            kv_cache_bytes_per_block=kv_bytes_per_token * self.config.block_size,
         )
-        self.dtype = dtype
-        self.sampler = Sampler(self.device, config.seed) if self.tp.is_first else None
-        self.kv_caches: list[torch.Tensor] = []
-        self.requests: RequestTable | None = None
 
     @staticmethod
     def _init_device(config: ModelRunnerConfig, rank: int) -> torch.device:
@@ -176,10 +99,13 @@ class ModelRunner:
             return torch.device("cpu")
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for, but CUDA is not available")
-        if rank >= torch.cuda.device_count():
-            raise ValueError(f"rank {rank} needs GPU {rank}, but only {torch.cuda.device_count()} are visible")
-        torch.cuda.set_device(rank)
-        return torch.device("cuda", rank)
+        # Rank r takes GPU r; a worker that sees a single GPU (CUDA_VISIBLE_DEVICES) takes that one.
+        num_visible = torch.cuda.device_count()
+        index = 0 if num_visible == 1 else rank
+        if index >= num_visible:
+            raise ValueError(f"rank {rank} needs GPU {rank}, but only {num_visible} are visible")
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
 
     @staticmethod
     def _init_distributed(config: ModelRunnerConfig, rank: int) -> None:
@@ -195,7 +121,7 @@ class ModelRunner:
         )
 
     def determine_num_kv_blocks(self) -> int:
-        """How many KV blocks fit; the same on every rank (the smallest rank's figure)."""
+        """How many KV blocks fit; every rank calls it and gets the same figure (the smallest rank's)."""
         config = self.config
         if config.num_kv_blocks is not None:
             num_blocks = config.num_kv_blocks
@@ -221,6 +147,7 @@ class ModelRunner:
             max_model_len=self.model_info.max_model_len,
             block_size=self.config.block_size,
             num_blocks=num_blocks,
+            new_generator=self.sampler.new_generator if self.sampler is not None else None,
         )
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[torch.Tensor]:
@@ -230,14 +157,13 @@ class ModelRunner:
 
     @torch.inference_mode()
     def execute(self, step: StepInput) -> StepOutput:
+        """Applies `step` (see `engine.step`) and runs it; every rank calls it with the same step.
+
+        Raises ValueError, changing nothing, when the step does not fit the requests' state."""
         if self.requests is None:
             raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
         started = time.perf_counter()
         work = self.requests.apply(step)
-        if self.sampler is not None:
-            for new in step.new_requests:
-                if new.sampling.seed is not None:
-                    self.requests.requests[new.request_id].generator = self.sampler.new_generator(new.sampling.seed)
         sampled = self._run(work, self.kv_caches) if work else []
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -277,7 +203,7 @@ class ModelRunner:
         return sampled
 
     def _profile_gpu_num_blocks(self) -> int:
-        """Runs the largest step the engine may send (without a real cache), measures its peak memory
+        """Runs the largest step the engine may send (into a scratch cache), measures its peak memory
         beside the weights, and gives the KV cache what is left of `gpu_memory_utilization`."""
         config = self.config
         torch.cuda.synchronize(self.device)
@@ -286,27 +212,16 @@ class ModelRunner:
         free_before, total = torch.cuda.mem_get_info(self.device)
         allocated_before = torch.cuda.memory_allocated(self.device)
 
-        num_tokens = min(config.max_num_batched_tokens, config.max_num_seqs * self.model_info.max_model_len)
-        num_seqs = min(config.max_num_seqs, num_tokens)
-        lengths = [num_tokens // num_seqs + (i < num_tokens % num_seqs) for i in range(num_seqs)]
-        tables, next_block = [], 0
-        for length in lengths:
-            blocks = math.ceil(length / config.block_size)
-            tables.append(list(range(next_block, next_block + blocks)))
-            next_block += blocks
-        scratch = self._allocate_kv_cache(next_block)
+        step, num_blocks = largest_step(
+            config.max_num_batched_tokens, config.max_num_seqs, self.model_info.max_model_len, config.block_size
+        )
+        scratch = self._allocate_kv_cache(num_blocks)
         scratch_bytes = sum(layer.numel() * layer.element_size() for layer in scratch)
         profile = RequestTable(
             vocab_size=self.model_info.vocab_size,
             max_model_len=self.model_info.max_model_len,
             block_size=config.block_size,
-            num_blocks=next_block,
-        )
-        sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
-        step = StepInput(
-            step_id=-1,
-            chunks=[ScheduledChunk(i, length, 0, True, tables[i]) for i, length in enumerate(lengths)],
-            new_requests=[NewRequest(i, [0] * length, sampling) for i, length in enumerate(lengths)],
+            num_blocks=num_blocks,
         )
         with torch.inference_mode():
             self._run(profile.apply(step), scratch)
@@ -335,3 +250,25 @@ class ModelRunner:
             dist.destroy_process_group()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def largest_step(
+    max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int, block_size: int
+) -> tuple[StepInput, int]:
+    """The most memory-hungry step the engine may send, and the blocks it needs: chunks as long as
+    allowed (attention's worst case) beside as many requests as allowed, each sampling with top-k
+    and top-p (the LM head's and the sampler's worst case)."""
+    num_seqs = min(max_num_seqs, max_num_batched_tokens)
+    lengths, spare = [], max_num_batched_tokens - num_seqs
+    for _ in range(num_seqs):
+        extra = min(spare, max_model_len - 1)
+        lengths.append(1 + extra)
+        spare -= extra
+    sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
+    chunks, new_requests, next_block = [], [], 0
+    for request_id, length in enumerate(lengths):
+        num_blocks = math.ceil(length / block_size)
+        chunks.append(ScheduledChunk(request_id, length, 0, True, list(range(next_block, next_block + num_blocks))))
+        new_requests.append(NewRequest(request_id, [0] * length, sampling))
+        next_block += num_blocks
+    return StepInput(step_id=-1, chunks=chunks, new_requests=new_requests), next_block

@@ -6,6 +6,7 @@ new blocks. It checks the whole step first and changes nothing when any part is 
 so a bad step leaves every request as it was.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -40,11 +41,22 @@ class ScheduledWork:
 
 
 class RequestTable:
-    def __init__(self, *, vocab_size: int, max_model_len: int, block_size: int, num_blocks: int) -> None:
+    """`new_generator(seed)`, when given, makes the generator of each new seeded request."""
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        max_model_len: int,
+        block_size: int,
+        num_blocks: int,
+        new_generator: Callable[[int], torch.Generator] | None = None,
+    ) -> None:
         self.vocab_size = vocab_size
         self.max_model_len = max_model_len
         self.block_size = block_size
         self.num_blocks = num_blocks
+        self.new_generator = new_generator
         self.requests: dict[int, RequestState] = {}
 
     def __len__(self) -> int:
@@ -59,7 +71,9 @@ class RequestTable:
         for request_id in step.finished_ids:
             del self.requests[request_id]
         for new in step.new_requests:
-            self.requests[new.request_id] = RequestState(list(new.prompt_token_ids), new.sampling)
+            seed = new.sampling.seed
+            generator = self.new_generator(seed) if self.new_generator is not None and seed is not None else None
+            self.requests[new.request_id] = RequestState(list(new.prompt_token_ids), new.sampling, generator=generator)
         for request_id in step.preempted_ids:
             self.requests[request_id].block_table.clear()
         work = []

@@ -25,6 +25,8 @@ class Generation:
     num_preemptions: int = 0
     num_mixed_steps: int = 0
     max_chunk_tokens: int = 0
+    """Prompt tokens the scheduler found in the prefix cache at requests' first steps."""
+    num_cached_prompt_tokens: int = 0
     step_sizes: list[int] = field(default_factory=list)
 
 
@@ -43,8 +45,12 @@ def generate(
     num_blocks: int | None = None,
     sampling: Sequence[SamplingParams] | None = None,
     policy: str = "sarathi",
+    enable_prefix_caching: bool = False,
+    arrival_steps: Sequence[int] | None = None,
 ) -> Generation:
-    """Runs every prompt to `max_new_tokens` through the scheduler and the runner (EOS ignored)."""
+    """Runs every prompt to `max_new_tokens` through the scheduler and the runner (EOS ignored).
+
+    Step `i` is scheduled at time `i`, so `arrival_steps[r]` delays request `r` to that step."""
     info = runner.model_info
     if num_blocks is None:
         num_blocks = runner.determine_num_kv_blocks()
@@ -59,19 +65,28 @@ def generate(
             block_size=info.block_size,
             num_blocks=num_blocks,
             watermark=0.0,
+            enable_prefix_caching=enable_prefix_caching,
         )
     )
     for request_id, prompt in enumerate(prompts):
-        scheduler.add_request(request_id, prompt_token_ids=list(prompt), max_new_tokens=max_new_tokens)
+        arrival = float(arrival_steps[request_id]) if arrival_steps is not None else 0.0
+        scheduler.add_request(
+            request_id, prompt_token_ids=list(prompt), max_new_tokens=max_new_tokens, arrival_time=arrival
+        )
     result = Generation(outputs={request_id: [] for request_id in range(len(prompts))})
     sent: set[int] = set()
     finished: list[int] = []
     step_id = 0
     while len(scheduler):
-        batch = scheduler.schedule(0.0)
+        batch = scheduler.schedule(float(step_id))
+        if not batch.requests and not batch.preempted_ids:
+            scheduler.update(batch, [])
+            step_id += 1
+            continue
         new_requests = []
         for entry in batch.requests:
             if entry.id not in sent:
+                result.num_cached_prompt_tokens += entry.num_computed_tokens
                 params = sampling[entry.id] if sampling is not None else GREEDY
                 new_requests.append(NewRequest(entry.id, list(prompts[entry.id]), params))
                 sent.add(entry.id)

@@ -2,7 +2,8 @@
 
 Backends: `reference` (plain PyTorch, one request at a time: the correctness baseline), `sdpa`
 (PyTorch's scaled_dot_product_attention, any device) and `flash` (flash-attn 2 on CUDA, when
-installed). `auto` picks flash when it can run, else sdpa.
+installed; 16-bit data, head_dim a multiple of 8 up to 256). `auto` picks flash when it can run,
+else sdpa.
 """
 
 from typing import Any
@@ -10,23 +11,22 @@ from typing import Any
 import torch
 
 from engine.attention.backend import AttentionBackend, AttentionLayer, kv_cache_shape, write_kv
-from engine.attention.flash import FlashAttention, is_flash_attn_available
+from engine.attention.flash import FlashAttention, flash_unsupported_reason
 from engine.attention.metadata import AttentionMetadata
 from engine.attention.reference import ReferenceAttention
 from engine.attention.sdpa import SdpaAttention
+from engine.model_runner_config import ATTENTION_BACKENDS as BACKENDS
 
-BACKENDS = ("auto", "reference", "sdpa", "flash")
 
-
-def select_backend(name: str, device: torch.device, block_size: int) -> AttentionBackend[Any]:
+def select_backend(
+    name: str, *, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int
+) -> AttentionBackend[Any]:
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}: expected one of {BACKENDS}")
     if name == "auto":
-        name = "flash" if device.type == "cuda" and is_flash_attn_available() else "sdpa"
+        name = "flash" if flash_unsupported_reason(device, dtype, head_dim) is None else "sdpa"
     if name == "flash":
-        if device.type != "cuda":
-            raise ValueError(f"attention backend 'flash' runs on CUDA only, not on {device.type}")
-        return FlashAttention(block_size)
+        return FlashAttention(device, dtype, head_dim, block_size)
     if name == "reference":
         return ReferenceAttention()
     return SdpaAttention()

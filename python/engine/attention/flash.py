@@ -22,6 +22,19 @@ def is_flash_attn_available() -> bool:
     return importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available()
 
 
+def flash_unsupported_reason(device: torch.device, dtype: torch.dtype, head_dim: int) -> str | None:
+    """Why flash-attn cannot run this model here, or None when it can."""
+    if device.type != "cuda":
+        return f"it runs on CUDA only, not on {device.type}"
+    if not is_flash_attn_available():
+        return "the flash_attn package is not installed"
+    if dtype not in (torch.float16, torch.bfloat16):
+        return f"it takes float16 or bfloat16 only, not {dtype}"
+    if head_dim % 8 or head_dim > 256:
+        return f"it needs a head_dim that is a multiple of 8 up to 256, not {head_dim}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class FlashPlan:
     metadata: AttentionMetadata
@@ -32,9 +45,10 @@ class FlashPlan:
 class FlashAttention(AttentionBackend[FlashPlan]):
     name = "flash"
 
-    def __init__(self, block_size: int) -> None:
-        if not is_flash_attn_available():
-            raise ValueError("attention backend 'flash' needs the flash_attn package and a CUDA device")
+    def __init__(self, device: torch.device, dtype: torch.dtype, head_dim: int, block_size: int) -> None:
+        reason = flash_unsupported_reason(device, dtype, head_dim)
+        if reason is not None:
+            raise ValueError(f"attention backend 'flash' cannot run: {reason}")
         from flash_attn import flash_attn_varlen_func
 
         self._varlen: Any = flash_attn_varlen_func

@@ -23,6 +23,19 @@ class PrefillSegment:
     """[seq_len] int64: the cache slots of this request's context, in position order."""
     context_slots: torch.Tensor
 
+    def mask(self, sliding_window: int | None) -> torch.Tensor | None:
+        """[query_len, seq_len] bool, or None when plain causal attention (`is_causal`) is exact."""
+        window_cuts = sliding_window is not None and sliding_window < self.seq_len
+        if self.query_len == self.seq_len and not window_cuts:
+            return None
+        device = self.context_slots.device
+        query_positions = torch.arange(self.seq_len - self.query_len, self.seq_len, device=device)[:, None]
+        key_positions = torch.arange(self.seq_len, device=device)[None, :]
+        visible = key_positions <= query_positions
+        if sliding_window is not None:
+            visible &= key_positions > query_positions - sliding_window
+        return visible
+
 
 @dataclass(slots=True)
 class SdpaPlan:
@@ -34,7 +47,9 @@ class SdpaPlan:
     """[num_decodes] int64."""
     decode_seq_lens: torch.Tensor
     prefills: tuple[PrefillSegment, ...]
+    # Masks are built once per step and sliding window, then shared by the layers.
     decode_masks: dict[int | None, torch.Tensor] = field(default_factory=dict)
+    prefill_masks: dict[tuple[int, int | None], torch.Tensor | None] = field(default_factory=dict)
 
     def decode_mask(self, sliding_window: int | None) -> torch.Tensor:
         """[num_decodes, 1, 1, context width] bool: which gathered keys each decode may see."""
@@ -43,12 +58,17 @@ class SdpaPlan:
             width = self.decode_block_tables.shape[1] * self.metadata.block_size
             positions = torch.arange(width, device=self.decode_seq_lens.device)[None, :]
             seq_lens = self.decode_seq_lens[:, None]
-            mask = positions < seq_lens
+            visible = positions < seq_lens
             if sliding_window is not None:
-                mask &= positions >= seq_lens - sliding_window
-            mask = mask[:, None, None, :]
-            self.decode_masks[sliding_window] = mask
+                visible &= positions >= seq_lens - sliding_window
+            mask = self.decode_masks[sliding_window] = visible[:, None, None, :]
         return mask
+
+    def prefill_mask(self, index: int, sliding_window: int | None) -> torch.Tensor | None:
+        key = (index, sliding_window)
+        if key not in self.prefill_masks:
+            self.prefill_masks[key] = self.prefills[index].mask(sliding_window)
+        return self.prefill_masks[key]
 
 
 class SdpaAttention(AttentionBackend[SdpaPlan]):
@@ -96,29 +116,32 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         write_kv(key, value, kv_cache, plan.metadata.slot_mapping)
         output = torch.empty_like(query)
         if plan.decode_token_index.numel():
-            output[plan.decode_token_index] = self._decode(query, kv_cache, plan, layer)
+            output.index_copy_(0, plan.decode_token_index, self._decode(query, kv_cache, plan, layer))
         flat_keys = kv_cache[0].view(-1, layer.num_kv_heads, layer.head_dim)
         flat_values = kv_cache[1].view(-1, layer.num_kv_heads, layer.head_dim)
-        for segment in plan.prefills:
-            queries = query[segment.token_start : segment.token_start + segment.query_len]
-            keys = flat_keys.index_select(0, segment.context_slots)
-            values = flat_values.index_select(0, segment.context_slots)
-            output[segment.token_start : segment.token_start + segment.query_len] = self._prefill(
-                queries, keys, values, segment, layer
+        for index, segment in enumerate(plan.prefills):
+            rows = slice(segment.token_start, segment.token_start + segment.query_len)
+            output[rows] = self._prefill(
+                query[rows],
+                flat_keys.index_select(0, segment.context_slots),
+                flat_values.index_select(0, segment.context_slots),
+                plan.prefill_mask(index, layer.sliding_window),
+                layer,
             )
         return output
 
     @staticmethod
     def _decode(query: torch.Tensor, kv_cache: torch.Tensor, plan: SdpaPlan, layer: AttentionLayer) -> torch.Tensor:
-        num_decodes = plan.decode_token_index.shape[0]
-        # [num_decodes, blocks, block_size, kv_heads, head_dim] -> [num_decodes, kv_heads, context, head_dim]
-        keys = kv_cache[0][plan.decode_block_tables].flatten(1, 2).transpose(1, 2)
-        values = kv_cache[1][plan.decode_block_tables].flatten(1, 2).transpose(1, 2)
-        queries = query[plan.decode_token_index][:, :, None, :]
+        num_decodes, width = plan.decode_block_tables.shape
+        # [2, num_decodes * blocks, block_size, kv_heads, head_dim] -> [2, num_decodes, kv_heads, context, head_dim]
+        context = kv_cache.index_select(1, plan.decode_block_tables.flatten())
+        context = context.view(2, num_decodes, width * plan.metadata.block_size, layer.num_kv_heads, layer.head_dim)
+        context = context.transpose(2, 3).contiguous()
+        queries = query.index_select(0, plan.decode_token_index)[:, :, None, :]
         attended = F.scaled_dot_product_attention(
             queries,
-            keys,
-            values,
+            context[0],
+            context[1],
             attn_mask=plan.decode_mask(layer.sliding_window),
             scale=layer.scale,
             enable_gqa=layer.num_heads != layer.num_kv_heads,
@@ -130,18 +153,9 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         queries: torch.Tensor,
         keys: torch.Tensor,
         values: torch.Tensor,
-        segment: PrefillSegment,
+        mask: torch.Tensor | None,
         layer: AttentionLayer,
     ) -> torch.Tensor:
-        window = layer.sliding_window
-        starts_sequence = segment.query_len == segment.seq_len
-        mask = None
-        if not starts_sequence or (window is not None and window < segment.seq_len):
-            query_positions = torch.arange(segment.seq_len - segment.query_len, segment.seq_len, device=queries.device)
-            key_positions = torch.arange(segment.seq_len, device=queries.device)
-            mask = key_positions[None, :] <= query_positions[:, None]
-            if window is not None:
-                mask &= key_positions[None, :] > query_positions[:, None] - window
         attended = F.scaled_dot_product_attention(
             queries.transpose(0, 1),
             keys.transpose(0, 1),

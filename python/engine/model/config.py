@@ -84,6 +84,19 @@ class ModelConfig:
         if self.torch_dtype is not None and self.torch_dtype not in DTYPES:
             raise ValueError(f"torch_dtype must be one of {DTYPES}, got {self.torch_dtype!r}")
 
+    def check_tensor_parallel(self, size: int) -> None:
+        """Raises ValueError when the model cannot be split over `size` ranks."""
+        if self.num_heads % size:
+            raise ValueError(f"num_attention_heads ({self.num_heads}) is not divisible by tensor parallel size {size}")
+        if self.num_kv_heads % size and size % self.num_kv_heads:
+            raise ValueError(
+                f"num_key_value_heads ({self.num_kv_heads}) and tensor parallel size ({size}) must divide one another"
+            )
+        if self.intermediate_size % size:
+            raise ValueError(
+                f"intermediate_size ({self.intermediate_size}) is not divisible by tensor parallel size {size}"
+            )
+
 
 def load_model_config(model_dir: str | Path) -> ModelConfig:
     """Reads `model_dir/config.json` (and `generation_config.json` for EOS ids when present)."""
@@ -188,9 +201,7 @@ def _parse_rope(raw: dict[str, Any], max_position_embeddings: int) -> RopeConfig
         factor=factor,
         low_freq_factor=low,
         high_freq_factor=high,
-        original_max_position_embeddings=int(
-            scaling.get("original_max_position_embeddings", max_position_embeddings)
-        ),
+        original_max_position_embeddings=int(scaling.get("original_max_position_embeddings", max_position_embeddings)),
     )
 
 

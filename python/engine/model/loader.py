@@ -21,16 +21,8 @@ from engine.model.layers.linear import ColumnParallelLinear
 from engine.model.layers.weights import CheckpointTensor, copy_exact
 from engine.model.llama import LlamaForCausalLM
 from engine.model.parallel import TensorParallel
+from engine.model_runner_config import DTYPE_ALIASES
 
-DTYPE_NAMES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 
@@ -38,12 +30,13 @@ SINGLE_FILE = "model.safetensors"
 def resolve_dtype(requested: str, config: ModelConfig, device: torch.device) -> torch.dtype:
     """`auto`: float32 on the CPU, the checkpoint's dtype on a GPU (bfloat16 when it names none)."""
     if requested == "auto":
-        if device.type == "cpu":
-            return torch.float32
-        return DTYPE_NAMES[config.torch_dtype or "bfloat16"]
-    if requested not in DTYPE_NAMES:
-        raise ValueError(f"unknown dtype {requested!r}: expected 'auto' or one of {sorted(DTYPE_NAMES)}")
-    return DTYPE_NAMES[requested]
+        name = "float32" if device.type == "cpu" else config.torch_dtype or "bfloat16"
+    elif requested in DTYPE_ALIASES:
+        name = DTYPE_ALIASES[requested]
+    else:
+        raise ValueError(f"unknown dtype {requested!r}: expected 'auto' or one of {sorted(DTYPE_ALIASES)}")
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
 def checkpoint_files(model_dir: Path) -> list[Path]:

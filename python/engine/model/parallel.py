@@ -36,9 +36,11 @@ class TensorParallel:
         if self.size == 1:
             return tensor
         tensor = tensor.contiguous()
-        gathered = torch.empty((self.size, *tensor.shape), dtype=tensor.dtype, device=tensor.device)
+        gathered = torch.empty(
+            (self.size * tensor.shape[0], *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device
+        )
         dist.all_gather_into_tensor(gathered, tensor)
-        return torch.cat(gathered.unbind(0), dim=dim)
+        return torch.cat(gathered.chunk(self.size, dim=0), dim=dim)
 
     def broadcast_from_first(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every rank ends with rank 0's `tensor` (same shape and dtype on every rank), in place."""

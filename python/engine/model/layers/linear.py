@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.model.layers.weights import CheckpointTensor, copy_into, expect_shape
+from engine.model.layers.weights import CheckpointTensor, copy_exact, copy_into, expect_shape
 from engine.model.parallel import TensorParallel
 
 
@@ -56,9 +56,9 @@ class ColumnParallelLinear(nn.Module):
 
     def load_weight(self, param_name: str, source: CheckpointTensor, shard_id: int | None) -> None:
         part = self.parts[shard_id or 0]
-        param = self.weight if param_name == "weight" else self.bias
+        param = {"weight": self.weight, "bias": self.bias}.get(param_name)
         if param is None:
-            raise ValueError(f"checkpoint has {source.name}, but this layer has no bias")
+            raise ValueError(f"checkpoint tensor {source.name} has no place in this model (no such parameter)")
         full_shape = (part.full_size, self.input_size) if param_name == "weight" else (part.full_size,)
         expect_shape(source, full_shape)
         copy_into(param, source, dim=0, start=part.source_start, size=part.local_size, offset=part.local_offset)
@@ -111,12 +111,11 @@ class RowParallelLinear(nn.Module):
         return output if self.bias is None else output + self.bias
 
     def load_weight(self, param_name: str, source: CheckpointTensor, shard_id: int | None) -> None:
-        if param_name == "bias":
-            if self.bias is None:
-                raise ValueError(f"checkpoint has {source.name}, but this layer has no bias")
-            expect_shape(source, tuple(self.bias.shape))
-            self.bias.data.copy_(source.read())
-            return
-        expect_shape(source, (self.weight.shape[0], self.input_size))
-        start = self.tp.rank * self.local_input_size
-        copy_into(self.weight, source, dim=1, start=start, size=self.local_input_size)
+        if param_name == "weight":
+            expect_shape(source, (self.weight.shape[0], self.input_size))
+            start = self.tp.rank * self.local_input_size
+            copy_into(self.weight, source, dim=1, start=start, size=self.local_input_size)
+        elif param_name == "bias" and self.bias is not None:
+            copy_exact(self.bias, source)
+        else:
+            raise ValueError(f"checkpoint tensor {source.name} has no place in this model (no such parameter)")

@@ -33,6 +33,8 @@ class VocabParallelEmbedding(nn.Module):
         return self.tp.all_reduce(embedded)
 
     def load_weight(self, param_name: str, source: CheckpointTensor, shard_id: int | None) -> None:
+        if param_name != "weight":
+            raise ValueError(f"checkpoint tensor {source.name} has no place in this model (no such parameter)")
         expect_shape(source, (self.vocab_size, self.hidden_size))
         copy_into(self.weight, source, dim=0, start=self.first_row, size=self.rows_per_rank)
 

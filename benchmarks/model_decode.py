@@ -1,0 +1,262 @@
+"""Decode tokens per second of the model runner, beside Hugging Face transformers' `generate` on
+the same weights in the same run, and beside the memory-bandwidth limit.
+
+A model with random weights is built in the Hugging Face layout (`--shape llama3-8b`: Llama 3 8B's
+shapes, bf16, for a GPU; `--shape demo`: the small demo model, for a CPU). For each batch size,
+`batch` prompts of `--prompt-len` tokens are prefilled, then `--decode-steps` decode steps are
+timed (greedy, every request producing a token per step).
+
+Runner and transformers are timed alternately, `--repeats` rounds each; the best round counts
+(background load only ever adds time).
+
+- runner: `ModelRunner.execute` per step, everything included (input building, forward, sampling).
+- transformers: `generate` with N + 1 new tokens minus `generate` with 1 (its prefill and first
+  token), so both figures are decode only; EOS is ignored by both.
+- limit: a decode step reads every weight once (the embedding table aside) and each request's
+  KV; at the device's measured copy bandwidth that bounds tokens/s (batch / step-bytes * bandwidth).
+  MBU = (step bytes / measured step time) / bandwidth.
+
+Usage: .venv/bin/python benchmarks/model_decode.py --device cpu --shape demo [--threads 1]
+       .venv/bin/python benchmarks/model_decode.py                 # CUDA when present: llama3-8b, bf16, batch 1 and 64
+The last line is one JSON object.
+"""
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.demo_model import build_demo_model
+from engine.model_runner import ModelRunner, ModelRunnerConfig
+from engine.sampling_params import SamplingParams
+from engine.step import NewRequest, ScheduledChunk, StepInput
+
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama3-8b": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_layers=32,
+        num_heads=32,
+        num_kv_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        num_shards=4,
+    ),
+    "demo": dict(),
+}
+GREEDY = SamplingParams(temperature=0.0, max_tokens=1 << 20)
+BLOCK_SIZE = 16
+PREFILL_TOKENS_PER_STEP = 2048
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: llama3-8b on cuda, demo on cpu")
+    parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument("--batch-sizes", default=None, help="comma-separated; default 1,64 on cuda, 1,16 on cpu")
+    parser.add_argument("--prompt-len", type=int, default=128)
+    parser.add_argument("--decode-steps", type=int, default=None, help="default 128 on cuda, 32 on cpu")
+    parser.add_argument("--attention-backend", default="auto")
+    parser.add_argument("--model-dir", type=Path, default=None, help="build (or reuse) the model here")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size; the best counts")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    args = parser.parse_args()
+    on_gpu = args.device == "cuda"
+    args.shape = args.shape or ("llama3-8b" if on_gpu else "demo")
+    args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
+    args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,64" if on_gpu else "1,16")).split(",")]
+    args.decode_steps = args.decode_steps or (128 if on_gpu else 32)
+    return args
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_bandwidth(device: torch.device) -> float:
+    """Bytes per second of a large device-to-device copy (each byte read once and written once)."""
+    num_bytes = (1 << 30) if device.type == "cuda" else (256 << 20)
+    source = torch.ones(num_bytes // 4, dtype=torch.float32, device=device)
+    target = torch.empty_like(source)
+    for _ in range(3):
+        target.copy_(source)
+    synchronize(device)
+    repeats = 20 if device.type == "cuda" else 5
+    start = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    synchronize(device)
+    return 2 * num_bytes * repeats / (time.perf_counter() - start)
+
+
+def prompts_for(batch: int, prompt_len: int, vocab_size: int) -> list[list[int]]:
+    generator = torch.Generator().manual_seed(batch)
+    return torch.randint(3, vocab_size, (batch, prompt_len), generator=generator).tolist()
+
+
+def runner_decode(runner: ModelRunner, prompts: list[list[int]], decode_steps: int, first_id: int) -> float:
+    """Seconds for `decode_steps` decode steps of all prompts (after prefill and 3 warm-up steps)."""
+    ids = list(range(first_id, first_id + len(prompts)))
+    blocks_per_request = math.ceil((len(prompts[0]) + decode_steps + 4) / BLOCK_SIZE)
+    tables = {rid: list(range(i * blocks_per_request, (i + 1) * blocks_per_request)) for i, rid in enumerate(ids)}
+    step_id = 0
+    new = [NewRequest(rid, prompt, GREEDY) for rid, prompt in zip(ids, prompts, strict=True)]
+    per_step = max(1, PREFILL_TOKENS_PER_STEP // len(prompts[0]))
+    for start in range(0, len(ids), per_step):
+        group = ids[start : start + per_step]
+        chunks = [ScheduledChunk(rid, len(prompts[0]), 0, True, tables[rid]) for rid in group]
+        runner.execute(StepInput(step_id, chunks, new[start : start + per_step]))
+        step_id += 1
+    length = len(prompts[0]) + 1
+
+    def decode_step() -> None:
+        nonlocal step_id, length
+        chunks = [ScheduledChunk(rid, 1, length - 1, True, []) for rid in ids]
+        runner.execute(StepInput(step_id, chunks))
+        step_id += 1
+        length += 1
+
+    for _ in range(3):
+        decode_step()
+    start_time = time.perf_counter()
+    for _ in range(decode_steps):
+        decode_step()
+    elapsed = time.perf_counter() - start_time
+    runner.execute(StepInput(step_id, [], finished_ids=ids))
+    return elapsed
+
+
+def hf_decode(model: Any, prompts: list[list[int]], decode_steps: int, device: torch.device) -> float:
+    """Seconds `generate` spends on `decode_steps` tokens beyond its first (prefill) token."""
+    input_ids = torch.tensor(prompts, device=device)
+    attention_mask = torch.ones_like(input_ids)
+
+    def timed(new_tokens: int) -> float:
+        synchronize(device)
+        start = time.perf_counter()
+        model.generate(input_ids, attention_mask=attention_mask, max_new_tokens=new_tokens, do_sample=False)
+        synchronize(device)
+        return time.perf_counter() - start
+
+    timed(4)  # warm-up
+    return timed(1 + decode_steps) - timed(1)
+
+
+def weight_bytes_per_step(runner: ModelRunner) -> int:
+    """Bytes of every parameter a decode step reads: all but the embedding table (only B rows of it)."""
+    model = runner.model
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    embedding = model.model.embed_tokens.weight
+    if model.config.tie_word_embeddings:
+        return total
+    return total - embedding.numel() * embedding.element_size()
+
+
+def main() -> None:
+    args = parse_args()
+    device = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: CUDA is not available (try --device cpu --shape demo)")
+    shape = dict(SHAPES[args.shape], dtype=args.dtype)
+    with tempfile.TemporaryDirectory() as scratch:
+        model_dir = args.model_dir or Path(scratch) / "model"
+        if not (model_dir / "config.json").is_file():
+            started = time.perf_counter()
+            build_demo_model(model_dir, **shape)
+            print(f"built {args.shape} ({args.dtype}) in {time.perf_counter() - started:.0f} s at {model_dir}")
+        results = run(args, device, model_dir)
+    print(json.dumps(results))
+
+
+def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict[str, Any]:
+    max_batch = max(args.batch_sizes)
+    max_len = args.prompt_len + args.decode_steps + 8
+    runner = ModelRunner(
+        ModelRunnerConfig(
+            model=str(model_dir),
+            dtype=args.dtype,
+            device=args.device,
+            attention_backend=args.attention_backend,
+            block_size=BLOCK_SIZE,
+            max_model_len=max_len,
+            num_kv_blocks=max_batch * math.ceil((max_len + 4) / BLOCK_SIZE),
+        )
+    )
+    info = runner.model_info
+    runner.init_kv_cache(max_batch * math.ceil((max_len + 4) / BLOCK_SIZE))
+    bandwidth = measure_bandwidth(device)
+    weight_bytes = weight_bytes_per_step(runner)
+    kv_bytes_per_token = info.kv_cache_bytes_per_block // info.block_size
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(
+        f"device {device} ({device_name}), {args.shape} {info.dtype}, attention {info.attention_backend}, "
+        f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, weights read per step {weight_bytes / 1e9:.3f} GB"
+    )
+
+    from transformers import AutoModelForCausalLM
+
+    hf: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, info.dtype))
+    hf = hf.to(device).eval()
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+
+    rows: dict[int, dict[str, float]] = {}
+    first_id = 0
+    for batch in args.batch_sizes:
+        prompts = prompts_for(batch, args.prompt_len, info.vocab_size)
+        runner_seconds, hf_seconds = [], []
+        for _ in range(args.repeats):  # alternated, so both see the same background load
+            runner_seconds.append(runner_decode(runner, prompts, args.decode_steps, first_id))
+            first_id += batch
+            with torch.inference_mode():
+                hf_seconds.append(hf_decode(hf, prompts, args.decode_steps, device))
+        seconds, hf_best = min(runner_seconds), min(hf_seconds)
+        mean_context = args.prompt_len + 3 + args.decode_steps / 2
+        step_bytes = weight_bytes + batch * mean_context * kv_bytes_per_token
+        step_s = seconds / args.decode_steps
+        rows[batch] = dict(
+            runner_tok_s=batch * args.decode_steps / seconds,
+            runner_step_ms=step_s * 1e3,
+            hf_tok_s=batch * args.decode_steps / hf_best,
+            hf_step_ms=hf_best / args.decode_steps * 1e3,
+            limit_tok_s=batch * bandwidth / step_bytes,
+            limit_step_ms=step_bytes / bandwidth * 1e3,
+            runner_mbu=step_bytes / step_s / bandwidth,
+        )
+    runner.shutdown()
+
+    print(
+        f"{'batch':>6} {'runner tok/s':>13} {'step ms':>8} {'HF tok/s':>10} {'step ms':>8} {'runner/HF':>10}"
+        f" {'limit tok/s':>12} {'MBU':>6}"
+    )
+    for batch, row in rows.items():
+        print(
+            f"{batch:>6} {row['runner_tok_s']:>13.1f} {row['runner_step_ms']:>8.2f} {row['hf_tok_s']:>10.1f}"
+            f" {row['hf_step_ms']:>8.2f} {row['runner_tok_s'] / row['hf_tok_s']:>9.2f}x {row['limit_tok_s']:>12.1f}"
+            f" {row['runner_mbu']:>6.1%}"
+        )
+    return dict(
+        device=str(device),
+        device_name=device_name,
+        shape=args.shape,
+        dtype=info.dtype,
+        attention_backend=info.attention_backend,
+        prompt_len=args.prompt_len,
+        decode_steps=args.decode_steps,
+        bandwidth_gb_s=round(bandwidth / 1e9, 1),
+        batches={str(batch): {key: round(value, 3) for key, value in row.items()} for batch, row in rows.items()},
+    )
+
+
+if __name__ == "__main__":
+    main()

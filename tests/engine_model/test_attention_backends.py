@@ -1,0 +1,145 @@
+"""Paged attention backends agree with each other and with dense causal attention, on random
+inputs with random block tables, mixed prefill chunks and decodes, GQA and sliding windows."""
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+
+from engine.attention import (
+    AttentionBackend,
+    AttentionLayer,
+    AttentionMetadata,
+    ReferenceAttention,
+    SdpaAttention,
+    kv_cache_shape,
+    select_backend,
+)
+from engine.attention.flash import is_flash_attn_available
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+BACKEND_NAMES = ["reference", "sdpa"] + (["flash"] if is_flash_attn_available() else [])
+
+
+def dense_attention(
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, layer: AttentionLayer
+) -> torch.Tensor:
+    """One request, contiguous keys/values of its whole context; queries are its last tokens."""
+    group = layer.num_heads // layer.num_kv_heads
+    keys = keys.float().repeat_interleave(group, dim=1)
+    values = values.float().repeat_interleave(group, dim=1)
+    scores = torch.einsum("qhd,khd->hqk", query.float(), keys) * layer.scale
+    seq_len, query_len = keys.shape[0], query.shape[0]
+    query_positions = torch.arange(seq_len - query_len, seq_len, device=query.device)[:, None]
+    key_positions = torch.arange(seq_len, device=query.device)[None, :]
+    visible = key_positions <= query_positions
+    if layer.sliding_window is not None:
+        visible &= key_positions > query_positions - layer.sliding_window
+    probabilities = torch.softmax(scores.masked_fill(~visible, float("-inf")), dim=-1)
+    return torch.einsum("hqk,khd->qhd", probabilities, values)
+
+
+@dataclass
+class Case:
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    cache: torch.Tensor
+    """Per request: the keys and values of its whole context."""
+    contexts: list[tuple[torch.Tensor, torch.Tensor]]
+    metadata: AttentionMetadata
+
+    def run(self, backend: AttentionBackend[Any], layer: AttentionLayer) -> torch.Tensor:
+        prepared = backend.prepare(self.metadata)
+        return backend.forward(self.query, self.key, self.value, self.cache, prepared, layer)
+
+
+def random_case(seed: int, layer: AttentionLayer, block_size: int, dtype: torch.dtype) -> Case:
+    """Up to 6 requests, each a decode or a chunk of random length after a random cached prefix."""
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    query_lens, seq_lens = [], []
+    for _ in range(rng.randint(1, 6)):
+        seq_len = rng.randint(1, 70)
+        seq_lens.append(seq_len)
+        query_lens.append(1 if rng.random() < 0.5 else rng.randint(1, seq_len))
+    num_blocks = sum(-(-n // block_size) for n in seq_lens) + 5
+    free = list(range(num_blocks))
+    rng.shuffle(free)
+    tables = [[free.pop() for _ in range(-(-n // block_size))] for n in seq_lens]
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator).to(DEVICE, dtype)
+
+    kv_shape = (layer.num_kv_heads, layer.head_dim)
+    contexts = [(randn(n, *kv_shape), randn(n, *kv_shape)) for n in seq_lens]
+    cache = randn(*kv_cache_shape(num_blocks, block_size, *kv_shape))
+    for (keys, values), table, seq_len, query_len in zip(contexts, tables, seq_lens, query_lens, strict=True):
+        for position in range(seq_len - query_len):  # the cached prefix; forward writes the new tokens
+            block, offset = table[position // block_size], position % block_size
+            cache[0, block, offset] = keys[position]
+            cache[1, block, offset] = values[position]
+    new = list(zip(contexts, seq_lens, query_lens, strict=True))
+    return Case(
+        query=randn(sum(query_lens), layer.num_heads, layer.head_dim),
+        key=torch.cat([keys[n - q :] for (keys, _), n, q in new]),
+        value=torch.cat([values[n - q :] for (_, values), n, q in new]),
+        cache=cache,
+        contexts=contexts,
+        metadata=AttentionMetadata.build(
+            query_lens=query_lens, seq_lens=seq_lens, block_tables=tables, block_size=block_size, device=DEVICE
+        ),
+    )
+
+
+LAYERS = [
+    AttentionLayer(num_heads=4, num_kv_heads=4, head_dim=16, scale=0.25),
+    AttentionLayer(num_heads=8, num_kv_heads=2, head_dim=32, scale=32**-0.5),
+    AttentionLayer(num_heads=6, num_kv_heads=1, head_dim=8, scale=0.3, sliding_window=9),
+]
+
+
+@pytest.mark.parametrize("backend_name", BACKEND_NAMES)
+@pytest.mark.parametrize("layer", LAYERS, ids=["mha", "gqa", "mqa-window"])
+@pytest.mark.parametrize("block_size", [1, 4, 16])
+@pytest.mark.parametrize("seed", range(4))
+def test_backend_matches_dense_attention(backend_name: str, layer: AttentionLayer, block_size: int, seed: int) -> None:
+    dtype = torch.float16 if backend_name == "flash" else torch.float32  # flash-attn takes 16-bit data only
+    tolerance = 2e-3 if dtype == torch.float16 else 1e-5
+    case = random_case(seed, layer, block_size, dtype)
+    backend = select_backend(backend_name, device=DEVICE, dtype=dtype, head_dim=layer.head_dim, block_size=block_size)
+    output = case.run(backend, layer)
+
+    starts = case.metadata.query_start_loc.tolist()
+    for row, (keys, values) in enumerate(case.contexts):
+        rows = slice(starts[row], starts[row + 1])
+        expected = dense_attention(case.query[rows], keys, values, layer)
+        torch.testing.assert_close(output[rows].float(), expected, rtol=tolerance, atol=tolerance)
+    # The new tokens' keys and values landed in their slots.
+    flat_cache = case.cache.flatten(1, 2)
+    torch.testing.assert_close(flat_cache[0, case.metadata.slot_mapping], case.key)
+    torch.testing.assert_close(flat_cache[1, case.metadata.slot_mapping], case.value)
+
+
+def test_backends_agree_in_bfloat16() -> None:
+    layer = LAYERS[1]
+    reference = random_case(11, layer, 4, torch.bfloat16).run(ReferenceAttention(), layer)
+    sdpa = random_case(11, layer, 4, torch.bfloat16).run(SdpaAttention(), layer)
+    torch.testing.assert_close(reference.float(), sdpa.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_backend_selection() -> None:
+    def select(name: str, device: str = "cpu", dtype: torch.dtype = torch.float32) -> str:
+        return select_backend(name, device=torch.device(device), dtype=dtype, head_dim=64, block_size=16).name
+
+    assert select("auto") == "sdpa"
+    assert select("reference") == "reference"
+    with pytest.raises(ValueError, match="'flash' cannot run: it runs on CUDA only, not on cpu"):
+        select("flash")
+    with pytest.raises(ValueError, match="unknown attention backend 'triton'"):
+        select("triton")
+    if torch.cuda.is_available():
+        assert select("auto", "cuda", torch.float32) == "sdpa"  # flash-attn takes 16-bit data only
+        assert select("auto", "cuda", torch.bfloat16) == ("flash" if is_flash_attn_available() else "sdpa")

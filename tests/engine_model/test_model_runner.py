@@ -1,0 +1,56 @@
+"""The runner's life cycle: model info, KV capacity, the profiling step, shutdown."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine.model_runner import ModelRunner, ModelRunnerConfig, largest_step
+
+
+def test_model_info_and_cpu_kv_capacity(tiny_llama: Path) -> None:
+    runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), kv_cache_memory_gib=0.01, max_model_len=256))
+    info = runner.model_info
+    assert (info.vocab_size, info.eos_token_ids, info.bos_token_id, info.max_model_len) == (512, (1,), 0, 256)
+    assert (info.num_layers, info.num_heads, info.num_kv_heads, info.head_dim) == (2, 4, 2, 16)
+    assert (info.dtype, info.device, info.attention_backend, info.tensor_parallel_size) == ("float32", "cpu", "sdpa", 1)
+    # 2 layers x (K and V) x 16 tokens x 2 KV heads x 16 dims x 4 bytes
+    assert info.kv_cache_bytes_per_block == 2 * 2 * 16 * 2 * 16 * 4
+    assert runner.determine_num_kv_blocks() == int(0.01 * 2**30) // info.kv_cache_bytes_per_block
+    assert info.to_dict()["eos_token_ids"] == (1,)
+    explicit = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), num_kv_blocks=7))
+    assert explicit.determine_num_kv_blocks() == 7
+
+
+def test_kv_cache_lifecycle(tiny_llama: Path) -> None:
+    runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama)))
+    with pytest.raises(ValueError, match="num_blocks must be at least 1, got 0"):
+        runner.init_kv_cache(0)
+    runner.init_kv_cache(3)
+    assert [tuple(layer.shape) for layer in runner.kv_caches] == [(2, 3, 16, 2, 16)] * 2
+    with pytest.raises(ValueError, match="the KV cache is already initialised"):
+        runner.init_kv_cache(3)
+    runner.shutdown()
+    assert runner.kv_caches == []
+
+
+def test_largest_step_runs(tiny_llama: Path) -> None:
+    """The GPU profiling step (longest chunks beside the most requests, all sampling) is a valid step."""
+    step, num_blocks = largest_step(max_num_batched_tokens=100, max_num_seqs=5, max_model_len=40, block_size=4)
+    assert [chunk.num_tokens for chunk in step.chunks] == [40, 40, 18, 1, 1]
+    assert num_blocks == 10 + 10 + 5 + 1 + 1
+    runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), block_size=4, max_model_len=40))
+    runner.init_kv_cache(num_blocks)
+    assert len(runner.execute(step).sampled_token_ids) == 5
+
+
+def test_config_and_info_import_without_torch() -> None:
+    """The engine process builds configs and reads ModelInfo without loading PyTorch."""
+    code = (
+        "import sys, pickle; from engine.model_runner_config import ModelRunnerConfig, ModelInfo; "
+        "config = ModelRunnerConfig(model='m', tensor_parallel_size=2); "
+        "assert pickle.loads(pickle.dumps(config)) == config; "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
