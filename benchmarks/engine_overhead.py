@@ -20,7 +20,7 @@ import trio
 
 from engine.engine_core import EngineConfig, EngineCore
 from engine.engine_metrics import EngineMetrics
-from engine.model_runner import ModelRunnerConfig
+from engine.model_runner_config import ModelRunnerConfig
 from engine.request_stream import RequestOutcome
 from engine.sampling_params import SamplingParams
 from engine.tokenizer import Tokenizer

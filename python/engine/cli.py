@@ -13,7 +13,7 @@ import trio
 from engine.engine_core import EngineConfig
 from engine.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.model.config import load_model_config
-from engine.model_runner import ModelRunnerConfig
+from engine.model_runner_config import ModelRunnerConfig
 from engine.request_stream import EngineFailedError
 from engine.scheduler import POLICIES
 from engine.serve import ServerConfig, serve

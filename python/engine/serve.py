@@ -10,7 +10,7 @@ import trio
 from engine.engine_core import EngineConfig, EngineCore
 from engine.engine_metrics import EngineMetrics
 from engine.framing import DEFAULT_MAX_FRAME_BYTES
-from engine.model_runner import ModelRunnerConfig
+from engine.model_runner_config import ModelRunnerConfig
 from engine.server.http_server import serve_http
 from engine.server.openai_app import OpenAIApi
 from engine.server.rpc_server import RpcServer

@@ -1,8 +1,3 @@
 """Llama-family decoders (Llama 2/3, Mistral, Qwen2) from Hugging Face model directories, split
-across tensor-parallel ranks."""
-
-from engine.model.config import ModelConfig, load_model_config
-from engine.model.loader import load_model, resolve_dtype
-from engine.model.parallel import TensorParallel
-
-__all__ = ["ModelConfig", "TensorParallel", "load_model", "load_model_config", "resolve_dtype"]
+across tensor-parallel ranks. `config` is torch-free, so the engine process can read a model's
+shape without importing torch; everything else runs in the workers."""

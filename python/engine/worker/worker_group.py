@@ -14,7 +14,7 @@ import msgspec
 import trio
 
 from engine.framing import FrameError, FrameReader, frame
-from engine.model_runner import ModelRunnerConfig
+from engine.model_runner_config import ModelRunnerConfig
 from engine.request_stream import EngineFailedError
 from engine.step import StepInput, StepOutput
 from engine.worker.messages import (

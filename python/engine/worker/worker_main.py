@@ -10,7 +10,7 @@ import traceback
 import msgspec
 
 from engine.framing import recv_frame, send_frame
-from engine.model_runner import ModelRunner, ModelRunnerConfig
+from engine.model_runner_config import ModelRunnerConfig
 from engine.worker.messages import (
     CacheReady,
     Executed,
@@ -43,6 +43,8 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
 
     def reply(message: msgspec.Struct) -> None:
         send_frame(connection, encoder.encode(message))
+
+    from engine.model_runner import ModelRunner  # torch is imported in the workers only
 
     runner: ModelRunner | None = None
     try:
