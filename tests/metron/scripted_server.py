@@ -4,7 +4,8 @@ Run: python scripted_server.py SCRIPT_JSON [LOG_PATH]. It prints its port on std
 on 127.0.0.1 until killed. The script (JSON):
     {"model": "scripted",
      "events": [[seconds_after_receipt, num_tokens], ...],   # or, instead of events:
-     "first_s": 0.05, "gap_s": 0.01,                           # max_tokens tokens, one per event
+     "first_s": 0.05, "gap_s": 0.01,                           # max_tokens tokens, one per event,
+     "gap_per_stream_s": 0.0,                                  # each gap longer by this per open stream
      "prefill_s_per_word": 0.0,                                # added to every event time
      "usage": "continuous" | "final" | "logprobs" | "none",
      "status": 200, "error_after_events": null}
@@ -44,6 +45,7 @@ async def wait_until(deadline: float) -> None:
 class Server:
     def __init__(self, script: dict, log_path: str | None) -> None:
         self.script = script
+        self.num_streams = 0
         self.log = open(log_path, "a") if log_path else None  # noqa: SIM115
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -83,14 +85,22 @@ class Server:
         await writer.drain()
         chat = "messages" in body
         prompt = body["messages"][0]["content"] if chat else body["prompt"]
-        usage = script.get("usage", "continuous")
-        sent, produced = [], 0
         events = scripted_events(script, body["max_tokens"], len(prompt.split()))
+        self.num_streams += 1
+        try:
+            await self.send_events(script, events, chat, request_id, received, writer)
+        finally:
+            self.num_streams -= 1
+
+    async def send_events(self, script, events, chat, request_id, received, writer) -> None:  # type: ignore[no-untyped-def]
+        usage = script.get("usage", "continuous")
+        sent, produced, delay = [], 0, 0.0
         for index, (at, count) in enumerate(events):
             if script.get("error_after_events") == index:
                 writer.write(event({"error": {"message": "scripted mid-stream failure"}}))
                 break
-            await wait_until(received + at)
+            delay += script.get("gap_per_stream_s", 0.0) * self.num_streams * (index > 0)
+            await wait_until(received + at + delay)
             produced += count
             text = " tok" * count
             choice: dict = {"index": 0, "finish_reason": None}

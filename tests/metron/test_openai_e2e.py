@@ -1,15 +1,17 @@
 """metron against a real HTTP server on loopback that streams tokens at scripted times.
 
 The script for one request: the first token 0.1 s after the request, two more 0.03 s apart, then
-a 0.7 s stall ending with an event of three tokens, then two tokens 0.04 s apart. With D_p = 0.5 s
+a 0.715 s stall ending with an event of three tokens, then two tokens 0.04 s apart. With D_p = 0.5 s
 and D_d = 0.05 s, by hand: the first token banks 0.4 s, the next two 0.02 s each (slack 0.44 s);
-the stall is past 0.05 + 0.44 and misses floor((0.7 - 0.44) / 0.05) = 5 deadlines; the other
-tokens are on time. 7 deadlines met, 5 missed: fluidity-index 7/12.
+the stall is past 0.05 + 0.44 and misses floor((0.715 - 0.44) / 0.05) = floor(5.5) = 5 deadlines
+(12 ms of timing noise either way would not change that); the other tokens are on time.
+7 deadlines met, 5 missed: fluidity-index 7/12.
 """
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from metron.arrivals import ArrivalConfig
@@ -19,14 +21,15 @@ from metron.runner import RunConfig, run_benchmark
 from metron.targets.openai import OpenAIConfig, OpenAITarget
 from metron.workload import WorkloadConfig
 
-EVENTS = [[0.1, 1], [0.13, 1], [0.16, 1], [0.86, 3], [0.9, 1], [0.94, 1]]
+EVENTS = [[0.1, 1], [0.13, 1], [0.16, 1], [0.875, 3], [0.915, 1], [0.955, 1]]
 SCRIPTED_TTFT = 0.1
-SCRIPTED_TBT = [0.03, 0.03, 0.7, 0.0, 0.0, 0.04, 0.04]
-# TBTs and delivery (server send -> client stamp) within 5 ms; TTFT within 8 ms, as it also holds
-# the request's way to the server (a new connection, the server's accept) and the server's timer
-# waking up to 1 ms late.
-TOLERANCE_S = 0.005
-TTFT_TOLERANCE_S = 0.008
+SCRIPTED_TBT = [0.03, 0.03, 0.715, 0.0, 0.0, 0.04, 0.04]
+# Typically (the median over every gap and token) within 2 ms of the script and of the server's
+# own send times. Each single value within 10 ms (TTFT 15 ms, as it also holds the request's way to
+# the server): other processes share the two cores, and a busy moment delays the server or client.
+TYPICAL_S = 0.002
+TOLERANCE_S = 0.010
+TTFT_TOLERANCE_S = 0.015
 
 
 def config(num_requests: int, rate: float = 20.0, output_tokens: int = 8) -> RunConfig:
@@ -48,11 +51,13 @@ def test_measured_times_match_the_script(scripted_server, tmp_path: Path, usage:
     )
     outcome = run_benchmark(config(6), target, tmp_path / "run")
     assert len(outcome.records) == 6
+    deviations = []
     for record in outcome.records:
         assert record.outcome == "finished", record.error
         assert record.output_tokens == 8
         assert record.ttft_s == pytest.approx(SCRIPTED_TTFT, abs=TTFT_TOLERANCE_S)
         assert record.tbt_s == pytest.approx(SCRIPTED_TBT, abs=TOLERANCE_S)
+        deviations += [abs(m - s) for m, s in zip(record.tbt_s, SCRIPTED_TBT, strict=True)]
         assert record.fluidity_index == pytest.approx(7 / 12)
         assert (record.missed_deadlines, record.total_deadlines) == (5, 12)
     # Each token's client time is within a few ms of when the server actually sent it.
@@ -61,6 +66,8 @@ def test_measured_times_match_the_script(scripted_server, tmp_path: Path, usage:
         sent = [t - outcome.load.origin_perf_counter_s for t in log[f"metron-{record.id}"]["sent"]]
         arrived = sorted(set(record.token_times_s))
         assert arrived == pytest.approx(sent, abs=TOLERANCE_S)
+        deviations += [a - s for a, s in zip(arrived, sent, strict=True)]
+    assert float(np.median(deviations)) < TYPICAL_S
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]["num_finished"] == 6
 
 
