@@ -98,8 +98,8 @@ def test_profile_prefill_command(scripted_server, tmp_path: Path) -> None:  # ty
     server = scripted_server({"model": "m", "first_s": 0.01, "gap_s": 0.01, "prefill_s_per_word": 1e-4})
     output = tmp_path / "prefill.json"
     result = metron(
-        "profile-prefill", "--url", server.url, "--model", "m", "--prompt-lengths", "100,400,1000,2000", "--samples", "3",
-        "--output", str(output),
+        "profile-prefill", "--url", server.url, "--model", "m", "--prompt-lengths", "100,400,1000,2000",
+        "--samples", "3", "--output", str(output),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     model = read_prefill_model(output)

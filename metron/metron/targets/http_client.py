@@ -5,9 +5,19 @@ last byte of a small request leaving, and about 0.8 ms of CPU per request; that 
 measured TTFT and caps the load one process can offer. This client writes a request with one
 `send_all`, parses the response by hand (content-length, chunked, or read-to-close bodies) and
 stamps each line of the body with the time the bytes carrying it were received.
+
+On plain TCP connections (Linux) that time is the kernel's: the socket asks for SO_TIMESTAMPNS, so a
+packet is stamped when it arrives, not when this process gets around to reading it; a busy client
+(or a machine shared with other work) then delays processing but not the measurement. The kernel
+stamps on the realtime clock, converted to Trio's clock with an offset taken when the client is
+made; a stamp that does not fall within the last 10 s is replaced by the read time.
 """
 
+import socket
 import ssl
+import struct
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
@@ -16,6 +26,9 @@ import trio
 
 _RECEIVE_SIZE = 65536
 _MAX_HEADER_BYTES = 65536
+_SO_TIMESTAMPNS = 35  # Linux; also the control message type (SCM_TIMESTAMPNS)
+_ANCILLARY_SIZE = socket.CMSG_SPACE(16)
+_MAX_STAMP_AGE_S = 10.0
 
 
 class HttpError(Exception):
@@ -27,19 +40,35 @@ class ConnectError(HttpError):
 
 
 class _Connection:
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, realtime_offset: float | None) -> None:
         self.stream = stream
         self.buffer = bytearray()
         self.received_s = 0.0
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) and realtime_offset is not None else None
+        self._realtime_offset = realtime_offset or 0.0
+        if self._socket is not None:
+            try:
+                self._socket.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            except OSError:
+                self._socket = None
 
     async def fill(self, clock: Callable[[], float]) -> None:
+        stamp = None
         try:
-            data = await self.stream.receive_some(_RECEIVE_SIZE)
+            if self._socket is not None:
+                data, ancillary, _, _ = await self._socket.recvmsg(_RECEIVE_SIZE, _ANCILLARY_SIZE)
+                for level, kind, payload in ancillary:
+                    if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= 16:
+                        seconds, nanoseconds = struct.unpack("qq", payload[:16])
+                        stamp = seconds + nanoseconds * 1e-9 - self._realtime_offset
+            else:
+                data = await self.stream.receive_some(_RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as error:
             raise HttpError(f"connection lost: {error or type(error).__name__}") from error
         if not data:
             raise HttpError("the server closed the connection")
-        self.received_s = clock()
+        now = clock()
+        self.received_s = stamp if stamp is not None and now - _MAX_STAMP_AGE_S <= stamp <= now else now
         self.buffer += data
 
     async def read_line(self, clock: Callable[[], float]) -> bytes:
@@ -143,6 +172,13 @@ class HttpClient:
         self.connect_timeout_s = connect_timeout_s
         self._idle: list[_Connection] = []
         self._ssl_context = ssl.create_default_context() if self.tls else None
+        self._realtime_offset: float | None = None
+
+    def _offset(self) -> float | None:
+        """Realtime minus Trio's clock (kernel stamps are on the realtime clock); None off Linux."""
+        if self._realtime_offset is None and sys.platform == "linux":
+            self._realtime_offset = time.time() - trio.current_time()
+        return self._realtime_offset
 
     async def _connect(self) -> _Connection:
         try:
@@ -156,7 +192,7 @@ class HttpClient:
             raise ConnectError(f"no connection to {self.host}:{self.port} within {self.connect_timeout_s} s") from None
         except (OSError, trio.BrokenResourceError) as error:
             raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error}") from error
-        return _Connection(stream)
+        return _Connection(stream, self._offset())
 
     @asynccontextmanager
     async def request(
