@@ -55,8 +55,8 @@ async def measure(
     generator: LoadGenerator | None = None,
 ) -> RunOutcome:
     """Checks the target is there (raising TargetUnreachable if not), then runs the workload."""
-    requests, exact = build_prompts(config)
     await target.check()
+    requests, exact = build_prompts(config)
     generator = generator or LoadGenerator(target, config.load)
     result = await generator.run(requests, on_done=on_done, handle_sigint=handle_sigint)  # type: ignore[arg-type]
     records = request_records(result.measured, config.deadlines)
