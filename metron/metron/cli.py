@@ -1,0 +1,329 @@
+"""`metron`: run, capacity, profile-prefill, report, compare. The only place that reads the
+environment (the API key) and turns errors into exit codes:
+0 done, 2 bad arguments or input, 3 target unreachable or refusing, 130 interrupted (what was
+measured is written first)."""
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import msgspec
+
+from metron.arrivals import ARRIVAL_KINDS, ArrivalConfig
+from metron.deadlines import DeadlineConfig
+from metron.lengths import LENGTH_KINDS, LengthConfig
+from metron.load_generator import LoadConfig
+from metron.prefill_profile import read_prefill_model
+from metron.prompts import load_tokenizer
+from metron.runner import RunConfig
+from metron.slo import SLO_KINDS, SloConfig
+from metron.targets.base import TargetError
+from metron.targets.openai import ENDPOINTS, OpenAIConfig, OpenAITarget
+from metron.workload import WorkloadConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_TARGET = 3
+EXIT_INTERRUPTED = 130
+
+
+def _target_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("target (an OpenAI-compatible server)")
+    group.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000 (with or without /v1)")
+    group.add_argument("--model", required=True, help="model name the server serves")
+    group.add_argument("--endpoint", choices=ENDPOINTS, default="completions")
+    group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    group.add_argument("--tokenizer", help="the model's tokenizer.json: exact prompt lengths, token counting")
+    group.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos (strict OpenAI APIs)")
+    group.add_argument("--no-continuous-usage", action="store_true", help="do not ask for usage in every event")
+    group.add_argument("--no-usage", action="store_true", help="do not ask for usage at all (stream_options)")
+    group.add_argument("--logprobs", action="store_true", help="ask for logprobs to count tokens per event")
+    group.add_argument("--extra-body", default="{}", help="JSON object merged into every request body")
+    group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+
+
+def _workload_arguments(parser: argparse.ArgumentParser, with_rate: bool = True) -> None:
+    group = parser.add_argument_group("workload")
+    group.add_argument("--num-requests", type=int, default=100)
+    group.add_argument("--warmup-requests", type=int, default=0, help="extra requests first, left out of figures")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--arrivals", choices=ARRIVAL_KINDS, default="poisson")
+    if with_rate:
+        group.add_argument("--rate", type=float, default=1.0, help="requests/s (poisson, gamma)")
+    group.add_argument("--cv", type=float, default=1.0, help="gamma: coefficient of variation of the gaps")
+    group.add_argument("--arrival-trace", help="CSV with an arrived_at column (trace arrivals)")
+    group.add_argument("--rate-scale", type=float, default=1.0, help="trace arrivals: replay this many times faster")
+    group.add_argument("--lengths", choices=LENGTH_KINDS, default="fixed")
+    group.add_argument("--prompt-tokens", type=int, default=512, help="fixed value, or the maximum")
+    group.add_argument("--output-tokens", type=int, default=128, help="fixed value, or the maximum")
+    group.add_argument("--min-prompt-tokens", type=int, default=1)
+    group.add_argument("--min-output-tokens", type=int, default=1)
+    group.add_argument("--zipf-theta", type=float, default=1.1)
+    group.add_argument("--length-trace", help="CSV with num_prefill_tokens and num_decode_tokens columns")
+    group.add_argument("--in-order", action="store_true", help="trace lengths in file order, not shuffled")
+    group.add_argument("--max-total-tokens", type=int, help="clip prompt + output to this (the model's context)")
+
+
+def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("deadlines and SLO")
+    group.add_argument("--tbt-deadline", type=float, default=0.1, metavar="S", help="D_d (default 0.1 s)")
+    group.add_argument("--ttft-deadline", type=float, default=2.0, metavar="S", help="D_p without a prefill profile")
+    group.add_argument("--prefill-profile", help="profile-prefill output: D_p = predicted prefill + --ttft-slack")
+    group.add_argument("--ttft-slack", type=float, default=0.3, metavar="S")
+    group.add_argument("--slo", choices=SLO_KINDS, default="deadline")
+    group.add_argument("--max-miss-rate", type=float, default=0.1, help="deadline SLO: P99 miss rate limit")
+    group.add_argument("--p99-tbt", type=float, default=0.1, metavar="S", help="tbt_ttft SLO")
+    group.add_argument("--p90-ttft", type=float, default=2.0, metavar="S", help="tbt_ttft and ttft_tpot SLOs")
+    group.add_argument("--p90-tpot", type=float, default=0.1, metavar="S", help="ttft_tpot SLO")
+    group.add_argument("--p50-scheduling-delay", type=float, metavar="S", help="also require this (engine targets)")
+    group.add_argument("--max-error-rate", type=float, default=0.01)
+    group = parser.add_argument_group("load")
+    group.add_argument("--max-concurrency", type=int, help="closed loop: at most this many in flight")
+    group.add_argument("--request-timeout", type=float, default=600.0, metavar="S")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metron", description="Benchmark LLM serving by what users feel.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="one open-loop run; writes requests.jsonl, summary.json, CSVs, report")
+    _target_arguments(run)
+    _workload_arguments(run)
+    _scoring_arguments(run)
+    run.add_argument("--output-dir", required=True, type=Path)
+    run.add_argument("--no-progress", action="store_true")
+
+    capacity = commands.add_parser("capacity", help="the highest QPS meeting the SLO (expanding binary search)")
+    _target_arguments(capacity)
+    _workload_arguments(capacity, with_rate=False)
+    _scoring_arguments(capacity)
+    capacity.add_argument("--initial-qps", type=float, default=1.0)
+    capacity.add_argument("--granularity", type=float, default=0.05, help="stop within this fraction of the bound")
+    capacity.add_argument("--min-qps", type=float, default=0.01)
+    capacity.add_argument("--max-runs", type=int, default=16)
+    capacity.add_argument("--output-dir", required=True, type=Path)
+
+    profile = commands.add_parser("profile-prefill", help="TTFT against prompt length at concurrency 1, fitted")
+    _target_arguments(profile)
+    profile.add_argument("--prompt-lengths", default="128,256,512,1024,2048,4096", help="comma-separated")
+    profile.add_argument("--samples", type=int, default=3, help="samples per length")
+    profile.add_argument("--output", required=True, type=Path, help="JSON file for the profile")
+
+    report = commands.add_parser("report", help="(re)write report.md and plots of a run directory")
+    report.add_argument("run_dir", type=Path)
+
+    compare = commands.add_parser("compare", help="two run directories side by side")
+    compare.add_argument("run_a", type=Path)
+    compare.add_argument("run_b", type=Path)
+    compare.add_argument("--output-dir", type=Path, help="also write comparison.md and plots here")
+    return parser
+
+
+def _target(args: argparse.Namespace) -> OpenAITarget:
+    try:
+        extra_body = json.loads(args.extra_body)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--extra-body is not JSON: {error}") from error
+    if not isinstance(extra_body, dict):
+        raise ValueError("--extra-body must be a JSON object")
+    config = OpenAIConfig(
+        url=args.url,
+        model=args.model,
+        endpoint=args.endpoint,
+        ignore_eos=not args.no_ignore_eos,
+        include_usage=not args.no_usage,
+        continuous_usage=not (args.no_continuous_usage or args.no_usage),
+        logprobs=args.logprobs,
+        extra_body=extra_body,
+        connect_timeout_s=args.connect_timeout,
+    )
+    tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    return OpenAITarget(config, api_key=os.environ.get(args.api_key_env) or None, tokenizer=tokenizer)
+
+
+def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
+    arrivals = ArrivalConfig(
+        kind=args.arrivals,
+        rate=getattr(args, "rate", rate),
+        cv=args.cv,
+        trace_path=args.arrival_trace,
+        rate_scale=args.rate_scale,
+    )
+    lengths = LengthConfig(
+        kind=args.lengths,
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        min_prompt_tokens=args.min_prompt_tokens,
+        min_output_tokens=args.min_output_tokens,
+        zipf_theta=args.zipf_theta,
+        trace_path=args.length_trace,
+        shuffle=not args.in_order,
+        max_total_tokens=args.max_total_tokens,
+    )
+    workload = WorkloadConfig(
+        num_requests=args.num_requests,
+        num_warmup_requests=args.warmup_requests,
+        seed=args.seed,
+        arrivals=arrivals,
+        lengths=lengths,
+    )
+    deadlines = DeadlineConfig(
+        tbt_s=args.tbt_deadline,
+        ttft_s=args.ttft_deadline,
+        prefill=read_prefill_model(args.prefill_profile) if args.prefill_profile else None,
+        ttft_slack_s=args.ttft_slack,
+    )
+    slo = SloConfig(
+        kind=args.slo,
+        max_miss_rate=args.max_miss_rate,
+        p99_tbt_s=args.p99_tbt,
+        p90_ttft_s=args.p90_ttft,
+        p90_tpot_s=args.p90_tpot,
+        p50_scheduling_delay_s=args.p50_scheduling_delay,
+        max_error_rate=args.max_error_rate,
+    )
+    load = LoadConfig(max_concurrency=args.max_concurrency, request_timeout_s=args.request_timeout)
+    return RunConfig(workload=workload, deadlines=deadlines, slo=slo, load=load, tokenizer_path=args.tokenizer)
+
+
+def _print_summary(metrics: dict[str, object], verdict: str) -> None:
+    from metron.report import number
+
+    print(
+        f"{metrics['num_requests']} requests: {metrics['num_finished']} finished, {metrics['num_ended_early']} ended "
+        f"early, {metrics['num_errors']} failed, {metrics['num_interrupted']} interrupted"
+    )
+    for key in ("ttft_s.p50", "ttft_s.p99", "tbt_s.p50", "tbt_s.p99", "tpot_s.mean", "fluidity_index.mean"):
+        print(f"  {key:<28}{number(metrics.get(key))}")
+    for key in ("fluid_token_rate_per_s", "tpot_token_rate_per_s", "p99_tbt_token_rate_per_s", "goodput_per_s"):
+        print(f"  {key:<28}{number(metrics.get(key))}")
+    print(f"  SLO {verdict}")
+
+
+def _command_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from metron.report import write_report
+    from metron.runner import run_benchmark
+
+    config = _run_config(args)
+    target = _target(args)
+    total = config.workload.num_requests + config.workload.num_warmup_requests
+    with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
+        outcome = run_benchmark(config, target, args.output_dir, on_done=lambda _: bar.update(), handle_sigint=True)
+    report = write_report(args.output_dir)
+    _print_summary(outcome.metrics, outcome.verdict.describe())
+    print(f"wrote {args.output_dir} (report: {report})")
+    if outcome.interrupted:
+        print("interrupted: the run directory holds what was measured", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _command_capacity(args: argparse.Namespace) -> int:
+    from metron import plots
+    from metron.capacity import CapacityConfig, CapacityStep, cached_verdict, rate_directory, search_capacity
+    from metron.report import write_report
+    from metron.runner import run_benchmark
+
+    search = CapacityConfig(
+        initial_qps=args.initial_qps, granularity=args.granularity, min_qps=args.min_qps, max_runs=args.max_runs
+    )
+    base = _run_config(args, rate=args.initial_qps)
+    if base.workload.arrivals.kind == "static":
+        raise ValueError("capacity search needs arrivals with a rate (poisson, gamma or trace), not static")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    def evaluate(qps: float) -> CapacityStep:
+        config = msgspec.structs.replace(base, workload=base.workload.with_rate(qps))
+        directory = rate_directory(args.output_dir, qps)
+        target = _target(args)
+        recorded = {"run": msgspec.to_builtins(config), "target": target.describe()}
+        verdict = cached_verdict(directory, recorded, config)
+        cached = verdict is not None
+        if verdict is None:
+            outcome = run_benchmark(config, target, directory, handle_sigint=True)
+            if outcome.interrupted:
+                raise KeyboardInterrupt
+            write_report(directory)
+            verdict = outcome.verdict
+        step = CapacityStep(qps=qps, passed=verdict.passed, verdict=verdict.describe(), directory=str(directory))
+        step = msgspec.structs.replace(step, cached=cached)
+        print(f"{qps:10.4g} QPS{' (cached)' if cached else ''}: {step.verdict}", flush=True)
+        return step
+
+    result = search_capacity(evaluate, search)
+    (args.output_dir / "capacity.json").write_bytes(
+        msgspec.json.format(msgspec.json.encode({"search": search, "result": result}), indent=2) + b"\n"
+    )
+    plots.capacity_path(
+        [(s.qps, s.passed) for s in result.steps], result.capacity_qps, args.output_dir / "capacity.png"
+    )
+    note = "" if result.converged else f" (not converged within {search.max_runs} runs)"
+    (args.output_dir / "report.md").write_text(
+        f"# metron capacity\n\nCapacity: **{result.capacity_qps:.4g} QPS**{note} under SLO {base.slo}.\n\n"
+        + "\n".join(
+            f"- {s.qps:.4g} QPS: {s.verdict} ([run]({Path(s.directory or '').name}/report.md))" for s in result.steps
+        )
+        + "\n\n![capacity search](capacity.png)\n"
+    )
+    print(f"capacity: {result.capacity_qps:.4g} QPS{note}; wrote {args.output_dir}")
+    return 0
+
+
+def _command_profile(args: argparse.Namespace) -> int:
+    from metron.prefill_profile import PrefillProfileConfig, run_prefill_profile, write_profile
+
+    try:
+        lengths = [int(part) for part in args.prompt_lengths.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(f"--prompt-lengths must be comma-separated integers, got {args.prompt_lengths!r}") from None
+    config = PrefillProfileConfig(
+        prompt_lengths=tuple(lengths), samples_per_length=args.samples, tokenizer_path=args.tokenizer
+    )
+    profile = run_prefill_profile(_target(args), config)
+    write_profile(args.output, profile)
+    model = profile.model
+    print(
+        f"TTFT(L) = {model.intercept_s:.4g} + {model.per_token_s:.4g}*L + {model.per_token_squared_s:.4g}*L^2 s; "
+        f"wrote {args.output}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        match args.command:
+            case "run":
+                return _command_run(args)
+            case "capacity":
+                return _command_capacity(args)
+            case "profile-prefill":
+                return _command_profile(args)
+            case "report":
+                from metron.report import write_report
+
+                print(f"wrote {write_report(args.run_dir)}")
+                return 0
+            case _:
+                from metron.compare import compare_runs
+
+                print(compare_runs(args.run_a, args.run_b, args.output_dir))
+                return 0
+    except TargetError as error:
+        print(f"metron: error: {error}", file=sys.stderr)
+        return EXIT_TARGET
+    except ValueError as error:
+        print(f"metron: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("metron: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""A one-page Markdown report of a run directory, with its plots beside it."""
+
+from pathlib import Path
+
+from metron import plots
+from metron.run_format import Run, read_run
+
+REPORT_FILE = "report.md"
+
+HEADLINE = (
+    ("ttft_s", "TTFT", "s"),
+    ("tbt_s", "TBT", "s"),
+    ("tpot_s", "TPOT", "s"),
+    ("e2e_s", "end-to-end latency", "s"),
+    ("normalized_latency_s", "normalized latency", "s/token"),
+    ("scheduling_delay_s", "scheduling delay", "s"),
+    ("fluidity_index", "fluidity-index", ""),
+    ("min_tbt_deadline_s", "minimum TBT deadline met", "s"),
+)
+
+
+def number(value: object, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:.{digits}g}"
+
+
+def _settings(run: Run) -> list[str]:
+    config = run.config
+    lines = []
+    target = config.get("target")
+    if isinstance(target, dict):
+        described = ", ".join(f"{k}={target[k]}" for k in ("target", "url", "model", "endpoint") if k in target)
+        lines.append(f"- target: {described}")
+    elif "simulator" in config:
+        lines.append(f"- simulated by {config['simulator']}")
+    settings = config.get("run")
+    if isinstance(settings, dict):
+        workload = settings.get("workload", {})
+        arrivals, lengths = workload.get("arrivals", {}), workload.get("lengths", {})
+        lines.append(
+            f"- workload: {workload.get('num_requests')} requests (+{workload.get('num_warmup_requests')} warm-up), "
+            f"seed {workload.get('seed')}; arrivals {arrivals.get('kind')} "
+            f"(rate {arrivals.get('rate')}, cv {arrivals.get('cv')}, trace {arrivals.get('trace_path')}); "
+            f"lengths {lengths.get('kind')}"
+        )
+        deadlines = settings.get("deadlines", {})
+        ttft = "prefill model + " + str(deadlines.get("ttft_slack_s")) if deadlines.get("prefill") else None
+        lines.append(
+            f"- deadlines: D_d = {deadlines.get('tbt_s')} s, D_p = {ttft or str(deadlines.get('ttft_s')) + ' s'}"
+        )
+        lines.append(f"- SLO: {settings.get('slo')}")
+    if config.get("open_loop") is False:
+        limit = (settings or {}).get("load", {}).get("max_concurrency") if isinstance(settings, dict) else None
+        lines.append(f"- **closed loop**: at most {limit} requests in flight; arrivals waited for a free slot")
+    if config.get("prompt_lengths_exact") is False:
+        lines.append("- prompt lengths are approximate (no tokenizer was given)")
+    if config.get("interrupted"):
+        lines.append("- **interrupted**: the run was stopped early; figures cover what was measured")
+    return lines
+
+
+def write_report(directory: str | Path, title: str | None = None) -> Path:
+    """Writes `report.md` and its PNG plots into the run directory; returns the report's path."""
+    run = read_run(directory)
+    directory = run.directory
+    metrics = run.metrics
+    records = run.records
+    deadlines = {r.tbt_deadline_s for r in records}
+    plots.latency_cdfs({"run": records}, directory / "latency_cdfs.png")
+    plots.fluidity_curve({"run": metrics}, deadlines.pop() if len(deadlines) == 1 else None, directory / "fluidity.png")
+    plots.tokens_over_time(records, directory / "tokens_over_time.png")
+
+    lines = [f"# {title or 'metron run: ' + directory.name}", ""]
+    lines += _settings(run)
+    slo = run.slo
+    if isinstance(slo, dict):
+        checks = ", ".join(
+            f"{c['key']} {number(c['value'])} {'<=' if c['passed'] else '>'} {number(c['limit'])}"
+            for c in slo.get("checks", [])
+        )
+        lines.append(f"- SLO verdict: **{'PASS' if slo.get('passed') else 'FAIL'}** ({checks})")
+    lines += [
+        "",
+        f"{metrics.get('num_requests')} requests: {metrics.get('num_finished')} finished, "
+        f"{metrics.get('num_ended_early')} ended early (fewer tokens than asked), {metrics.get('num_errors')} failed, "
+        f"{metrics.get('num_interrupted')} interrupted; error rate {number(metrics.get('error_rate'))}.",
+        "",
+        "| metric | mean | P50 | P90 | P99 | max |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for key, label, unit in HEADLINE:
+        cells = " | ".join(number(metrics.get(f"{key}.{stat}")) for stat in ("mean", "p50", "p90", "p99", "max"))
+        lines.append(f"| {label}{f' ({unit})' if unit else ''} | {cells} |")
+    lines += [
+        "",
+        "| rate | value |",
+        "| --- | --- |",
+        f"| request throughput (req/s) | {number(metrics.get('request_throughput_per_s'))} |",
+        f"| output token throughput (tokens/s) | {number(metrics.get('output_token_throughput_per_s'))} |",
+        f"| total token throughput (tokens/s) | {number(metrics.get('total_token_throughput_per_s'))} |",
+        f"| goodput (req/s meeting the SLO) | {number(metrics.get('goodput_per_s'))} |",
+        f"| fluid token generation rate (tokens/s) | {number(metrics.get('fluid_token_rate_per_s'))} |",
+        f"| 1 / mean TPOT (tokens/s) | {number(metrics.get('tpot_token_rate_per_s'))} |",
+        f"| 1 / P99 TBT (tokens/s) | {number(metrics.get('p99_tbt_token_rate_per_s'))} |",
+        f"| P99 send lag (s) | {number(metrics.get('send_lag_s.p99'))} |",
+        "",
+        "The fluid token rate is what 99% of requests sustain with at most 10% of deadlines missed; "
+        "TPOT-based rates average stalls away.",
+        "",
+        "![latency CDFs](latency_cdfs.png)",
+        "",
+        "![fluidity curve](fluidity.png) ![tokens over time](tokens_over_time.png)",
+        "",
+    ]
+    path = directory / REPORT_FILE
+    path.write_text("\n".join(lines))
+    return path

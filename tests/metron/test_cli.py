@@ -1,0 +1,105 @@
+"""The `metron` command: bad arguments and unreachable targets fail clearly, a run writes the run
+directory and its report, Ctrl-C still writes what was measured, report and compare work on runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from metron.cli import main
+from metron.run_format import read_run
+
+FAST = {"model": "m", "first_s": 0.05, "gap_s": 0.01, "usage": "continuous"}
+
+
+def metron(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "metron.cli", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["run", "--url", "http://127.0.0.1:9"])
+    assert exited.value.code == 2
+    assert "the following arguments are required: --model, --output-dir" in capsys.readouterr().err
+
+    common = ["run", "--model", "m", "--output-dir", str(tmp_path / "out")]
+    cases = [
+        (["--url", "127.0.0.1:8000"], "the target URL must start with http:// or https://"),
+        (["--url", "http://127.0.0.1:9", "--rate", "0"], "arrival rate must be a positive number"),
+        (["--url", "http://127.0.0.1:9", "--arrivals", "gamma", "--cv", "-1"], "positive coefficient of variation"),
+        (["--url", "http://127.0.0.1:9", "--tbt-deadline", "0"], "TBT deadline (tbt_s) must be a positive"),
+        (["--url", "http://127.0.0.1:9", "--extra-body", "[1]"], "--extra-body must be a JSON object"),
+        (["--url", "http://127.0.0.1:9", "--tokenizer", str(tmp_path / "none.json")], "does not exist"),
+        (["--url", "http://127.0.0.1:9", "--lengths", "trace"], "trace lengths need trace_path"),
+    ]
+    for extra, message in cases:
+        assert main([*common, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unreachable_target_exits_3_with_a_clear_error(tmp_path: Path) -> None:
+    result = metron("run", "--url", "http://127.0.0.1:9", "--model", "m", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 3
+    assert "metron: error: cannot reach http://127.0.0.1:9/v1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_wrong_model_name_is_refused_before_any_load(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = scripted_server(FAST)
+    result = metron("run", "--url", server.url, "--model", "other", "--output-dir", str(tmp_path / "out"))
+    assert result.returncode == 3 and "model 'other' is not served" in result.stderr
+
+
+def test_run_then_report_and_compare(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = scripted_server(FAST)
+    runs = []
+    for name, rate in (("slow", "5"), ("fast", "20")):
+        out = tmp_path / name
+        args = ["--url", server.url, "--model", "m", "--num-requests", "20", "--rate", rate, "--output-tokens", "5"]
+        result = metron("run", *args, "--prompt-tokens", "30", "--warmup-requests", "2", "--output-dir", str(out))
+        assert result.returncode == 0, result.stderr
+        assert "20 requests: 20 finished" in result.stdout
+        runs.append(out)
+    run = read_run(runs[0])
+    assert len(run.records) == 22 and sum(r.warmup for r in run.records) == 2
+    assert run.metrics["num_requests"] == 20 and run.config["open_loop"] is True
+    for name in ("report.md", "latency_cdfs.png", "fluidity.png", "tokens_over_time.png", "summary.csv"):
+        assert (runs[0] / name).is_file()
+    assert "fluid token generation rate" in (runs[0] / "report.md").read_text()
+
+    (runs[0] / "report.md").unlink()
+    assert metron("report", str(runs[0])).returncode == 0 and (runs[0] / "report.md").is_file()
+    compared = metron("compare", str(runs[0]), str(runs[1]), "--output-dir", str(tmp_path / "cmp"))
+    assert compared.returncode == 0
+    assert "| ttft_s.p50 |" in compared.stdout and (tmp_path / "cmp" / "comparison_cdfs.png").is_file()
+    assert metron("report", str(tmp_path)).returncode == 2
+
+
+def test_ctrl_c_writes_what_was_measured(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = scripted_server({"model": "m", "first_s": 0.05, "gap_s": 0.2, "usage": "continuous"})
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metron.cli", "run", "--url", server.url, "--model", "m", "--num-requests", "50"]
+        + ["--rate", "10", "--output-tokens", "50", "--output-dir", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4.0)  # start-up, then some of the 5 s of arrivals; every stream lasts 10 s
+    os.kill(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    run = read_run(out)
+    assert run.config["interrupted"] is True
+    interrupted = [r for r in run.records if r.outcome == "interrupted"]
+    assert interrupted and sum(r.output_tokens > 0 for r in interrupted) >= len(interrupted) - 1
+    assert 0 < len(run.records) < 50
+    assert json.loads((out / "summary.json").read_text())["metrics"]["num_interrupted"] == len(interrupted)
