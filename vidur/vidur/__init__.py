@@ -1,0 +1,1 @@
+"""Vidur: simulate LLM serving deployments on the shared Rust scheduler."""
