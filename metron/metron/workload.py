@@ -8,7 +8,7 @@ simulator (vidur) replays exactly the requests a real run sends.
     requests = generate_workload(WorkloadConfig(
         num_requests=1000, seed=0,
         arrivals=ArrivalConfig(kind="poisson", rate=4.0),
-        lengths=LengthConfig(kind="trace", trace_path="../shared/data/traces/sharegpt_8k_filtered_stats_llama2_tokenizer.csv"),
+        lengths=LengthConfig(kind="trace", trace_path="../shared/data/traces/splitwise_conv.csv"),
     ))
     for r in requests: r.id, r.arrival_s, r.prompt_tokens, r.output_tokens, r.warmup
 """

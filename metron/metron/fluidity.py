@@ -1,0 +1,183 @@
+"""Deadline accounting for token streams: Metron's fluidity-index (DESIGN.md).
+
+Token 0 is due `D_p` after the send, every later token `D_d` after the previous one. A token that
+arrives early banks the time it saved as slack, which later tokens may spend. A token later than
+its deadline plus the slack misses `1 + floor(lateness / D_d)` deadlines, where lateness is how
+far past deadline-plus-slack it came (for token 0 that is `1 + floor((t0 - D_p) / D_d)`; for a
+later token with gap g it equals `floor((g - slack) / D_d)`); the slack then resets to zero and
+the next deadline counts from that token's real arrival. A token on time meets one deadline.
+fluidity-index = 1 - missed / total, where total = deadlines met + deadlines missed.
+
+Tokens that arrive together (several tokens in one streamed event) have gaps of 0: each meets its
+deadline and banks a full `D_d`.
+
+How it is computed: the slack follows a Lindley recursion, slack_k = max(0, slack_{k-1} + budget_k)
+with budget_k = deadline_k - delay_k, whose closed form (cumulative sum minus its running minimum)
+lets numpy score many streams, or one stream at many deadlines, in a few array operations. Streams
+of similar length are padded into one 2-D array (padding is gaps of 0, always on time, and
+subtracted from the totals). Times are rounded to integer nanoseconds first, so on-time/late
+decisions at a deadline's exact boundary are exact rather than at the mercy of float rounding.
+"""
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+_NS = 1_000_000_000
+_SEARCH_RESOLUTION_NS = 1_000
+_BUCKET_GROWTH = 1.25
+_BUCKET_MAX_ELEMENTS = 1 << 20
+
+TokenTimes = Sequence[float] | np.ndarray
+
+
+def to_ns(seconds: float | TokenTimes) -> np.ndarray:
+    return np.rint(np.asarray(seconds, dtype=np.float64) * _NS).astype(np.int64)
+
+
+def _count(budgets: np.ndarray, tbt_deadlines: np.ndarray, padding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Missed and total deadlines per row of `budgets` (ns, one row per stream); row k's TBT
+    deadline is `tbt_deadlines[k]` and its last `padding[k]` entries are padding (budget >= 0).
+
+    With S the cumulative budget and m_k = min(0, S_0..S_k), the slack after token k is S_k - m_k,
+    so token k is late exactly when S_k < m_{k-1}, by m_{k-1} - S_k."""
+    cumulative = np.cumsum(budgets, axis=1)
+    previous_minimum = np.zeros_like(cumulative)
+    np.minimum(np.minimum.accumulate(cumulative[:, :-1], axis=1), 0, out=previous_minimum[:, 1:])
+    late_rows, late_columns = np.nonzero(cumulative < previous_minimum)
+    lateness = previous_minimum[late_rows, late_columns] - cumulative[late_rows, late_columns]
+    missed_each = 1 + lateness // tbt_deadlines[late_rows]
+    num_rows = budgets.shape[0]
+    missed = np.bincount(late_rows, weights=missed_each, minlength=num_rows).astype(np.int64)
+    num_late = np.bincount(late_rows, minlength=num_rows)
+    total = budgets.shape[1] - padding - num_late + missed
+    return missed, total
+
+
+def _buckets(lengths: np.ndarray) -> Iterator[np.ndarray]:
+    """Indices of streams grouped by similar length (the longest at most 25% longer than the
+    shortest, or 16 entries), so padding them to one 2-D array wastes little."""
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        shortest = lengths[order[start]]
+        end = start + 1
+        while end < len(order):
+            longest = lengths[order[end]]
+            if longest > max(shortest * _BUCKET_GROWTH, shortest + 16):
+                break
+            if (end - start + 1) * longest > _BUCKET_MAX_ELEMENTS:
+                break
+            end += 1
+        yield order[start:end]
+        start = end
+
+
+def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    width = max(len(row) for row in rows)
+    padded = np.zeros((len(rows), width), dtype=np.int64)
+    for index, row in enumerate(rows):
+        padded[index, : len(row)] = row
+    return padded, width - np.array([len(row) for row in rows])
+
+
+def count_deadlines(
+    arrival_s: float, token_times_s: TokenTimes, ttft_deadline_s: float, tbt_deadline_s: float
+) -> tuple[int, int]:
+    """(missed, total) deadlines of a request sent at `arrival_s` whose output tokens arrived at
+    `token_times_s` (absolute, the first token included). (0, 0) for a request with no tokens."""
+    missed, total = count_deadlines_many([arrival_s], [token_times_s], [ttft_deadline_s], [tbt_deadline_s])
+    return int(missed[0]), int(total[0])
+
+
+def count_deadlines_many(
+    arrivals_s: Sequence[float],
+    token_times_s: Sequence[TokenTimes],
+    ttft_deadlines_s: Sequence[float],
+    tbt_deadlines_s: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count_deadlines` for many requests at once: (missed, total) arrays."""
+    tbt = to_ns(tbt_deadlines_s)
+    ttft = to_ns(ttft_deadlines_s)
+    if np.any(tbt <= 0):
+        raise ValueError("TBT deadlines must be positive")
+    if np.any(ttft < 0):
+        raise ValueError("TTFT deadlines must not be negative")
+    arrivals = to_ns(arrivals_s)
+    budgets = []
+    for index, times in enumerate(token_times_s):
+        delays = np.diff(to_ns(times), prepend=arrivals[index])
+        row = tbt[index] - delays
+        if len(row):
+            row[0] += ttft[index] - tbt[index]
+        budgets.append(row)
+    missed = np.zeros(len(budgets), dtype=np.int64)
+    total = np.zeros(len(budgets), dtype=np.int64)
+    lengths = np.array([len(row) for row in budgets])
+    for bucket in _buckets(lengths):
+        bucket = bucket[lengths[bucket] > 0]
+        if len(bucket) == 0:
+            continue
+        padded, padding = _pad([budgets[i] for i in bucket])  # a budget of 0 is on time
+        missed[bucket], total[bucket] = _count(padded, tbt[bucket], padding)
+    return missed, total
+
+
+def decode_miss_rates(token_times_s: TokenTimes, tbt_deadlines_s: Sequence[float]) -> np.ndarray:
+    """The deadline miss rate of the tokens after the first, counted from the first token with no
+    slack, at each TBT deadline in `tbt_deadlines_s` (the first token's own deadline is ignored, as
+    in Metron's fluidity curve). Zeros for a stream of fewer than two tokens."""
+    return decode_miss_rate_table([token_times_s], tbt_deadlines_s)[0]
+
+
+def decode_miss_rate_table(token_times_s: Sequence[TokenTimes], tbt_deadlines_s: Sequence[float]) -> np.ndarray:
+    """`decode_miss_rates` of many streams: an array [stream, deadline]."""
+    deadlines = to_ns(tbt_deadlines_s)
+    if np.any(deadlines <= 0):
+        raise ValueError("TBT deadlines must be positive")
+    gaps = [np.diff(to_ns(times)) for times in token_times_s]
+    table = np.zeros((len(gaps), len(deadlines)))
+    lengths = np.array([len(row) for row in gaps])
+    for bucket in _buckets(lengths):
+        bucket = bucket[lengths[bucket] > 0]
+        if len(bucket) == 0:
+            continue
+        padded, padding = _pad([gaps[i] for i in bucket])
+        for column, deadline in enumerate(deadlines):
+            missed, total = _count(deadline - padded, np.full(len(bucket), deadline), padding)
+            table[bucket, column] = missed / total
+    return table
+
+
+def min_tbt_deadline(token_times_s: TokenTimes, max_miss_rate: float = 0.1) -> float | None:
+    """The smallest TBT deadline (s) at which the tokens after the first miss at most
+    `max_miss_rate` of their deadlines (first token ignored, as in `decode_miss_rates`), to 1
+    microsecond and never below the true minimum. None for a stream of fewer than two tokens."""
+    return min_tbt_deadlines([token_times_s], max_miss_rate)[0]
+
+
+def min_tbt_deadlines(token_times_s: Sequence[TokenTimes], max_miss_rate: float = 0.1) -> list[float | None]:
+    """`min_tbt_deadline` of many streams at once. The miss rate never rises as the deadline grows
+    (the slack only grows, lateness only shrinks), so a bisection per stream finds it; all streams
+    of a bucket bisect together."""
+    if not 0 <= max_miss_rate < 1:
+        raise ValueError(f"max_miss_rate must be in [0, 1), got {max_miss_rate}")
+    gaps = [np.diff(to_ns(times)) for times in token_times_s]
+    found: list[float | None] = [None] * len(gaps)
+    lengths = np.array([len(row) for row in gaps])
+    for bucket in _buckets(lengths):
+        bucket = bucket[lengths[bucket] > 0]
+        if len(bucket) == 0:
+            continue
+        padded, padding = _pad([gaps[i] for i in bucket])
+        high = padded.max(axis=1)  # at the largest gap every token is on time
+        low = np.zeros_like(high)  # never passes: a deadline must be positive
+        while np.any(searching := high - low > _SEARCH_RESOLUTION_NS):
+            middle = np.maximum((low + high) // 2, 1)
+            missed, total = _count(middle[:, None] - padded, middle, padding)
+            passes = missed / total <= max_miss_rate
+            high = np.where(searching & passes, middle, high)
+            low = np.where(searching & ~passes, middle, low)
+        for row, index in enumerate(bucket):
+            found[index] = float(high[row]) / _NS
+    return found
