@@ -86,6 +86,7 @@ impl PySimulationOutput {
         add_column(&columns, "num_prefill_seqs", &it.num_prefill_seqs)?;
         add_column(&columns, "num_prefill_tokens", &it.num_prefill_tokens)?;
         add_column(&columns, "num_decode_tokens", &it.num_decode_tokens)?;
+        add_column(&columns, "num_sampled", &it.num_sampled)?;
         add_column(&columns, "decode_context_tokens", &it.decode_context_tokens)?;
         add_column(&columns, "num_preempted", &it.num_preempted)?;
         add_column(&columns, "num_blocks_used", &it.num_blocks_used)?;

@@ -88,6 +88,8 @@ pub struct IterationRecords {
     pub num_prefill_seqs: Vec<u32>,
     pub num_prefill_tokens: Vec<u32>,
     pub num_decode_tokens: Vec<u32>,
+    /// Tokens sampled (requests that produce a token this iteration).
+    pub num_sampled: Vec<u32>,
     /// Sum over the batch's decodes of their context length.
     pub decode_context_tokens: Vec<u64>,
     pub num_preempted: Vec<u32>,
@@ -134,6 +136,7 @@ impl IterationRecords {
         let num_decodes = time.attention_work.num_decodes;
         self.num_prefill_tokens.push(time.num_tokens - num_decodes);
         self.num_decode_tokens.push(num_decodes);
+        self.num_sampled.push(time.num_sampled);
         self.decode_context_tokens.push(time.decode_context_tokens);
         self.num_preempted.push(at.num_preempted);
         self.num_blocks_used.push(at.num_blocks_used);
