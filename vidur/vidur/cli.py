@@ -190,12 +190,21 @@ def profile_command(args: argparse.Namespace) -> int:
     from vidur.profiler import ProfileConfig, profile
 
     defaults = ProfileConfig()
+
+    def chosen(name: str) -> tuple[int, ...]:
+        value = getattr(args, name)
+        return tuple(value) if value else getattr(defaults, name)  # type: ignore[no-any-return]
+
     config = ProfileConfig(
-        num_tokens=tuple(args.num_tokens) if args.num_tokens else defaults.num_tokens,
+        num_tokens=chosen("num_tokens"),
         tensor_parallel=tuple(args.tp) if args.tp else defaults.tensor_parallel,
         warmup=args.warmup,
         repeats=args.repeats,
         attention=not args.no_attention,
+        prefill_chunks=chosen("prefill_chunks"),
+        prefill_contexts=chosen("prefill_contexts"),
+        decode_batch_sizes=chosen("decode_batch_sizes"),
+        decode_contexts=chosen("decode_contexts"),
         device=args.device,
     )
     folder = profile(get_model(args.model), config, Path(args.output_dir), args.device_name)
@@ -255,6 +264,10 @@ def parser() -> argparse.ArgumentParser:
     profile.add_argument("--warmup", type=int, default=3)
     profile.add_argument("--repeats", type=int, default=10)
     profile.add_argument("--no-attention", action="store_true")
+    profile.add_argument("--prefill-chunks", type=int, nargs="+", help="attention: prefill chunk sizes")
+    profile.add_argument("--prefill-contexts", type=int, nargs="+", help="attention: cached tokens before a chunk")
+    profile.add_argument("--decode-batch-sizes", type=int, nargs="+", help="attention: decodes per batch")
+    profile.add_argument("--decode-contexts", type=int, nargs="+", help="attention: context of each decode")
     profile.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     profile.add_argument("--device-name", help="folder name for this device's profiles")
     profile.add_argument("--output-dir", default="profiles")

@@ -88,22 +88,27 @@ class FittedRoofline:
         return _simulator.Roofline(self.flops_per_s, self.bytes_per_s, self.overhead_s)
 
 
-def fit_roofline(
-    flops: np.ndarray, bytes_moved: np.ndarray, time_s: np.ndarray, initial: FittedRoofline
-) -> FittedRoofline:
+def fit_roofline(flops: np.ndarray, bytes_moved: np.ndarray, time_s: np.ndarray) -> FittedRoofline:
     """Fits the three roofline parameters to measured times, minimising squared log error (every
-    point counts by its relative error, small kernels as much as large ones)."""
+    point counts by its relative error, small kernels as much as large ones). The search starts
+    from rates that would explain a typical point on their own, so neither term starts out
+    negligible (a flat start would leave the fit stuck at a constant)."""
     flops = np.asarray(flops, dtype=np.float64)
     bytes_moved = np.asarray(bytes_moved, dtype=np.float64)
-    log_time = np.log(np.asarray(time_s, dtype=np.float64))
+    time_s = np.asarray(time_s, dtype=np.float64)
+    log_time = np.log(time_s)
 
     def residuals(params: np.ndarray) -> np.ndarray:
         overhead, flops_rate, bytes_rate = np.exp(params)
         predicted = overhead + np.maximum(flops / flops_rate, bytes_moved / bytes_rate)
         return np.log(predicted) - log_time
 
-    start = np.log([initial.overhead_s, initial.flops_per_s, initial.bytes_per_s])
-    result = least_squares(residuals, start, method="trf", x_scale=1.0)
+    def typical_rate(work: np.ndarray) -> float:
+        busy = work > 0
+        return float(np.median(work[busy] / time_s[busy])) if busy.any() else 1.0
+
+    start = np.log([0.5 * float(time_s.min()), typical_rate(flops), typical_rate(bytes_moved)])
+    result = least_squares(residuals, start, method="trf")
     overhead, flops_rate, bytes_rate = np.exp(result.x)
     return FittedRoofline(float(overhead), float(flops_rate), float(bytes_rate))
 

@@ -2,6 +2,7 @@
 replicas and how requests are routed to them. `plan_deployment` resolves a config against the
 catalogues and the trained predictor into plain data a simulation (or a worker process) runs."""
 
+import json
 from dataclasses import asdict, dataclass, field
 
 from vidur import _simulator
@@ -79,7 +80,8 @@ class DeploymentConfig:
     cpu_overheads: CpuOverheadConfig = field(default_factory=CpuOverheadConfig)
 
     def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """JSON-ready (tuples as lists), so it compares equal after a round trip through a file."""
+        return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,19 +62,6 @@ class AttentionRooflines:
     source: str
 
 
-def _gpu_named(profile_gpu: str) -> GpuSpec | None:
-    for spec in GPUS.values():
-        if spec.profile_name == profile_gpu:
-            return spec
-    return None
-
-
-def _initial_roofline(gpu: GpuSpec | None) -> FittedRoofline:
-    if gpu is None:
-        return FittedRoofline(5e-6, 1e13, 1e11)
-    return FittedRoofline(5e-6, 0.5 * gpu.peak_flops, 0.5 * gpu.peak_bytes_per_s)
-
-
 def _roofline_points(profiles: list[ComputeProfile], operator: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     flops, bytes_moved, times = [], [], []
     for profile in profiles:
@@ -90,17 +77,18 @@ def _roofline_points(profiles: list[ComputeProfile], operator: str) -> tuple[np.
     return np.concatenate(flops), np.concatenate(bytes_moved), np.concatenate(times)
 
 
-def fit_operator_rooflines(profiles: list[ComputeProfile], gpu: GpuSpec | None) -> dict[str, FittedRoofline]:
+def fit_operator_rooflines(profiles: list[ComputeProfile]) -> dict[str, FittedRoofline]:
     """One roofline per operator, fitted across every profiled shape and degree on one GPU."""
     rooflines = {}
     for operator in MLP_OPERATORS:
         flops, bytes_moved, times = _roofline_points(profiles, operator)
         if len(times) >= 3:
-            rooflines[operator] = fit_roofline(flops, bytes_moved, times, _initial_roofline(gpu))
+            rooflines[operator] = fit_roofline(flops, bytes_moved, times)
     return rooflines
 
 
-def _attention_work(sample: AttentionSample) -> tuple[float, float]:
+def attention_work(sample: AttentionSample) -> tuple[float, float]:
+    """(FLOPs, bytes) of a profiled attention kernel, by the simulator's own formulas."""
     unit = _simulator.Roofline(1.0, 1.0, 0.0)
     model = _simulator.AttentionModel(
         num_q_heads=sample.n_q_head,
@@ -122,15 +110,15 @@ def _attention_work(sample: AttentionSample) -> tuple[float, float]:
             return model.kv_save_work(batch * sample.num_tokens)
 
 
-def fit_attention(samples: list[AttentionSample], gpu: GpuSpec | None) -> dict[str, FittedRoofline]:
+def fit_attention(samples: list[AttentionSample]) -> dict[str, FittedRoofline]:
     fitted = {}
     for kernel in DEFAULT_ATTENTION_EFFICIENCY:
         chosen = [s for s in samples if s.kernel == kernel]
         if len(chosen) < 3:
             continue
-        work = np.array([_attention_work(s) for s in chosen])
+        work = np.array([attention_work(s) for s in chosen])
         times = np.array([s.time_s for s in chosen])
-        fitted[kernel] = fit_roofline(work[:, 0], work[:, 1], times, _initial_roofline(gpu))
+        fitted[kernel] = fit_roofline(work[:, 0], work[:, 1], times)
     return fitted
 
 
@@ -165,9 +153,9 @@ class OperatorPredictor:
             for (operator, tp), series in profile.series.items():
                 self.profile_curves[(gpu, shape, operator, tp)] = fit_profile_curve(series.x, series.time_s)
         for gpu, profiles in by_gpu.items():
-            self.rooflines[gpu] = fit_operator_rooflines(profiles, _gpu_named(gpu))
+            self.rooflines[gpu] = fit_operator_rooflines(profiles)
         for gpu, samples in self.profiles.attention.items():
-            self.attention[gpu] = fit_attention(samples, _gpu_named(gpu))
+            self.attention[gpu] = fit_attention(samples)
         for key, series in self.profiles.network.items():
             self.network_curves[key] = fit_profile_curve(series.x, series.time_s)
 

@@ -18,7 +18,7 @@ import numpy as np
 from vidur.curves import fit_profile_curve
 from vidur.layer import LAYER_OPERATORS
 from vidur.operator_work import operator_work
-from vidur.predictor import _gpu_named, fit_operator_rooflines
+from vidur.predictor import fit_operator_rooflines
 from vidur.profiles import ComputeProfile, ProfileSet
 
 
@@ -116,7 +116,7 @@ def roofline_transfer_error(profiles: ProfileSet) -> dict[str, ErrorReport]:
             continue
         collector = _Collector()
         for left_out in models:
-            rooflines = fit_operator_rooflines([m for m in models if m is not left_out], _gpu_named(gpu))
+            rooflines = fit_operator_rooflines([m for m in models if m is not left_out])
             for tp in left_out.tensor_parallel_degrees:
                 reference = left_out.series.get(("mlp_up_proj", tp))
                 if reference is None:
