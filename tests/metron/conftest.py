@@ -1,5 +1,9 @@
 """Shared fixtures: real tokenizers trained here (no downloads) and the traces in ../shared."""
 
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +47,44 @@ def traces() -> Path:
     if not TRACES.is_dir():
         raise RuntimeError(f"the shared traces are missing: {TRACES}")
     return TRACES
+
+
+class ScriptedServer:
+    """tests/metron/scripted_server.py in its own process, on a free loopback port."""
+
+    def __init__(self, script: dict, log_path: Path) -> None:
+        self.log_path = log_path
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("scripted_server.py")), json.dumps(script), str(log_path)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        port = self.process.stdout.readline().strip()
+        if not port.isdigit():
+            self.process.kill()
+            raise RuntimeError("the scripted server did not start")
+        self.url = f"http://127.0.0.1:{port}"
+
+    def log(self) -> dict[str, dict]:
+        lines = self.log_path.read_text().splitlines() if self.log_path.exists() else []
+        return {entry["id"]: entry for entry in map(json.loads, lines)}
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def scripted_server(tmp_path: Path) -> Iterator[Callable[[dict], ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    def start(script: dict) -> ScriptedServer:
+        servers.append(ScriptedServer(script, tmp_path / f"server{len(servers)}.log"))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

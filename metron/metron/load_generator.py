@@ -1,0 +1,181 @@
+"""Open-loop load: every request is sent at its arrival time, whatever is still running.
+
+One dispatcher task sleeps until each arrival and starts that request's task; nothing it does
+waits on an earlier request, so an arrival is never dropped or delayed by a busy target (each
+record keeps both when it was due and when it went out, so any lag shows). The optional
+`max_concurrency` turns this into a closed loop for studies that want one: an arrival then waits
+for a free slot, which the run's configuration and report state.
+
+Stopping (Ctrl-C with `handle_sigint`, or `stop()`) cancels in-flight requests; they are kept as
+`interrupted` with the tokens they had, and requests not yet sent are left out.
+"""
+
+import math
+import signal
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+import trio
+
+from metron.metrics import RequestTimes
+from metron.targets.base import StreamRequest, Target, TargetError
+from metron.workload import RequestSpec
+
+
+class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`spin_s`: the dispatcher sleeps until this long before an arrival, then yields to other
+    tasks in a loop until the arrival time, because the event loop's sleeps wake up to 1 ms late
+    (epoll counts whole milliseconds). 0 turns the spin off."""
+
+    max_concurrency: int | None = None
+    request_timeout_s: float = 600.0
+    start_delay_s: float = 0.1
+    spin_s: float = 0.001
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
+        if not (self.request_timeout_s > 0 and math.isfinite(self.request_timeout_s)):
+            raise ValueError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
+        if not self.start_delay_s >= 0:
+            raise ValueError(f"start_delay_s must not be negative, got {self.start_delay_s}")
+        if not 0 <= self.spin_s <= 0.01:
+            raise ValueError(f"spin_s must be in [0, 0.01] s, got {self.spin_s}")
+
+    @property
+    def is_open_loop(self) -> bool:
+        return self.max_concurrency is None
+
+
+class LoadResult(msgspec.Struct):
+    measured: list[RequestTimes]
+    interrupted: bool
+    origin_perf_counter_s: float
+    """`time.perf_counter()` at the run's time 0, to line records up with other processes' clocks."""
+
+
+class _Recorder:
+    """The TokenSink of one request: stamps token arrivals on the run's clock."""
+
+    __slots__ = ("origin", "token_times", "server_times", "delay")
+
+    def __init__(self, origin: float) -> None:
+        self.origin = origin
+        self.token_times: list[float] = []
+        self.server_times: list[float] = []
+        self.delay: float | None = None
+
+    def now(self) -> float:
+        return trio.current_time() - self.origin
+
+    def tokens(self, count: int, at: float | None = None, server_time_s: float | None = None) -> None:
+        when = self.now() if at is None else at
+        self.token_times.extend([when] * count)
+        if server_time_s is not None:
+            self.server_times.extend([server_time_s] * count)
+
+    def scheduling_delay(self, seconds: float) -> None:
+        self.delay = seconds
+
+
+class LoadGenerator:
+    def __init__(self, target: Target, config: LoadConfig) -> None:
+        self.target = target
+        self.config = config
+        self._cancel_scope: trio.CancelScope | None = None
+        self._stopped = False
+
+    def stop(self) -> None:
+        """Ends the run now, keeping what was measured."""
+        self._stopped = True
+        if self._cancel_scope is not None:
+            self._cancel_scope.cancel()
+
+    async def run(
+        self,
+        requests: Sequence[tuple[RequestSpec, str]],
+        on_done: Callable[[RequestTimes], None] | None = None,
+        handle_sigint: bool = False,
+    ) -> LoadResult:
+        """Sends each (request, prompt) at its arrival time; returns what was measured, in id order."""
+        measured: dict[int, RequestTimes] = {}
+        origin = trio.current_time() + self.config.start_delay_s
+        origin_perf_counter = time.perf_counter() + (origin - trio.current_time())
+        slots = trio.Semaphore(self.config.max_concurrency) if self.config.max_concurrency else None
+
+        async def one(spec: RequestSpec, prompt: str) -> None:
+            recorder = _Recorder(origin)
+            sent = recorder.now()
+            error: str | None = None
+            interrupted = False
+            try:
+                with trio.fail_after(self.config.request_timeout_s):
+                    await self.target.stream(
+                        StreamRequest(
+                            id=spec.id,
+                            prompt=prompt,
+                            prompt_tokens=spec.prompt_tokens,
+                            output_tokens=spec.output_tokens,
+                        ),
+                        recorder,
+                    )
+            except trio.TooSlowError:
+                error = f"no end of stream within {self.config.request_timeout_s} s"
+            except TargetError as failure:
+                error = str(failure)
+            except trio.Cancelled:
+                interrupted = True
+                raise
+            except Exception as failure:  # a fault in the target's code still ends only this request
+                error = f"{type(failure).__name__}: {failure}"
+            finally:
+                if slots is not None:
+                    slots.release()
+                times = RequestTimes(
+                    id=spec.id,
+                    arrival_s=sent,
+                    prompt_tokens=spec.prompt_tokens,
+                    token_times_s=recorder.token_times,
+                    requested_output_tokens=spec.output_tokens,
+                    scheduling_delay_s=recorder.delay,
+                    error=error,
+                    interrupted=interrupted,
+                    scheduled_arrival_s=spec.arrival_s,
+                    warmup=spec.warmup,
+                    server_token_times_s=recorder.server_times or None,
+                )
+                measured[spec.id] = times
+                if on_done is not None and not interrupted:
+                    on_done(times)
+
+        async def dispatch(nursery: trio.Nursery) -> None:
+            for spec, prompt in sorted(requests, key=lambda pair: (pair[0].arrival_s, pair[0].id)):
+                due = origin + spec.arrival_s
+                await trio.sleep_until(due - self.config.spin_s)
+                while trio.current_time() < due:
+                    await trio.lowlevel.checkpoint()
+                if slots is not None:
+                    await slots.acquire()
+                nursery.start_soon(one, spec, prompt)
+
+        async def watch_sigint() -> None:
+            with trio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    self.stop()
+
+        with trio.CancelScope() as scope:
+            self._cancel_scope = scope
+            if self._stopped:
+                scope.cancel()
+            async with trio.open_nursery() as nursery:
+                if handle_sigint:
+                    nursery.start_soon(watch_sigint)
+                async with trio.open_nursery() as requests_nursery:
+                    await dispatch(requests_nursery)
+                nursery.cancel_scope.cancel()
+        return LoadResult(
+            measured=[measured[key] for key in sorted(measured)],
+            interrupted=self._stopped,
+            origin_perf_counter_s=origin_perf_counter,
+        )

@@ -1,0 +1,133 @@
+"""A real OpenAI-compatible HTTP server for tests: streams SSE tokens at scripted times.
+
+Run: python scripted_server.py SCRIPT_JSON [LOG_PATH]. It prints its port on stdout, then serves
+on 127.0.0.1 until killed. The script (JSON):
+    {"model": "scripted",
+     "events": [[seconds_after_receipt, num_tokens], ...],   # or, instead of events:
+     "first_s": 0.05, "gap_s": 0.01,                           # max_tokens tokens, one per event
+     "prefill_s_per_word": 0.0,                                # added to every event time
+     "usage": "continuous" | "final" | "logprobs" | "none",
+     "status": 200, "error_after_events": null}
+Keys of "by_request" (X-Request-Id values) override the script per request. Each event is sent
+at its scripted time (asyncio's sleeps wake up to 1 ms late), and the log file gets one JSON line per
+request: its id, receipt time and each event's send time (time.perf_counter()).
+"""
+
+import asyncio
+import json
+import sys
+import time
+
+
+def scripted_events(script: dict, max_tokens: int, prompt_words: int) -> list[tuple[float, int]]:
+    offset = script.get("prefill_s_per_word", 0.0) * prompt_words
+    if "events" in script:
+        return [(offset + at, count) for at, count in script["events"]]
+    first, gap = script["first_s"], script["gap_s"]
+    return [(offset + first + i * gap, 1) for i in range(max_tokens)]
+
+
+def chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def event(payload: object) -> bytes:
+    return chunk(b"data: " + json.dumps(payload).encode() + b"\n\n")
+
+
+async def wait_until(deadline: float) -> None:
+    remaining = deadline - time.perf_counter()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
+class Server:
+    def __init__(self, script: dict, log_path: str | None) -> None:
+        self.script = script
+        self.log = open(log_path, "a") if log_path else None  # noqa: SIM115
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line = await reader.readline()
+                if not request_line:
+                    return
+                received = time.perf_counter()
+                method, path, _ = request_line.decode().split(" ", 2)
+                headers = {}
+                while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = line.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if method == "GET" and path.endswith("/models"):
+                    data = json.dumps({"data": [{"id": self.script.get("model", "scripted")}]}).encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+                    writer.write(f"Content-Length: {len(data)}\r\n\r\n".encode() + data)
+                    await writer.drain()
+                    continue
+                await self.stream(json.loads(body), headers.get("x-request-id", ""), received, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    async def stream(self, body: dict, request_id: str, received: float, writer: asyncio.StreamWriter) -> None:
+        script = {**self.script, **self.script.get("by_request", {}).get(request_id, {})}
+        status = script.get("status", 200)
+        if status != 200:
+            data = json.dumps({"error": {"message": "scripted failure", "code": status}}).encode()
+            writer.write(f"HTTP/1.1 {status} Error\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data)
+            await writer.drain()
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        chat = "messages" in body
+        prompt = body["messages"][0]["content"] if chat else body["prompt"]
+        usage = script.get("usage", "continuous")
+        sent, produced = [], 0
+        events = scripted_events(script, body["max_tokens"], len(prompt.split()))
+        for index, (at, count) in enumerate(events):
+            if script.get("error_after_events") == index:
+                writer.write(event({"error": {"message": "scripted mid-stream failure"}}))
+                break
+            await wait_until(received + at)
+            produced += count
+            text = " tok" * count
+            choice: dict = {"index": 0, "finish_reason": None}
+            if chat:
+                choice["delta"] = {"content": text}
+            else:
+                choice["text"] = text
+            if usage == "logprobs":
+                if chat:
+                    choice["logprobs"] = {"content": [{"token": " tok", "logprob": 0.0}] * count}
+                else:
+                    choice["logprobs"] = {"tokens": [" tok"] * count}
+            payload: dict = {"id": request_id, "object": "text_completion", "choices": [choice]}
+            if usage == "continuous":
+                payload["usage"] = {"prompt_tokens": 1, "completion_tokens": produced, "total_tokens": produced + 1}
+            writer.write(event(payload))
+            await writer.drain()
+            sent.append(time.perf_counter())
+        else:
+            if usage in ("final", "continuous"):
+                final = {"prompt_tokens": 1, "completion_tokens": produced, "total_tokens": produced + 1}
+                writer.write(event({"id": request_id, "choices": [], "usage": final}))
+            writer.write(chunk(b"data: [DONE]\n\n"))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        if self.log:
+            self.log.write(json.dumps({"id": request_id, "received": received, "sent": sent}) + "\n")
+            self.log.flush()
+
+
+async def main() -> None:
+    server = Server(json.loads(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, backlog=1024)
+    print(listener.sockets[0].getsockname()[1], flush=True)
+    async with listener:
+        await listener.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
