@@ -9,7 +9,8 @@ import pytest
 from metron.arrivals import ArrivalConfig
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
-from metron.summary import summarize
+from metron.metrics import RequestRecord
+from metron.summary import Metrics, summarize
 from metron.workload import WorkloadConfig
 
 from vidur import (
@@ -59,7 +60,7 @@ def test_every_request_finishes_tokens_are_conserved_and_littles_law_holds(
 
 
 def test_the_same_seed_gives_bit_identical_results(predictor: OperatorPredictor, make_workload: Factory) -> None:
-    def run(seed: int) -> tuple[dict[str, np.ndarray], list[object]]:
+    def run(seed: int) -> tuple[dict[str, np.ndarray], list[RequestRecord]]:
         config = DeploymentConfig(cluster=ClusterConfig(num_replicas=3, router="random", seed=seed))
         simulator = Simulator(plan_deployment(config, predictor))
         result = simulator.run(make_workload(600, rate=20.0, seed=seed, prompt=(10, 1500), output=(1, 200)))
@@ -75,7 +76,7 @@ def test_the_same_seed_gives_bit_identical_results(predictor: OperatorPredictor,
     assert not np.array_equal(first["replica"], third["replica"])
 
 
-def _run(predictor: OperatorPredictor, policy: str, qps: float, trace: Path) -> dict[str, object]:
+def _run(predictor: OperatorPredictor, policy: str, qps: float, trace: Path) -> Metrics:
     config = DeploymentConfig(replica=ReplicaConfig(gpu="a100"), scheduler=ReplicaSchedulerConfig(policy=policy))
     deployment = plan_deployment(config, predictor)
     workload = workload_for(

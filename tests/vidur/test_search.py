@@ -87,7 +87,7 @@ def test_a_search_runs_in_workers_caches_and_resumes(
     assert h100.capacity_qps > a40.capacity_qps
     assert by_name["h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128"].cost_per_hour == pytest.approx(2 * 2.99)
     for p in points:
-        passed = [probe["qps"] for probe in p.probes if probe["passed"]]
+        passed = [float(probe["qps"]) for probe in p.probes if probe["passed"]]  # type: ignore[arg-type]
         assert max(passed) == p.capacity_qps
 
     files = set(cache.iterdir())

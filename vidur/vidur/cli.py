@@ -10,12 +10,13 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
 from vidur.api import deadlines_for, train_predictor, workload_for
-from vidur.config import VidurConfig, load_config
+from vidur.config import VidurConfig, load_config, profiling_roots
 from vidur.deployment import plan_deployment
 from vidur.errors import DeploymentError
 from vidur.gpus import CATALOGUE as GPUS
@@ -36,11 +37,6 @@ def data_dir(argument: str | None) -> Path:
     if os.environ.get("SERVEKIT_DATA"):
         return Path(os.environ["SERVEKIT_DATA"])
     return REPOSITORY.parent / "shared" / "data"
-
-
-def profiling_roots(config: VidurConfig, data: Path, extra: list[str], base: Path) -> list[Path]:
-    configured = [base / p if not Path(p).is_absolute() else Path(p) for p in config.predictor.profiling_dirs]
-    return (configured or [data / "profiling"]) + [Path(p) for p in extra]
 
 
 def fingerprint(roots: list[Path]) -> str:
@@ -104,11 +100,11 @@ def _load(args: argparse.Namespace) -> tuple[VidurConfig, OperatorPredictor, lis
     data = data_dir(args.data_dir)
     config = load_config(args.config, _overrides(args), traces_dir=data / "traces")
     base = Path(args.config).parent if args.config else Path(".")
-    roots = profiling_roots(config, data, args.profiling_dir, base)
+    roots = profiling_roots(config, data, base) + [Path(p) for p in args.profiling_dir]
     return config, train_predictor(roots), roots
 
 
-def _print_metrics(metrics: dict[str, object], keys: tuple[str, ...]) -> None:
+def _print_metrics(metrics: Mapping[str, object], keys: tuple[str, ...]) -> None:
     for key in keys:
         value = metrics.get(key)
         print(f"  {key:<34} {value:.4g}" if isinstance(value, float) else f"  {key:<34} {value}")

@@ -235,3 +235,10 @@ def load_config(
         apply_override(data, assignment)
     base_dir = Path(path).parent if path is not None else Path(".")
     return build_config(data, traces_dir=traces_dir, base_dir=base_dir)
+
+
+def profiling_roots(config: VidurConfig, data_dir: Path, base_dir: Path) -> list[Path]:
+    """The configured profiling roots (relative ones from the config file's folder), else the
+    public profiles in the data directory."""
+    configured = [p if p.is_absolute() else base_dir / p for p in map(Path, config.predictor.profiling_dirs)]
+    return configured or [data_dir / "profiling"]

@@ -29,16 +29,19 @@ class CpuOverheadConfig:
 
     def __post_init__(self) -> None:
         for name in ("schedule", "prepare_inputs", "sample", "process_outputs"):
-            base, per_seq = getattr(self, name)
+            cost = getattr(self, name)
+            if len(cost) != 2:
+                raise ValueError(f"cpu overhead {name} must be [seconds, seconds per sequence], got {cost}")
+            base, per_seq = cost
             if base < 0 or per_seq < 0:
                 raise ValueError(f"cpu overhead {name} must be non-negative, got {(base, per_seq)}")
 
     def to_rust(self) -> _simulator.CpuOverheads:
         return _simulator.CpuOverheads(
-            schedule=tuple(self.schedule),
-            prepare_inputs=tuple(self.prepare_inputs),
-            sample=tuple(self.sample),
-            process_outputs=tuple(self.process_outputs),
+            schedule=self.schedule,
+            prepare_inputs=self.prepare_inputs,
+            sample=self.sample,
+            process_outputs=self.process_outputs,
         )
 
 

@@ -74,7 +74,7 @@ class FittedRoofline:
     flops_per_s: float
     bytes_per_s: float
 
-    def time(self, flops: np.ndarray, bytes_moved: np.ndarray) -> np.ndarray:
+    def time(self, flops: np.ndarray | float, bytes_moved: np.ndarray | float) -> np.ndarray:
         return self.overhead_s + np.maximum(
             np.asarray(flops) / self.flops_per_s, np.asarray(bytes_moved) / self.bytes_per_s
         )

@@ -11,6 +11,7 @@ keys and values (FlashAttention on recent GPUs).
 """
 
 import csv
+import functools
 import re
 import statistics
 import time
@@ -210,14 +211,12 @@ def profile_attention(model: ModelSpec, config: ProfileConfig, device: Any, dtyp
                     k, v = tensor(1, kv_heads, context + chunk, d), tensor(1, kv_heads, context + chunk, d)
                     visible = torch.ones(chunk, context + chunk, dtype=torch.bool, device=device).tril(context)
                     samples = timer.milliseconds(
-                        lambda q=q, k=k, v=v, m=visible: F.scaled_dot_product_attention(
-                            q, k, v, attn_mask=m, enable_gqa=True
-                        )
+                        functools.partial(F.scaled_dot_product_attention, q, k, v, attn_mask=visible, enable_gqa=True)
                     )
                     cache = tensor(context + chunk, 2 * kv_heads, d)
                     new_kv = tensor(chunk, 2 * kv_heads, d)
                     slots = torch.arange(context, context + chunk, device=device)
-                    save = timer.milliseconds(lambda c=cache, s=slots, x=new_kv: c.index_copy_(0, s, x))
+                    save = timer.milliseconds(functools.partial(cache.index_copy_, 0, slots, new_kv))
                     rows.append(
                         shape
                         | {"batch_size": 1, "num_tokens": chunk, "kv_cache_size": context, "is_prefill": True}
@@ -228,9 +227,7 @@ def profile_attention(model: ModelSpec, config: ProfileConfig, device: Any, dtyp
                 for context in config.decode_contexts:
                     q = tensor(batch, q_heads, 1, d)
                     k, v = tensor(batch, kv_heads, context + 1, d), tensor(batch, kv_heads, context + 1, d)
-                    samples = timer.milliseconds(
-                        lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
-                    )
+                    samples = timer.milliseconds(functools.partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True))
                     rows.append(
                         shape
                         | {"batch_size": batch, "num_tokens": 1, "kv_cache_size": context, "is_prefill": False}

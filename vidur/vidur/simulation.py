@@ -5,6 +5,7 @@
     records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestRecord
 """
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ class SimulationResult:
                     prompt_tokens=int(workload.prompt_tokens[index]),
                     token_times_s=all_times[offsets[index] : offsets[index] + counts[index]],
                     requested_output_tokens=int(workload.output_tokens[index]),
-                    scheduling_delay_s=None if delay != delay else delay,
+                    scheduling_delay_s=None if math.isnan(delay) else delay,
                     error=error,
                     warmup=bool(workload.warmup[index]),
                 )

@@ -33,11 +33,14 @@ class VidurTarget(Target):
         cls, config_path: str | Path | None, overrides: list[str], data_dir: Path, requests: Sequence[RequestSpec]
     ) -> "VidurTarget":
         """A deployment from a vidur config file (TOML or YAML) with `section.key=value`
-        overrides; `data_dir` holds the profiles (`profiling/`)."""
+        overrides; `data_dir` holds the public profiles (`profiling/`) unless the config names
+        its own."""
         from vidur import DeploymentError, Simulator, load_config, plan_deployment, train_predictor
+        from vidur.config import profiling_roots
 
         config = load_config(config_path, overrides, traces_dir=data_dir / "traces")
-        predictor = train_predictor([data_dir / "profiling"])
+        base_dir = Path(config_path).parent if config_path is not None else Path(".")
+        predictor = train_predictor(profiling_roots(config, data_dir, base_dir))
         try:
             deployment = plan_deployment(config.deployment, predictor)
         except DeploymentError as error:
