@@ -128,7 +128,10 @@ def main() -> None:
     row("llama-2-70b 4 replicas x h100 TP=4, 4x rate", splitwise(trace, 10_000, 4.0, 4096), llama70b)
 
     print("\ncost growth with requests (llama-2-7b, as recorded):")
-    growth = [row(f"  {n:,} requests", splitwise(trace, n, 1.0, 4096), llama7b) for n in (1_000, 3_000, 10_000, 30_000, 100_000)]
+    growth = [
+        row(f"  {n:,} requests", splitwise(trace, n, 1.0, 4096), llama7b)
+        for n in (1_000, 3_000, 10_000, 30_000, 100_000)
+    ]
     per_request = [g["us_per_request"] for g in growth]
     print(f"  us per request: {per_request} (flat = linear growth)")
 

@@ -28,7 +28,9 @@ def llama7b_h100(predictor: OperatorPredictor) -> Simulator:
     return Simulator(plan_deployment(DeploymentConfig(), predictor))
 
 
-def poisson_workload(num_requests: int, rate: float, seed: int, prompt: tuple[int, int], output: tuple[int, int]) -> Workload:
+def poisson_workload(
+    num_requests: int, rate: float, seed: int, prompt: tuple[int, int], output: tuple[int, int]
+) -> Workload:
     rng = np.random.default_rng(seed)
     arrivals = np.cumsum(rng.exponential(1 / rate, num_requests))
     return Workload(

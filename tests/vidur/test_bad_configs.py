@@ -30,14 +30,19 @@ def plan(predictor: OperatorPredictor, **replica: object) -> object:
 
 
 def test_tensor_parallel_that_does_not_divide_the_heads(predictor: OperatorPredictor) -> None:
-    with pytest.raises(ParallelismError, match="tensor_parallel=3 does not divide meta-llama/Llama-2-7b-hf's 32 attention heads"):
+    with pytest.raises(
+        ParallelismError, match="tensor_parallel=3 does not divide meta-llama/Llama-2-7b-hf's 32 attention heads"
+    ):
         plan(predictor, tensor_parallel=3)
     with pytest.raises(ParallelismError, match="pipeline_parallel=3 does not divide .* 32 layers"):
         plan(predictor, pipeline_parallel=3)
 
 
 def test_a_model_that_does_not_fit(predictor: OperatorPredictor) -> None:
-    with pytest.raises(ModelDoesNotFitError, match=r"Llama-2-70b-hf does not fit on a100 at TP=1, PP=1: each GPU needs 128\.\d GiB of weights"):
+    with pytest.raises(
+        ModelDoesNotFitError,
+        match=r"Llama-2-70b-hf does not fit on a100 at TP=1, PP=1: each GPU needs 128\.\d GiB of weights",
+    ):
         plan(predictor, model="llama-2-70b", gpu="a100")
     # Weights fit on two GPUs but leave too little room for one full-length request.
     with pytest.raises(ModelDoesNotFitError, match="fewer than one request of max_model_len"):
@@ -90,12 +95,18 @@ def test_bad_cost_model_parts_raise_cost_model_errors() -> None:
         _simulator.Curve([2.0, 1.0], [1.0, 1.0], 0.0)
     with pytest.raises(InvalidCostModelError, match="positive finite rates"):
         _simulator.Roofline(0.0, 1.0, 0.0)
-    with pytest.raises(InvalidCostModelError, match="unknown operator placement \"middle\""):
+    with pytest.raises(InvalidCostModelError, match='unknown operator placement "middle"'):
         _simulator.OperatorTerm("x", _simulator.Curve([1.0], [1.0], 0.0), placement="middle")
     with pytest.raises(InvalidCostModelError, match="num_q_heads must be in"):
         roofline = _simulator.Roofline(1.0, 1.0, 0.0)
         _simulator.AttentionModel(
-            num_q_heads=-1, num_kv_heads=1, head_dim=1, dtype_bytes=2, prefill=roofline, decode=roofline, kv_save=roofline
+            num_q_heads=-1,
+            num_kv_heads=1,
+            head_dim=1,
+            dtype_bytes=2,
+            prefill=roofline,
+            decode=roofline,
+            kv_save=roofline,
         )
 
 

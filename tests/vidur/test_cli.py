@@ -53,12 +53,26 @@ output: {plots: false}
 """
 
 
-def test_simulate_from_a_toml_file_with_overrides(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_from_a_toml_file_with_overrides(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "run.toml"
     config.write_text(TOML)
     out = tmp_path / "out"
     code = main(
-        ["simulate", "--config", str(config), "--data-dir", str(data_dir), "--output-dir", str(out), "--set", "cluster.seed=9", "--gpu", "h100"]
+        [
+            "simulate",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(out),
+            "--set",
+            "cluster.seed=9",
+            "--gpu",
+            "h100",
+        ]
     )
     assert code == 0
     printed = capsys.readouterr().out
@@ -78,12 +92,17 @@ def test_simulate_from_a_toml_file_with_overrides(data_dir: Path, tmp_path: Path
 def test_simulate_from_yaml_with_two_replicas(data_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text(YAML)
-    assert main(["simulate", "--config", str(config), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o")]) == 0
+    assert (
+        main(["simulate", "--config", str(config), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o")])
+        == 0
+    )
     records = read_run(tmp_path / "o").records
     assert len(records) == 40 and all(r.finished for r in records)
 
 
-def test_search_prints_the_best_and_writes_the_frontier(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_search_prints_the_best_and_writes_the_frontier(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = ["search", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--workers", "1", "--no-progress"]
     args += ["--set", "search.gpus=[h100]", "--set", "search.tensor_parallel=[1]", "--set", "search.precision=0.25"]
     args += ["--num-requests", "60", "--set", "workload.lengths.kind=uniform", "--set", "search.initial_qps=8"]

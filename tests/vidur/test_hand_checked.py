@@ -61,7 +61,9 @@ def expected_iteration_s(deployment: Deployment, batch: list[Entry]) -> dict[str
     if num_prefills:
         layer += _roofline(a.prefill, prefill_flops, prefill_bytes)
     if num_decodes:
-        layer += _roofline(a.decode, 4 * h * d * decode_context, b * d * (2 * kv * decode_context + 2 * h * num_decodes))
+        layer += _roofline(
+            a.decode, 4 * h * d * decode_context, b * d * (2 * kv * decode_context + 2 * h * num_decodes)
+        )
     stage_s += spec.layers_per_stage * layer
     cpu = spec.cpu_overheads
     seqs = len(batch)
@@ -106,7 +108,13 @@ def test_a_prompt_longer_than_the_chunk_is_prefilled_in_chunks(llama7b_h100: Sim
     assert result.iterations["num_prefill_tokens"].tolist() == [512, 512, 276, 0]
 
 
-BATCH: list[Entry] = [(1, 700, False, True), (1, 1500, False, True), (1, 33, False, True), (200, 0, True, False), (120, 400, True, True)]
+BATCH: list[Entry] = [
+    (1, 700, False, True),
+    (1, 1500, False, True),
+    (1, 33, False, True),
+    (200, 0, True, False),
+    (120, 400, True, True),
+]
 
 
 @pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 2), (4, 1)])
@@ -132,7 +140,9 @@ def test_pipeline_stages_overlap_so_throughput_beats_one_pass_per_iteration(pred
     )
     spans = {}
     for pp in (1, 4):
-        config = DeploymentConfig(replica=ReplicaConfig(model="llama-2-70b", gpu="a100", tensor_parallel=2, pipeline_parallel=pp))
+        config = DeploymentConfig(
+            replica=ReplicaConfig(model="llama-2-70b", gpu="a100", tensor_parallel=2, pipeline_parallel=pp)
+        )
         result = Simulator(plan_deployment(config, predictor)).run(workload)
         it = result.iterations
         overlapping = [(it["end_s"][:i] > start).sum() for i, start in enumerate(it["start_s"])]

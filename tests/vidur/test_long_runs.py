@@ -92,7 +92,9 @@ def _run(predictor: OperatorPredictor, policy: str, qps: float, trace: Path) -> 
     return summarize(result.records(DeadlineConfig()))
 
 
-def test_sarathi_beats_vllm_on_tail_tbt_and_vllm_wins_ttft_at_low_load(predictor: OperatorPredictor, data_dir: Path) -> None:
+def test_sarathi_beats_vllm_on_tail_tbt_and_vllm_wins_ttft_at_low_load(
+    predictor: OperatorPredictor, data_dir: Path
+) -> None:
     # arxiv_summarization: long prompts (thousands of tokens), short outputs.
     trace = data_dir / "traces" / "arxiv_summarization_stats_llama2_tokenizer_filtered_v2.csv"
     loaded = {policy: _run(predictor, policy, 1.5, trace) for policy in ("sarathi", "vllm")}

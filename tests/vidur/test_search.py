@@ -72,7 +72,9 @@ def test_a_search_runs_in_workers_caches_and_resumes(
             gpus=("h100", "a40"), tensor_parallel=(1, 2), initial_qps=4.0, max_qps=256.0, precision=0.2
         ),
     )
-    config = replace(config, deployment=replace(config.deployment, replica=replace(config.deployment.replica, model="llama-3-8b")))
+    config = replace(
+        config, deployment=replace(config.deployment, replica=replace(config.deployment.replica, model="llama-3-8b"))
+    )
     cache = tmp_path / "cache"
     points = run_search(config, predictor, cache_dir=cache, fingerprint="test", workers=2, progress=False)
     assert [p.name for p in points] == [
@@ -82,7 +84,10 @@ def test_a_search_runs_in_workers_caches_and_resumes(
         "h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128",
     ]
     by_name = {p.name: p for p in points}
-    h100, a40 = by_name["h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"], by_name["a40 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"]
+    h100, a40 = (
+        by_name["h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"],
+        by_name["a40 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"],
+    )
     assert all(p.feasible and p.capacity_qps > 0 for p in points)
     assert h100.capacity_qps > a40.capacity_qps
     assert by_name["h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128"].cost_per_hour == pytest.approx(2 * 2.99)
@@ -98,7 +103,9 @@ def test_a_search_runs_in_workers_caches_and_resumes(
     assert set(cache.iterdir()) == files
 
     # An interrupted search kept its probes but not the unfinished points: resuming reuses them.
-    point_files = {path for path in files if any(path.name.startswith(k) for k in _point_keys(config, predictor, cache))}
+    point_files = {
+        path for path in files if any(path.name.startswith(k) for k in _point_keys(config, predictor, cache))
+    }
     for path in point_files:
         path.unlink()
     resumed = run_search(config, predictor, cache_dir=cache, fingerprint="test", workers=1, progress=False)

@@ -9,7 +9,14 @@ from vidur._simulator import InvalidCostModelError, InvalidWorkloadError, Schedu
 from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_for
 from vidur.config import VidurConfig, load_config
 from vidur.cost_model import CpuOverheadConfig
-from vidur.deployment import ClusterConfig, Deployment, DeploymentConfig, ReplicaConfig, ReplicaSchedulerConfig, plan_deployment
+from vidur.deployment import (
+    ClusterConfig,
+    Deployment,
+    DeploymentConfig,
+    ReplicaConfig,
+    ReplicaSchedulerConfig,
+    plan_deployment,
+)
 from vidur.errors import DeploymentError, ModelDoesNotFitError, ParallelismError, UnknownGpuError, UnknownModelError
 from vidur.gpus import GpuSpec, get_gpu
 from vidur.models import ModelSpec, get_model

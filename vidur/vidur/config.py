@@ -4,7 +4,8 @@ A file has up to these sections (every key optional; see README.md for an exampl
 `replica`, `scheduler`, `cluster`, `cpu_overheads` (the deployment), `workload` (metron's
 `WorkloadConfig`: `arrivals`, `lengths`), `deadlines` (metron's `DeadlineConfig`; its
 `prefill` may also be `"simulated"`, the default: the deployment's own predicted prefill time
-plus `ttft_slack_s`, or `"fixed"`: `ttft_s`), `slo` (metron's `SloConfig`), `predictor`, `output`, and `search` for `vidur search`.
+plus `ttft_slack_s`, or `"fixed"`: `ttft_s`), `slo` (metron's `SloConfig`), `predictor`,
+`output`, and `search` for `vidur search`.
 """
 
 import dataclasses
@@ -227,9 +228,7 @@ def build_config(data: dict[str, Any], *, traces_dir: Path | None = None, base_d
     )
 
 
-def load_config(
-    path: str | Path | None, overrides: list[str], *, traces_dir: Path | None = None
-) -> VidurConfig:
+def load_config(path: str | Path | None, overrides: list[str], *, traces_dir: Path | None = None) -> VidurConfig:
     data = read_config_file(path) if path is not None else {}
     for assignment in overrides:
         apply_override(data, assignment)

@@ -122,7 +122,9 @@ def build_cost_model(
     for name, per_layer in LAYER_OPERATORS:
         predicted = predictor.operator_curve(gpu, model, name, tp, max_tokens)
         operators.append(
-            OperatorSpec(name, predicted.curve, layers * per_layer, "tokens", "every_stage", "compute", predicted.source)
+            OperatorSpec(
+                name, predicted.curve, layers * per_layer, "tokens", "every_stage", "compute", predicted.source
+            )
         )
     embedding = predictor.operator_curve(gpu, model, "emb", tp, max_tokens)
     operators.append(OperatorSpec("emb", embedding.curve, 1, "tokens", "first_stage", "compute", embedding.source))
@@ -148,9 +150,7 @@ def build_cost_model(
     if shape.pipeline_parallel > 1:
         send_recv = predictor.collective_curve(gpu, "send_recv", shape.num_gpus, activation_bytes, max_tokens)
         operators.append(
-            OperatorSpec(
-                "send_recv", send_recv.curve, 1, "tokens", "between_stages", "communication", send_recv.source
-            )
+            OperatorSpec("send_recv", send_recv.curve, 1, "tokens", "between_stages", "communication", send_recv.source)
         )
     rooflines = predictor.attention_rooflines(gpu)
     attention = AttentionSpec(

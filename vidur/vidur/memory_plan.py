@@ -42,9 +42,7 @@ class ReplicaShape:
                 f"tensor_parallel={tp} does not divide {model.name}'s MLP width {model.intermediate_size}"
             )
         if model.num_layers % pp:
-            raise ParallelismError(
-                f"pipeline_parallel={pp} does not divide {model.name}'s {model.num_layers} layers"
-            )
+            raise ParallelismError(f"pipeline_parallel={pp} does not divide {model.name}'s {model.num_layers} layers")
 
     @property
     def num_gpus(self) -> int:

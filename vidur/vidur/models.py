@@ -72,7 +72,9 @@ class ModelSpec:
         return 2 * self.num_layers * self.kv_dim * self.dtype_bytes
 
 
-def _llama(name: str, layers: int, hidden: int, heads: int, kv: int, inter: int, vocab: int, ctx: int, profile: str | None) -> ModelSpec:
+def _llama(
+    name: str, layers: int, hidden: int, heads: int, kv: int, inter: int, vocab: int, ctx: int, profile: str | None
+) -> ModelSpec:
     return ModelSpec(name, layers, hidden, heads, kv, inter, vocab, ctx, profile_path=profile)
 
 
@@ -84,7 +86,17 @@ CATALOGUE: dict[str, ModelSpec] = {
         _llama("meta-llama/Meta-Llama-3-8B", 32, 4096, 32, 8, 14336, 128256, 8192, "meta-llama/Meta-Llama-3-8B"),
         _llama("meta-llama/Meta-Llama-3-70B", 80, 8192, 64, 8, 28672, 128256, 8192, "meta-llama/Meta-Llama-3-70B"),
         _llama("mistralai/Mistral-7B-v0.1", 32, 4096, 32, 8, 14336, 32000, 32768, None),
-        _llama("codellama/CodeLlama-34b-Instruct-hf", 48, 8192, 64, 8, 22016, 32000, 16384, "codellama/CodeLlama-34b-Instruct-hf"),
+        _llama(
+            "codellama/CodeLlama-34b-Instruct-hf",
+            48,
+            8192,
+            64,
+            8,
+            22016,
+            32000,
+            16384,
+            "codellama/CodeLlama-34b-Instruct-hf",
+        ),
         _llama("Qwen/Qwen-72B", 80, 8192, 64, 64, 24576, 152064, 32768, "Qwen/Qwen-72B"),
         _llama("internlm/internlm-20b", 60, 5120, 40, 40, 13824, 103168, 4096, "internlm/internlm-20b"),
         ModelSpec(
@@ -163,4 +175,6 @@ def get_model(name_or_path: str) -> ModelSpec:
             raise ValueError(f"{path} does not hold a JSON object")
         return model_from_hf_config(config, name=str(path.parent.name or path))
     known = ", ".join(sorted(ALIASES))
-    raise UnknownModelError(f"unknown model {name_or_path!r}: use one of {known}, a full name, or a path to a config.json")
+    raise UnknownModelError(
+        f"unknown model {name_or_path!r}: use one of {known}, a full name, or a path to a config.json"
+    )

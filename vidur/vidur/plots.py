@@ -27,7 +27,9 @@ def plot_latencies(records: list[RequestRecord], path: Path) -> None:
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
     _cdf(axes[0], [r.ttft_s for r in completed if r.ttft_s is not None], "TTFT")
     _cdf(axes[1], [gap for r in completed for gap in r.tbt_s], "TBT")
-    _cdf(axes[2], [r.normalized_latency_s for r in completed if r.normalized_latency_s is not None], "normalized latency")
+    _cdf(
+        axes[2], [r.normalized_latency_s for r in completed if r.normalized_latency_s is not None], "normalized latency"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

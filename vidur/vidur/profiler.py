@@ -227,7 +227,9 @@ def profile_attention(model: ModelSpec, config: ProfileConfig, device: Any, dtyp
                 for context in config.decode_contexts:
                     q = tensor(batch, q_heads, 1, d)
                     k, v = tensor(batch, kv_heads, context + 1, d), tensor(batch, kv_heads, context + 1, d)
-                    samples = timer.milliseconds(functools.partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True))
+                    samples = timer.milliseconds(
+                        functools.partial(F.scaled_dot_product_attention, q, k, v, enable_gqa=True)
+                    )
                     rows.append(
                         shape
                         | {"batch_size": batch, "num_tokens": 1, "kv_cache_size": context, "is_prefill": False}

@@ -1,8 +1,8 @@
 """Running a workload on a deployment, and what came out, per request in metron's terms.
 
-    simulator = Simulator(plan_deployment(config, predictor))
-    result = simulator.run(Workload.from_requests(generate_workload(workload_config)))
-    records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestRecord
+simulator = Simulator(plan_deployment(config, predictor))
+result = simulator.run(Workload.from_requests(generate_workload(workload_config)))
+records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestRecord
 """
 
 import math

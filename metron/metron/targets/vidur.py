@@ -66,7 +66,8 @@ class VidurTarget(Target):
         simulated = self._simulated.get(request.id)
         if simulated is None:
             raise TargetError(f"request {request.id} is not in the workload this target simulated")
-        if (simulated.prompt_tokens, simulated.requested_output_tokens) != (request.prompt_tokens, request.output_tokens):
+        simulated_lengths = (simulated.prompt_tokens, simulated.requested_output_tokens)
+        if simulated_lengths != (request.prompt_tokens, request.output_tokens):
             raise TargetError(f"request {request.id} differs from the simulated one (prompt or output length)")
         shift = sink.now() - simulated.arrival_s
         if simulated.scheduling_delay_s is not None:

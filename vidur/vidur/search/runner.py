@@ -24,7 +24,8 @@ from vidur.simulation import Simulator
 def point_name(config: DeploymentConfig) -> str:
     r, s, c = config.replica, config.scheduler, config.cluster
     chunk = f" chunk={s.chunk_size}" if s.policy == "sarathi" else ""
-    return f"{r.gpu} tp={r.tensor_parallel} pp={r.pipeline_parallel} x{c.num_replicas} {s.policy}{chunk} seqs={s.max_num_seqs}"
+    layout = f"{r.gpu} tp={r.tensor_parallel} pp={r.pipeline_parallel} x{c.num_replicas}"
+    return f"{layout} {s.policy}{chunk} seqs={s.max_num_seqs}"
 
 
 @dataclass(slots=True)
