@@ -1,0 +1,163 @@
+"""How fast vidur simulates, and how long its predictor takes to train.
+
+Llama-2-7B on one H100 with `sarathi` (chunk 512) on `splitwise_conv.csv` replayed as recorded
+(arrival times and lengths, prompts clipped to the 4,096-token context as Vidur does): 10,000
+requests, the same at 3x the recorded rate, 100,000 requests (the trace tiled end to end), a
+4-replica TP=4 deployment of Llama-2-70B at 4x the rate, and how the cost grows with the number
+of requests. `wall_s` is the simulation itself (the Rust event loop with the shared scheduler,
+per-token and per-iteration records, handed to numpy); scoring with metron's metrics is timed
+separately. Each figure is the median of a few repeats (the machine is shared).
+
+Usage: .venv/bin/python benchmarks/vidur_speed.py [--data-dir DIR]
+The last line is one JSON object, for the 10,000-request run.
+"""
+
+import argparse
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from metron.deadlines import DeadlineConfig
+from metron.summary import summarize
+from metron.traces import read_trace_column
+
+from vidur import (
+    ClusterConfig,
+    DeploymentConfig,
+    OperatorPredictor,
+    ReplicaConfig,
+    ReplicaSchedulerConfig,
+    Simulator,
+    Workload,
+    plan_deployment,
+    train_predictor,
+)
+from vidur.profiles import load_profiles
+from vidur.validation import interpolation_error, roofline_transfer_error
+
+REPEATS = 3
+
+
+def splitwise(trace: Path, num_requests: int, rate_scale: float, max_total_tokens: int) -> Workload:
+    """The trace as recorded, tiled end to end when more requests are asked for than it has."""
+    arrivals = read_trace_column(trace, "arrived_at")
+    prompts = read_trace_column(trace, "num_prefill_tokens").astype(np.int64)
+    outputs = read_trace_column(trace, "num_decode_tokens").astype(np.int64)
+    rows = np.arange(num_requests) % len(arrivals)
+    laps = np.arange(num_requests) // len(arrivals)
+    span = arrivals[-1] - arrivals[0] + (arrivals[-1] - arrivals[0]) / (len(arrivals) - 1)
+    arrival_s = (arrivals[rows] - arrivals[0] + laps * span) / rate_scale
+    prompt = np.minimum(np.maximum(prompts[rows], 1), max_total_tokens - 1)
+    output = np.minimum(np.maximum(outputs[rows], 1), max_total_tokens - prompt)
+    return Workload(np.arange(num_requests), arrival_s, prompt, output, np.zeros(num_requests, dtype=bool))
+
+
+def timed_runs(simulator: Simulator, workload: Workload) -> tuple[float, int, object]:
+    walls = []
+    result = None
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        result = simulator.run(workload)
+        walls.append(time.perf_counter() - started)
+    assert result is not None
+    return statistics.median(walls), result.num_iterations, result
+
+
+def row(name: str, workload: Workload, simulator: Simulator) -> dict[str, float | int | str]:
+    wall, iterations, result = timed_runs(simulator, workload)
+    assert int(result.requests["num_tokens"].sum()) == int(workload.output_tokens.sum())  # type: ignore[attr-defined]
+    figures = {
+        "case": name,
+        "requests": len(workload),
+        "iterations": iterations,
+        "wall_s": round(wall, 4),
+        "iterations_per_s": round(iterations / wall),
+        "us_per_iteration": round(wall / iterations * 1e6, 3),
+        "us_per_request": round(wall / len(workload) * 1e6, 2),
+    }
+    print(
+        f"{name:<44} {len(workload):>8} {iterations:>10} {wall:>9.3f} {figures['iterations_per_s']:>12,} "
+        f"{figures['us_per_iteration']:>8.3f}"
+    )
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    data = Path(parser.parse_args().data_dir)
+    trace = data / "traces" / "splitwise_conv.csv"
+
+    train_times = []
+    predictor: OperatorPredictor | None = None
+    for _ in range(REPEATS):
+        predictor = train_predictor([data / "profiling"])
+        train_times.append(predictor.train_s)
+    assert predictor is not None
+    train_s = statistics.median(train_times)
+    profiles = load_profiles([data / "profiling"])
+    heldout = interpolation_error(profiles)
+    transfer = roofline_transfer_error(profiles)
+    print(f"predictor: trained on every public table in {train_s:.2f} s (median of {REPEATS})")
+    print(
+        f"  held-out MAPE, interpolation (every 4th token count held out): per layer {heldout.layer_mape:.2%} "
+        f"over {heldout.num_layer_points} points; per operator "
+        + ", ".join(f"{op} {err:.1%}" for op, err in heldout.operator_mape.items())
+    )
+    print(
+        "  held-out MAPE, rooflines for unprofiled models (leave one model out), per layer: "
+        + ", ".join(f"{gpu} {report.layer_mape:.1%}" for gpu, report in transfer.items())
+    )
+
+    base = DeploymentConfig(scheduler=ReplicaSchedulerConfig(policy="sarathi", chunk_size=512))
+    llama7b = Simulator(plan_deployment(base, predictor))
+    big = replace(
+        base,
+        replica=ReplicaConfig(model="llama-2-70b", gpu="h100", tensor_parallel=4),
+        cluster=ClusterConfig(num_replicas=4, router="least_outstanding"),
+    )
+    llama70b = Simulator(plan_deployment(big, predictor))
+
+    print(f"\n{'case':<44} {'requests':>8} {'iterations':>10} {'wall (s)':>9} {'iterations/s':>12} {'us/iter':>8}")
+    main_row = row("llama-2-7b h100 sarathi-512, as recorded", splitwise(trace, 10_000, 1.0, 4096), llama7b)
+    row("  same at 3x the recorded rate", splitwise(trace, 10_000, 3.0, 4096), llama7b)
+    row("  100,000 requests (trace tiled)", splitwise(trace, 100_000, 1.0, 4096), llama7b)
+    row("llama-2-70b 4 replicas x h100 TP=4, 4x rate", splitwise(trace, 10_000, 4.0, 4096), llama70b)
+
+    print("\ncost growth with requests (llama-2-7b, as recorded):")
+    growth = [
+        row(f"  {n:,} requests", splitwise(trace, n, 1.0, 4096), llama7b)
+        for n in (1_000, 3_000, 10_000, 30_000, 100_000)
+    ]
+    per_request = [g["us_per_request"] for g in growth]
+    print(f"  us per request: {per_request} (flat = linear growth)")
+
+    workload = splitwise(trace, 10_000, 1.0, 4096)
+    result = llama7b.run(workload)
+    started = time.perf_counter()
+    records = result.records(DeadlineConfig())
+    metrics = summarize(records)
+    scoring_s = time.perf_counter() - started
+    print(
+        f"\nscoring the 10,000-request run with metron (records + summary): {scoring_s:.2f} s; "
+        f"TTFT p50 {metrics['ttft_s.p50']:.3f} s, TBT p99 {metrics['tbt_s.p99']:.4f} s"
+    )
+    print(
+        json.dumps(
+            {
+                "requests": main_row["requests"],
+                "iterations": main_row["iterations"],
+                "wall_s": main_row["wall_s"],
+                "iterations_per_s": main_row["iterations_per_s"],
+                "train_s": round(train_s, 3),
+                "predictor_heldout_mape": round(heldout.layer_mape, 4),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

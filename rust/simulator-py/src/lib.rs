@@ -1,0 +1,37 @@
+//! Python face of the simulator crate: type conversion and error mapping only.
+
+mod cost_model;
+mod errors;
+mod scheduler_config;
+mod simulation;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = module.py();
+    module.add_class::<cost_model::PyCurve>()?;
+    module.add_class::<cost_model::PyRoofline>()?;
+    module.add_class::<cost_model::PyAttentionModel>()?;
+    module.add_class::<cost_model::PyOperatorTerm>()?;
+    module.add_class::<cost_model::PyCpuOverheads>()?;
+    module.add_class::<cost_model::PyIterationPrediction>()?;
+    module.add_class::<cost_model::PyCostModel>()?;
+    module.add_class::<scheduler_config::PySchedulerConfig>()?;
+    module.add_class::<simulation::PySimulationOutput>()?;
+    module.add_function(wrap_pyfunction!(simulation::simulate, module)?)?;
+    module.add("SimulatorError", py.get_type::<errors::SimulatorError>())?;
+    module.add(
+        "InvalidCostModelError",
+        py.get_type::<errors::InvalidCostModelError>(),
+    )?;
+    module.add(
+        "InvalidWorkloadError",
+        py.get_type::<errors::InvalidWorkloadError>(),
+    )?;
+    module.add(
+        "SchedulerConfigError",
+        py.get_type::<errors::SchedulerConfigError>(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,177 @@
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use simulator::{
+    simulate as core_simulate, IterationRecords, RequestRecords, RouterKind, SimulationConfig,
+    Workload,
+};
+
+use crate::cost_model::PyCostModel;
+use crate::errors::{invalid_cost_model, invalid_workload, to_py, to_u32};
+use crate::scheduler_config::PySchedulerConfig;
+
+/// Little-endian fixed-width numbers that can be copied into a `bytes` column.
+trait Column: Copy {
+    const DTYPE: &'static str;
+    const SIZE: usize;
+    fn write(self, out: &mut [u8]);
+}
+
+macro_rules! column {
+    ($type:ty, $dtype:literal) => {
+        impl Column for $type {
+            const DTYPE: &'static str = $dtype;
+            const SIZE: usize = std::mem::size_of::<$type>();
+            fn write(self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+
+column!(f64, "<f8");
+column!(f32, "<f4");
+column!(u64, "<u8");
+column!(u32, "<u4");
+column!(u8, "|u1");
+
+fn add_column<T: Column>(columns: &Bound<'_, PyDict>, name: &str, values: &[T]) -> PyResult<()> {
+    let py = columns.py();
+    let bytes = PyBytes::new_with(py, values.len() * T::SIZE, |out| {
+        for (value, chunk) in values.iter().zip(out.chunks_exact_mut(T::SIZE)) {
+            value.write(chunk);
+        }
+        Ok(())
+    })?;
+    columns.set_item(name, (T::DTYPE, bytes))
+}
+
+/// What a simulation recorded. Columns come as `{name: (numpy dtype, bytes)}`, ready for
+/// `numpy.frombuffer`.
+#[pyclass(frozen, module = "vidur._simulator", name = "SimulationOutput")]
+pub struct PySimulationOutput {
+    requests: RequestRecords,
+    iterations: IterationRecords,
+    #[pyo3(get)]
+    num_iterations: u64,
+    #[pyo3(get)]
+    end_s: f64,
+}
+
+#[pymethods]
+impl PySimulationOutput {
+    /// Per request (workload order): replica, token_offsets (one more than requests),
+    /// num_tokens, token_times, first_scheduled_s, finished_s, finish_reason, num_preemptions.
+    fn request_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = &self.requests;
+        let columns = PyDict::new(py);
+        add_column(&columns, "replica", &r.replica)?;
+        add_column(&columns, "token_offsets", &r.token_offsets)?;
+        add_column(&columns, "num_tokens", &r.num_tokens)?;
+        add_column(&columns, "token_times", &r.token_times)?;
+        add_column(&columns, "first_scheduled_s", &r.first_scheduled_s)?;
+        add_column(&columns, "finished_s", &r.finished_s)?;
+        add_column(&columns, "finish_reason", &r.finish_reason)?;
+        add_column(&columns, "num_preemptions", &r.num_preemptions)?;
+        Ok(columns)
+    }
+
+    /// Per iteration, in the order batches were scheduled (empty unless recorded).
+    fn iteration_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let it = &self.iterations;
+        let columns = PyDict::new(py);
+        add_column(&columns, "replica", &it.replica)?;
+        add_column(&columns, "start_s", &it.start_s)?;
+        add_column(&columns, "end_s", &it.end_s)?;
+        add_column(&columns, "num_seqs", &it.num_seqs)?;
+        add_column(&columns, "num_prefill_seqs", &it.num_prefill_seqs)?;
+        add_column(&columns, "num_prefill_tokens", &it.num_prefill_tokens)?;
+        add_column(&columns, "num_decode_tokens", &it.num_decode_tokens)?;
+        add_column(&columns, "num_sampled", &it.num_sampled)?;
+        add_column(&columns, "decode_context_tokens", &it.decode_context_tokens)?;
+        add_column(&columns, "num_preempted", &it.num_preempted)?;
+        add_column(&columns, "num_blocks_used", &it.num_blocks_used)?;
+        add_column(&columns, "num_waiting", &it.num_waiting)?;
+        add_column(&columns, "num_running", &it.num_running)?;
+        add_column(&columns, "forward_s", &it.forward_s)?;
+        add_column(&columns, "attention_s", &it.attention_s)?;
+        add_column(&columns, "communication_s", &it.communication_s)?;
+        add_column(&columns, "cpu_s", &it.cpu_s)?;
+        add_column(&columns, "attention_flops", &it.attention_flops)?;
+        add_column(&columns, "attention_bytes", &it.attention_bytes)?;
+        Ok(columns)
+    }
+
+    /// Requests a replica refused, as (workload index, reason).
+    #[getter]
+    fn rejections(&self) -> Vec<(u32, String)> {
+        self.requests.rejections.clone()
+    }
+}
+
+fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| {
+            u32::try_from(value).map_err(|_| {
+                invalid_workload(format!(
+                    "{name}[{i}] must be in 0..=4294967295, got {value}"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Runs a workload on `num_replicas` identical replicas behind a router. The GIL is released
+/// while the simulation runs.
+#[pyfunction]
+#[pyo3(signature = (
+    *,
+    cost_model,
+    scheduler,
+    arrival_times,
+    num_prompt_tokens,
+    num_output_tokens,
+    num_replicas = 1,
+    router = "round_robin",
+    seed = 0,
+    record_iterations = true,
+))]
+#[allow(clippy::too_many_arguments)]
+pub fn simulate(
+    py: Python<'_>,
+    cost_model: &Bound<'_, PyCostModel>,
+    scheduler: &PySchedulerConfig,
+    arrival_times: Vec<f64>,
+    num_prompt_tokens: Vec<i64>,
+    num_output_tokens: Vec<i64>,
+    num_replicas: i64,
+    router: &str,
+    seed: u64,
+    record_iterations: bool,
+) -> PyResult<PySimulationOutput> {
+    let workload = Workload::new(
+        arrival_times,
+        to_u32_column("num_prompt_tokens", num_prompt_tokens)?,
+        to_u32_column("num_output_tokens", num_output_tokens)?,
+    )
+    .map_err(to_py)?;
+    let config = SimulationConfig {
+        num_replicas: to_u32("num_replicas", num_replicas)?,
+        router: RouterKind::from_name(router)
+            .map_err(|error| invalid_cost_model(error.to_string()))?,
+        seed,
+        record_iterations,
+    };
+    let cost = &cost_model.get().inner;
+    let scheduler = &scheduler.inner;
+    let output = py
+        .detach(|| core_simulate(&config, scheduler, cost, &workload))
+        .map_err(to_py)?;
+    Ok(PySimulationOutput {
+        requests: output.requests,
+        iterations: output.iterations,
+        num_iterations: output.num_iterations,
+        end_s: output.end_s,
+    })
+}

@@ -1,0 +1,34 @@
+use std::fmt;
+
+use scheduler::SchedulerError;
+
+/// Everything the simulator can refuse. Each kind maps to its own Python exception.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SimulatorError {
+    /// A cost-model or deployment parameter is out of range.
+    InvalidCostModel(String),
+    /// The workload is malformed (mismatched lengths, negative or unordered arrivals, ...).
+    InvalidWorkload(String),
+    /// The replica scheduler's config was rejected.
+    Scheduler(SchedulerError),
+}
+
+impl fmt::Display for SimulatorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::InvalidCostModel(reason) => write!(f, "invalid cost model: {reason}"),
+            Self::InvalidWorkload(reason) => write!(f, "invalid workload: {reason}"),
+            Self::Scheduler(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for SimulatorError {}
+
+impl From<SchedulerError> for SimulatorError {
+    fn from(error: SchedulerError) -> Self {
+        SimulatorError::Scheduler(error)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SimulatorError>;

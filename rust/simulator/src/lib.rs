@@ -1,0 +1,32 @@
+//! Vidur's simulation core: replicas that run the same scheduler as the serving engine, with
+//! the model forward replaced by a predicted iteration time.
+//!
+//! [`CostModel`] turns a batch into a predicted time (operator curves, an attention roofline,
+//! CPU overheads, pipeline stages); [`simulate`] runs a [`Workload`] through a router and
+//! replicas and returns per-request token times and per-iteration records.
+
+mod attention;
+mod cost_model;
+mod cpu_overheads;
+mod curve;
+mod error;
+mod event_queue;
+mod operator;
+mod records;
+mod replica;
+mod roofline;
+mod router;
+mod simulation;
+mod workload;
+
+pub use attention::{AttentionModel, AttentionShape, AttentionWork};
+pub use cost_model::{BatchEntry, CostModel, IterationTime};
+pub use cpu_overheads::{CpuOverheads, LinearCost};
+pub use curve::PiecewiseLinear;
+pub use error::{Result, SimulatorError};
+pub use operator::{OperatorInput, OperatorKind, OperatorTerm, Placement};
+pub use records::{IterationRecords, ReplicaSnapshot, RequestRecords};
+pub use roofline::{Roofline, Work};
+pub use router::{RouterKind, SplitMix64};
+pub use simulation::{simulate, SimulationConfig, SimulationOutput};
+pub use workload::Workload;

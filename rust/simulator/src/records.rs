@@ -1,0 +1,153 @@
+//! What a simulation records, as columns (cheap to hand to Python as flat buffers).
+
+use scheduler::FinishReason;
+
+use crate::cost_model::IterationTime;
+use crate::workload::Workload;
+
+/// Per request: where it ran, when every output token arrived, how it ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestRecords {
+    /// Replica the router chose.
+    pub replica: Vec<u32>,
+    /// Request `i`'s token times are `token_times[token_offsets[i]..][..num_tokens[i]]`.
+    pub token_offsets: Vec<u64>,
+    pub num_tokens: Vec<u32>,
+    /// Absolute time of every output token, the first one included.
+    pub token_times: Vec<f64>,
+    /// When the scheduler first admitted it; NaN if never.
+    pub first_scheduled_s: Vec<f64>,
+    /// When it left the scheduler; NaN if it never did.
+    pub finished_s: Vec<f64>,
+    /// 0 = did not finish, 1 = length (its output length or a cap), 2 = stop, 3 = aborted.
+    pub finish_reason: Vec<u8>,
+    pub num_preemptions: Vec<u32>,
+    /// Requests the replica refused, with the reason.
+    pub rejections: Vec<(u32, String)>,
+}
+
+impl RequestRecords {
+    pub fn new(workload: &Workload) -> Self {
+        let n = workload.len();
+        let mut token_offsets = Vec::with_capacity(n + 1);
+        let mut offset = 0u64;
+        token_offsets.push(0);
+        for &count in &workload.num_output_tokens {
+            offset += u64::from(count);
+            token_offsets.push(offset);
+        }
+        RequestRecords {
+            replica: vec![u32::MAX; n],
+            token_offsets,
+            num_tokens: vec![0; n],
+            token_times: vec![f64::NAN; offset as usize],
+            first_scheduled_s: vec![f64::NAN; n],
+            finished_s: vec![f64::NAN; n],
+            finish_reason: vec![0; n],
+            num_preemptions: vec![0; n],
+            rejections: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub fn record_token(&mut self, request: usize, time: f64) {
+        let index = self.token_offsets[request] + u64::from(self.num_tokens[request]);
+        // A request can only produce as many tokens as it asked for.
+        if index < self.token_offsets[request + 1] {
+            self.token_times[index as usize] = time;
+            self.num_tokens[request] += 1;
+        }
+    }
+
+    pub fn record_finish(&mut self, finished: &scheduler::FinishedRequest, time: f64) {
+        let request = finished.id as usize;
+        self.finished_s[request] = time;
+        self.first_scheduled_s[request] = finished.first_scheduled_at.unwrap_or(f64::NAN);
+        self.num_preemptions[request] = finished.num_preemptions;
+        self.finish_reason[request] = match finished.reason {
+            FinishReason::Length => 1,
+            FinishReason::Stop => 2,
+            FinishReason::Aborted => 3,
+        };
+    }
+
+    pub fn num_finished(&self) -> usize {
+        self.finish_reason.iter().filter(|&&r| r != 0).count()
+    }
+}
+
+/// Per iteration (one scheduled batch on one replica).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IterationRecords {
+    pub replica: Vec<u32>,
+    /// When the batch was scheduled.
+    pub start_s: Vec<f64>,
+    /// When its last stage and output processing finished (its tokens' time).
+    pub end_s: Vec<f64>,
+    pub num_seqs: Vec<u32>,
+    pub num_prefill_seqs: Vec<u32>,
+    pub num_prefill_tokens: Vec<u32>,
+    pub num_decode_tokens: Vec<u32>,
+    /// Tokens sampled (requests that produce a token this iteration).
+    pub num_sampled: Vec<u32>,
+    /// Sum over the batch's decodes of their context length.
+    pub decode_context_tokens: Vec<u64>,
+    pub num_preempted: Vec<u32>,
+    /// KV blocks held after scheduling.
+    pub num_blocks_used: Vec<u32>,
+    /// Requests waiting and running on the replica right after scheduling.
+    pub num_waiting: Vec<u32>,
+    pub num_running: Vec<u32>,
+    /// GPU time of all stages back to back.
+    pub forward_s: Vec<f32>,
+    pub attention_s: Vec<f32>,
+    pub communication_s: Vec<f32>,
+    pub cpu_s: Vec<f32>,
+    /// One layer's attention work on one GPU.
+    pub attention_flops: Vec<f32>,
+    pub attention_bytes: Vec<f32>,
+}
+
+/// A replica's state when a batch was scheduled.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaSnapshot {
+    pub replica: u32,
+    pub num_blocks_used: u32,
+    pub num_waiting: u32,
+    pub num_running: u32,
+    pub num_preempted: u32,
+}
+
+impl IterationRecords {
+    pub fn len(&self) -> usize {
+        self.start_s.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start_s.is_empty()
+    }
+
+    pub fn push(&mut self, at: ReplicaSnapshot, start: f64, end: f64, time: &IterationTime) {
+        self.replica.push(at.replica);
+        self.start_s.push(start);
+        self.end_s.push(end);
+        self.num_seqs.push(time.num_seqs);
+        self.num_prefill_seqs.push(time.attention_work.num_prefills);
+        let num_decodes = time.attention_work.num_decodes;
+        self.num_prefill_tokens.push(time.num_tokens - num_decodes);
+        self.num_decode_tokens.push(num_decodes);
+        self.num_sampled.push(time.num_sampled);
+        self.decode_context_tokens.push(time.decode_context_tokens);
+        self.num_preempted.push(at.num_preempted);
+        self.num_blocks_used.push(at.num_blocks_used);
+        self.num_waiting.push(at.num_waiting);
+        self.num_running.push(at.num_running);
+        self.forward_s.push(time.forward_s() as f32);
+        self.attention_s.push(time.attention_s as f32);
+        self.communication_s.push(time.communication_s as f32);
+        self.cpu_s.push(time.cpu_s() as f32);
+        let work = time.attention_work.total();
+        self.attention_flops.push(work.flops as f32);
+        self.attention_bytes.push(work.bytes as f32);
+    }
+}

@@ -1,0 +1,129 @@
+use crate::error::{Result, SimulatorError};
+
+/// How the global scheduler picks a replica for each arriving request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterKind {
+    RoundRobin,
+    /// The replica with the fewest requests added and not yet finished (lowest id on ties).
+    LeastOutstanding,
+    /// Uniformly at random from a seeded generator.
+    Random,
+}
+
+impl RouterKind {
+    pub const ALL: [RouterKind; 3] = [
+        RouterKind::RoundRobin,
+        RouterKind::LeastOutstanding,
+        RouterKind::Random,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::RoundRobin => "round_robin",
+            RouterKind::LeastOutstanding => "least_outstanding",
+            RouterKind::Random => "random",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<RouterKind> {
+        RouterKind::ALL
+            .into_iter()
+            .find(|router| router.name() == name)
+            .ok_or_else(|| {
+                let known: Vec<_> = RouterKind::ALL.iter().map(|r| r.name()).collect();
+                SimulatorError::InvalidCostModel(format!(
+                    "unknown router {name:?}; expected one of {}",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+/// SplitMix64: a tiny generator whose output depends only on the seed, on every platform.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound` (Lemire's multiply-shift; the bias is below 2^-32 for small bounds).
+    pub fn below(&mut self, bound: u32) -> u32 {
+        (((self.next_u64() >> 32) * u64::from(bound)) >> 32) as u32
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Router {
+    kind: RouterKind,
+    next: u32,
+    rng: SplitMix64,
+}
+
+impl Router {
+    pub fn new(kind: RouterKind, seed: u64) -> Self {
+        Router {
+            kind,
+            next: 0,
+            rng: SplitMix64::new(seed),
+        }
+    }
+
+    /// `outstanding[i]` is replica i's number of unfinished requests.
+    pub fn pick(&mut self, outstanding: &[u32]) -> u32 {
+        let num_replicas = outstanding.len() as u32;
+        match self.kind {
+            RouterKind::RoundRobin => {
+                let replica = self.next;
+                self.next = (self.next + 1) % num_replicas;
+                replica
+            }
+            RouterKind::LeastOutstanding => outstanding
+                .iter()
+                .enumerate()
+                .min_by_key(|&(index, &count)| (count, index))
+                .map_or(0, |(index, _)| index as u32),
+            RouterKind::Random => self.rng.below(num_replicas),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_cycles_from_replica_zero() {
+        let mut router = Router::new(RouterKind::RoundRobin, 0);
+        let picks: Vec<_> = (0..5).map(|_| router.pick(&[0, 0, 0])).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1]);
+    }
+
+    #[test]
+    fn least_outstanding_takes_the_lowest_id_on_ties() {
+        let mut router = Router::new(RouterKind::LeastOutstanding, 0);
+        assert_eq!(router.pick(&[3, 1, 1, 2]), 1);
+        assert_eq!(router.pick(&[0, 0]), 0);
+    }
+
+    #[test]
+    fn random_is_seeded_and_covers_every_replica() {
+        let picks = |seed| {
+            let mut router = Router::new(RouterKind::Random, seed);
+            (0..1000).map(|_| router.pick(&[0; 4])).collect::<Vec<_>>()
+        };
+        assert_eq!(picks(7), picks(7));
+        assert_ne!(picks(7), picks(8));
+        let counts = (0..4).map(|r| picks(7).iter().filter(|&&p| p == r).count());
+        assert!(counts.into_iter().all(|count| (200..300).contains(&count)));
+    }
+}

@@ -1,0 +1,177 @@
+//! The event loop: arrivals go through the global router to a replica's scheduler; each replica
+//! schedules a batch whenever its first pipeline stage is free, and the batch's tokens come out
+//! when its predicted time has passed.
+
+use scheduler::{NewRequest, SchedulerConfig};
+
+use crate::cost_model::CostModel;
+use crate::error::{Result, SimulatorError};
+use crate::event_queue::{EventKind, EventQueue};
+use crate::records::{IterationRecords, RequestRecords};
+use crate::replica::Replica;
+use crate::router::{Router, RouterKind};
+use crate::workload::Workload;
+
+/// The deployment around the replicas: how many, how requests are routed, what to record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulationConfig {
+    pub num_replicas: u32,
+    pub router: RouterKind,
+    /// Seeds the random router; nothing else in a simulation is random.
+    pub seed: u64,
+    /// Per-iteration records cost memory on long runs; request records are always kept.
+    pub record_iterations: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulationOutput {
+    pub requests: RequestRecords,
+    pub iterations: IterationRecords,
+    pub num_iterations: u64,
+    /// When the last event happened.
+    pub end_s: f64,
+}
+
+/// Runs the workload on `num_replicas` identical replicas, each scheduling with
+/// `scheduler_config` (its `max_batches_in_flight` becomes the cost model's stage count).
+pub fn simulate(
+    config: &SimulationConfig,
+    scheduler_config: &SchedulerConfig,
+    cost: &CostModel,
+    workload: &Workload,
+) -> Result<SimulationOutput> {
+    if config.num_replicas == 0 {
+        return Err(SimulatorError::InvalidCostModel(
+            "a deployment needs at least one replica".into(),
+        ));
+    }
+    let replicas = (0..config.num_replicas)
+        .map(|id| Replica::new(id, scheduler_config, cost.num_stages()))
+        .collect::<Result<Vec<_>>>()?;
+    let simulation = Simulation {
+        cost,
+        workload,
+        replicas,
+        router: Router::new(config.router, config.seed),
+        events: EventQueue::default(),
+        requests: RequestRecords::new(workload),
+        iterations: IterationRecords::default(),
+        record_iterations: config.record_iterations,
+        outstanding: vec![0; config.num_replicas as usize],
+        num_iterations: 0,
+    };
+    simulation.run()
+}
+
+struct Simulation<'a> {
+    cost: &'a CostModel,
+    workload: &'a Workload,
+    replicas: Vec<Replica>,
+    router: Router,
+    events: EventQueue,
+    requests: RequestRecords,
+    iterations: IterationRecords,
+    record_iterations: bool,
+    /// Unfinished requests per replica, as the router sees them.
+    outstanding: Vec<u32>,
+    num_iterations: u64,
+}
+
+impl Simulation<'_> {
+    fn run(mut self) -> Result<SimulationOutput> {
+        if !self.workload.is_empty() {
+            self.events.push(
+                self.workload.arrival_times[0],
+                EventKind::Arrival { request: 0 },
+            );
+        }
+        let mut end_s = 0.0;
+        while let Some((now, event)) = self.events.pop() {
+            end_s = now;
+            match event {
+                EventKind::Arrival { request } => self.arrive(request, now),
+                EventKind::Completion { replica } => self.complete(replica, now)?,
+                EventKind::TrySchedule { replica } => self.try_schedule(replica, now)?,
+            }
+        }
+        Ok(SimulationOutput {
+            requests: self.requests,
+            iterations: self.iterations,
+            num_iterations: self.num_iterations,
+            end_s,
+        })
+    }
+
+    fn arrive(&mut self, request: u32, now: f64) {
+        let index = request as usize;
+        if index + 1 < self.workload.len() {
+            self.events.push(
+                self.workload.arrival_times[index + 1],
+                EventKind::Arrival {
+                    request: request + 1,
+                },
+            );
+        }
+        let replica = self.router.pick(&self.outstanding);
+        self.requests.replica[index] = replica;
+        let new = NewRequest {
+            arrival_time: now,
+            ..NewRequest::with_lengths(
+                u64::from(request),
+                self.workload.num_prompt_tokens[index],
+                self.workload.num_output_tokens[index],
+            )
+        };
+        let target = &mut self.replicas[replica as usize];
+        match target.scheduler_mut().add(new) {
+            Ok(()) => {
+                self.outstanding[replica as usize] += 1;
+                self.request_schedule(replica, now);
+            }
+            Err(error) => self.requests.rejections.push((request, error.to_string())),
+        }
+    }
+
+    fn complete(&mut self, replica: u32, now: f64) -> Result<()> {
+        let requests = &mut self.requests;
+        let finished = self.replicas[replica as usize]
+            .complete_oldest(|id| requests.record_token(id as usize, now))?;
+        for request in &finished {
+            requests.record_finish(request, now);
+        }
+        self.outstanding[replica as usize] -= finished.len() as u32;
+        self.request_schedule(replica, now);
+        Ok(())
+    }
+
+    fn try_schedule(&mut self, replica: u32, now: f64) -> Result<()> {
+        let target = &mut self.replicas[replica as usize];
+        target.is_schedule_pending = false;
+        let Some(started) = target.try_start(now, self.cost)? else {
+            return Ok(());
+        };
+        self.num_iterations += 1;
+        self.events
+            .push(started.completion_s, EventKind::Completion { replica });
+        if self.cost.num_stages() > 1 {
+            target.is_schedule_pending = true;
+            self.events.push(
+                started.first_stage_free_s,
+                EventKind::TrySchedule { replica },
+            );
+        }
+        if self.record_iterations {
+            self.iterations
+                .push(started.snapshot, now, started.completion_s, &started.time);
+        }
+        Ok(())
+    }
+
+    fn request_schedule(&mut self, replica: u32, now: f64) {
+        let target = &mut self.replicas[replica as usize];
+        if !target.is_schedule_pending {
+            target.is_schedule_pending = true;
+            self.events.push(now, EventKind::TrySchedule { replica });
+        }
+    }
+}

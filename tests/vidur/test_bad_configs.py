@@ -1,0 +1,123 @@
+"""Deployments that cannot exist, and malformed inputs, fail with a specific error that says why."""
+
+import numpy as np
+import pytest
+
+from vidur import (
+    DeploymentConfig,
+    DeploymentError,
+    InvalidCostModelError,
+    InvalidWorkloadError,
+    ModelDoesNotFitError,
+    OperatorPredictor,
+    ParallelismError,
+    ReplicaConfig,
+    ReplicaSchedulerConfig,
+    SchedulerConfigError,
+    Simulator,
+    UnknownGpuError,
+    UnknownModelError,
+    Workload,
+    get_model,
+    load_config,
+    plan_deployment,
+)
+from vidur import _simulator
+
+
+def plan(predictor: OperatorPredictor, **replica: object) -> object:
+    return plan_deployment(DeploymentConfig(replica=ReplicaConfig(**replica)), predictor)  # type: ignore[arg-type]
+
+
+def test_tensor_parallel_that_does_not_divide_the_heads(predictor: OperatorPredictor) -> None:
+    with pytest.raises(
+        ParallelismError, match="tensor_parallel=3 does not divide meta-llama/Llama-2-7b-hf's 32 attention heads"
+    ):
+        plan(predictor, tensor_parallel=3)
+    with pytest.raises(ParallelismError, match="pipeline_parallel=3 does not divide .* 32 layers"):
+        plan(predictor, pipeline_parallel=3)
+
+
+def test_a_model_that_does_not_fit(predictor: OperatorPredictor) -> None:
+    with pytest.raises(
+        ModelDoesNotFitError,
+        match=r"Llama-2-70b-hf does not fit on a100 at TP=1, PP=1: each GPU needs 128\.\d GiB of weights",
+    ):
+        plan(predictor, model="llama-2-70b", gpu="a100")
+    # Weights fit on two GPUs but leave too little room for one full-length request.
+    with pytest.raises(ModelDoesNotFitError, match="fewer than one request of max_model_len"):
+        plan(predictor, model="llama-2-70b", gpu="a100", tensor_parallel=2, memory_utilization=0.81)
+
+
+def test_unknown_gpu_and_model(predictor: OperatorPredictor) -> None:
+    with pytest.raises(UnknownGpuError, match="unknown GPU 'b200'; known GPUs: a100, a100_40gb, a10g, a40, h100"):
+        plan(predictor, gpu="b200")
+    with pytest.raises(UnknownModelError, match="unknown model 'gpt-5'"):
+        get_model("gpt-5")
+
+
+def test_scheduler_knobs_the_scheduler_rejects(predictor: OperatorPredictor) -> None:
+    config = DeploymentConfig(scheduler=ReplicaSchedulerConfig(chunk_size=64, max_num_seqs=128))
+    with pytest.raises(DeploymentError, match=r"token_budget \(64\) must be at least max_num_seqs \(128\)"):
+        plan_deployment(config, predictor)
+    with pytest.raises(DeploymentError, match="unknown scheduler policy 'fifo'"):
+        ReplicaSchedulerConfig(policy="fifo")
+    with pytest.raises(SchedulerConfigError, match="watermark must be in"):
+        _simulator.SchedulerConfig(watermark=1.5)
+
+
+def test_malformed_workloads_are_refused_by_the_simulator(llama7b_h100: Simulator) -> None:
+    def workload(arrivals: list[float], prompts: list[int], outputs: list[int]) -> Workload:
+        n = len(arrivals)
+        return Workload(np.arange(n), np.array(arrivals), np.array(prompts), np.array(outputs), np.zeros(n, dtype=bool))
+
+    with pytest.raises(InvalidWorkloadError, match="arrival times must be sorted"):
+        llama7b_h100.run(workload([1.0, 0.5], [10, 10], [1, 1]))
+    with pytest.raises(InvalidWorkloadError, match="request 1 asks for no output tokens"):
+        llama7b_h100.run(workload([0.0, 0.5], [10, 10], [1, 0]))
+    with pytest.raises(InvalidWorkloadError, match=r"num_prompt_tokens\[0\] must be in 0..=4294967295"):
+        llama7b_h100.run(workload([0.0], [-3], [1]))
+    with pytest.raises(ValueError, match="workload column arrival_s has 1 entries, expected 2"):
+        Workload(np.arange(2), np.zeros(1), np.ones(2), np.ones(2), np.zeros(2, dtype=bool))
+
+
+def test_a_request_too_long_for_the_replica_fails_alone(llama7b_h100: Simulator) -> None:
+    from metron.deadlines import DeadlineConfig
+
+    workload = Workload(np.arange(2), np.zeros(2), np.array([5000, 100]), np.array([4, 4]), np.zeros(2, dtype=bool))
+    records = llama7b_h100.run(workload).records(DeadlineConfig())
+    assert records[0].outcome == "error" and "max_model_len" in (records[0].error or "")
+    assert records[1].outcome == "finished"
+
+
+def test_bad_cost_model_parts_raise_cost_model_errors() -> None:
+    with pytest.raises(InvalidCostModelError, match="knots must be strictly increasing"):
+        _simulator.Curve([2.0, 1.0], [1.0, 1.0], 0.0)
+    with pytest.raises(InvalidCostModelError, match="positive finite rates"):
+        _simulator.Roofline(0.0, 1.0, 0.0)
+    with pytest.raises(InvalidCostModelError, match='unknown operator placement "middle"'):
+        _simulator.OperatorTerm("x", _simulator.Curve([1.0], [1.0], 0.0), placement="middle")
+    with pytest.raises(InvalidCostModelError, match="num_q_heads must be in"):
+        roofline = _simulator.Roofline(1.0, 1.0, 0.0)
+        _simulator.AttentionModel(
+            num_q_heads=-1,
+            num_kv_heads=1,
+            head_dim=1,
+            dtype_bytes=2,
+            prefill=roofline,
+            decode=roofline,
+            kv_save=roofline,
+        )
+
+
+def test_config_files_name_unknown_keys(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "bad.toml"
+    path.write_text('[replica]\ngpus = "h100"\n')
+    with pytest.raises(ValueError, match=r"\[replica\]: unknown key\(s\) gpus; known keys: gpu, gpu_price_per_hour"):
+        load_config(path, [])
+    with pytest.raises(ValueError, match="unknown section 'replicas'"):
+        load_config(None, ["replicas.gpu=a100"])
+    with pytest.raises(ValueError, match=r"\[replica\].tensor_parallel must be a int, got 'two'"):
+        load_config(None, ["replica.tensor_parallel=two"])

@@ -1,0 +1,132 @@
+"""The `vidur` command end to end: config files (TOML and YAML) with overrides, outputs, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+from metron.run_format import read_run
+
+from vidur.cli import main
+
+TOML = """
+[replica]
+model = "llama-3-8b"
+gpu = "a100"
+
+[scheduler]
+policy = "sarathi"
+chunk_size = 256
+
+[workload]
+num_requests = 80
+seed = 3
+
+[workload.arrivals]
+kind = "trace"
+trace_path = "splitwise_code.csv"
+rate_scale = 2.0
+
+[workload.lengths]
+kind = "trace"
+trace_path = "splitwise_code.csv"
+shuffle = false
+
+[deadlines]
+tbt_s = 0.05
+
+[slo]
+kind = "deadline"
+
+[output]
+trace_max_iterations = 100
+plots = false
+"""
+
+YAML = """
+replica: {model: phi-2, gpu: a40}
+cluster: {num_replicas: 2, router: least_outstanding}
+workload:
+  num_requests: 40
+  arrivals: {kind: poisson, rate: 3.0}
+  lengths: {kind: uniform, prompt_tokens: 600, output_tokens: 40}
+output: {plots: false}
+"""
+
+
+def test_simulate_from_a_toml_file_with_overrides(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(TOML)
+    out = tmp_path / "out"
+    code = main(
+        [
+            "simulate",
+            "--config",
+            str(config),
+            "--data-dir",
+            str(data_dir),
+            "--output-dir",
+            str(out),
+            "--set",
+            "cluster.seed=9",
+            "--gpu",
+            "h100",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "meta-llama/Meta-Llama-3-8B on 1 x 1 h100 (sarathi): 80 requests" in printed
+    run = read_run(out)
+    deployment = run.config["deployment"]
+    assert deployment["gpu"] == "h100" and deployment["token_budget"] == 256  # type: ignore[index]
+    assert deployment["config"]["cluster"]["seed"] == 9  # type: ignore[index]
+    assert len(run.records) == 80 and run.metrics["num_finished"] == 80
+    # The recorded splitwise_code prompts, in order (clipped to the context length).
+    assert run.records[0].prompt_tokens == 4808
+    simulation = json.loads((out / "simulation.json").read_text())
+    assert simulation["trace_iterations_written"] == 100
+    assert not (out / "latencies.png").exists()
+
+
+def test_simulate_from_yaml_with_two_replicas(data_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(YAML)
+    assert (
+        main(["simulate", "--config", str(config), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o")])
+        == 0
+    )
+    records = read_run(tmp_path / "o").records
+    assert len(records) == 40 and all(r.finished for r in records)
+
+
+def test_search_prints_the_best_and_writes_the_frontier(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["search", "--data-dir", str(data_dir), "--output-dir", str(tmp_path), "--workers", "1", "--no-progress"]
+    args += ["--set", "search.gpus=[h100]", "--set", "search.tensor_parallel=[1]", "--set", "search.precision=0.25"]
+    args += ["--num-requests", "60", "--set", "workload.lengths.kind=uniform", "--set", "search.initial_qps=8"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "best: h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128" in printed
+    document = json.loads((tmp_path / "search.json").read_text())
+    assert document["best"]["capacity_qps"] > 0 and document["frontier"] == [document["best"]["name"]]
+
+
+def test_errors_exit_with_a_message(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--data-dir", str(data_dir), "--gpu", "tpu"]) == 2
+    assert "vidur: error: unknown GPU 'tpu'" in capsys.readouterr().err
+    assert main(["simulate", "--data-dir", str(data_dir), "--tp", "5"]) == 2
+    assert "tensor_parallel=5 does not divide" in capsys.readouterr().err
+    assert main(["simulate", "--data-dir", str(data_dir), "--trace", "missing.csv"]) == 2
+    assert "trace 'missing.csv' not found" in capsys.readouterr().err
+
+
+def test_predictor_and_catalogue_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["predictor", "--data-dir", str(data_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["interpolation"]["layer_mape"] < 0.05
+    assert set(report["roofline_leave_one_model_out"]) == {"a100", "a40", "h100"}
+    assert main(["catalogue"]) == 0
+    listing = capsys.readouterr().out
+    assert "mistralai/Mistral-7B-v0.1" in listing and "h200" in listing

@@ -1,0 +1,166 @@
+"""Runs small enough to check by hand: an idle replica's one request, and one batch's time
+rebuilt operator by operator from the predictor's own curves."""
+
+import numpy as np
+import pytest
+from metron.deadlines import DeadlineConfig
+
+from vidur import (
+    ClusterConfig,
+    Deployment,
+    DeploymentConfig,
+    OperatorPredictor,
+    ReplicaConfig,
+    Simulator,
+    Workload,
+    plan_deployment,
+)
+from vidur.curves import FittedRoofline
+
+Entry = tuple[int, int, bool, bool]
+
+
+def _roofline(r: FittedRoofline, flops: float, bytes_moved: float) -> float:
+    return r.overhead_s + max(flops / r.flops_per_s, bytes_moved / r.bytes_per_s)
+
+
+def expected_iteration_s(deployment: Deployment, batch: list[Entry]) -> dict[str, float]:
+    """The batch's time rebuilt here from the operator curves and the attention formulas of the
+    README, independently of the Rust cost model."""
+    spec = deployment.cost_model
+    stages = spec.num_stages
+    tokens = sum(entry[0] for entry in batch)
+    sampled = sum(entry[3] for entry in batch)
+    stage_s = np.zeros(stages)
+    communication = 0.0
+    for op in spec.operators:
+        seconds = op.repeat * float(op.curve(tokens if op.input == "tokens" else sampled))
+        on = {
+            "every_stage": list(range(stages)),
+            "first_stage": [0],
+            "last_stage": [stages - 1],
+            "between_stages": list(range(stages - 1)),
+        }[op.placement]
+        stage_s[on] += seconds
+        if op.kind == "communication":
+            communication += seconds * len(on)
+    a = spec.attention
+    h, kv, d, b = a.num_q_heads, a.num_kv_heads, a.head_dim, a.dtype_bytes
+    prefill_flops = prefill_bytes = 0.0
+    decode_context = num_decodes = num_prefills = 0
+    for num_tokens, context, is_prefill, _ in batch:
+        if is_prefill:
+            pairs = num_tokens * context + num_tokens * (num_tokens + 1) / 2
+            prefill_flops += 4 * h * d * pairs
+            prefill_bytes += b * d * (2 * h * num_tokens + 2 * kv * (context + num_tokens))
+            num_prefills += 1
+        else:
+            decode_context += context + 1
+            num_decodes += 1
+    layer = _roofline(a.kv_save, 0.0, 4 * kv * d * b * tokens)
+    if num_prefills:
+        layer += _roofline(a.prefill, prefill_flops, prefill_bytes)
+    if num_decodes:
+        layer += _roofline(
+            a.decode, 4 * h * d * decode_context, b * d * (2 * kv * decode_context + 2 * h * num_decodes)
+        )
+    stage_s += spec.layers_per_stage * layer
+    cpu = spec.cpu_overheads
+    seqs = len(batch)
+    before = sum(base + per * seqs for base, per in (cpu.schedule, cpu.prepare_inputs))
+    after = sum(base + per * seqs for base, per in (cpu.sample, cpu.process_outputs))
+    return {
+        "latency_s": before + float(stage_s.sum()) + after,
+        "attention_s": spec.layers_per_stage * layer * stages,
+        "communication_s": communication,
+    }
+
+
+def one_request(prompt: int, output: int, arrival: float = 2.5) -> Workload:
+    return Workload(
+        ids=np.array([0]),
+        arrival_s=np.array([arrival]),
+        prompt_tokens=np.array([prompt]),
+        output_tokens=np.array([output]),
+        warmup=np.array([False]),
+    )
+
+
+def test_one_request_on_an_idle_replica_gets_predicted_prefill_then_decode_times(llama7b_h100: Simulator) -> None:
+    prompt, output, arrival = 300, 6, 2.5
+    result = llama7b_h100.run(one_request(prompt, output, arrival))
+    record = result.records(DeadlineConfig())[0]
+    cost = llama7b_h100.cost_model
+    prefill = cost.predict([(prompt, 0, True, True)]).latency_s
+    assert record.ttft_s == pytest.approx(prefill, rel=1e-12)
+    decodes = [cost.predict([(1, prompt + k - 1, False, True)]).latency_s for k in range(1, output)]
+    assert record.tbt_s == pytest.approx(decodes, rel=1e-9)
+    assert record.output_tokens == output and record.finished
+    assert record.scheduling_delay_s == 0.0
+
+
+def test_a_prompt_longer_than_the_chunk_is_prefilled_in_chunks(llama7b_h100: Simulator) -> None:
+    result = llama7b_h100.run(one_request(1300, 2, 0.0))
+    cost = llama7b_h100.cost_model
+    chunks = [(512, 0, True, False), (512, 512, True, False), (276, 1024, True, True)]
+    expected = sum(cost.predict([chunk]).latency_s for chunk in chunks)
+    assert result.token_times(0)[0] == pytest.approx(expected, rel=1e-12)
+    assert result.iterations["num_prefill_tokens"].tolist() == [512, 512, 276, 0]
+
+
+BATCH: list[Entry] = [
+    (1, 700, False, True),
+    (1, 1500, False, True),
+    (1, 33, False, True),
+    (200, 0, True, False),
+    (120, 400, True, True),
+]
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 2), (4, 1)])
+def test_a_batch_costs_the_sum_of_its_operator_predictions(predictor: OperatorPredictor, tp: int, pp: int) -> None:
+    config = DeploymentConfig(replica=ReplicaConfig(gpu="a100", tensor_parallel=tp, pipeline_parallel=pp))
+    deployment = plan_deployment(config, predictor)
+    prediction = deployment.cost_model.build().predict(BATCH)
+    expected = expected_iteration_s(deployment, BATCH)
+    assert prediction.latency_s == pytest.approx(expected["latency_s"], rel=1e-9)
+    assert prediction.attention_s == pytest.approx(expected["attention_s"], rel=1e-9)
+    assert prediction.communication_s == pytest.approx(expected["communication_s"], rel=1e-9, abs=1e-15)
+    names = {op.name for op in deployment.cost_model.operators}
+    assert ("all_reduce" in names) == (tp > 1) and ("send_recv" in names) == (pp > 1)
+
+
+def test_pipeline_stages_overlap_so_throughput_beats_one_pass_per_iteration(predictor: OperatorPredictor) -> None:
+    workload = Workload(
+        ids=np.arange(64),
+        arrival_s=np.zeros(64),
+        prompt_tokens=np.full(64, 64),
+        output_tokens=np.full(64, 200),
+        warmup=np.zeros(64, dtype=bool),
+    )
+    spans = {}
+    for pp in (1, 4):
+        config = DeploymentConfig(
+            replica=ReplicaConfig(model="llama-2-70b", gpu="a100", tensor_parallel=2, pipeline_parallel=pp)
+        )
+        result = Simulator(plan_deployment(config, predictor)).run(workload)
+        it = result.iterations
+        overlapping = [(it["end_s"][:i] > start).sum() for i, start in enumerate(it["start_s"])]
+        assert max(overlapping) <= pp - 1
+        spans[pp] = result.end_s
+    # Four stages of 20 layers each, overlapped, finish far sooner than one pass per batch would.
+    assert spans[4] < spans[1]
+
+
+def test_replicas_split_the_load_and_ids_start_at_zero(predictor: OperatorPredictor) -> None:
+    config = DeploymentConfig(cluster=ClusterConfig(num_replicas=3, router="round_robin"))
+    workload = Workload(
+        ids=np.arange(9),
+        arrival_s=np.arange(9) * 0.01,
+        prompt_tokens=np.full(9, 100),
+        output_tokens=np.full(9, 5),
+        warmup=np.zeros(9, dtype=bool),
+    )
+    result = Simulator(plan_deployment(config, predictor)).run(workload)
+    assert result.requests["replica"].tolist() == [0, 1, 2] * 3
+    assert sorted(set(result.iterations["replica"].tolist())) == [0, 1, 2]

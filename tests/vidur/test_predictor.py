@@ -1,0 +1,105 @@
+"""The predictor interpolates profiled points, extrapolates the way hardware behaves, transfers
+to unprofiled shapes and GPUs through fitted rooflines, and reports its held-out error."""
+
+import numpy as np
+import pytest
+
+from vidur import OperatorPredictor, get_gpu, get_model
+from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, non_decreasing
+from vidur.operator_work import layer_shape
+from vidur.validation import interpolation_error, roofline_transfer_error
+
+
+def test_non_decreasing_is_the_least_squares_monotone_fit() -> None:
+    assert non_decreasing(np.array([1.0, 3.0, 2.0, 4.0])).tolist() == [1.0, 2.5, 2.5, 4.0]
+    assert non_decreasing(np.array([5.0, 1.0, 1.0])).tolist() == pytest.approx([7 / 3] * 3)
+
+
+def test_curve_semantics_match_the_rust_curve() -> None:
+    curve = CurveData((1.0, 10.0, 20.0), (2.0, 5.0, 6.0), 0.5)
+    rust = curve.to_rust()
+    for x in (0.0, 1.0, 4.0, 10.0, 15.0, 20.0, 40.0):
+        assert float(curve(x)) == pytest.approx(rust(x), rel=1e-15)
+    assert curve.scaled_x(2.0)(20.0) == pytest.approx(curve(40.0))
+
+
+def test_profiled_operators_interpolate_and_extrapolate_linearly(predictor: OperatorPredictor) -> None:
+    gpu, model = get_gpu("h100"), get_model("llama-2-7b")
+    series = predictor.profiles.compute[("h100", layer_shape(model))].series[("mlp_up_proj", 1)]
+    predicted = predictor.operator_curve(gpu, model, "mlp_up_proj", 1, 4096)
+    assert predicted.source == "profile h100/meta-llama/Llama-2-7b-hf tp=1"
+    assert np.mean(np.abs(predicted.curve(series.x) / series.time_s - 1)) < 0.02
+    # Past the largest profiled count (4096) time keeps growing linearly, it does not go flat.
+    at_4k, at_8k, at_16k = (float(predicted.curve(n)) for n in (4096, 8192, 16384))
+    assert at_8k == pytest.approx(2 * at_4k, rel=0.15)
+    assert at_16k - at_8k == pytest.approx(2 * (at_8k - at_4k), rel=1e-9)
+
+
+def test_unprofiled_shapes_and_gpus_use_rooflines_that_follow_the_hardware(predictor: OperatorPredictor) -> None:
+    mistral = get_model("mistral-7b")
+    on_h100 = predictor.operator_curve(get_gpu("h100"), mistral, "mlp_down_proj", 1, 4096)
+    on_h200 = predictor.operator_curve(get_gpu("h200"), mistral, "mlp_down_proj", 1, 4096)
+    assert on_h100.source == "roofline fitted on h100 profiles"
+    assert on_h200.source == "roofline fitted on h100 profiles, scaled to h200's peaks"
+    # Decode-sized GEMMs are memory-bound: the H200's 4.8 TB/s beats the H100's 3.35 TB/s by
+    # that ratio; large ones are compute-bound and the two chips (same FLOP/s) tie.
+    assert float(on_h100.curve(8)) / float(on_h200.curve(8)) == pytest.approx(4.8 / 3.35, rel=0.1)
+    assert float(on_h100.curve(4096)) == pytest.approx(float(on_h200.curve(4096)), rel=0.02)
+    # Mistral's MLP (14336) is Llama-3-8B's shape: the a100 table of Llama-3-8B serves it directly.
+    assert predictor.operator_curve(get_gpu("a100"), mistral, "mlp_down_proj", 1, 4096).source.startswith(
+        "profile a100/meta-llama/Meta-Llama-3-8B"
+    )
+
+
+def test_attention_prefill_grows_quadratically_and_decode_with_the_kv_read(llama7b_h100: object) -> None:
+    cost = llama7b_h100.cost_model  # type: ignore[attr-defined]
+    attention = cost.attention
+    f1, _ = attention.prefill_work(1024, 0)
+    f2, _ = attention.prefill_work(2048, 0)
+    assert f2 / f1 == pytest.approx(4.0, rel=0.01)
+    _, b1 = attention.decode_work(1, 1000)
+    _, b2 = attention.decode_work(1, 2000)
+    assert b2 / b1 == pytest.approx(2.0, rel=0.01)
+    # 16x the FLOPs for 4x the chunk; the kernel's launch overhead keeps the ratio a bit lower.
+    kernel = attention.prefill
+    assert kernel.time(*attention.prefill_work(4096, 0)) > 8 * kernel.time(*attention.prefill_work(1024, 0))
+    # A chunk after a long context reads that context: later chunks of a prompt cost more.
+    assert kernel.time(*attention.prefill_work(512, 3584)) > 3 * kernel.time(*attention.prefill_work(512, 0))
+
+
+def test_held_out_error_is_small(predictor: OperatorPredictor) -> None:
+    interpolation = interpolation_error(predictor.profiles)
+    assert interpolation.num_layer_points > 1000
+    assert interpolation.layer_mape < 0.05
+    assert max(interpolation.operator_mape.values()) < 0.06
+    transfer = roofline_transfer_error(predictor.profiles)
+    assert set(transfer) == {"a100", "a40", "h100"}
+    assert all(report.layer_mape < 0.12 for report in transfer.values())
+
+
+def test_collectives_come_from_network_profiles_or_a_ring_model(predictor: OperatorPredictor) -> None:
+    profiled = predictor.collective_curve(get_gpu("h100"), "all_reduce", 4, 8192, 512)
+    assert profiled.source.startswith("profile h100_dgx/all_reduce workers=4")
+    modelled = predictor.collective_curve(get_gpu("a40"), "all_reduce", 2, 8192, 512)
+    assert modelled.source.startswith("ring model")
+    assert float(modelled.curve(512)) > float(modelled.curve(1))
+
+
+def test_fit_profile_curve_reproduces_clean_linear_data() -> None:
+    x = np.array([1.0, 64, 128, 256, 512])
+    y = 1e-5 + 2e-7 * x
+    curve = fit_profile_curve(x, y)
+    assert float(curve(1024)) == pytest.approx(1e-5 + 2e-7 * 1024, rel=1e-9)
+
+
+def test_roofline_fit_recovers_known_rates_from_noisy_times() -> None:
+    truth = FittedRoofline(overhead_s=8e-6, flops_per_s=4e14, bytes_per_s=1.5e12)
+    rng = np.random.default_rng(0)
+    tokens = np.geomspace(1, 8192, 60)
+    flops = 2 * tokens * 4096 * 11008
+    bytes_moved = 2 * (4096 * 11008 + tokens * (4096 + 11008))
+    times = truth.time(flops, bytes_moved) * rng.lognormal(0, 0.05, len(tokens))
+    fitted = fit_roofline(flops, bytes_moved, times)
+    assert fitted.flops_per_s == pytest.approx(truth.flops_per_s, rel=0.1)
+    assert fitted.bytes_per_s == pytest.approx(truth.bytes_per_s, rel=0.1)
+    assert truth.overhead_s / 2 < fitted.overhead_s < truth.overhead_s * 2

@@ -1,0 +1,75 @@
+"""`vidur profile` times the operators with PyTorch on this machine (here: the CPU, small) and
+writes tables the predictor reads like the public ones, attention included."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidur import get_gpu, get_model, train_predictor
+from vidur.cli import main
+from vidur.operator_work import layer_shape
+from vidur.predictor import attention_work
+from vidur.profiles import MLP_OPERATORS, read_attention_profile, read_compute_profile
+
+TINY_LLAMA = {
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 256,
+    "intermediate_size": 512,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 4,
+    "num_hidden_layers": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 2048,
+    "hidden_act": "silu",
+}
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("profiles")
+    (root / "tiny").mkdir()
+    (root / "tiny" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    # Labelled h100 so the predictor calibrates h100 attention with what was measured here.
+    args = ["profile", "--model", str(root / "tiny"), "--tp", "1", "2", "--num-tokens", "1", "16", "64", "256"]
+    args += ["--prefill-chunks", "32", "128", "512", "--prefill-contexts", "0", "512"]
+    args += ["--decode-batch-sizes", "1", "8", "--decode-contexts", "64", "1024"]
+    args += ["--repeats", "3", "--warmup", "1", "--device", "cpu", "--device-name", "h100", "--output-dir", str(root)]
+    assert main(args) == 0
+    return root
+
+
+def test_profiles_are_written_in_vidurs_table_format(profiled: Path) -> None:
+    folder = profiled / "compute" / "h100" / "local" / "tiny"
+    profile = read_compute_profile(folder / "mlp.csv", "h100", "local/tiny")
+    assert profile.shape == layer_shape(get_model(str(profiled / "tiny")))
+    assert profile.tensor_parallel_degrees == [1, 2]
+    for operator in MLP_OPERATORS:
+        series = profile.series[(operator, 1)]
+        assert series.x.tolist() == [1.0, 16.0, 64.0, 256.0]
+        assert np.all(series.time_s > 0)
+    samples = read_attention_profile(folder / "attention.csv")
+    kernels = {s.kernel for s in samples}
+    assert kernels == {"attn_prefill", "attn_decode", "attn_kv_cache_save"}
+    assert {s.n_q_head for s in samples} == {8, 4}
+
+
+def test_own_profiles_extend_the_public_ones_and_calibrate_attention(data_dir: Path, profiled: Path) -> None:
+    predictor = train_predictor([data_dir / "profiling", profiled])
+    tiny = get_model(str(profiled / "tiny"))
+    curve = predictor.operator_curve(get_gpu("h100"), tiny, "mlp_up_proj", 2, 512)
+    assert curve.source == "profile h100/local/tiny tp=2"
+    rooflines = predictor.attention_rooflines(get_gpu("h100"))
+    assert rooflines.source == "calibrated on h100 attention profiles"
+    # Timings on a shared CPU are too noisy to judge the fit here (test_predictor checks the
+    # fitter on known rooflines); the calibrated kernel must still grow with its work.
+    kernel = rooflines.prefill
+    small, large = (_attention_work_of(predictor, "attn_prefill", pick) for pick in (min, max))
+    assert kernel.time(*large) > kernel.time(*small)
+
+
+def _attention_work_of(predictor: object, kernel: str, pick: object) -> tuple[float, float]:
+    samples = [s for s in predictor.profiles.attention["h100"] if s.kernel == kernel]  # type: ignore[attr-defined]
+    works = [attention_work(s) for s in samples]
+    return pick(works, key=lambda w: w[0])  # type: ignore[operator,no-any-return]

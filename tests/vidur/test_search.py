@@ -1,0 +1,136 @@
+"""Capacity search: the expanding binary search, the cost frontier, and a real search over a small
+space run in worker processes, cached, and resumed."""
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from metron.arrivals import ArrivalConfig
+from metron.lengths import LengthConfig
+from metron.slo import SloConfig
+from metron.workload import WorkloadConfig
+
+from vidur import OperatorPredictor, VidurConfig
+from vidur.config import SearchConfig
+from vidur.search.capacity import Probe, find_capacity
+from vidur.search.report import format_table, write_search_results
+from vidur.search.runner import SearchPoint, best_point, pareto_frontier, run_search
+
+
+def threshold_probe(capacity: float, calls: list[float]) -> object:
+    def probe(qps: float) -> Probe:
+        calls.append(qps)
+        return Probe(qps, qps <= capacity, "")
+
+    return probe
+
+
+@pytest.mark.parametrize("capacity", [0.3, 1.0, 7.7, 100.0])
+def test_expanding_binary_search_brackets_the_capacity(capacity: float) -> None:
+    calls: list[float] = []
+    result = find_capacity(threshold_probe(capacity, calls), 1.0, 1000.0, 0.05)  # type: ignore[arg-type]
+    assert capacity * 0.95 <= result.capacity_qps <= capacity
+    assert len(calls) == len(set(calls)) < 20
+    assert not result.capped
+
+
+def test_capacity_search_edges() -> None:
+    never = find_capacity(lambda q: Probe(q, False, ""), 1.0, 100.0, 0.05)
+    assert never.capacity_qps == 0.0 and len(never.probes) == 11
+    always = find_capacity(lambda q: Probe(q, True, ""), 1.0, 100.0, 0.05)
+    assert always.capacity_qps == 100.0 and always.capped
+
+
+def point(name: str, cost: float, capacity: float) -> SearchPoint:
+    return SearchPoint(name, {}, True, capacity_qps=capacity, cost_per_hour=cost, num_gpus=1)
+
+
+def test_frontier_keeps_points_no_other_beats_on_cost_and_capacity() -> None:
+    points = [point("a", 1, 1), point("b", 2, 3), point("c", 2, 2), point("d", 3, 2.5), point("e", 4, 8)]
+    points.append(SearchPoint("f", {}, False, reason="does not fit"))
+    assert [p.name for p in pareto_frontier(points)] == ["a", "b", "e"]
+    best = best_point(points)
+    assert best is not None and best.name == "e"  # $0.5/h per QPS
+    table = format_table(points)
+    assert "best: e" in table and "infeasible: does not fit" in table
+
+
+def test_a_search_runs_in_workers_caches_and_resumes(
+    predictor: OperatorPredictor, data_dir: Path, tmp_path: Path
+) -> None:
+    trace = str(data_dir / "traces" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv")
+    config = VidurConfig(
+        workload=WorkloadConfig(
+            num_requests=120,
+            seed=4,
+            arrivals=ArrivalConfig(kind="poisson", rate=1.0),
+            lengths=LengthConfig(kind="trace", trace_path=trace),
+        ),
+        slo=SloConfig(kind="tbt_ttft", p99_tbt_s=0.05, p90_ttft_s=1.0),
+        search=SearchConfig(
+            gpus=("h100", "a40"), tensor_parallel=(1, 2), initial_qps=4.0, max_qps=256.0, precision=0.2
+        ),
+    )
+    config = replace(
+        config, deployment=replace(config.deployment, replica=replace(config.deployment.replica, model="llama-3-8b"))
+    )
+    cache = tmp_path / "cache"
+    points = run_search(config, predictor, cache_dir=cache, fingerprint="test", workers=2, progress=False)
+    assert [p.name for p in points] == [
+        "a40 tp=1 pp=1 x1 sarathi chunk=512 seqs=128",
+        "a40 tp=2 pp=1 x1 sarathi chunk=512 seqs=128",
+        "h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128",
+        "h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128",
+    ]
+    by_name = {p.name: p for p in points}
+    h100, a40 = (
+        by_name["h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"],
+        by_name["a40 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"],
+    )
+    assert all(p.feasible and p.capacity_qps > 0 for p in points)
+    assert h100.capacity_qps > a40.capacity_qps
+    assert by_name["h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128"].cost_per_hour == pytest.approx(2 * 2.99)
+    for p in points:
+        passed = [float(probe["qps"]) for probe in p.probes if probe["passed"]]  # type: ignore[arg-type]
+        assert max(passed) == p.capacity_qps
+
+    files = set(cache.iterdir())
+    started = time.perf_counter()
+    again = run_search(config, predictor, cache_dir=cache, fingerprint="test", workers=2, progress=False)
+    assert time.perf_counter() - started < 1.0  # every point came from the cache
+    assert [p.as_dict() for p in again] == [p.as_dict() for p in points]
+    assert set(cache.iterdir()) == files
+
+    # An interrupted search kept its probes but not the unfinished points: resuming reuses them.
+    point_files = {
+        path for path in files if any(path.name.startswith(k) for k in _point_keys(config, predictor, cache))
+    }
+    for path in point_files:
+        path.unlink()
+    resumed = run_search(config, predictor, cache_dir=cache, fingerprint="test", workers=1, progress=False)
+    assert [p.capacity_qps for p in resumed] == [p.capacity_qps for p in points]
+    assert set(cache.iterdir()) == files
+
+    write_search_results(points, tmp_path / "out", {"test": True})
+    assert (tmp_path / "out" / "pareto.png").stat().st_size > 0
+    assert "h100 tp=1" in (tmp_path / "out" / "search.csv").read_text()
+
+
+def _point_keys(config: VidurConfig, predictor: OperatorPredictor, cache: Path) -> list[str]:
+    from vidur.search.runner import plan_search
+
+    jobs, _ = plan_search(config, config.search, predictor, cache, "test")
+    return [job.point_key() for job in jobs]
+
+
+def test_deployments_that_cannot_exist_are_reported_not_searched(predictor: OperatorPredictor, tmp_path: Path) -> None:
+    base = VidurConfig()
+    config = replace(
+        base,
+        deployment=replace(base.deployment, replica=replace(base.deployment.replica, model="llama-2-70b")),
+        search=SearchConfig(gpus=("a100",), tensor_parallel=(1, 3)),
+    )
+    points = run_search(config, predictor, cache_dir=tmp_path, fingerprint="test", workers=1, progress=False)
+    assert [(p.feasible, p.capacity_qps) for p in points] == [(False, 0.0), (False, 0.0)]
+    assert "does not fit" in (points[0].reason or "") and "does not divide" in (points[1].reason or "")

@@ -1,0 +1,56 @@
+"""The Python API in a few calls: train the predictor, plan a deployment, generate its
+workload, simulate, score and write the run.
+
+    predictor = train_predictor([data_dir / "profiling"])
+    config = load_config("deployment.toml", ["replica.gpu=a100"])
+    simulator = Simulator(plan_deployment(config.deployment, predictor))
+    result = simulator.run(workload_for(config.workload, simulator.deployment))
+    write_simulated_run(result, "runs/a100", deadlines=deadlines_for(config, simulator))
+"""
+
+import msgspec
+import numpy as np
+from metron.deadlines import DeadlineConfig
+from metron.lengths import LengthConfig
+from metron.prefill_model import PrefillModel, fit_prefill_model
+from metron.workload import WorkloadConfig, generate_workload
+
+from vidur.config import VidurConfig
+from vidur.deployment import Deployment
+from vidur.predictor import OperatorPredictor
+from vidur.simulation import Simulator, Workload
+
+train_predictor = OperatorPredictor.train
+
+
+def workload_for(config: WorkloadConfig, deployment: Deployment) -> Workload:
+    """The workload's requests. Requests longer than the deployment's context are clipped (the
+    prompt first, then the output), unless the workload sets its own `max_total_tokens`."""
+    if config.lengths.max_total_tokens is None:
+        lengths: LengthConfig = msgspec.structs.replace(config.lengths, max_total_tokens=deployment.max_model_len)
+        config = msgspec.structs.replace(config, lengths=lengths)
+    return Workload.from_requests(generate_workload(config))
+
+
+def simulated_prefill_model(simulator: Simulator, num_lengths: int = 12) -> PrefillModel:
+    """What `metron profile-prefill` would fit against this deployment: TTFT of single requests
+    on an idle replica at prompt lengths up to the context length, fitted by metron."""
+    max_len = simulator.deployment.max_model_len - 1
+    lengths = np.unique(np.geomspace(16, max(max_len, 17), num_lengths).astype(np.int64))
+    spacing = 1000.0
+    workload = Workload(
+        ids=np.arange(len(lengths)),
+        arrival_s=np.arange(len(lengths)) * spacing,
+        prompt_tokens=lengths,
+        output_tokens=np.ones(len(lengths), dtype=np.int64),
+        warmup=np.zeros(len(lengths), dtype=bool),
+    )
+    result = simulator.run(workload, record_iterations=False)
+    ttft = np.array([result.token_times(i)[0] - workload.arrival_s[i] for i in range(len(lengths))])
+    return fit_prefill_model(lengths.tolist(), ttft.tolist())
+
+
+def deadlines_for(config: VidurConfig, simulator: Simulator) -> DeadlineConfig:
+    if not config.simulated_prefill_deadline:
+        return config.deadlines
+    return msgspec.structs.replace(config.deadlines, prefill=simulated_prefill_model(simulator))

@@ -1,0 +1,293 @@
+"""The `vidur` command: simulate, search, profile, predictor, catalogue.
+
+The only place that reads the environment: `SERVEKIT_DATA` points at the data directory
+(traces/ and profiling/); by default it is `../shared/data` beside the repository.
+"""
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+from vidur.api import deadlines_for, train_predictor, workload_for
+from vidur.config import VidurConfig, load_config, profiling_roots
+from vidur.deployment import plan_deployment
+from vidur.errors import DeploymentError
+from vidur.gpus import CATALOGUE as GPUS
+from vidur.models import CATALOGUE as MODELS
+from vidur.models import get_model
+from vidur.output import score, simulation_summary, write_simulated_run
+from vidur.predictor import OperatorPredictor
+from vidur.profiles import load_profiles
+from vidur.simulation import Simulator
+from vidur.validation import interpolation_error, roofline_transfer_error
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def data_dir(argument: str | None) -> Path:
+    if argument:
+        return Path(argument)
+    if os.environ.get("SERVEKIT_DATA"):
+        return Path(os.environ["SERVEKIT_DATA"])
+    return REPOSITORY.parent / "shared" / "data"
+
+
+def fingerprint(roots: list[Path]) -> str:
+    """Changes whenever a profile file does, so cached search results are never stale."""
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(root.rglob("*.csv")):
+            stat = path.stat()
+            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="a TOML or YAML config file")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a setting")
+    parser.add_argument("--data-dir", help="holds traces/ and profiling/ (default: $SERVEKIT_DATA or ../shared/data)")
+    parser.add_argument("--profiling-dir", action="append", default=[], help="extra profiles, overriding")
+    parser.add_argument("--model", help="catalogue name or path to a config.json")
+    parser.add_argument("--gpu")
+    parser.add_argument("--tp", type=int, help="tensor-parallel degree")
+    parser.add_argument("--pp", type=int, help="pipeline-parallel degree")
+    parser.add_argument("--replicas", type=int)
+    parser.add_argument("--router", choices=("round_robin", "least_outstanding", "random"))
+    parser.add_argument("--policy", choices=("sarathi", "vllm", "orca", "faster_transformer", "lightllm"))
+    parser.add_argument("--chunk-size", type=int)
+    parser.add_argument("--max-num-seqs", type=int)
+    parser.add_argument("--trace", help="a trace CSV (by name in the traces directory) for arrivals and lengths")
+    parser.add_argument("--num-requests", type=int)
+    parser.add_argument("--seed", type=int, help="seeds the workload and the random router")
+    parser.add_argument("--output-dir")
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    flags = {
+        "model": "replica.model",
+        "gpu": "replica.gpu",
+        "tp": "replica.tensor_parallel",
+        "pp": "replica.pipeline_parallel",
+        "replicas": "cluster.num_replicas",
+        "router": "cluster.router",
+        "policy": "scheduler.policy",
+        "chunk_size": "scheduler.chunk_size",
+        "max_num_seqs": "scheduler.max_num_seqs",
+        "num_requests": "workload.num_requests",
+    }
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
+    if args.seed is not None:
+        overrides += [f"cluster.seed={args.seed}", f"workload.seed={args.seed}"]
+    if args.trace:
+        overrides += [
+            "workload.arrivals.kind=trace",
+            f"workload.arrivals.trace_path={args.trace}",
+            "workload.lengths.kind=trace",
+            f"workload.lengths.trace_path={args.trace}",
+            "workload.lengths.shuffle=false",
+        ]
+    return overrides + args.set
+
+
+def _load(args: argparse.Namespace) -> tuple[VidurConfig, OperatorPredictor, list[Path]]:
+    data = data_dir(args.data_dir)
+    config = load_config(args.config, _overrides(args), traces_dir=data / "traces")
+    base = Path(args.config).parent if args.config else Path(".")
+    roots = profiling_roots(config, data, base) + [Path(p) for p in args.profiling_dir]
+    return config, train_predictor(roots), roots
+
+
+def _print_metrics(metrics: Mapping[str, object], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        value = metrics.get(key)
+        print(f"  {key:<34} {value:.4g}" if isinstance(value, float) else f"  {key:<34} {value}")
+
+
+def simulate_command(args: argparse.Namespace) -> int:
+    config, predictor, _ = _load(args)
+    if args.qps is not None:
+        config = dataclasses.replace(config, workload=config.workload.with_rate(args.qps))
+    deployment = plan_deployment(config.deployment, predictor)
+    simulator = Simulator(deployment)
+    workload = workload_for(config.workload, deployment)
+    result = simulator.run(workload, record_iterations=config.output.record_iterations)
+    deadlines = deadlines_for(config, simulator)
+    if args.output_dir:
+        scored = write_simulated_run(
+            result,
+            args.output_dir,
+            deadlines=deadlines,
+            slo=config.slo,
+            workload_config=config.workload,
+            trace_max_iterations=config.output.trace_max_iterations,
+            plots=config.output.plots,
+        )
+    else:
+        scored = score(result, deadlines, config.slo)
+    summary = simulation_summary(result)
+    print(
+        f"{deployment.shape.model.name} on {deployment.num_replicas} x {deployment.shape.num_gpus} "
+        f"{deployment.shape.gpu.name} ({config.deployment.scheduler.policy}): {len(workload)} requests, "
+        f"{result.num_iterations} iterations in {result.wall_s:.3f} s of wall time"
+    )
+    _print_metrics(
+        scored.metrics,
+        (
+            "num_finished",
+            "ttft_s.p50",
+            "ttft_s.p99",
+            "tbt_s.p50",
+            "tbt_s.p99",
+            "tpot_s.mean",
+            "normalized_latency_s.p50",
+            "fluidity_index.mean",
+            "request_throughput_per_s",
+            "output_token_throughput_per_s",
+        ),
+    )
+    _print_metrics(summary["utilization"], ("mfu", "mbu", "busy_fraction"))  # type: ignore[arg-type]
+    if scored.verdict is not None:
+        print(f"  SLO ({config.slo.kind}): {scored.verdict.describe()}")
+    if args.output_dir:
+        print(f"wrote {args.output_dir}")
+    return 0
+
+
+def search_command(args: argparse.Namespace) -> int:
+    from vidur.search.report import format_table, write_search_results
+    from vidur.search.runner import run_search
+
+    config, predictor, roots = _load(args)
+    output_dir = Path(args.output_dir or "runs/search")
+    cache_dir = Path(args.cache_dir) if args.cache_dir else output_dir / "cache"
+    points = run_search(
+        config,
+        predictor,
+        cache_dir=cache_dir,
+        fingerprint=fingerprint(roots),
+        workers=args.workers or os.cpu_count() or 1,
+        progress=not args.no_progress,
+    )
+    print(format_table(points))
+    context = {"workload": msgspec.to_builtins(config.workload), "slo": msgspec.to_builtins(config.slo)}
+    write_search_results(points, output_dir, context)
+    print(f"wrote {output_dir}/search.json, search.csv, pareto.png")
+    return 0
+
+
+def profile_command(args: argparse.Namespace) -> int:
+    from vidur.profiler import ProfileConfig, profile
+
+    defaults = ProfileConfig()
+
+    def chosen(name: str) -> tuple[int, ...]:
+        value = getattr(args, name)
+        return tuple(value) if value else getattr(defaults, name)  # type: ignore[no-any-return]
+
+    config = ProfileConfig(
+        num_tokens=chosen("num_tokens"),
+        tensor_parallel=tuple(args.tp) if args.tp else defaults.tensor_parallel,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        attention=not args.no_attention,
+        prefill_chunks=chosen("prefill_chunks"),
+        prefill_contexts=chosen("prefill_contexts"),
+        decode_batch_sizes=chosen("decode_batch_sizes"),
+        decode_contexts=chosen("decode_contexts"),
+        device=args.device,
+    )
+    folder = profile(get_model(args.model), config, Path(args.output_dir), args.device_name)
+    print(f"wrote {folder}")
+    return 0
+
+
+def predictor_command(args: argparse.Namespace) -> int:
+    data = data_dir(args.data_dir)
+    roots = [data / "profiling"] + [Path(p) for p in args.profiling_dir]
+    predictor = train_predictor(roots)
+    profiles = load_profiles(roots)
+    interpolation = interpolation_error(profiles, args.holdout_every)
+    transfer = roofline_transfer_error(profiles)
+    report = {
+        "train_s": predictor.train_s,
+        "interpolation": interpolation.as_dict(),
+        "roofline_leave_one_model_out": {gpu: r.as_dict() for gpu, r in transfer.items()},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def catalogue_command(_: argparse.Namespace) -> int:
+    print("models:")
+    for name, model in MODELS.items():
+        print(f"  {name:<40} {model.num_params / 1e9:6.1f} B params, context {model.max_position_embeddings}")
+    print("GPUs:")
+    for name, gpu in GPUS.items():
+        print(
+            f"  {name:<10} {gpu.memory_gib:6.1f} GiB  {gpu.memory_bandwidth_gb_s:6.0f} GB/s  "
+            f"{gpu.bf16_tflops:6.1f} TFLOP/s  ${gpu.price_per_hour:.2f}/h"
+        )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="vidur", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    simulate = commands.add_parser("simulate", help="simulate a deployment on a workload")
+    _common(simulate)
+    simulate.add_argument("--qps", type=float, help="request rate (a trace is rescaled to it)")
+    simulate.set_defaults(run=simulate_command)
+
+    search = commands.add_parser("search", help="capacity and cost of every deployment in a space")
+    _common(search)
+    search.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    search.add_argument("--cache-dir", help="finished probes and points (default: OUTPUT_DIR/cache)")
+    search.add_argument("--no-progress", action="store_true")
+    search.set_defaults(run=search_command)
+
+    profile = commands.add_parser("profile", help="time operators on this device, in Vidur's table format")
+    profile.add_argument("--model", required=True)
+    profile.add_argument("--tp", type=int, nargs="+", help="tensor-parallel degrees to profile")
+    profile.add_argument("--num-tokens", type=int, nargs="+")
+    profile.add_argument("--warmup", type=int, default=3)
+    profile.add_argument("--repeats", type=int, default=10)
+    profile.add_argument("--no-attention", action="store_true")
+    profile.add_argument("--prefill-chunks", type=int, nargs="+", help="attention: prefill chunk sizes")
+    profile.add_argument("--prefill-contexts", type=int, nargs="+", help="attention: cached tokens before a chunk")
+    profile.add_argument("--decode-batch-sizes", type=int, nargs="+", help="attention: decodes per batch")
+    profile.add_argument("--decode-contexts", type=int, nargs="+", help="attention: context of each decode")
+    profile.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    profile.add_argument("--device-name", help="folder name for this device's profiles")
+    profile.add_argument("--output-dir", default="profiles")
+    profile.set_defaults(run=profile_command)
+
+    predictor = commands.add_parser("predictor", help="train the predictor and report its held-out error")
+    predictor.add_argument("--data-dir")
+    predictor.add_argument("--profiling-dir", action="append", default=[])
+    predictor.add_argument("--holdout-every", type=int, default=4)
+    predictor.set_defaults(run=predictor_command)
+
+    catalogue = commands.add_parser("catalogue", help="list the models and GPUs")
+    catalogue.set_defaults(run=catalogue_command)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ValueError, DeploymentError) as error:
+        print(f"vidur: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

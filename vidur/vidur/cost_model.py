@@ -1,0 +1,173 @@
+"""Turns a replica's shape and the trained predictor into the cost model the simulator runs.
+
+Per pipeline stage: every layer's operators (repeated `layers_per_stage` times), two
+all-reduces per layer under tensor parallelism, attention over the KV cache; the embedding on
+the first stage, the LM head on the last, an activation send between stages; CPU overheads
+before and after the forward pass. Plain data, so it can be pickled to worker processes and
+written into a run's summary.
+"""
+
+from dataclasses import dataclass
+
+from vidur import _simulator
+from vidur.curves import CurveData, FittedRoofline
+from vidur.layer import ALL_REDUCES_PER_LAYER, LAYER_OPERATORS
+from vidur.memory_plan import ReplicaShape
+from vidur.predictor import OperatorPredictor
+
+
+@dataclass(frozen=True, slots=True)
+class CpuOverheadConfig:
+    """Host time per iteration, each `(seconds, seconds per sequence in the batch)`. The defaults
+    model a Python engine loop around the Rust scheduler: building input tensors and turning
+    sampled tokens into outputs cost microseconds per sequence, on top of fixed launch costs."""
+
+    schedule: tuple[float, float] = (100e-6, 0.5e-6)
+    prepare_inputs: tuple[float, float] = (300e-6, 5e-6)
+    sample: tuple[float, float] = (100e-6, 2e-6)
+    process_outputs: tuple[float, float] = (200e-6, 5e-6)
+
+    def __post_init__(self) -> None:
+        for name in ("schedule", "prepare_inputs", "sample", "process_outputs"):
+            cost = getattr(self, name)
+            if len(cost) != 2:
+                raise ValueError(f"cpu overhead {name} must be [seconds, seconds per sequence], got {cost}")
+            base, per_seq = cost
+            if base < 0 or per_seq < 0:
+                raise ValueError(f"cpu overhead {name} must be non-negative, got {(base, per_seq)}")
+
+    def to_rust(self) -> _simulator.CpuOverheads:
+        return _simulator.CpuOverheads(
+            schedule=self.schedule,
+            prepare_inputs=self.prepare_inputs,
+            sample=self.sample,
+            process_outputs=self.process_outputs,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSpec:
+    name: str
+    curve: CurveData
+    repeat: float
+    input: str
+    placement: str
+    kind: str
+    source: str
+
+    def to_rust(self) -> _simulator.OperatorTerm:
+        return _simulator.OperatorTerm(
+            self.name,
+            self.curve.to_rust(),
+            repeat=self.repeat,
+            input=self.input,
+            placement=self.placement,
+            kind=self.kind,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionSpec:
+    num_q_heads: int
+    num_kv_heads: int
+    head_dim: int
+    dtype_bytes: int
+    prefill: FittedRoofline
+    decode: FittedRoofline
+    kv_save: FittedRoofline
+    source: str
+
+    def to_rust(self) -> _simulator.AttentionModel:
+        return _simulator.AttentionModel(
+            num_q_heads=self.num_q_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            dtype_bytes=self.dtype_bytes,
+            prefill=self.prefill.to_rust(),
+            decode=self.decode.to_rust(),
+            kv_save=self.kv_save.to_rust(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CostModelSpec:
+    num_stages: int
+    layers_per_stage: int
+    operators: tuple[OperatorSpec, ...]
+    attention: AttentionSpec
+    cpu_overheads: CpuOverheadConfig
+    max_tokens: int
+
+    def build(self) -> _simulator.CostModel:
+        return _simulator.CostModel(
+            num_stages=self.num_stages,
+            layers_per_stage=self.layers_per_stage,
+            operators=[op.to_rust() for op in self.operators],
+            attention=self.attention.to_rust(),
+            cpu_overheads=self.cpu_overheads.to_rust(),
+            max_tokens=self.max_tokens,
+        )
+
+    def sources(self) -> dict[str, str]:
+        """Where each operator's prediction comes from."""
+        return {op.name: op.source for op in self.operators} | {"attention": self.attention.source}
+
+
+def build_cost_model(
+    shape: ReplicaShape, predictor: OperatorPredictor, cpu_overheads: CpuOverheadConfig, max_tokens: int
+) -> CostModelSpec:
+    model, gpu, tp = shape.model, shape.gpu, shape.tensor_parallel
+    layers = shape.layers_per_stage
+    operators = []
+    for name, per_layer in LAYER_OPERATORS:
+        predicted = predictor.operator_curve(gpu, model, name, tp, max_tokens)
+        operators.append(
+            OperatorSpec(
+                name, predicted.curve, layers * per_layer, "tokens", "every_stage", "compute", predicted.source
+            )
+        )
+    embedding = predictor.operator_curve(gpu, model, "emb", tp, max_tokens)
+    operators.append(OperatorSpec("emb", embedding.curve, 1, "tokens", "first_stage", "compute", embedding.source))
+    lm_head = predictor.operator_curve(gpu, model, "lm_head", tp, max_tokens)
+    operators.append(
+        OperatorSpec("lm_head", lm_head.curve, 1, "sampled_tokens", "last_stage", "compute", lm_head.source)
+    )
+    activation_bytes = model.hidden_size * model.dtype_bytes
+    if tp > 1:
+        all_reduce = predictor.collective_curve(gpu, "all_reduce", tp, activation_bytes, max_tokens)
+        repeat = layers * ALL_REDUCES_PER_LAYER
+        operators.append(
+            OperatorSpec(
+                "all_reduce", all_reduce.curve, repeat, "tokens", "every_stage", "communication", all_reduce.source
+            )
+        )
+        # The vocabulary-parallel embedding is summed across the TP group too.
+        operators.append(
+            OperatorSpec(
+                "emb_all_reduce", all_reduce.curve, 1, "tokens", "first_stage", "communication", all_reduce.source
+            )
+        )
+    if shape.pipeline_parallel > 1:
+        send_recv = predictor.collective_curve(gpu, "send_recv", shape.num_gpus, activation_bytes, max_tokens)
+        operators.append(
+            OperatorSpec("send_recv", send_recv.curve, 1, "tokens", "between_stages", "communication", send_recv.source)
+        )
+    rooflines = predictor.attention_rooflines(gpu)
+    attention = AttentionSpec(
+        num_q_heads=shape.q_heads_per_gpu,
+        num_kv_heads=shape.kv_heads_per_gpu,
+        head_dim=model.head_dim,
+        dtype_bytes=model.dtype_bytes,
+        prefill=rooflines.prefill,
+        decode=rooflines.decode,
+        kv_save=rooflines.kv_save,
+        source=f"roofline per kernel: {rooflines.source}",
+    )
+    return CostModelSpec(
+        num_stages=shape.pipeline_parallel,
+        layers_per_stage=layers,
+        operators=tuple(operators),
+        attention=attention,
+        cpu_overheads=cpu_overheads,
+        max_tokens=max_tokens,
+    )

@@ -1,0 +1,165 @@
+"""A deployment: what runs (model, GPU, parallelism), how each replica schedules, how many
+replicas and how requests are routed to them. `plan_deployment` resolves a config against the
+catalogues and the trained predictor into plain data a simulation (or a worker process) runs."""
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from vidur import _simulator
+from vidur.cost_model import CostModelSpec, CpuOverheadConfig, build_cost_model
+from vidur.errors import DeploymentError
+from vidur.gpus import get_gpu
+from vidur.memory_plan import MemoryPlan, ReplicaShape, plan_memory
+from vidur.models import get_model
+from vidur.predictor import OperatorPredictor
+
+POLICIES = ("sarathi", "vllm", "orca", "faster_transformer", "lightllm")
+ROUTERS = ("round_robin", "least_outstanding", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaConfig:
+    """One replica: a model on `tensor_parallel` x `pipeline_parallel` GPUs. `gpu_price_per_hour`
+    replaces the catalogue price."""
+
+    model: str = "meta-llama/Llama-2-7b-hf"
+    gpu: str = "h100"
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    memory_utilization: float = 0.9
+    gpu_price_per_hour: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaSchedulerConfig:
+    """The replica scheduler's knobs. `chunk_size` is the token budget of an iteration (the prefill
+    chunk under `sarathi`); policies that never chunk get a budget of a whole max-length prompt.
+    `max_model_len` defaults to the model's context length."""
+
+    policy: str = "sarathi"
+    chunk_size: int = 512
+    max_num_seqs: int = 128
+    max_model_len: int | None = None
+    block_size: int = 16
+    watermark: float = 0.01
+    dynamic_chunking: tuple[int, int, int] | None = None
+    max_decode_iters_between_prefills: int = 10
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise DeploymentError(f"unknown scheduler policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+
+    def token_budget(self, max_model_len: int) -> int:
+        if self.policy == "sarathi":
+            return self.chunk_size
+        return max(self.chunk_size, max_model_len, self.max_num_seqs)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """`seed` drives the random router; nothing else in a simulation is random."""
+
+    num_replicas: int = 1
+    router: str = "round_robin"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_replicas < 1:
+            raise DeploymentError(f"num_replicas must be at least 1, got {self.num_replicas}")
+        if self.router not in ROUTERS:
+            raise DeploymentError(f"unknown router {self.router!r}; choose one of {', '.join(ROUTERS)}")
+        if not 0 <= self.seed < 2**64:
+            raise DeploymentError(f"seed must be in [0, 2**64), got {self.seed}")
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentConfig:
+    replica: ReplicaConfig = field(default_factory=ReplicaConfig)
+    scheduler: ReplicaSchedulerConfig = field(default_factory=ReplicaSchedulerConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    cpu_overheads: CpuOverheadConfig = field(default_factory=CpuOverheadConfig)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready (tuples as lists), so it compares equal after a round trip through a file."""
+        return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A resolved deployment: plain data, picklable, ready to simulate."""
+
+    config: DeploymentConfig
+    shape: ReplicaShape
+    memory: MemoryPlan
+    cost_model: CostModelSpec
+    max_model_len: int
+    token_budget: int
+
+    @property
+    def num_replicas(self) -> int:
+        return self.config.cluster.num_replicas
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_replicas * self.shape.num_gpus
+
+    @property
+    def cost_per_hour(self) -> float:
+        return self.num_gpus * self.shape.gpu.price_per_hour
+
+    def scheduler_config(self) -> _simulator.SchedulerConfig:
+        knobs = self.config.scheduler
+        return _simulator.SchedulerConfig(
+            policy=knobs.policy,
+            token_budget=self.token_budget,
+            max_num_seqs=knobs.max_num_seqs,
+            max_model_len=self.max_model_len,
+            block_size=knobs.block_size,
+            num_blocks=self.memory.num_blocks,
+            watermark=knobs.watermark,
+            dynamic_chunking=knobs.dynamic_chunking,
+            max_decode_iters_between_prefills=knobs.max_decode_iters_between_prefills,
+        )
+
+    def describe(self) -> dict[str, object]:
+        """What a run's summary records about the deployment."""
+        shape = self.shape
+        return {
+            "config": self.config.as_dict(),
+            "model": shape.model.name,
+            "gpu": shape.gpu.name,
+            "num_gpus": self.num_gpus,
+            "cost_per_hour": self.cost_per_hour,
+            "max_model_len": self.max_model_len,
+            "token_budget": self.token_budget,
+            "memory_per_gpu": self.memory.as_dict(),
+            "predictor_sources": self.cost_model.sources(),
+        }
+
+
+def plan_deployment(config: DeploymentConfig, predictor: OperatorPredictor) -> Deployment:
+    """Resolves the model and GPU, checks the parallel layout, plans memory and builds the cost
+    model. Raises a `DeploymentError` subclass naming the problem for a deployment that cannot
+    exist (unknown model or GPU, TP not dividing the heads, a model that does not fit)."""
+    replica = config.replica
+    model = get_model(replica.model)
+    gpu = get_gpu(replica.gpu, replica.gpu_price_per_hour)
+    shape = ReplicaShape(model, gpu, replica.tensor_parallel, replica.pipeline_parallel)
+    knobs = config.scheduler
+    max_model_len = knobs.max_model_len or model.max_position_embeddings
+    token_budget = knobs.token_budget(max_model_len)
+    memory = plan_memory(
+        shape,
+        block_size=knobs.block_size,
+        max_batch_tokens=token_budget,
+        max_num_seqs=knobs.max_num_seqs,
+        max_model_len=max_model_len,
+        memory_utilization=replica.memory_utilization,
+    )
+    cost_model = build_cost_model(shape, predictor, config.cpu_overheads, token_budget)
+    deployment = Deployment(config, shape, memory, cost_model, max_model_len, token_budget)
+    try:
+        deployment.scheduler_config()
+    except _simulator.SchedulerConfigError as error:
+        raise DeploymentError(str(error)) from None
+    return deployment

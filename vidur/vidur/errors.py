@@ -1,0 +1,22 @@
+"""Errors for deployments the simulator cannot model. All are ValueErrors with a message that
+names what is wrong and what would fix it."""
+
+
+class DeploymentError(ValueError):
+    """A deployment that cannot exist as configured."""
+
+
+class UnknownModelError(DeploymentError):
+    """A model name that is neither in the catalogue nor a readable config.json."""
+
+
+class UnknownGpuError(DeploymentError):
+    """A GPU name that is not in the catalogue."""
+
+
+class ParallelismError(DeploymentError):
+    """A tensor- or pipeline-parallel degree that does not divide the model."""
+
+
+class ModelDoesNotFitError(DeploymentError):
+    """The weights, activations and a minimal KV cache do not fit in GPU memory."""

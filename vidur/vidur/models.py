@@ -1,0 +1,180 @@
+"""The model catalogue: transformer shapes of real models, or any Hugging Face `config.json`."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidur.errors import UnknownModelError
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """A decoder-only transformer's shape. `profile_path` names its folder under
+    `profiling/compute/<gpu>/` when Vidur's public profiles cover it."""
+
+    name: str
+    num_layers: int
+    hidden_size: int
+    num_q_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    is_gated_mlp: bool = True
+    tie_word_embeddings: bool = False
+    dtype_bytes: int = 2
+    profile_path: str | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("num_layers", "hidden_size", "num_q_heads", "num_kv_heads", "intermediate_size", "vocab_size"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"model {self.name}: {field} must be at least 1, got {getattr(self, field)}")
+        if self.hidden_size % self.num_q_heads:
+            raise ValueError(
+                f"model {self.name}: hidden_size {self.hidden_size} is not a multiple of {self.num_q_heads} heads"
+            )
+        if self.num_q_heads % self.num_kv_heads:
+            raise ValueError(
+                f"model {self.name}: {self.num_q_heads} query heads are not a multiple of {self.num_kv_heads} KV heads"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_q_heads
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def num_mlp_matrices(self) -> int:
+        return 3 if self.is_gated_mlp else 2
+
+    @property
+    def layer_params(self) -> int:
+        """Weights of one transformer layer: attention projections, MLP, two norms."""
+        h = self.hidden_size
+        attention = 2 * h * h + 2 * h * self.kv_dim
+        mlp = self.num_mlp_matrices * h * self.intermediate_size
+        return attention + mlp + 2 * h
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab_size * self.hidden_size
+
+    @property
+    def num_params(self) -> int:
+        lm_head = 0 if self.tie_word_embeddings else self.embedding_params
+        return self.num_layers * self.layer_params + self.embedding_params + lm_head + self.hidden_size
+
+    def kv_bytes_per_token(self) -> int:
+        """Keys and values of one token over all layers, unsharded."""
+        return 2 * self.num_layers * self.kv_dim * self.dtype_bytes
+
+
+def _llama(
+    name: str, layers: int, hidden: int, heads: int, kv: int, inter: int, vocab: int, ctx: int, profile: str | None
+) -> ModelSpec:
+    return ModelSpec(name, layers, hidden, heads, kv, inter, vocab, ctx, profile_path=profile)
+
+
+CATALOGUE: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        _llama("meta-llama/Llama-2-7b-hf", 32, 4096, 32, 32, 11008, 32000, 4096, "meta-llama/Llama-2-7b-hf"),
+        _llama("meta-llama/Llama-2-70b-hf", 80, 8192, 64, 8, 28672, 32000, 4096, "meta-llama/Llama-2-70b-hf"),
+        _llama("meta-llama/Meta-Llama-3-8B", 32, 4096, 32, 8, 14336, 128256, 8192, "meta-llama/Meta-Llama-3-8B"),
+        _llama("meta-llama/Meta-Llama-3-70B", 80, 8192, 64, 8, 28672, 128256, 8192, "meta-llama/Meta-Llama-3-70B"),
+        _llama("mistralai/Mistral-7B-v0.1", 32, 4096, 32, 8, 14336, 32000, 32768, None),
+        _llama(
+            "codellama/CodeLlama-34b-Instruct-hf",
+            48,
+            8192,
+            64,
+            8,
+            22016,
+            32000,
+            16384,
+            "codellama/CodeLlama-34b-Instruct-hf",
+        ),
+        _llama("Qwen/Qwen-72B", 80, 8192, 64, 64, 24576, 152064, 32768, "Qwen/Qwen-72B"),
+        _llama("internlm/internlm-20b", 60, 5120, 40, 40, 13824, 103168, 4096, "internlm/internlm-20b"),
+        ModelSpec(
+            "microsoft/phi-2", 32, 2560, 32, 32, 10240, 51200, 2048, is_gated_mlp=False, profile_path="microsoft/phi-2"
+        ),
+    )
+}
+
+ALIASES: dict[str, str] = {
+    "llama-2-7b": "meta-llama/Llama-2-7b-hf",
+    "llama-2-70b": "meta-llama/Llama-2-70b-hf",
+    "llama-3-8b": "meta-llama/Meta-Llama-3-8B",
+    "llama-3-70b": "meta-llama/Meta-Llama-3-70B",
+    "mistral-7b": "mistralai/Mistral-7B-v0.1",
+    "codellama-34b": "codellama/CodeLlama-34b-Instruct-hf",
+    "qwen-72b": "Qwen/Qwen-72B",
+    "internlm-20b": "internlm/internlm-20b",
+    "phi-2": "microsoft/phi-2",
+}
+
+_GATED_ACTIVATIONS = ("silu", "swiglu", "swish")
+
+
+def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
+    """A spec from the fields of a Hugging Face `config.json` (Llama, Mistral, Qwen2, Phi, ...).
+    The MLP counts as gated (gate, up and down projections) when its activation is SiLU."""
+
+    def field(*keys: str, default: object = None) -> object:
+        for key in keys:
+            if key in config:
+                return config[key]
+        if default is None:
+            raise ValueError(f"model config {name} lacks {' / '.join(keys)}")
+        return default
+
+    def integer(*keys: str, default: object = None) -> int:
+        value = field(*keys, default=default)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"model config {name}: {keys[0]} must be an integer, got {value!r}")
+        return value
+
+    heads = integer("num_attention_heads", "n_head")
+    activation = str(field("hidden_act", "activation_function", default="silu")).lower()
+    dtype = str(field("torch_dtype", default="bfloat16"))
+    return ModelSpec(
+        name=name,
+        num_layers=integer("num_hidden_layers", "n_layer"),
+        hidden_size=integer("hidden_size", "n_embd"),
+        num_q_heads=heads,
+        num_kv_heads=integer("num_key_value_heads", default=heads),
+        intermediate_size=integer("intermediate_size", "n_inner"),
+        vocab_size=integer("vocab_size"),
+        max_position_embeddings=integer("max_position_embeddings", "n_positions", default=4096),
+        is_gated_mlp=activation in _GATED_ACTIVATIONS,
+        tie_word_embeddings=bool(field("tie_word_embeddings", default=False)),
+        dtype_bytes=4 if dtype == "float32" else 2,
+    )
+
+
+def get_model(name_or_path: str) -> ModelSpec:
+    """A catalogue model by name or alias (case-insensitive), or a Hugging Face `config.json`
+    (or a folder holding one)."""
+    canonical = ALIASES.get(name_or_path.lower(), name_or_path)
+    for name, spec in CATALOGUE.items():
+        if name.lower() == canonical.lower():
+            return spec
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    if path.is_file():
+        try:
+            config = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON: {error}") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} does not hold a JSON object")
+        return model_from_hf_config(config, name=str(path.parent.name or path))
+    known = ", ".join(sorted(ALIASES))
+    raise UnknownModelError(
+        f"unknown model {name_or_path!r}: use one of {known}, a full name, or a path to a config.json"
+    )

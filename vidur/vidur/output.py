@@ -1,0 +1,121 @@
+"""Writing a simulated run: the shared run format (metron's own writer, so `metron` reports it
+exactly as a real run) plus what only a simulator knows.
+
+    DIR/requests.jsonl, summary.json, summary.csv, requests.csv   metron's run format
+    DIR/iterations.csv      one row per iteration (batch composition, tokens, times, KV use)
+    DIR/simulation.json     deployment, memory plan, predictor sources, utilization, iteration
+                            statistics, simulation speed
+    DIR/trace.json          Chrome/Perfetto trace of the iterations
+    DIR/latencies.png, iterations.png
+"""
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+from metron.deadlines import DeadlineConfig
+from metron.metrics import RequestRecord
+from metron.run_format import write_run
+from metron.slo import SloConfig, SloVerdict, evaluate_slo
+from metron.summary import Metrics, summarize
+
+from vidur.chrome_trace import write_chrome_trace
+from vidur.plots import plot_iterations, plot_latencies
+from vidur.simulation import SimulationResult
+from vidur.utilization import utilization
+
+ITERATIONS_FILE = "iterations.csv"
+SIMULATION_FILE = "simulation.json"
+TRACE_FILE = "trace.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredRun:
+    records: list[RequestRecord]
+    metrics: Metrics
+    verdict: SloVerdict | None
+
+
+def score(result: SimulationResult, deadlines: DeadlineConfig, slo: SloConfig | None = None) -> ScoredRun:
+    """metron's records and summary of a simulated run, and the SLO verdict when one is given."""
+    records = result.records(deadlines)
+    metrics = summarize(records, slo)
+    return ScoredRun(records, metrics, evaluate_slo(metrics, slo) if slo is not None else None)
+
+
+def iteration_statistics(result: SimulationResult) -> dict[str, float | int | None]:
+    it = result.iterations
+    if len(it["start_s"]) == 0:
+        return {"num_iterations": result.num_iterations}
+    tokens = it["num_prefill_tokens"].astype(np.int64) + it["num_decode_tokens"]
+    duration = it["end_s"] - it["start_s"]
+    return {
+        "num_iterations": result.num_iterations,
+        "mean_batch_size": float(it["num_seqs"].mean()),
+        "mean_tokens_per_iteration": float(tokens.mean()),
+        "fraction_with_prefill": float((it["num_prefill_tokens"] > 0).mean()),
+        "mean_iteration_s": float(duration.mean()),
+        "p99_iteration_s": float(np.percentile(duration, 99)),
+        "mean_kv_cache_used": float(it["num_blocks_used"].mean() / result.deployment.memory.num_blocks),
+        "max_kv_cache_used": float(it["num_blocks_used"].max() / result.deployment.memory.num_blocks),
+        "num_preemptions": int(it["num_preempted"].sum()),
+        "attention_share_of_forward": float(it["attention_s"].sum() / max(it["forward_s"].sum(), 1e-30)),
+        "communication_share_of_forward": float(it["communication_s"].sum() / max(it["forward_s"].sum(), 1e-30)),
+        "cpu_share_of_iteration": float(it["cpu_s"].sum() / max(duration.sum(), 1e-30)),
+    }
+
+
+def simulation_summary(result: SimulationResult) -> dict[str, object]:
+    return {
+        "deployment": result.deployment.describe(),
+        "utilization": utilization(result),
+        "iterations": iteration_statistics(result),
+        "num_requests": len(result.workload),
+        "num_rejected": len(result.rejections),
+        "rejections": {str(k): v for k, v in list(result.rejections.items())[:20]},
+        "simulated_end_s": result.end_s,
+        "wall_s": result.wall_s,
+        "iterations_per_wall_s": result.num_iterations / result.wall_s if result.wall_s > 0 else None,
+    }
+
+
+def write_iterations(result: SimulationResult, path: Path) -> None:
+    columns = result.iterations
+    names = list(columns)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(names)
+        writer.writerows(zip(*(columns[name].tolist() for name in names), strict=True))
+
+
+def write_simulated_run(
+    result: SimulationResult,
+    directory: str | Path,
+    *,
+    deadlines: DeadlineConfig,
+    slo: SloConfig | None = None,
+    workload_config: object = None,
+    trace_max_iterations: int = 20_000,
+    plots: bool = True,
+) -> ScoredRun:
+    directory = Path(directory)
+    scored = score(result, deadlines, slo)
+    config = {
+        "target": "vidur",
+        "deployment": result.deployment.describe(),
+        "workload": msgspec.to_builtins(workload_config) if workload_config is not None else None,
+        "deadlines": msgspec.to_builtins(deadlines),
+        "slo": msgspec.to_builtins(slo) if slo is not None else None,
+    }
+    write_run(directory, scored.records, scored.metrics, config, scored.verdict)
+    write_iterations(result, directory / ITERATIONS_FILE)
+    summary = simulation_summary(result)
+    summary["trace_iterations_written"] = write_chrome_trace(result, directory / TRACE_FILE, trace_max_iterations)
+    (directory / SIMULATION_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if plots:
+        plot_latencies(scored.records, directory / "latencies.png")
+        plot_iterations(result, directory / "iterations.png")
+    return scored

@@ -1,0 +1,59 @@
+"""Figures of a simulated run: latency distributions and what the replicas did over time."""
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from metron.metrics import RequestRecord  # noqa: E402
+
+from vidur.simulation import SimulationResult  # noqa: E402
+
+
+def _cdf(axis: plt.Axes, values: list[float], title: str) -> None:
+    data = np.sort(np.asarray(values, dtype=np.float64))
+    if len(data):
+        axis.plot(data, np.arange(1, len(data) + 1) / len(data))
+    axis.set_title(title)
+    axis.set_xlabel("seconds")
+    axis.set_ylabel("fraction of requests" if "TBT" not in title else "fraction of gaps")
+    axis.grid(alpha=0.3)
+
+
+def plot_latencies(records: list[RequestRecord], path: Path) -> None:
+    completed = [r for r in records if r.completed and not r.warmup]
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
+    _cdf(axes[0], [r.ttft_s for r in completed if r.ttft_s is not None], "TTFT")
+    _cdf(axes[1], [gap for r in completed for gap in r.tbt_s], "TBT")
+    _cdf(
+        axes[2], [r.normalized_latency_s for r in completed if r.normalized_latency_s is not None], "normalized latency"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def plot_iterations(result: SimulationResult, path: Path) -> None:
+    it = result.iterations
+    figure, axes = plt.subplots(3, 1, figsize=(12, 9), sharex=True)
+    num_blocks = result.deployment.memory.num_blocks
+    for replica in range(result.deployment.num_replicas):
+        mine = it["replica"] == replica
+        start = it["start_s"][mine]
+        label = f"replica {replica}"
+        axes[0].plot(start, it["num_prefill_tokens"][mine] + it["num_decode_tokens"][mine], lw=0.5, label=label)
+        axes[1].plot(start, it["num_blocks_used"][mine] / num_blocks, lw=0.5, label=label)
+        axes[2].plot(start, it["num_waiting"][mine], lw=0.5, label=label)
+    axes[0].set_ylabel("tokens per iteration")
+    axes[1].set_ylabel("KV cache used")
+    axes[2].set_ylabel("requests waiting")
+    axes[2].set_xlabel("simulated time (s)")
+    if result.deployment.num_replicas <= 8:
+        axes[0].legend(loc="upper right", fontsize="small")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,245 @@
+"""The operator-time predictor, trained from profiling tables.
+
+For a (GPU, model shape, tensor-parallel degree) that was profiled, an operator's time is the
+interpolating curve through its profiled points (made non-decreasing), extended past the
+largest profiled token count by the slope of the upper half. Everything else comes from a
+roofline per (GPU, operator), `overhead + max(FLOPs / F, bytes / B)`, fitted across every
+profiled model on that GPU; a GPU with no profiles borrows its reference GPU's fitted
+efficiencies, scaled by the ratio of datasheet peaks. Attention is never in the public tables:
+it is a roofline per kernel, calibrated from `attention.csv` profiles where they exist.
+"""
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vidur import _simulator
+from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, sample_roofline
+from vidur.gpus import CATALOGUE as GPUS
+from vidur.gpus import GpuSpec
+from vidur.models import ModelSpec
+from vidur.operator_work import layer_shape, operator_work
+from vidur.profiles import (
+    MLP_OPERATORS,
+    AttentionSample,
+    ComputeProfile,
+    LayerShape,
+    NetworkKey,
+    ProfileSet,
+    load_profiles,
+)
+
+# Efficiencies (fractions of datasheet peak) the attention kernels are assumed to reach where no
+# attention profile calibrates them: FlashAttention-2 forward reaches 50-70% of peak FLOP/s on
+# long prefills; paged decode kernels stream the KV cache at 60-80% of HBM bandwidth.
+DEFAULT_ATTENTION_EFFICIENCY = {
+    "attn_prefill": (0.55, 0.80, 15e-6),
+    "attn_decode": (0.50, 0.70, 10e-6),
+    "attn_kv_cache_save": (0.50, 0.50, 5e-6),
+}
+# Collectives without a profile: a ring over the interconnect at this fraction of its bandwidth,
+# plus a fixed latency per call.
+RING_EFFICIENCY = 0.7
+COLLECTIVE_LATENCY_S = 20e-6
+INTER_NODE_GB_S = 25.0
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorCurve:
+    """A predicted time curve and where it came from (shown in reports)."""
+
+    curve: CurveData
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionRooflines:
+    prefill: FittedRoofline
+    decode: FittedRoofline
+    kv_save: FittedRoofline
+    source: str
+
+
+def _roofline_points(profiles: list[ComputeProfile], operator: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    flops, bytes_moved, times = [], [], []
+    for profile in profiles:
+        for (name, tp), series in profile.series.items():
+            if name != operator:
+                continue
+            f, b = operator_work(operator, profile.shape, tp, series.x)
+            flops.append(f)
+            bytes_moved.append(b)
+            times.append(series.time_s)
+    if not times:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    return np.concatenate(flops), np.concatenate(bytes_moved), np.concatenate(times)
+
+
+def fit_operator_rooflines(profiles: list[ComputeProfile]) -> dict[str, FittedRoofline]:
+    """One roofline per operator, fitted across every profiled shape and degree on one GPU."""
+    rooflines = {}
+    for operator in MLP_OPERATORS:
+        flops, bytes_moved, times = _roofline_points(profiles, operator)
+        if len(times) >= 3:
+            rooflines[operator] = fit_roofline(flops, bytes_moved, times)
+    return rooflines
+
+
+def attention_work(sample: AttentionSample) -> tuple[float, float]:
+    """(FLOPs, bytes) of a profiled attention kernel, by the simulator's own formulas."""
+    unit = _simulator.Roofline(1.0, 1.0, 0.0)
+    model = _simulator.AttentionModel(
+        num_q_heads=sample.n_q_head,
+        num_kv_heads=sample.n_kv_head,
+        head_dim=sample.head_dim,
+        dtype_bytes=2,
+        prefill=unit,
+        decode=unit,
+        kv_save=unit,
+    )
+    batch = sample.batch_size
+    match sample.kernel:
+        case "attn_prefill":
+            flops, bytes_moved = model.prefill_work(sample.num_tokens, sample.num_context)
+            return batch * flops, batch * bytes_moved
+        case "attn_decode":
+            return model.decode_work(batch, batch * (sample.num_context + 1))
+        case _:
+            return model.kv_save_work(batch * sample.num_tokens)
+
+
+def fit_attention(samples: list[AttentionSample]) -> dict[str, FittedRoofline]:
+    fitted = {}
+    for kernel in DEFAULT_ATTENTION_EFFICIENCY:
+        chosen = [s for s in samples if s.kernel == kernel]
+        if len(chosen) < 3:
+            continue
+        work = np.array([attention_work(s) for s in chosen])
+        times = np.array([s.time_s for s in chosen])
+        fitted[kernel] = fit_roofline(work[:, 0], work[:, 1], times)
+    return fitted
+
+
+def _default_attention(gpu: GpuSpec, kernel: str) -> FittedRoofline:
+    flops_efficiency, bytes_efficiency, overhead = DEFAULT_ATTENTION_EFFICIENCY[kernel]
+    return FittedRoofline(overhead, flops_efficiency * gpu.peak_flops, bytes_efficiency * gpu.peak_bytes_per_s)
+
+
+@dataclass(slots=True)
+class OperatorPredictor:
+    """Trained state: curves through every profiled series, rooflines per profiled GPU."""
+
+    profiles: ProfileSet
+    profile_curves: dict[tuple[str, LayerShape, str, int], CurveData] = field(default_factory=dict)
+    rooflines: dict[str, dict[str, FittedRoofline]] = field(default_factory=dict)
+    attention: dict[str, dict[str, FittedRoofline]] = field(default_factory=dict)
+    network_curves: dict[NetworkKey, CurveData] = field(default_factory=dict)
+    train_s: float = 0.0
+
+    @classmethod
+    def train(cls, roots: list[Path]) -> "OperatorPredictor":
+        started = time.perf_counter()
+        predictor = cls(load_profiles(roots))
+        predictor._fit()
+        predictor.train_s = time.perf_counter() - started
+        return predictor
+
+    def _fit(self) -> None:
+        by_gpu: dict[str, list[ComputeProfile]] = {}
+        for (gpu, shape), profile in self.profiles.compute.items():
+            by_gpu.setdefault(gpu, []).append(profile)
+            for (operator, tp), series in profile.series.items():
+                self.profile_curves[(gpu, shape, operator, tp)] = fit_profile_curve(series.x, series.time_s)
+        for gpu, profiles in by_gpu.items():
+            self.rooflines[gpu] = fit_operator_rooflines(profiles)
+        for gpu, samples in self.profiles.attention.items():
+            self.attention[gpu] = fit_attention(samples)
+        for key, series in self.profiles.network.items():
+            self.network_curves[key] = fit_profile_curve(series.x, series.time_s)
+
+    @property
+    def profiled_gpus(self) -> list[str]:
+        return sorted(self.rooflines)
+
+    def _calibrated_roofline(self, gpu: GpuSpec, operator: str) -> tuple[FittedRoofline, str]:
+        """The fitted roofline for `operator` on `gpu`, or its reference GPU's, rescaled."""
+        reference = gpu.calibration_gpu
+        fitted = self.rooflines.get(reference, {})
+        roofline_operator = "mlp_up_proj" if operator == "lm_head" else operator
+        if roofline_operator not in fitted:
+            raise ValueError(
+                f"no profiles calibrate {operator} on {gpu.name} (looked for GPU {reference!r}); "
+                f"profiled GPUs: {', '.join(self.profiled_gpus) or 'none'}"
+            )
+        roofline = fitted[roofline_operator]
+        if reference == gpu.profile_name:
+            return roofline, f"roofline fitted on {reference} profiles"
+        reference_spec = GPUS.get(reference)
+        if reference_spec is None:
+            raise ValueError(f"GPU {gpu.name} names reference GPU {reference!r}, which is not in the catalogue")
+        scaled = roofline.rescaled(
+            gpu.peak_flops / reference_spec.peak_flops, gpu.peak_bytes_per_s / reference_spec.peak_bytes_per_s
+        )
+        return scaled, f"roofline fitted on {reference} profiles, scaled to {gpu.name}'s peaks"
+
+    def operator_curve(self, gpu: GpuSpec, model: ModelSpec, operator: str, tp: int, max_tokens: int) -> OperatorCurve:
+        """Seconds of one `operator` on one GPU of a `tp`-way layer, by the iteration's tokens."""
+        shape = layer_shape(model)
+        if gpu.profile_name is not None and operator != "lm_head":
+            curve = self.profile_curves.get((gpu.profile_name, shape, operator, tp))
+            if curve is not None:
+                profile = self.profiles.compute[(gpu.profile_name, shape)]
+                return OperatorCurve(curve, f"profile {profile.gpu}/{profile.model} tp={tp}")
+        roofline, source = self._calibrated_roofline(gpu, operator)
+
+        def work(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return operator_work(operator, shape, tp, tokens, model.dtype_bytes, model.vocab_size)
+
+        return OperatorCurve(sample_roofline(roofline, work, max(max_tokens, 2)), source)
+
+    def attention_rooflines(self, gpu: GpuSpec) -> AttentionRooflines:
+        reference = gpu.calibration_gpu
+        fitted = self.attention.get(reference, {})
+        reference_spec = GPUS.get(reference, gpu)
+        kernels = {}
+        sources = set()
+        for kernel in DEFAULT_ATTENTION_EFFICIENCY:
+            if kernel in fitted:
+                kernels[kernel] = fitted[kernel].rescaled(
+                    gpu.peak_flops / reference_spec.peak_flops,
+                    gpu.peak_bytes_per_s / reference_spec.peak_bytes_per_s,
+                )
+                sources.add(f"calibrated on {reference} attention profiles")
+            else:
+                kernels[kernel] = _default_attention(gpu, kernel)
+                sources.add("default efficiencies of datasheet peaks")
+        return AttentionRooflines(
+            kernels["attn_prefill"], kernels["attn_decode"], kernels["attn_kv_cache_save"], "; ".join(sorted(sources))
+        )
+
+    def collective_curve(
+        self, gpu: GpuSpec, collective: str, num_workers: int, bytes_per_token: float, max_tokens: int
+    ) -> OperatorCurve:
+        """Seconds of one `all_reduce` over `num_workers` GPUs, or one `send_recv` between two
+        pipeline stages, by the iteration's tokens."""
+        num_workers = max(num_workers, 2)
+        if collective == "all_reduce":
+            devices_per_node = min(num_workers, gpu.gpus_per_node)
+        else:
+            devices_per_node = 2 if num_workers <= gpu.gpus_per_node else 1
+        key = NetworkKey(gpu.topology, collective, 2 if collective == "send_recv" else num_workers, devices_per_node)
+        curve = self.network_curves.get(key)
+        if curve is not None:
+            source = f"profile {gpu.topology}/{collective} workers={key.num_workers} per_node={devices_per_node}"
+            return OperatorCurve(curve.scaled_x(bytes_per_token), source)
+        inter_node = num_workers > gpu.gpus_per_node if collective == "all_reduce" else devices_per_node == 1
+        link_bytes_per_s = (INTER_NODE_GB_S if inter_node else gpu.interconnect_gb_s / 2) * 1e9 * RING_EFFICIENCY
+        # A ring all-reduce moves 2 (p - 1) / p of the message through every link.
+        traffic = 2 * (num_workers - 1) / num_workers if collective == "all_reduce" else 1.0
+        seconds_per_token = traffic * bytes_per_token / link_bytes_per_s
+        xs = (1.0, float(max(max_tokens, 2)))
+        ys = tuple(COLLECTIVE_LATENCY_S + seconds_per_token * x for x in xs)
+        source = f"ring model over {'inter-node' if inter_node else gpu.topology} links (no profile)"
+        return OperatorCurve(CurveData(xs, ys, seconds_per_token), source)

@@ -1,0 +1,203 @@
+"""Runs a search: plans every deployment, finds each one's capacity in a worker process (one per
+core), caches every probe and every finished point, and ranks the points by cost."""
+
+import multiprocessing
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import msgspec
+from tqdm import tqdm
+
+from vidur.api import simulated_prefill_model, workload_for
+from vidur.config import SearchConfig, VidurConfig
+from vidur.deployment import Deployment, DeploymentConfig, plan_deployment
+from vidur.errors import DeploymentError
+from vidur.output import score
+from vidur.predictor import OperatorPredictor
+from vidur.search.cache import DiskCache, cache_key
+from vidur.search.capacity import CapacityResult, Probe, find_capacity
+from vidur.search.space import deployments_in
+from vidur.simulation import Simulator
+
+
+def point_name(config: DeploymentConfig) -> str:
+    r, s, c = config.replica, config.scheduler, config.cluster
+    chunk = f" chunk={s.chunk_size}" if s.policy == "sarathi" else ""
+    layout = f"{r.gpu} tp={r.tensor_parallel} pp={r.pipeline_parallel} x{c.num_replicas}"
+    return f"{layout} {s.policy}{chunk} seqs={s.max_num_seqs}"
+
+
+@dataclass(slots=True)
+class SearchPoint:
+    """One deployment's outcome. `cost_per_qps` is dollars per hour per request/s of capacity."""
+
+    name: str
+    config: dict[str, object]
+    feasible: bool
+    reason: str | None = None
+    capacity_qps: float = 0.0
+    capped: bool = False
+    num_gpus: int = 0
+    cost_per_hour: float = 0.0
+    probes: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def cost_per_qps(self) -> float | None:
+        return self.cost_per_hour / self.capacity_qps if self.capacity_qps > 0 else None
+
+    @property
+    def cost_per_million_requests(self) -> float | None:
+        return self.cost_per_hour / (self.capacity_qps * 3600) * 1e6 if self.capacity_qps > 0 else None
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["cost_per_qps"] = self.cost_per_qps
+        data["cost_per_million_requests"] = self.cost_per_million_requests
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class SearchJob:
+    """Everything a worker needs for one deployment, as plain data."""
+
+    deployment: Deployment
+    config: VidurConfig
+    cache_dir: str
+    fingerprint: str
+
+    def _inputs(self) -> dict[str, object]:
+        """Everything a probe's outcome depends on besides its rate."""
+        return {
+            "deployment": self.deployment.config.as_dict(),
+            "workload": msgspec.to_builtins(self.config.workload),
+            "deadlines": msgspec.to_builtins(self.config.deadlines),
+            "simulated_prefill_deadline": self.config.simulated_prefill_deadline,
+            "slo": msgspec.to_builtins(self.config.slo),
+            "predictor": self.fingerprint,
+        }
+
+    def probe_key(self, qps: float) -> str:
+        return cache_key(self._inputs() | {"qps": repr(qps)})
+
+    def point_key(self) -> str:
+        search = self.config.search
+        return cache_key(
+            self._inputs()
+            | {"initial_qps": search.initial_qps, "max_qps": search.max_qps, "precision": search.precision}
+        )
+
+
+def _evaluate(job: SearchJob) -> SearchPoint:
+    """Finds one deployment's capacity (runs in a worker process)."""
+    cache = DiskCache(Path(job.cache_dir))
+    simulator = Simulator(job.deployment)
+    config = job.config
+    deadlines = config.deadlines
+    if config.simulated_prefill_deadline:
+        deadlines = msgspec.structs.replace(deadlines, prefill=simulated_prefill_model(simulator))
+
+    def probe(qps: float) -> Probe:
+        key = job.probe_key(qps)
+        cached = cache.get(key)
+        if cached is not None:
+            return Probe(**cached)
+        workload = workload_for(config.workload.with_rate(qps), job.deployment)
+        result = simulator.run(workload, record_iterations=False)
+        verdict = score(result, deadlines, config.slo).verdict
+        passed = verdict is not None and verdict.passed
+        outcome = Probe(qps, passed, verdict.describe() if verdict is not None else "")
+        cache.put(key, asdict(outcome))
+        return outcome
+
+    search = config.search
+    capacity: CapacityResult = find_capacity(probe, search.initial_qps, search.max_qps, search.precision)
+    point = SearchPoint(
+        name=point_name(job.deployment.config),
+        config=job.deployment.config.as_dict(),
+        feasible=True,
+        capacity_qps=capacity.capacity_qps,
+        capped=capacity.capped,
+        num_gpus=job.deployment.num_gpus,
+        cost_per_hour=job.deployment.cost_per_hour,
+        probes=[asdict(p) for p in capacity.probes],
+    )
+    cache.put(job.point_key(), point.as_dict())
+    return point
+
+
+def _from_cache(data: dict[str, object]) -> SearchPoint:
+    fields = {name: data[name] for name in SearchPoint.__dataclass_fields__ if name in data}
+    return SearchPoint(**fields)  # type: ignore[arg-type]
+
+
+def plan_search(
+    config: VidurConfig, space: SearchConfig, predictor: OperatorPredictor, cache_dir: Path, fingerprint: str
+) -> tuple[list[SearchJob], list[SearchPoint]]:
+    """Jobs for the feasible deployments, and points for those that cannot exist."""
+    jobs, infeasible = [], []
+    for deployment_config in deployments_in(space, config.deployment):
+        try:
+            deployment = plan_deployment(deployment_config, predictor)
+        except DeploymentError as error:
+            infeasible.append(
+                SearchPoint(point_name(deployment_config), deployment_config.as_dict(), False, reason=str(error))
+            )
+            continue
+        jobs.append(SearchJob(deployment, config, str(cache_dir), fingerprint))
+    return jobs, infeasible
+
+
+def run_search(
+    config: VidurConfig,
+    predictor: OperatorPredictor,
+    *,
+    cache_dir: Path,
+    fingerprint: str,
+    workers: int,
+    progress: bool = True,
+) -> list[SearchPoint]:
+    """Every point of the search space, finished ones taken from the cache."""
+    jobs, points = plan_search(config, config.search, predictor, cache_dir, fingerprint)
+    cache = DiskCache(cache_dir)
+    pending = []
+    for job in jobs:
+        cached = cache.get(job.point_key())
+        if cached is not None:
+            points.append(_from_cache(cached))
+        else:
+            pending.append(job)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="deployments", disable=not progress)
+    with bar:
+        for point in _map(pending, workers):
+            points.append(point)
+            bar.update(1)
+            bar.set_postfix_str(f"{point.name}: {point.capacity_qps:.3g} QPS")
+    return sorted(points, key=lambda p: p.name)
+
+
+def _map(jobs: list[SearchJob], workers: int) -> Iterator[SearchPoint]:
+    if workers <= 1 or len(jobs) <= 1:
+        yield from map(_evaluate, jobs)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(jobs))) as pool:
+        yield from pool.imap_unordered(_evaluate, jobs)
+
+
+def pareto_frontier(points: list[SearchPoint]) -> list[SearchPoint]:
+    """The points no other point beats on both cost (lower) and capacity (higher)."""
+    candidates = sorted(
+        (p for p in points if p.feasible and p.capacity_qps > 0), key=lambda p: (p.cost_per_hour, -p.capacity_qps)
+    )
+    frontier: list[SearchPoint] = []
+    for point in candidates:
+        if not frontier or point.capacity_qps > frontier[-1].capacity_qps:
+            frontier.append(point)
+    return frontier
+
+
+def best_point(points: list[SearchPoint]) -> SearchPoint | None:
+    """The cheapest per unit of capacity."""
+    ranked = [p for p in points if p.cost_per_qps is not None]
+    return min(ranked, key=lambda p: (p.cost_per_qps, -p.capacity_qps)) if ranked else None

@@ -1,0 +1,31 @@
+"""The deployments a search tries: every combination of the listed choices, on top of the
+base deployment config."""
+
+import itertools
+from dataclasses import replace
+
+from vidur.config import SearchConfig
+from vidur.deployment import ClusterConfig, DeploymentConfig
+
+
+def deployments_in(space: SearchConfig, base: DeploymentConfig) -> list[DeploymentConfig]:
+    combos = itertools.product(
+        space.gpus,
+        space.tensor_parallel,
+        space.pipeline_parallel,
+        space.num_replicas,
+        space.policies,
+        space.chunk_sizes,
+        space.max_num_seqs,
+    )
+    configs = []
+    for gpu, tp, pp, replicas, policy, chunk_size, max_num_seqs in combos:
+        replica = replace(base.replica, gpu=gpu, tensor_parallel=tp, pipeline_parallel=pp)
+        scheduler = replace(base.scheduler, policy=policy, chunk_size=chunk_size, max_num_seqs=max_num_seqs)
+        cluster: ClusterConfig = replace(base.cluster, num_replicas=replicas)
+        config = DeploymentConfig(replica, scheduler, cluster, base.cpu_overheads)
+        # Policies that never chunk ignore the chunk size: keep one of them.
+        if policy != "sarathi" and chunk_size != space.chunk_sizes[0]:
+            continue
+        configs.append(config)
+    return configs

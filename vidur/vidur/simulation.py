@@ -1,0 +1,145 @@
+"""Running a workload on a deployment, and what came out, per request in metron's terms.
+
+simulator = Simulator(plan_deployment(config, predictor))
+result = simulator.run(Workload.from_requests(generate_workload(workload_config)))
+records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestRecord
+"""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from metron.deadlines import DeadlineConfig
+from metron.metrics import RequestRecord, RequestTimes, request_records
+from metron.workload import RequestSpec
+
+from vidur import _simulator
+from vidur.deployment import Deployment
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """Requests as columns, sorted by arrival. Plain numpy arrays (picklable)."""
+
+    ids: np.ndarray
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    warmup: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        for name in ("arrival_s", "prompt_tokens", "output_tokens", "warmup"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"workload column {name} has {len(getattr(self, name))} entries, expected {n}")
+
+    @classmethod
+    def from_requests(cls, requests: Sequence[RequestSpec]) -> "Workload":
+        ordered = sorted(requests, key=lambda r: (r.arrival_s, r.id))
+        return cls(
+            ids=np.array([r.id for r in ordered], dtype=np.int64),
+            arrival_s=np.array([r.arrival_s for r in ordered], dtype=np.float64),
+            prompt_tokens=np.array([r.prompt_tokens for r in ordered], dtype=np.int64),
+            output_tokens=np.array([r.output_tokens for r in ordered], dtype=np.int64),
+            warmup=np.array([r.warmup for r in ordered], dtype=bool),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(slots=True)
+class SimulationResult:
+    """Per-request columns (workload order): replica, token_offsets, num_tokens, token_times,
+    first_scheduled_s, finished_s, finish_reason, num_preemptions. Per-iteration columns: see
+    `vidur._simulator.SimulationOutput.iteration_columns`."""
+
+    deployment: Deployment
+    workload: Workload
+    requests: dict[str, np.ndarray]
+    iterations: dict[str, np.ndarray]
+    rejections: dict[int, str]
+    num_iterations: int
+    end_s: float
+    wall_s: float
+
+    def token_times(self, index: int) -> np.ndarray:
+        start = int(self.requests["token_offsets"][index])
+        return self.requests["token_times"][start : start + int(self.requests["num_tokens"][index])]
+
+    def measured(self) -> list[RequestTimes]:
+        """What a client would have measured of every request."""
+        workload, columns = self.workload, self.requests
+        all_times = columns["token_times"].tolist()
+        offsets = columns["token_offsets"].tolist()
+        counts = columns["num_tokens"].tolist()
+        delays = (columns["first_scheduled_s"] - workload.arrival_s).tolist()
+        reasons = columns["finish_reason"].tolist()
+        measured = []
+        for index in range(len(workload)):
+            error = self.rejections.get(index)
+            if error is None and reasons[index] == 0:
+                error = "the simulation ended before the request finished"
+            delay = delays[index]
+            measured.append(
+                RequestTimes(
+                    id=int(workload.ids[index]),
+                    arrival_s=float(workload.arrival_s[index]),
+                    prompt_tokens=int(workload.prompt_tokens[index]),
+                    token_times_s=all_times[offsets[index] : offsets[index] + counts[index]],
+                    requested_output_tokens=int(workload.output_tokens[index]),
+                    scheduling_delay_s=None if math.isnan(delay) else delay,
+                    error=error,
+                    warmup=bool(workload.warmup[index]),
+                )
+            )
+        return measured
+
+    def records(self, deadlines: DeadlineConfig) -> list[RequestRecord]:
+        """metron's per-request records, exactly as a real run of the workload would produce."""
+        return request_records(self.measured(), deadlines)
+
+
+def _columns(raw: dict[str, tuple[str, bytes]]) -> dict[str, np.ndarray]:
+    return {name: np.frombuffer(data, dtype=np.dtype(dtype)) for name, (dtype, data) in raw.items()}
+
+
+class Simulator:
+    """A deployment with its cost model built once, to run any number of workloads."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self._cost_model = deployment.cost_model.build()
+        self._scheduler = deployment.scheduler_config()
+
+    @property
+    def cost_model(self) -> _simulator.CostModel:
+        return self._cost_model
+
+    def run(self, workload: Workload, *, record_iterations: bool = True) -> SimulationResult:
+        cluster = self.deployment.config.cluster
+        started = time.perf_counter()
+        output = _simulator.simulate(
+            cost_model=self._cost_model,
+            scheduler=self._scheduler,
+            arrival_times=workload.arrival_s.tolist(),
+            num_prompt_tokens=workload.prompt_tokens.tolist(),
+            num_output_tokens=workload.output_tokens.tolist(),
+            num_replicas=cluster.num_replicas,
+            router=cluster.router,
+            seed=cluster.seed,
+            record_iterations=record_iterations,
+        )
+        wall_s = time.perf_counter() - started
+        return SimulationResult(
+            deployment=self.deployment,
+            workload=workload,
+            requests=_columns(output.request_columns()),
+            iterations=_columns(output.iteration_columns()),
+            rejections=dict(output.rejections),
+            num_iterations=output.num_iterations,
+            end_s=output.end_s,
+            wall_s=wall_s,
+        )

@@ -1,0 +1,58 @@
+"""How hard a simulated run drove its GPUs: model FLOP utilization (MFU) and memory-bandwidth
+utilization (MBU), from the per-iteration records.
+
+An iteration's model FLOPs are 2 per weight per token for the layers, 2 per LM-head weight per
+sampled token, plus attention's FLOPs; its bytes are every weight read once plus the KV cache
+read and written by attention. MFU divides the run's FLOPs by what the replicas' GPUs could do
+at datasheet peak over the run's duration (`mfu`) or over the time they were busy
+(`mfu_busy`); MBU likewise with bytes and peak bandwidth.
+"""
+
+import numpy as np
+
+from vidur.simulation import SimulationResult
+
+
+def iteration_work(result: SimulationResult) -> tuple[np.ndarray, np.ndarray]:
+    """(FLOPs, bytes) of every recorded iteration, summed over the replica's GPUs."""
+    shape = result.deployment.shape
+    model = shape.model
+    it = result.iterations
+    tokens = it["num_prefill_tokens"].astype(np.float64) + it["num_decode_tokens"]
+    layer_flops = 2.0 * model.num_layers * model.layer_params * tokens
+    lm_head_flops = 2.0 * model.embedding_params * it["num_sampled"]
+    # Attention work is recorded per layer per GPU.
+    attention_scale = model.num_layers * shape.tensor_parallel
+    flops = layer_flops + lm_head_flops + it["attention_flops"].astype(np.float64) * attention_scale
+    weight_bytes = float(model.num_params * model.dtype_bytes)
+    bytes_moved = weight_bytes + it["attention_bytes"].astype(np.float64) * attention_scale
+    return flops, bytes_moved
+
+
+def utilization(result: SimulationResult) -> dict[str, float | None]:
+    it = result.iterations
+    if len(it["start_s"]) == 0:
+        return {"mfu": None, "mfu_busy": None, "mbu": None, "mbu_busy": None, "busy_fraction": None}
+    deployment = result.deployment
+    gpu = deployment.shape.gpu
+    flops, bytes_moved = iteration_work(result)
+    num_gpus = deployment.num_gpus
+    start = float(result.workload.arrival_s.min())
+    duration = max(float(it["end_s"].max()) - start, 1e-12)
+    # A replica is busy from a batch's start to its end; with pipeline stages batches overlap,
+    # so busy time is the union of those intervals per replica.
+    busy = 0.0
+    for replica in np.unique(it["replica"]):
+        mine = it["replica"] == replica
+        starts, ends = it["start_s"][mine], it["end_s"][mine]
+        running_end = np.maximum.accumulate(ends)
+        gaps = np.maximum(starts[1:] - running_end[:-1], 0.0)
+        busy += float(running_end[-1] - starts[0] - gaps.sum())
+    replica_gpus = deployment.shape.num_gpus
+    return {
+        "mfu": float(flops.sum() / (duration * num_gpus * gpu.peak_flops)),
+        "mfu_busy": float(flops.sum() / (busy * replica_gpus * gpu.peak_flops)),
+        "mbu": float(bytes_moved.sum() / (duration * num_gpus * gpu.peak_bytes_per_s)),
+        "mbu_busy": float(bytes_moved.sum() / (busy * replica_gpus * gpu.peak_bytes_per_s)),
+        "busy_fraction": busy / (duration * deployment.num_replicas),
+    }
