@@ -25,11 +25,13 @@ EVENTS = [[0.1, 1], [0.13, 1], [0.16, 1], [0.875, 3], [0.915, 1], [0.955, 1]]
 SCRIPTED_TTFT = 0.1
 SCRIPTED_TBT = [0.03, 0.03, 0.715, 0.0, 0.0, 0.04, 0.04]
 # Typically (the median over every gap and token) within 2 ms of the script and of the server's
-# own send times. Each single value within 10 ms (TTFT 15 ms, as it also holds the request's way to
-# the server): other processes share the two cores, and a busy moment delays the server or client.
+# own send times, and 9 in 10 within 10 ms. Any single value may be off by more when another
+# process holds a core at that moment, so single values only have to be within 50 ms: far less
+# than the errors this catches (a stall misplaced by a token, a closed loop falling behind by 1 s).
 TYPICAL_S = 0.002
-TOLERANCE_S = 0.010
-TTFT_TOLERANCE_S = 0.015
+MOST_S = 0.010
+TOLERANCE_S = 0.050
+TTFT_TOLERANCE_S = 0.050
 
 
 def config(num_requests: int, rate: float = 20.0, output_tokens: int = 8) -> RunConfig:
@@ -67,7 +69,8 @@ def test_measured_times_match_the_script(scripted_server, tmp_path: Path, usage:
         arrived = sorted(set(record.token_times_s))
         assert arrived == pytest.approx(sent, abs=TOLERANCE_S)
         deviations += [a - s for a, s in zip(arrived, sent, strict=True)]
-    assert float(np.median(deviations)) < TYPICAL_S
+    assert float(np.median(np.abs(deviations))) < TYPICAL_S
+    assert float(np.quantile(np.abs(deviations), 0.9)) < MOST_S
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]["num_finished"] == 6
 
 
@@ -78,10 +81,11 @@ def test_arrivals_are_not_held_back_by_running_requests(scripted_server, tmp_pat
     target = OpenAITarget(OpenAIConfig(url=server.url, model="scripted"))
     outcome = run_benchmark(config(40, rate=40.0, output_tokens=6), target, tmp_path / "run")
     assert outcome.metrics["num_finished"] == 40
-    assert outcome.metrics["send_lag_s.max"] < 0.01  # type: ignore[operator]
+    assert outcome.metrics["send_lag_s.p50"] < 0.002  # type: ignore[operator]
+    assert outcome.metrics["send_lag_s.max"] < TOLERANCE_S  # type: ignore[operator]
     received = {entry["id"]: entry["received"] - outcome.load.origin_perf_counter_s for entry in server.log().values()}
     for record in outcome.records:
-        assert received[f"metron-{record.id}"] - record.scheduled_arrival_s == pytest.approx(0, abs=0.01)
+        assert received[f"metron-{record.id}"] - record.scheduled_arrival_s == pytest.approx(0, abs=TOLERANCE_S)
 
 
 def test_errors_and_early_ends_are_recorded_per_request(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
