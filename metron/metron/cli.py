@@ -1,5 +1,5 @@
 """`metron`: run, capacity, profile-prefill, report, compare. The only place that reads the
-environment (the API key) and turns errors into exit codes:
+environment (the API key, SERVEKIT_DATA) and turns errors into exit codes:
 0 done, 2 bad arguments or input, 3 target unreachable or refusing, 130 interrupted (what was
 measured is written first)."""
 
@@ -20,19 +20,29 @@ from metron.prefill_profile import read_prefill_model
 from metron.prompts import load_tokenizer
 from metron.runner import RunConfig
 from metron.slo import SLO_KINDS, SloConfig
-from metron.targets.base import TargetError
+from metron.targets.base import Target, TargetError
 from metron.targets.openai import ENDPOINTS, OpenAIConfig, OpenAITarget
-from metron.workload import WorkloadConfig
+from metron.workload import WorkloadConfig, generate_workload
 
 EXIT_BAD_INPUT = 2
 EXIT_TARGET = 3
 EXIT_INTERRUPTED = 130
 
 
+TARGETS = ("openai", "engine", "vidur")
+
+
 def _target_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("target (an OpenAI-compatible server)")
-    group.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000 (with or without /v1)")
-    group.add_argument("--model", required=True, help="model name the server serves")
+    group = parser.add_argument_group("target")
+    group.add_argument(
+        "--target",
+        choices=TARGETS,
+        default="openai",
+        help="openai: any OpenAI-compatible URL; engine: this project's engine over its msgspec socket; "
+        "vidur: a simulated deployment",
+    )
+    group.add_argument("--url", help="openai: base URL, e.g. http://127.0.0.1:8000 (with or without /v1)")
+    group.add_argument("--model", help="openai: model name the server serves")
     group.add_argument("--endpoint", choices=ENDPOINTS, default="completions")
     group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     group.add_argument("--tokenizer", help="the model's tokenizer.json: exact prompt lengths, token counting")
@@ -42,6 +52,12 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--logprobs", action="store_true", help="ask for logprobs to count tokens per event")
     group.add_argument("--extra-body", default="{}", help="JSON object merged into every request body")
     group.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    group.add_argument("--engine", default="127.0.0.1:8001", metavar="HOST:PORT", help="engine: its RPC address")
+    group.add_argument("--vidur-config", help="vidur: the deployment's config file (TOML or YAML)")
+    group.add_argument(
+        "--vidur-set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="vidur: config overrides"
+    )
+    group.add_argument("--data-dir", help="vidur: holds traces/ and profiling/ (default: $SERVEKIT_DATA or ../shared/data)")
 
 
 def _workload_arguments(parser: argparse.ArgumentParser, with_rate: bool = True) -> None:
@@ -121,14 +137,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _target(args: argparse.Namespace) -> OpenAITarget:
+def _target(args: argparse.Namespace, config: RunConfig | None) -> Target:
+    """`config` is the run's (the simulated target needs its workload); None outside runs."""
+    match args.target:
+        case "engine":
+            from metron.targets.engine import EngineTarget, EngineTargetConfig, parse_address
+
+            host, port = parse_address(args.engine)
+            return EngineTarget(EngineTargetConfig(host=host, port=port, ignore_eos=not args.no_ignore_eos))
+        case "vidur":
+            from metron.targets.vidur import VidurTarget
+
+            if config is None:
+                raise ValueError("the vidur target simulates a workload: use it with run or capacity")
+            requests = generate_workload(config.workload)
+            return VidurTarget.from_config(args.vidur_config, args.vidur_set, _data_dir(args.data_dir), requests)
+    if not args.url or not args.model:
+        raise ValueError("the openai target needs --url and --model")
     try:
         extra_body = json.loads(args.extra_body)
     except json.JSONDecodeError as error:
         raise ValueError(f"--extra-body is not JSON: {error}") from error
     if not isinstance(extra_body, dict):
         raise ValueError("--extra-body must be a JSON object")
-    config = OpenAIConfig(
+    openai = OpenAIConfig(
         url=args.url,
         model=args.model,
         endpoint=args.endpoint,
@@ -140,7 +172,16 @@ def _target(args: argparse.Namespace) -> OpenAITarget:
         connect_timeout_s=args.connect_timeout,
     )
     tokenizer = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    return OpenAITarget(config, api_key=os.environ.get(args.api_key_env) or None, tokenizer=tokenizer)
+    return OpenAITarget(openai, api_key=os.environ.get(args.api_key_env) or None, tokenizer=tokenizer)
+
+
+def _data_dir(argument: str | None) -> Path:
+    """The CLI is the one place that reads the environment."""
+    if argument:
+        return Path(argument)
+    if os.environ.get("SERVEKIT_DATA"):
+        return Path(os.environ["SERVEKIT_DATA"])
+    return Path("../shared/data")
 
 
 def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
@@ -209,7 +250,7 @@ def _command_run(args: argparse.Namespace) -> int:
     from metron.runner import run_benchmark
 
     config = _run_config(args)
-    target = _target(args)
+    target = _target(args, config)
     total = config.workload.num_requests + config.workload.num_warmup_requests
     with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
         outcome = run_benchmark(config, target, args.output_dir, on_done=lambda _: bar.update(), handle_sigint=True)
@@ -239,7 +280,7 @@ def _command_capacity(args: argparse.Namespace) -> int:
     def evaluate(qps: float) -> CapacityStep:
         config = msgspec.structs.replace(base, workload=base.workload.with_rate(qps))
         directory = rate_directory(args.output_dir, qps)
-        target = _target(args)
+        target = _target(args, config)
         recorded = {"run": msgspec.to_builtins(config), "target": target.describe()}
         verdict = cached_verdict(directory, recorded, config)
         cached = verdict is not None
@@ -283,7 +324,9 @@ def _command_profile(args: argparse.Namespace) -> int:
     config = PrefillProfileConfig(
         prompt_lengths=tuple(lengths), samples_per_length=args.samples, tokenizer_path=args.tokenizer
     )
-    profile = run_prefill_profile(_target(args), config)
+    if args.target == "vidur":
+        raise ValueError("profile-prefill measures a live server: use --target openai or engine")
+    profile = run_prefill_profile(_target(args, None), config)
     write_profile(args.output, profile)
     model = profile.model
     print(
