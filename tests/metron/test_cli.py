@@ -27,7 +27,9 @@ def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path, capsys: pytest.
     with pytest.raises(SystemExit) as exited:
         main(["run", "--url", "http://127.0.0.1:9"])
     assert exited.value.code == 2
-    assert "the following arguments are required: --model, --output-dir" in capsys.readouterr().err
+    assert "the following arguments are required: --output-dir" in capsys.readouterr().err
+    assert main(["run", "--url", "http://127.0.0.1:9", "--output-dir", str(tmp_path / "out")]) == 2
+    assert "the openai target needs --url and --model" in capsys.readouterr().err
 
     common = ["run", "--model", "m", "--output-dir", str(tmp_path / "out")]
     cases = [
@@ -38,6 +40,7 @@ def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path, capsys: pytest.
         (["--url", "http://127.0.0.1:9", "--extra-body", "[1]"], "--extra-body must be a JSON object"),
         (["--url", "http://127.0.0.1:9", "--tokenizer", str(tmp_path / "none.json")], "does not exist"),
         (["--url", "http://127.0.0.1:9", "--lengths", "trace"], "trace lengths need trace_path"),
+        (["--target", "engine", "--engine", "localhost"], "the engine address must be HOST:PORT"),
     ]
     for extra, message in cases:
         assert main([*common, *extra]) == 2
