@@ -2,7 +2,8 @@
 
 Each iteration: schedule a batch, send its deltas to the workers, await the sampled tokens (the
 workers compute in other processes, so the event loop keeps serving sockets meanwhile), check
-stop conditions, update the scheduler, and push tokens to each request's stream.
+EOS and stop tokens, update the scheduler, and push token ids to each request's stream. Text
+(detokenization, stop strings) is made by each stream's reader, off this loop's critical path.
 """
 
 import itertools
@@ -11,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -75,7 +77,6 @@ class _Request:
     prompt_token_ids: list[int]
     sampling: SamplingParams
     stream: RequestStream
-    detokenizer: IncrementalDetokenizer
     arrival_time: float
     output_token_ids: list[int] = field(default_factory=list)
     known_to_workers: bool = False
@@ -128,24 +129,30 @@ class EngineCore:
         self.scheduler.add_request(
             request_id, prompt_len=len(prompt), max_new_tokens=sampling.max_tokens, arrival_time=arrival
         )
-        stream = RequestStream()
-        self._requests[request_id] = _Request(
-            prompt, sampling, stream, IncrementalDetokenizer(self.tokenizer, prompt, sampling.stop), time.time()
-        )
+        detokenizer = IncrementalDetokenizer(self.tokenizer, prompt, sampling.stop)
+        stream = RequestStream(detokenizer, on_stop=partial(self.stop, request_id))
+        self._requests[request_id] = _Request(prompt, sampling, stream, time.time())
         self.metrics.request_received(len(prompt))
         self._work_available.set()
         return request_id, stream
 
     def abort(self, request_id: int) -> None:
-        """Stops a request (a client went away); its KV blocks return to the pool at once."""
+        """Ends a request whose client went away; its KV blocks return to the pool at once."""
+        self._end_early(request_id, "abort")
+
+    def stop(self, request_id: int) -> None:
+        """Ends a request whose reader found a stop string in its text."""
+        self._end_early(request_id, "stop")
+
+    def _end_early(self, request_id: int, reason: str) -> None:
         request = self._requests.pop(request_id, None)
         if request is None:
-            return
+            return  # already finished
         finished = self.scheduler.abort(request_id)
         if request.known_to_workers:
             self._forget_on_workers.append(request_id)
-        request.stream.finish(self._outcome(request, "abort", finished.first_scheduled_at, finished.num_preemptions))
-        self.metrics.request_finished("abort")
+        request.stream.finish(self._outcome(request, reason, finished.first_scheduled_at, finished.num_preemptions))
+        self.metrics.request_finished(reason)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -222,19 +229,21 @@ class EngineCore:
         num_output_tokens = 0
         ttfts: list[float] = []
         tbts: list[float] = []
+        eos_token_ids = self.model.eos_token_ids
         producing = (entry for entry in scheduled if entry.produces_token)
         for entry, token in zip(producing, tokens, strict=False):
             request = self._requests.get(entry.id)
             if request is None:
                 continue  # aborted while its step ran
             request.output_token_ids.append(token)
-            request.stream.push(token, request.detokenizer.add_token(token), now)
+            request.stream.push(token, now)
             if len(request.output_token_ids) == 1:
                 ttfts.append(now - request.arrival_time)
             else:
                 tbts.append(now - request.last_token_time)
             request.last_token_time = now
-            if self._should_stop(request, token):
+            sampling = request.sampling
+            if (not sampling.ignore_eos and token in eos_token_ids) or token in sampling.stop_token_ids:
                 stopped.append(entry.id)
             num_output_tokens += 1
         self.metrics.tokens(ttfts, tbts)
@@ -247,14 +256,6 @@ class EngineCore:
             self.metrics.request_finished(reason)
         return num_output_tokens
 
-    def _should_stop(self, request: _Request, token: int) -> bool:
-        sampling = request.sampling
-        return (
-            (not sampling.ignore_eos and token in self.model.eos_token_ids)
-            or token in sampling.stop_token_ids
-            or request.detokenizer.stopped_by is not None
-        )
-
     def _outcome(
         self, request: _Request, reason: str, first_scheduled_at: float | None, num_preemptions: int
     ) -> RequestOutcome:
@@ -264,7 +265,7 @@ class EngineCore:
             first_scheduled = time.time() - (time.monotonic() - first_scheduled_at)
         return RequestOutcome(
             finish_reason=reason,
-            text=request.detokenizer.flush(),
+            text="",  # the stream adds what its detokenizer held back
             num_prompt_tokens=len(request.prompt_token_ids),
             num_output_tokens=len(request.output_token_ids),
             arrival_time=request.arrival_time,

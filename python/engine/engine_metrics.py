@@ -80,6 +80,7 @@ class EngineMetrics:
         )
         self._model_name = model_name
         self._recent: deque[tuple[float, int]] = deque()
+        self._recent_tokens = 0
 
     def request_received(self, num_prompt_tokens: int) -> None:
         self.prompt_tokens.inc(num_prompt_tokens)
@@ -99,9 +100,10 @@ class EngineMetrics:
         self.generation_tokens.inc(num_output_tokens)
         now = time.monotonic()
         self._recent.append((now, num_output_tokens))
-        while self._recent and self._recent[0][0] < now - RATE_WINDOW_S:
-            self._recent.popleft()
-        self.tokens_per_s.set(sum(count for _, count in self._recent) / RATE_WINDOW_S)
+        self._recent_tokens += num_output_tokens
+        while self._recent[0][0] < now - RATE_WINDOW_S:
+            self._recent_tokens -= self._recent.popleft()[1]
+        self.tokens_per_s.set(self._recent_tokens / RATE_WINDOW_S)
 
     def set_load(self, *, num_waiting: int, num_running: int, num_used_blocks: int, num_blocks: int) -> None:
         self.waiting.set(num_waiting)

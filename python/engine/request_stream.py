@@ -1,13 +1,22 @@
 """What a request's consumer (an HTTP or RPC handler) reads while the engine produces tokens.
 
-The engine loop must never wait for a slow reader, so this is not a bounded channel: tokens
-accumulate (at most the request's `max_tokens`) and the reader takes everything that arrived
-since its last read as one `TokenDelta`.
+The engine loop only appends token ids here, so its per-token work stays small; the consumer
+turns them into text (incremental detokenization and stop strings) when it reads, which happens
+while the model computes the next iteration. The loop never waits for a slow consumer: tokens
+accumulate (at most the request's `max_tokens`) and a read takes everything that arrived since
+the last one as one `TokenDelta`.
+
+A stop string found by the consumer ends the request through `on_stop`; tokens the engine
+produced after the stop string are dropped.
 """
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import trio
+
+from engine.detokenizer import IncrementalDetokenizer
 
 
 class EngineFailedError(RuntimeError):
@@ -36,17 +45,19 @@ class RequestOutcome:
 
 @dataclass(slots=True)
 class RequestStream:
+    detokenizer: IncrementalDetokenizer
+    """Called once when the consumer finds a stop string, so the engine stops generating."""
+    on_stop: Callable[[], None]
     _token_ids: list[int] = field(default_factory=list)
-    _texts: list[str] = field(default_factory=list)
     _times: list[float] = field(default_factory=list)
     _outcome: RequestOutcome | None = None
     _failure: str | None = None
     _done: bool = False
+    _num_delivered: int = 0
     _wakeup: trio.Event = field(default_factory=trio.Event)
 
-    def push(self, token_id: int, text: str, time: float) -> None:
+    def push(self, token_id: int, time: float) -> None:
         self._token_ids.append(token_id)
-        self._texts.append(text)
         self._times.append(time)
         self._wakeup.set()
 
@@ -66,14 +77,34 @@ class RequestStream:
         while not (self._token_ids or self._outcome or self._failure or self._done):
             await self._wakeup.wait()
             self._wakeup = trio.Event()
-        if self._token_ids:
-            delta = TokenDelta(self._token_ids, "".join(self._texts), self._times)
-            self._token_ids, self._texts, self._times = [], [], []
-            return delta
+        if self._token_ids and self.detokenizer.stopped_by is None:
+            return self._take_delta()
         if self._failure is not None and not self._done:
             self._done = True
             raise EngineFailedError(self._failure)
         if self._outcome is not None and not self._done:
             self._done = True
-            return self._outcome
+            return self._final_outcome(self._outcome)
         raise StopAsyncIteration
+
+    def _take_delta(self) -> TokenDelta:
+        token_ids, times = self._token_ids, self._times
+        self._token_ids, self._times = [], []
+        texts = []
+        for index, token_id in enumerate(token_ids):
+            texts.append(self.detokenizer.add_token(token_id))
+            if self.detokenizer.stopped_by is not None:
+                del token_ids[index + 1 :], times[index + 1 :]
+                self.on_stop()
+                break
+        self._num_delivered += len(token_ids)
+        return TokenDelta(token_ids, "".join(texts), times)
+
+    def _final_outcome(self, outcome: RequestOutcome) -> RequestOutcome:
+        stopped = self.detokenizer.stopped_by is not None
+        return dataclasses.replace(
+            outcome,
+            finish_reason="stop" if stopped else outcome.finish_reason,
+            text=self.detokenizer.flush(),
+            num_output_tokens=self._num_delivered,
+        )

@@ -1,23 +1,41 @@
+from pathlib import Path
+
 import pytest
 import trio
 
+from engine.detokenizer import IncrementalDetokenizer
 from engine.request_stream import EngineFailedError, RequestOutcome, RequestStream, TokenDelta
+from engine.tokenizer import Tokenizer
 
-OUTCOME = RequestOutcome("length", "!", 3, 2, 0.0, 0.5, 0)
+OUTCOME = RequestOutcome("length", "", 3, 2, 0.0, 0.5, 0)
 
 
-async def test_tokens_pushed_between_reads_arrive_as_one_delta_then_the_outcome() -> None:
-    stream = RequestStream()
-    stream.push(5, "a", 1.0)
-    stream.push(6, "b", 2.0)
-    assert await stream.__anext__() == TokenDelta([5, 6], "ab", [1.0, 2.0])
-    stream.push(7, "c", 3.0)
+@pytest.fixture
+def tokenizer(byte_level_tokenizer_dir: Path) -> Tokenizer:
+    return Tokenizer(byte_level_tokenizer_dir)
+
+
+def stream_for(tokenizer: Tokenizer, stop: tuple[str, ...] = (), on_stop: list[int] | None = None) -> RequestStream:
+    stops = on_stop if on_stop is not None else []
+    return RequestStream(IncrementalDetokenizer(tokenizer, [], stop), on_stop=lambda: stops.append(1))
+
+
+async def test_tokens_pushed_between_reads_arrive_as_one_delta_with_their_text(tokenizer: Tokenizer) -> None:
+    stream = stream_for(tokenizer)
+    first, second, third = tokenizer.encode("The quick brown", add_special_tokens=False)[:3]
+    stream.push(first, 1.0)
+    stream.push(second, 2.0)
+    delta = await stream.__anext__()
+    assert delta == TokenDelta([first, second], tokenizer.decode([first, second]), [1.0, 2.0])
+    stream.push(third, 3.0)
     stream.finish(OUTCOME)
-    assert [event async for event in stream] == [TokenDelta([7], "c", [3.0]), OUTCOME]
+    events = [event async for event in stream]
+    assert events[0] == TokenDelta([third], tokenizer.decode([first, second, third])[len(delta.text) :], [3.0])
+    assert events[1] == RequestOutcome("length", "", 3, 3, 0.0, 0.5, 0)  # the stream counts what it delivered
 
 
-async def test_a_reader_waits_until_something_arrives() -> None:
-    stream = RequestStream()
+async def test_a_reader_waits_until_something_arrives(tokenizer: Tokenizer) -> None:
+    stream = stream_for(tokenizer)
     received: list[object] = []
 
     async def read() -> None:
@@ -27,17 +45,37 @@ async def test_a_reader_waits_until_something_arrives() -> None:
         nursery.start_soon(read)
         await trio.sleep(0.01)
         assert received == []
-        stream.push(1, "x", 0.0)
+        stream.push(5, 0.0)
         stream.finish(OUTCOME)
-    assert received == [TokenDelta([1], "x", [0.0]), OUTCOME]
+    assert len(received) == 2 and isinstance(received[1], RequestOutcome)
 
 
-async def test_failure_is_raised_after_pending_tokens() -> None:
-    stream = RequestStream()
-    stream.push(1, "x", 0.0)
+async def test_failure_is_raised_after_pending_tokens(tokenizer: Tokenizer) -> None:
+    stream = stream_for(tokenizer)
+    stream.push(5, 0.0)
     stream.fail("worker died")
-    assert await stream.__anext__() == TokenDelta([1], "x", [0.0])
+    assert isinstance(await stream.__anext__(), TokenDelta)
     with pytest.raises(EngineFailedError, match="worker died"):
         await stream.__anext__()
     with pytest.raises(StopAsyncIteration):
         await stream.__anext__()
+
+
+async def test_a_stop_string_cuts_the_text_drops_later_tokens_and_stops_the_request_once(
+    tokenizer: Tokenizer,
+) -> None:
+    stops: list[int] = []
+    stream = stream_for(tokenizer, stop=("fox",), on_stop=stops)
+    tokens = tokenizer.encode("The quick brown fox jumps over the lazy dog", add_special_tokens=False)
+    for token in tokens:  # the engine produced more than the stop string before it learned of it
+        stream.push(token, 0.0)
+    delta = await stream.__anext__()
+    assert isinstance(delta, TokenDelta) and delta.text == "The quick brown "
+    assert tokenizer.decode(delta.token_ids).endswith("fox") and len(delta.token_ids) < len(tokens)
+    assert stops == [1]
+    stream.push(tokens[-1], 0.0)  # a token still in flight when the engine was told
+    stream.finish(RequestOutcome("abort", "", 3, 99, 0.0, 0.5, 0))
+    outcome = await stream.__anext__()
+    assert isinstance(outcome, RequestOutcome)
+    assert (outcome.finish_reason, outcome.num_output_tokens) == ("stop", len(delta.token_ids))
+    assert stops == [1]

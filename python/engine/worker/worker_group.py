@@ -56,7 +56,7 @@ class ModelSummary:
 
 # On CPU, libgomp's default spin-wait keeps torch's threads busy for a while after every forward,
 # starving the engine process on small machines; a short spin keeps parallel regions fast.
-CPU_WORKER_ENVIRONMENT = {"GOMP_SPINCOUNT": "10000"}
+CPU_WORKER_ENVIRONMENT = {"GOMP_SPINCOUNT": "5000"}
 
 
 @contextmanager
