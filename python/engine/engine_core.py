@@ -104,10 +104,6 @@ class EngineCore:
     def max_model_len(self) -> int:
         return self.scheduler.config.max_model_len
 
-    @property
-    def num_active_requests(self) -> int:
-        return len(self._requests)
-
     def submit(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> tuple[int, RequestStream]:
         """Queues a request. Raises ValueError naming what is wrong with it."""
         if self.failure is not None:
