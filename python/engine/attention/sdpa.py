@@ -136,7 +136,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         # [2, num_decodes * blocks, block_size, kv_heads, head_dim] -> [2, num_decodes, kv_heads, context, head_dim]
         context = kv_cache.index_select(1, plan.decode_block_tables.flatten())
         context = context.view(2, num_decodes, width * plan.metadata.block_size, layer.num_kv_heads, layer.head_dim)
-        context = context.transpose(2, 3).contiguous()
+        context = context.transpose(2, 3)
         queries = query.index_select(0, plan.decode_token_index)[:, :, None, :]
         attended = F.scaled_dot_product_attention(
             queries,
