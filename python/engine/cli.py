@@ -5,7 +5,7 @@ import logging
 import os
 import signal
 import sys
-from functools import partial
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
@@ -71,12 +71,15 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-async def _cancel_on_signals(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for received in signals:
-            log.info("received %s, shutting down", signal.Signals(received).name)
-            scope.cancel()
-            return
+async def _stop_on_signals(signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
+    """The first SIGINT/SIGTERM starts the shutdown; later ones are noted, not fatal."""
+    async for received in signals:
+        name = signal.Signals(received).name
+        if serving.cancel_called:
+            log.info("received %s again; still shutting down the workers", name)
+        else:
+            log.info("received %s, shutting down", name)
+            serving.cancel()
 
 
 def _worker_environment(device: str) -> dict[str, str]:
@@ -87,9 +90,15 @@ def _worker_environment(device: str) -> dict[str, str]:
 
 async def _run(model_dir: Path, runner: ModelRunnerConfig, engine: EngineConfig, server: ServerConfig) -> None:
     environment = _worker_environment(runner.device)
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_cancel_on_signals, nursery.cancel_scope)
-        await nursery.start(partial(serve, worker_environment=environment), model_dir, runner, engine, server)
+    # The receiver stays open until the workers are down, so a second Ctrl-C cannot cut the
+    # shutdown short with a KeyboardInterrupt.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            serving = trio.CancelScope()
+            nursery.start_soon(_stop_on_signals, signals, serving)
+            with serving:
+                await serve(model_dir, runner, engine, server, worker_environment=environment)
+            nursery.cancel_scope.cancel()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,8 +48,11 @@ async def test_tensor_parallel_server_matches_one_rank_and_stops_cleanly(
         prompt = "tensor parallel on gloo"
         assert await greedy_text(parallel, prompt) == await greedy_text(server, prompt)
         parallel.process.send_signal(stop_signal)
+        await trio.sleep(0.05)
+        parallel.process.send_signal(stop_signal)  # impatient twice: still a clean shutdown
         assert await trio.to_thread.run_sync(parallel.process.wait, 30) == 0
         wait_gone(parallel.worker_pids)
+        assert not any("Traceback" in line for line in parallel.log), "".join(parallel.log)
     finally:
         parallel.stop()
 
