@@ -37,15 +37,17 @@ class ArrivalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             if not (self.rate_scale > 0 and np.isfinite(self.rate_scale)):
                 raise ValueError(f"rate_scale must be positive, got {self.rate_scale}")
 
-    def with_rate(self, rate: float) -> "ArrivalConfig":
-        """The same process at `rate` requests/s (for a trace: scaled to that mean rate)."""
+    def with_rate(self, rate: float, num_requests: int) -> "ArrivalConfig":
+        """The same process at `rate` requests/s. A trace is scaled so that the `num_requests`
+        arrivals actually replayed (its first rows) come at that mean rate: a trace's local rate
+        can be far from its whole-file rate."""
         if self.kind == "static":
             raise ValueError("static arrivals have no rate to change")
         if self.kind == "trace":
-            times = read_trace_column(self.trace_path or "", self.trace_column)
-            span = float(times.max() - times.min())
+            times = read_trace_column(self.trace_path or "", self.trace_column)[:num_requests]
+            span = float(times[-1] - times[0]) if len(times) >= 2 else 0.0
             if span <= 0:
-                raise ValueError(f"trace {self.trace_path} has no time span to scale")
+                raise ValueError(f"the first {num_requests} arrivals of {self.trace_path} span no time to scale")
             recorded_rate = (len(times) - 1) / span
             return msgspec.structs.replace(self, rate_scale=rate / recorded_rate)
         return msgspec.structs.replace(self, rate=rate)

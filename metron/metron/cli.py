@@ -22,6 +22,7 @@ from metron.runner import RunConfig
 from metron.slo import SLO_KINDS, SloConfig
 from metron.targets.base import Target, TargetError
 from metron.targets.openai import ENDPOINTS, OpenAIConfig, OpenAITarget
+from metron.metrics import RequestRecord
 from metron.workload import WorkloadConfig, generate_workload
 
 EXIT_BAD_INPUT = 2
@@ -251,6 +252,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
     config = _run_config(args)
     target = _target(args, config)
+    _prepare_output_dir(args.output_dir)
     total = config.workload.num_requests + config.workload.num_warmup_requests
     with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
         outcome = run_benchmark(config, target, args.output_dir, on_done=lambda _: bar.update(), handle_sigint=True)
@@ -260,7 +262,30 @@ def _command_run(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         print("interrupted: the run directory holds what was measured", file=sys.stderr)
         return EXIT_INTERRUPTED
+    refusal = _refusal(outcome.records)
+    if refusal is not None:
+        print(f"metron: error: the target failed every request; the first said: {refusal}", file=sys.stderr)
+        return EXIT_TARGET
     return 0
+
+
+def _prepare_output_dir(path: Path) -> None:
+    """Fails before the run, not after it, when the results could not be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".metron-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"cannot write the output directory {path}: {error}") from error
+
+
+def _refusal(records: Sequence[RequestRecord]) -> str | None:
+    """The first error, when the target failed every measured request it was sent."""
+    measured = [r for r in records if not r.warmup and r.outcome != "interrupted"]
+    if measured and all(r.outcome == "error" for r in measured):
+        return measured[0].error or "unknown error"
+    return None
 
 
 def _command_capacity(args: argparse.Namespace) -> int:
@@ -275,7 +300,7 @@ def _command_capacity(args: argparse.Namespace) -> int:
     base = _run_config(args, rate=args.initial_qps)
     if base.workload.arrivals.kind == "static":
         raise ValueError("capacity search needs arrivals with a rate (poisson, gamma or trace), not static")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_output_dir(args.output_dir)
 
     def evaluate(qps: float) -> CapacityStep:
         config = msgspec.structs.replace(base, workload=base.workload.with_rate(qps))
@@ -288,6 +313,9 @@ def _command_capacity(args: argparse.Namespace) -> int:
             outcome = run_benchmark(config, target, directory, handle_sigint=True)
             if outcome.interrupted:
                 raise KeyboardInterrupt
+            refusal = _refusal(outcome.records)
+            if refusal is not None:
+                raise TargetError(f"the target failed every request at {qps:g} QPS; the first said: {refusal}")
             write_report(directory)
             verdict = outcome.verdict
         step = CapacityStep(qps=qps, passed=verdict.passed, verdict=verdict.describe(), directory=str(directory))

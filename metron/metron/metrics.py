@@ -22,7 +22,6 @@ import numpy as np
 from metron.deadlines import DeadlineConfig
 from metron.fluidity import count_deadlines_many, min_tbt_deadlines
 
-OUTCOMES = ("finished", "ended_early", "error", "interrupted")
 
 
 class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -139,6 +138,11 @@ def request_record(measured: RequestTimes, deadlines: DeadlineConfig) -> Request
     return request_records([measured], deadlines)[0]
 
 
+def _early_end_reason(request: RequestTimes, num_tokens: int) -> str:
+    """DESIGN.md's run format: a record that is not `finished` says why in `error`."""
+    return f"ended early: {num_tokens} of {request.requested_output_tokens} requested tokens"
+
+
 def _record(
     request: RequestTimes,
     ttft_deadline: float,
@@ -172,7 +176,7 @@ def _record(
         min_tbt_deadline_s=min_deadline,
         finished=outcome == "finished",
         outcome=outcome,
-        error=request.error,
+        error=_early_end_reason(request, num_tokens) if outcome == "ended_early" else request.error,
         requested_output_tokens=request.requested_output_tokens,
         scheduled_arrival_s=arrival if request.scheduled_arrival_s is None else request.scheduled_arrival_s,
         warmup=request.warmup,

@@ -55,11 +55,6 @@ class PromptBuilder:
             if len(self._corpus_ids) < 2:
                 raise ValueError("the tokenizer turns the prompt corpus into fewer than 2 tokens")
 
-    def count_tokens(self, text: str) -> int:
-        if self.tokenizer is None:
-            raise ValueError("counting tokens needs a tokenizer")
-        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
-
     def build(self, request_id: int, num_tokens: int) -> Prompt:
         """The prompt of request `request_id`: `num_tokens` tokens long (exactly, with a tokenizer)."""
         if num_tokens < 1:

@@ -62,6 +62,8 @@ def summarize(records: Sequence[RequestRecord], slo: SloConfig | None = None) ->
     """Every aggregate figure of a run. With an `slo`, goodput counts the requests that meet it."""
     measured = [r for r in records if not r.warmup]
     completed = [r for r in measured if r.completed]
+    # A run stopped early still observed first tokens and gaps of the requests it cut off.
+    observed = completed + [r for r in measured if r.outcome == "interrupted"]
     outcomes = {outcome: sum(r.outcome == outcome for r in measured) for outcome in ("finished", "ended_early")}
     num_errors = sum(r.outcome == "error" for r in measured)
     num_interrupted = sum(r.outcome == "interrupted" for r in measured)
@@ -99,7 +101,9 @@ def summarize(records: Sequence[RequestRecord], slo: SloConfig | None = None) ->
     for name in DISTRIBUTIONS:
         match name:
             case "tbt_s":
-                values: Iterable[float | None] = (gap for r in completed for gap in r.tbt_s)
+                values: Iterable[float | None] = (gap for r in observed for gap in r.tbt_s)
+            case "ttft_s":
+                values = (r.ttft_s for r in observed)
             case "miss_rate":
                 values = (r.miss_rate for r in completed)
             case "send_lag_s":

@@ -53,7 +53,8 @@ class WorkloadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     def with_rate(self, rate: float) -> "WorkloadConfig":
         """The same workload with arrivals at `rate` requests/s (what a capacity search varies)."""
-        return msgspec.structs.replace(self, arrivals=self.arrivals.with_rate(rate))
+        total = self.num_warmup_requests + self.num_requests
+        return msgspec.structs.replace(self, arrivals=self.arrivals.with_rate(rate, total))
 
 
 def generate_workload(config: WorkloadConfig) -> list[RequestSpec]:

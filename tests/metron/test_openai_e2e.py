@@ -105,6 +105,7 @@ def test_errors_and_early_ends_are_recorded_per_request(scripted_server, tmp_pat
     assert by_id[0].outcome == "finished"
     assert by_id[1].outcome == "error" and by_id[1].error == "HTTP 503: scripted failure"
     assert by_id[2].outcome == "ended_early" and by_id[2].output_tokens == 2
+    assert by_id[2].error == "ended early: 2 of 8 requested tokens" and not by_id[2].finished
     assert by_id[3].outcome == "error" and "scripted mid-stream failure" in (by_id[3].error or "")
     assert by_id[3].output_tokens == 3  # the tokens before the failure still count
     assert outcome.metrics["num_errors"] == 2 and outcome.metrics["num_ended_early"] == 1

@@ -44,10 +44,8 @@ class EngineTarget(Target):
         self._client: "EngineClient | None" = None
 
     def describe(self) -> dict[str, object]:
-        described: dict[str, object] = {"kind": "engine", **msgspec.to_builtins(self.config)}
-        if self._client is not None:
-            described["model"] = self._client.model
-        return described
+        # The same before and after check(): capacity searches match cached runs on it.
+        return {"kind": "engine", **msgspec.to_builtins(self.config)}
 
     async def check(self) -> None:
         if self._client is not None:
@@ -79,8 +77,9 @@ class EngineTarget(Target):
         try:
             async with self._client.generate(request.prompt, sampling) as generation:
                 async for chunk in generation:
-                    # Tokens that came together arrived together, each stamped by the server.
-                    arrived = sink.now()
+                    # Tokens that came together arrived together (when the client read the
+                    # frame, not when this task woke), each stamped by the server.
+                    arrived = chunk.client_time - wall_minus_run
                     for server_time in chunk.server_times:
                         sink.tokens(1, at=arrived, server_time_s=server_time - wall_minus_run)
             result = generation.result

@@ -199,7 +199,7 @@ class HttpClient:
         self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
     ) -> AsyncIterator[Response]:
         """Sends one request and yields its response once the status line and headers are in.
-        Received bytes are stamped with `trio.current_time()`."""
+        Received bytes carry their arrival time on Trio's clock (see the module docstring)."""
         extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         content = f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n" if body else ""
         message = (

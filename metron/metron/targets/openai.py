@@ -89,9 +89,13 @@ class OpenAITarget(Target):
         await self._client.aclose()
 
     async def check(self) -> None:
+        timeout = self.config.connect_timeout_s
         try:
-            async with self._client.request("GET", "/models") as response:
-                status, content = response.status, await response.read()
+            with trio.fail_after(timeout):
+                async with self._client.request("GET", "/models") as response:
+                    status, content = response.status, await response.read()
+        except trio.TooSlowError:
+            raise TargetUnreachable(f"{self.config.base_url} gave no HTTP answer within {timeout:g} s") from None
         except ConnectError as error:
             raise TargetUnreachable(f"cannot reach {self.config.base_url}: {error}") from error
         except HttpError as error:

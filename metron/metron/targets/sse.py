@@ -37,7 +37,3 @@ class EventStreamParser:
         elif field == "event":
             self._event = value
         return None
-
-    def finish(self, received_s: float) -> ServerSentEvent | None:
-        """The event left unterminated when the stream closed, if any."""
-        return self.feed("", received_s)
