@@ -62,9 +62,6 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self.requests)
 
-    def __contains__(self, request_id: int) -> bool:
-        return request_id in self.requests
-
     def apply(self, step: StepInput) -> list[ScheduledWork]:
         """Validates `step`, then applies everything but the sampled tokens; returns the chunks to run."""
         self._validate(step)

@@ -35,14 +35,6 @@ class AttentionMetadata:
     """The same block tables, on the host (int64)."""
     block_tables_host: np.ndarray
 
-    @property
-    def num_requests(self) -> int:
-        return len(self.query_lens)
-
-    @property
-    def num_tokens(self) -> int:
-        return int(self.slot_mapping.shape[0])
-
     @staticmethod
     def build(
         *,

@@ -14,14 +14,20 @@ from engine.model.parallel import TensorParallel
 
 
 class VocabParallelEmbedding(nn.Module):
-    def __init__(self, vocab_size: int, hidden_size: int, *, tp: TensorParallel) -> None:
+    """`weight`, when given, is another layer's weight of this shape to share."""
+
+    def __init__(
+        self, vocab_size: int, hidden_size: int, *, tp: TensorParallel, weight: nn.Parameter | None = None
+    ) -> None:
         super().__init__()
         self.tp = tp
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.rows_per_rank = -(-vocab_size // tp.size)
         self.first_row = tp.rank * self.rows_per_rank
-        self.weight = nn.Parameter(torch.empty(self.rows_per_rank, hidden_size), requires_grad=False)
+        if weight is None:
+            weight = nn.Parameter(torch.empty(self.rows_per_rank, hidden_size), requires_grad=False)
+        self.weight = weight
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
         if self.tp.size == 1:
@@ -40,14 +46,12 @@ class VocabParallelEmbedding(nn.Module):
 
 
 class ParallelLMHead(VocabParallelEmbedding):
-    """With `tied_to`, shares the embedding's weight (tied word embeddings)."""
+    """With `tied_to`, shares the embedding's weight (tied word embeddings) and allocates none."""
 
     def __init__(
         self, vocab_size: int, hidden_size: int, *, tp: TensorParallel, tied_to: VocabParallelEmbedding | None
     ) -> None:
-        super().__init__(vocab_size, hidden_size, tp=tp)
-        if tied_to is not None:
-            self.weight = tied_to.weight
+        super().__init__(vocab_size, hidden_size, tp=tp, weight=None if tied_to is None else tied_to.weight)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = F.linear(hidden, self.weight)

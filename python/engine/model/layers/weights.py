@@ -20,21 +20,6 @@ class CheckpointTensor(Protocol):
     def read(self, dim: int = 0, start: int = 0, stop: int | None = None) -> torch.Tensor: ...
 
 
-class InMemoryTensor:
-    """A `CheckpointTensor` over a tensor already in memory."""
-
-    def __init__(self, name: str, tensor: torch.Tensor) -> None:
-        self.name = name
-        self.tensor = tensor
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.tensor.shape)
-
-    def read(self, dim: int = 0, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        return self.tensor.narrow(dim, start, (self.tensor.shape[dim] if stop is None else stop) - start)
-
-
 def copy_into(
     param: torch.Tensor, source: CheckpointTensor, *, dim: int, start: int, size: int, offset: int = 0
 ) -> None:
