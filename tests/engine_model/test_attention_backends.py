@@ -2,11 +2,12 @@
 inputs with random block tables, mixed prefill chunks and decodes, GQA and sliding windows."""
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from engine.attention import (
     AttentionBackend,
@@ -49,6 +50,7 @@ class Case:
     cache: torch.Tensor
     """Per request: the keys and values of its whole context."""
     contexts: list[tuple[torch.Tensor, torch.Tensor]]
+    tables: list[list[int]]
     metadata: AttentionMetadata
 
     def run(self, backend: AttentionBackend[Any], layer: AttentionLayer) -> torch.Tensor:
@@ -59,16 +61,31 @@ class Case:
 def random_case(seed: int, layer: AttentionLayer, block_size: int, dtype: torch.dtype) -> Case:
     """Up to 6 requests, each a decode or a chunk of random length after a random cached prefix."""
     rng = random.Random(seed)
-    generator = torch.Generator().manual_seed(seed)
     query_lens, seq_lens = [], []
     for _ in range(rng.randint(1, 6)):
         seq_len = rng.randint(1, 70)
         seq_lens.append(seq_len)
         query_lens.append(1 if rng.random() < 0.5 else rng.randint(1, seq_len))
-    num_blocks = sum(-(-n // block_size) for n in seq_lens) + 5
+    return make_case(seed, query_lens, seq_lens, layer, block_size, dtype)
+
+
+def make_case(
+    seed: int,
+    query_lens: list[int],
+    seq_lens: list[int],
+    layer: AttentionLayer,
+    block_size: int,
+    dtype: torch.dtype,
+    reserved_blocks: int = 0,
+) -> Case:
+    """Random keys, values and queries; each block table holds `reserved_blocks` more blocks than
+    its context needs (random data in them), as a policy reserving the longest output leaves it."""
+    rng = random.Random(seed)
+    generator = torch.Generator().manual_seed(seed)
+    num_blocks = sum(-(-n // block_size) + reserved_blocks for n in seq_lens) + 5
     free = list(range(num_blocks))
     rng.shuffle(free)
-    tables = [[free.pop() for _ in range(-(-n // block_size))] for n in seq_lens]
+    tables = [[free.pop() for _ in range(-(-n // block_size) + reserved_blocks)] for n in seq_lens]
 
     def randn(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator).to(DEVICE, dtype)
@@ -88,6 +105,7 @@ def random_case(seed: int, layer: AttentionLayer, block_size: int, dtype: torch.
         value=torch.cat([values[n - q :] for (_, values), n, q in new]),
         cache=cache,
         contexts=contexts,
+        tables=tables,
         metadata=AttentionMetadata.build(
             query_lens=query_lens, seq_lens=seq_lens, block_tables=tables, block_size=block_size, device=DEVICE
         ),
@@ -143,3 +161,42 @@ def test_backend_selection() -> None:
     if torch.cuda.is_available():
         assert select("auto", "cuda", torch.float32) == "sdpa"  # flash-attn takes 16-bit data only
         assert select("auto", "cuda", torch.bfloat16) == ("flash" if is_flash_attn_available() else "sdpa")
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=["mha", "gqa", "mqa-window"])
+def test_sdpa_decode_gathers_only_the_longest_decode_context(layer: AttentionLayer) -> None:
+    """Block tables reserved far past the contexts (orca, faster_transformer) change nothing, and
+    decodes gather only the blocks of the longest decode context, even beside a longer prefill."""
+    block_size, query_lens, seq_lens = 4, [1, 1, 12, 1], [9, 3, 40, 7]
+    reserved = make_case(5, query_lens, seq_lens, layer, block_size, torch.float32, reserved_blocks=60)
+    trimmed = [table[: -(-n // block_size)] for table, n in zip(reserved.tables, seq_lens, strict=True)]
+    exact = replace(
+        reserved,
+        cache=reserved.cache.clone(),
+        tables=trimmed,
+        metadata=AttentionMetadata.build(
+            query_lens=query_lens, seq_lens=seq_lens, block_tables=trimmed, block_size=block_size, device=DEVICE
+        ),
+    )
+    backend = SdpaAttention()
+    assert backend.prepare(reserved.metadata).decode_block_tables.shape == (3, 3)  # ceil(9 / 4) blocks
+    assert torch.equal(reserved.run(backend, layer), exact.run(backend, layer))
+
+
+def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, `enable_gqa` keeps a masked call off the memory-efficient kernel."""
+    calls: list[dict[str, Any]] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(kwargs)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    layer = LAYERS[1]
+    case = make_case(8, [1, 7, 1, 10], [30, 19, 12, 10], layer, 4, torch.float32)
+    output = case.run(SdpaAttention(), layer)
+    masked = [call for call in calls if call.get("attn_mask") is not None]
+    assert len(masked) == 2 and not any(call.get("enable_gqa") for call in masked)  # the decodes, the chunk
+    expected = case.run(ReferenceAttention(), layer)
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)

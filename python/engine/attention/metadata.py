@@ -30,7 +30,8 @@ class AttentionMetadata:
     seq_start_loc: torch.Tensor
     """[num_requests] int32."""
     seq_lens_tensor: torch.Tensor
-    """[num_requests, max blocks] int32: each request's block table, padded with block 0."""
+    """[num_requests, max blocks] int32: each request's block table (the blocks its context
+    covers), padded with block 0."""
     block_tables: torch.Tensor
     """The same block tables, on the host (int64)."""
     block_tables_host: np.ndarray
@@ -44,13 +45,14 @@ class AttentionMetadata:
         block_size: int,
         device: torch.device,
     ) -> "AttentionMetadata":
-        """`block_tables[i]` must cover `seq_lens[i]` tokens; the caller has checked that."""
+        """`block_tables[i]` must cover `seq_lens[i]` tokens; the caller has checked that. Blocks
+        past a request's context (a policy may reserve a table for the longest output) are left out."""
         query = np.asarray(query_lens, dtype=np.int64)
         seq = np.asarray(seq_lens, dtype=np.int64)
-        width = max((len(table) for table in block_tables), default=0) or 1
-        tables = np.zeros((len(block_tables), width), dtype=np.int64)
-        for row, table in enumerate(block_tables):
-            tables[row, : len(table)] = table
+        blocks_needed = [-(-int(n) // block_size) for n in seq]
+        tables = np.zeros((len(block_tables), max(blocks_needed, default=0) or 1), dtype=np.int64)
+        for row, (table, num_blocks) in enumerate(zip(block_tables, blocks_needed, strict=True)):
+            tables[row, :num_blocks] = table[:num_blocks]
 
         request_of_token = np.repeat(np.arange(len(query)), query)
         query_starts = np.concatenate(([0], np.cumsum(query)))
