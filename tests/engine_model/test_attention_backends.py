@@ -183,6 +183,27 @@ def test_sdpa_decode_gathers_only_the_longest_decode_context(layer: AttentionLay
     assert torch.equal(reserved.run(backend, layer), exact.run(backend, layer))
 
 
+def test_sdpa_builds_context_slots_for_prefill_rows_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = LAYERS[1]
+    case = make_case(3, [1, 1, 12, 1, 5], [300, 280, 20, 310, 5], layer, 16, torch.float32)
+    all_slots = case.metadata.context_slots()
+    torch.testing.assert_close(  # a subset of rows: their slices of every request's slots, in order given
+        torch.from_numpy(case.metadata.context_slots([4, 2])),
+        torch.from_numpy(all_slots[[*range(910, 915), *range(580, 600)]]),
+    )
+    slots_built: list[int] = []
+    context_slots = AttentionMetadata.context_slots
+
+    def spy(metadata: AttentionMetadata, rows: Any = None) -> Any:
+        slots = context_slots(metadata, rows)
+        slots_built.append(len(slots))
+        return slots
+
+    monkeypatch.setattr(AttentionMetadata, "context_slots", spy)
+    SdpaAttention().prepare(case.metadata)
+    assert slots_built == [20 + 5]
+
+
 def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: pytest.MonkeyPatch) -> None:
     """On CUDA, `enable_gqa` keeps a masked call off the memory-efficient kernel."""
     calls: list[dict[str, Any]] = []

@@ -3,7 +3,8 @@
 One call covers the whole mixed batch: causal masking in flash-attn aligns to the bottom right,
 which is exactly "a chunk's queries are the last tokens of the context". flash-attn reads a paged
 cache directly only when the block size is a multiple of 256; with smaller blocks the contexts
-are gathered into contiguous keys and values first (one index_select per layer).
+are gathered into contiguous keys and values first (one index_select per layer of every
+request's whole context, decodes included: serve flash with a block size of 256).
 """
 
 import importlib.util

@@ -78,11 +78,13 @@ class AttentionMetadata:
             block_tables_host=tables,
         )
 
-    def context_slots(self) -> np.ndarray:
-        """Every context token's cache slot, request after request ([sum(seq_lens)] int64, on the CPU)."""
-        tables = self.block_tables_host
-        seq = np.asarray(self.seq_lens, dtype=np.int64)
-        request_of_token = np.repeat(np.arange(len(seq)), seq)
+    def context_slots(self, rows: Sequence[int] | None = None) -> np.ndarray:
+        """The cache slot of every context token of requests `rows` (None: all), request after
+        request, on the CPU ([sum of their seq_lens] int64)."""
+        requests = np.arange(len(self.seq_lens)) if rows is None else np.asarray(rows, dtype=np.int64)
+        seq = np.asarray(self.seq_lens, dtype=np.int64)[requests]
+        request_of_token = np.repeat(requests, seq)
         starts = np.concatenate(([0], np.cumsum(seq)))
-        positions = np.arange(int(seq.sum())) - starts[request_of_token]
+        positions = np.arange(int(seq.sum())) - np.repeat(starts[:-1], seq)
+        tables = self.block_tables_host
         return tables[request_of_token, positions // self.block_size] * self.block_size + positions % self.block_size

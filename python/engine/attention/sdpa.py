@@ -90,14 +90,14 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
 
         prefills: list[PrefillSegment] = []
         if prefill_rows:
-            context_starts = [0]
-            for seq_len in metadata.seq_lens:
-                context_starts.append(context_starts[-1] + seq_len)
-            all_slots = torch.from_numpy(metadata.context_slots()).to(device)
+            # Only the prefill rows read their contexts slot by slot; decodes gather whole blocks.
+            prefill_slots = torch.from_numpy(metadata.context_slots(prefill_rows)).to(device)
+            start = 0
             for row in prefill_rows:
                 seq_len = metadata.seq_lens[row]
-                slots = all_slots[context_starts[row] : context_starts[row] + seq_len]
+                slots = prefill_slots[start : start + seq_len]
                 prefills.append(PrefillSegment(query_starts[row], metadata.query_lens[row], seq_len, slots))
+                start += seq_len
 
         rows = torch.tensor(decode_rows, dtype=torch.int64, device=device)
         longest_decode = max((metadata.seq_lens[row] for row in decode_rows), default=0)
