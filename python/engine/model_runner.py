@@ -25,7 +25,7 @@ from engine.sampling import Sampler
 from engine.sampling_params import SamplingParams
 from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
 
-__all__ = ["ModelInfo", "ModelRunner", "ModelRunnerConfig", "largest_step"]
+__all__ = ["ModelInfo", "ModelRunner", "ModelRunnerConfig", "cuda_device_index", "largest_step"]
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
 
 
@@ -99,11 +99,7 @@ class ModelRunner:
             return torch.device("cpu")
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for, but CUDA is not available")
-        # Rank r takes GPU r; a worker that sees a single GPU (CUDA_VISIBLE_DEVICES) takes that one.
-        num_visible = torch.cuda.device_count()
-        index = 0 if num_visible == 1 else rank
-        if index >= num_visible:
-            raise ValueError(f"rank {rank} needs GPU {rank}, but only {num_visible} are visible")
+        index = cuda_device_index(rank, config.tensor_parallel_size, torch.cuda.device_count())
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
 
@@ -250,6 +246,17 @@ class ModelRunner:
             dist.destroy_process_group()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def cuda_device_index(rank: int, tensor_parallel_size: int, num_visible: int) -> int:
+    """The GPU rank `rank` runs on: GPU `rank` of the visible ones. Every worker sees the same GPUs
+    (nothing pins one per worker), so the group needs one visible GPU per rank."""
+    if num_visible < tensor_parallel_size:
+        raise ValueError(
+            f"tensor_parallel_size {tensor_parallel_size} needs {tensor_parallel_size} GPUs, one per rank, "
+            f"but torch.cuda.device_count() is {num_visible} (see CUDA_VISIBLE_DEVICES)"
+        )
+    return rank
 
 
 def largest_step(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.model_runner import ModelRunner, ModelRunnerConfig, largest_step
+from engine.model_runner import ModelRunner, ModelRunnerConfig, cuda_device_index, largest_step
 
 
 def test_model_info_and_cpu_kv_capacity(tiny_llama: Path) -> None:
@@ -43,6 +43,17 @@ def test_largest_step_runs(tiny_llama: Path) -> None:
     runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), block_size=4, max_model_len=40))
     runner.init_kv_cache(num_blocks)
     assert len(runner.execute(step).sampled_token_ids) == 5
+
+
+def test_each_rank_needs_its_own_gpu() -> None:
+    assert cuda_device_index(rank=0, tensor_parallel_size=1, num_visible=1) == 0
+    assert cuda_device_index(rank=0, tensor_parallel_size=1, num_visible=4) == 0
+    assert [cuda_device_index(rank, 2, 2) for rank in range(2)] == [0, 1]
+    assert cuda_device_index(rank=3, tensor_parallel_size=4, num_visible=8) == 3
+    # With one visible GPU, both ranks of a TP-2 group would take cuda:0 and NCCL would fail later.
+    for rank in range(2):
+        with pytest.raises(ValueError, match=r"tensor_parallel_size 2 needs 2 GPUs.*device_count\(\) is 1"):
+            cuda_device_index(rank, tensor_parallel_size=2, num_visible=1)
 
 
 def test_config_and_info_import_without_torch() -> None:
