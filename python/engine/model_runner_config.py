@@ -24,8 +24,9 @@ DTYPE_ALIASES = {
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ModelRunnerConfig:
     """`model`: a Hugging Face model directory. `dtype`: `auto` (float32 on the CPU, the
-    checkpoint's on a GPU), `float32`, `float16` or `bfloat16`. `max_model_len`: None takes the
-    model's `max_position_embeddings`.
+    checkpoint's on a GPU, float16 for bfloat16 on a GPU older than compute capability 8.0),
+    `float32`, `float16` or `bfloat16`. `max_model_len`: None takes the model's
+    `max_position_embeddings`.
 
     KV capacity: `num_kv_blocks` when given; otherwise on the CPU `kv_cache_memory_gib` (1 GiB
     when None), on a GPU what a profiled forward of `max_num_batched_tokens` tokens over

@@ -18,7 +18,7 @@ from engine.attention import (
     kv_cache_shape,
     select_backend,
 )
-from engine.attention.flash import is_flash_attn_available
+from engine.attention.flash import flash_kernel_unsupported_reason, is_flash_attn_available
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BACKEND_NAMES = ["reference", "sdpa"] + (["flash"] if is_flash_attn_available() else [])
@@ -146,6 +146,18 @@ def test_backends_agree_in_bfloat16() -> None:
     reference = random_case(11, layer, 4, torch.bfloat16).run(ReferenceAttention(), layer)
     sdpa = random_case(11, layer, 4, torch.bfloat16).run(SdpaAttention(), layer)
     torch.testing.assert_close(reference.float(), sdpa.float(), rtol=2e-2, atol=2e-2)
+
+
+def test_flash_needs_ampere_16_bit_data_and_a_head_dim_it_supports() -> None:
+    assert flash_kernel_unsupported_reason((8, 0), torch.bfloat16, 128) is None
+    assert flash_kernel_unsupported_reason((9, 0), torch.float16, 256) is None
+    for capability in ((7, 5), (7, 0), (6, 1)):  # T4, V100, P40: `auto` falls back to sdpa
+        reason = flash_kernel_unsupported_reason(capability, torch.float16, 128)
+        assert reason == f"it needs a GPU of compute capability 8.0 or newer, not {capability[0]}.{capability[1]}"
+    assert flash_kernel_unsupported_reason((8, 6), torch.float32, 128) == (
+        "it takes float16 or bfloat16 only, not torch.float32"
+    )
+    assert "head_dim" in str(flash_kernel_unsupported_reason((8, 9), torch.bfloat16, 100))
 
 
 def test_backend_selection() -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.model.loader import auto_dtype_name
 from engine.model_runner import ModelRunner, ModelRunnerConfig, cuda_device_index, largest_step
 
 
@@ -54,6 +55,17 @@ def test_each_rank_needs_its_own_gpu() -> None:
     for rank in range(2):
         with pytest.raises(ValueError, match=r"tensor_parallel_size 2 needs 2 GPUs.*device_count\(\) is 1"):
             cuda_device_index(rank, tensor_parallel_size=2, num_visible=1)
+
+
+def test_auto_dtype() -> None:
+    assert auto_dtype_name("bfloat16", capability=None) == "float32"  # the CPU
+    assert auto_dtype_name("bfloat16", capability=(8, 0)) == "bfloat16"
+    assert auto_dtype_name(None, capability=(9, 0)) == "bfloat16"
+    assert auto_dtype_name("float16", capability=(9, 0)) == "float16"
+    assert auto_dtype_name("float32", capability=(7, 5)) == "float32"
+    # GPUs before Ampere (T4, V100) have no bfloat16: float16 instead.
+    assert auto_dtype_name("bfloat16", capability=(7, 5)) == "float16"
+    assert auto_dtype_name(None, capability=(7, 0)) == "float16"
 
 
 def test_config_and_info_import_without_torch() -> None:

@@ -1,9 +1,9 @@
 """Attention over a paged KV cache, behind one interface (`AttentionBackend`).
 
 Backends: `reference` (plain PyTorch, one request at a time: the correctness baseline), `sdpa`
-(PyTorch's scaled_dot_product_attention, any device) and `flash` (flash-attn 2 on CUDA, when
-installed; 16-bit data, head_dim a multiple of 8 up to 256). `auto` picks flash when it can run,
-else sdpa.
+(PyTorch's scaled_dot_product_attention, any device) and `flash` (flash-attn 2 on CUDA GPUs of
+compute capability 8.0 or newer, when installed; 16-bit data, head_dim a multiple of 8 up to
+256). `auto` picks flash when it can run, else sdpa.
 """
 
 from typing import Any

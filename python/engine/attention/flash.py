@@ -17,6 +17,8 @@ from engine.attention.backend import AttentionBackend, AttentionLayer, write_kv
 from engine.attention.metadata import AttentionMetadata
 
 PAGED_BLOCK_MULTIPLE = 256
+# flash-attn 2 runs on Ampere (compute capability 8.0) and newer GPUs.
+MIN_CAPABILITY = (8, 0)
 
 
 def is_flash_attn_available() -> bool:
@@ -29,6 +31,13 @@ def flash_unsupported_reason(device: torch.device, dtype: torch.dtype, head_dim:
         return f"it runs on CUDA only, not on {device.type}"
     if not is_flash_attn_available():
         return "the flash_attn package is not installed"
+    return flash_kernel_unsupported_reason(torch.cuda.get_device_capability(device), dtype, head_dim)
+
+
+def flash_kernel_unsupported_reason(capability: tuple[int, int], dtype: torch.dtype, head_dim: int) -> str | None:
+    """Why flash-attn's kernel cannot run this model on a GPU of this compute capability, or None."""
+    if tuple(capability) < MIN_CAPABILITY:
+        return f"it needs a GPU of compute capability 8.0 or newer, not {capability[0]}.{capability[1]}"
     if dtype not in (torch.float16, torch.bfloat16):
         return f"it takes float16 or bfloat16 only, not {dtype}"
     if head_dim % 8 or head_dim > 256:

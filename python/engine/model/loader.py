@@ -25,18 +25,32 @@ from engine.model_runner_config import DTYPE_ALIASES
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
+# GPUs of a lower compute capability (before Ampere) have no bfloat16 arithmetic.
+BFLOAT16_MIN_CAPABILITY = (8, 0)
 
 
 def resolve_dtype(requested: str, config: ModelConfig, device: torch.device) -> torch.dtype:
-    """`auto`: float32 on the CPU, the checkpoint's dtype on a GPU (bfloat16 when it names none)."""
+    """`auto`: see `auto_dtype_name`."""
     if requested == "auto":
-        name = "float32" if device.type == "cpu" else config.torch_dtype or "bfloat16"
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        name = auto_dtype_name(config.torch_dtype, capability)
     elif requested in DTYPE_ALIASES:
         name = DTYPE_ALIASES[requested]
     else:
         raise ValueError(f"unknown dtype {requested!r}: expected 'auto' or one of {sorted(DTYPE_ALIASES)}")
     dtype: torch.dtype = getattr(torch, name)
     return dtype
+
+
+def auto_dtype_name(checkpoint_dtype: str | None, capability: tuple[int, int] | None) -> str:
+    """float32 on the CPU (`capability` None); on a GPU the checkpoint's dtype (bfloat16 when it
+    names none), but float16 for bfloat16 on a GPU without bfloat16 (compute capability < 8.0)."""
+    if capability is None:
+        return "float32"
+    name = checkpoint_dtype or "bfloat16"
+    if name == "bfloat16" and tuple(capability) < BFLOAT16_MIN_CAPABILITY:
+        return "float16"
+    return name
 
 
 def checkpoint_files(model_dir: Path) -> list[Path]:
