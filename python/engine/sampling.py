@@ -1,7 +1,8 @@
 """Chooses one token per row of logits, each row by its own request's `SamplingParams`.
 
-Greedy rows take the argmax. Other rows divide by their temperature, keep their top-k and top-p
-tokens, and draw from the softmax with the exponential race (argmax of p / E with E ~ Exp(1)),
+Greedy rows (`SamplingParams.is_greedy`: temperature below 1e-5) take the argmax. Other rows
+divide by their temperature, keep their top-k and top-p tokens (top-p only in rows with
+top_p < 1), and draw from the softmax with the exponential race (argmax of p / E with E ~ Exp(1)),
 which equals sampling from p. The noise of a seeded request comes from that request's own
 `torch.Generator`, one draw of `vocab_size` numbers per token, so its tokens depend only on its
 seed and its logits, never on which other requests share the batch. Unseeded rows share the
@@ -80,8 +81,10 @@ def filtered_probabilities(logits: torch.Tensor, params: Sequence[SamplingParams
         sorted_probabilities = torch.softmax(sorted_logits, dim=-1)
         mass_before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities
         p = torch.tensor(top_ps, dtype=logits.dtype, device=logits.device)[:, None]
-        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it does.
-        dropped |= mass_before >= p
+        # Keep the smallest prefix whose mass reaches top_p: drop a token once the mass before it
+        # does. Only in rows that ask for it: a float32 running sum can reach 1.0 before the tail.
+        has_top_p = torch.tensor([p < 1.0 for p in top_ps], device=logits.device)[:, None]
+        dropped |= (mass_before >= p) & has_top_p
         dropped[:, 0] = False
         sorted_logits = sorted_logits.masked_fill(dropped, float("-inf"))
     filtered = torch.full_like(logits, float("-inf")).scatter(1, sorted_ids, sorted_logits)

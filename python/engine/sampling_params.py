@@ -2,9 +2,13 @@
 
 import msgspec
 
+# Temperatures below this are greedy (vLLM's rule): dividing logits by a tinier one overflows.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
 
 class SamplingParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """`temperature == 0` means greedy. `top_k <= 0` and `top_p == 1` disable those filters.
+    """`temperature == 0` (or below 1e-5) means greedy. `top_k <= 0` and `top_p == 1` disable
+    those filters.
 
     `stop_token_ids` and `stop` strings end a request (the stop string itself is not returned);
     the model's EOS token ends it too unless `ignore_eos`.
@@ -21,7 +25,7 @@ class SamplingParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
 
     def validate(self, vocab_size: int) -> None:
         """Raises ValueError naming the first invalid field."""

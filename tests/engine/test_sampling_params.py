@@ -25,3 +25,11 @@ def test_valid_values_pass_and_zero_temperature_is_greedy() -> None:
     params = SamplingParams(temperature=0.0, top_k=-1, stop_token_ids=[99], stop=["\n"])
     params.validate(vocab_size=100)
     assert params.is_greedy
+
+
+def test_temperatures_below_1e_5_are_greedy() -> None:
+    """vLLM's rule: dividing logits by a tinier temperature overflows (NaN probabilities)."""
+    assert SamplingParams(temperature=1e-30).is_greedy
+    assert SamplingParams(temperature=9.9e-6).is_greedy
+    assert not SamplingParams(temperature=1e-5).is_greedy
+    assert not SamplingParams(temperature=0.7).is_greedy

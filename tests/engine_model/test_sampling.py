@@ -46,6 +46,24 @@ def test_top_p_keeps_the_smallest_prefix_reaching_p() -> None:
     torch.testing.assert_close(kept, torch.tensor([[0.0, 0.5, 0.0, 0.2, 0.0]]) / 0.7)
 
 
+def test_top_p_leaves_rows_without_top_p_whole() -> None:
+    """A top_p = 1 row keeps every token beside a top_p < 1 row: where the float32 running sum of
+    its sorted probabilities reaches 1.0 early, a top-p cut at 1.0 would drop its tail."""
+    logits = torch.randn(2, 128256, generator=torch.Generator().manual_seed(0)) * 4
+    kept = filtered_probabilities(logits, [SamplingParams(top_p=1.0), SamplingParams(top_p=0.9)])
+    assert bool((kept[0] > 0).all())
+    torch.testing.assert_close(kept[0], torch.softmax(logits[0], dim=-1), rtol=0.0, atol=0.0)
+    assert int((kept[1] > 0).sum()) < 128256
+
+
+def test_tiny_temperature_is_greedy() -> None:
+    """Dividing by 1e-45 makes logits infinite and probabilities NaN; below 1e-5 is greedy."""
+    logits = torch.randn(8, 100, generator=torch.Generator().manual_seed(4))
+    params = [SamplingParams(temperature=t, top_p=p) for t in (1e-30, 1e-45) for p in (1.0, 0.5, 0.9, 1.0)]
+    tokens = Sampler(CPU).sample(logits, params, [None] * 8)
+    assert torch.equal(tokens, logits.argmax(dim=-1))
+
+
 def test_empirical_distribution_matches_softmax() -> None:
     logits = torch.tensor([1.0, 0.2, -0.5, 2.0, 0.0])
     num_draws = 40_000
