@@ -25,7 +25,14 @@ from engine.sampling import Sampler
 from engine.sampling_params import SamplingParams
 from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
 
-__all__ = ["ModelInfo", "ModelRunner", "ModelRunnerConfig", "cuda_device_index", "largest_step"]
+__all__ = [
+    "ModelInfo",
+    "ModelRunner",
+    "ModelRunnerConfig",
+    "cuda_device_index",
+    "kv_cache_num_blocks",
+    "largest_step",
+]
 DEFAULT_CPU_KV_CACHE_GIB = 1.0
 
 
@@ -219,24 +226,32 @@ class ModelRunner:
             block_size=config.block_size,
             num_blocks=num_blocks,
         )
-        with torch.inference_mode():
-            self._run(profile.apply(step), scratch)
-        torch.cuda.synchronize(self.device)
+        try:
+            with torch.inference_mode():
+                self._run(profile.apply(step), scratch)
+            torch.cuda.synchronize(self.device)
+        except torch.cuda.OutOfMemoryError as error:
+            raise ValueError(
+                f"the largest step the engine may send ({len(step.chunks)} requests at "
+                f"{self.model_info.max_model_len} tokens of context) does not fit on the GPU beside the "
+                "weights: lower max_model_len, max_num_seqs or max_num_batched_tokens"
+                + (" (or use flash-attn with block_size 256)" if self.backend.name == "sdpa" else "")
+            ) from error
         activation_peak = torch.cuda.max_memory_allocated(self.device) - allocated_before - scratch_bytes
         del scratch
         torch.cuda.empty_cache()
+        free_after, _ = torch.cuda.mem_get_info(self.device)
         if self.sampler is not None:
             self.sampler.generator.manual_seed(config.seed)
 
-        used_before = total - free_before
-        budget = total * config.gpu_memory_utilization - used_before - activation_peak
-        if budget < self.model_info.kv_cache_bytes_per_block:
-            raise ValueError(
-                f"no room for the KV cache: {used_before / 2**30:.2f} GiB in use after loading, a "
-                f"{activation_peak / 2**30:.2f} GiB activation peak, and gpu_memory_utilization "
-                f"{config.gpu_memory_utilization} of {total / 2**30:.2f} GiB"
-            )
-        return int(budget // self.model_info.kv_cache_bytes_per_block)
+        return kv_cache_num_blocks(
+            total=total,
+            free_before=free_before,
+            free_after=free_after,
+            activation_peak=activation_peak,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            bytes_per_block=self.model_info.kv_cache_bytes_per_block,
+        )
 
     def shutdown(self) -> None:
         """Frees the KV cache and the model and leaves the process group."""
@@ -259,23 +274,56 @@ def cuda_device_index(rank: int, tensor_parallel_size: int, num_visible: int) ->
     return rank
 
 
+def kv_cache_num_blocks(
+    *,
+    total: int,
+    free_before: int,
+    free_after: int,
+    activation_peak: int,
+    gpu_memory_utilization: float,
+    bytes_per_block: int,
+) -> int:
+    """How many KV blocks fit in `gpu_memory_utilization` of the device's `total` bytes beside the
+    profiled step's activation peak and the memory in use without it. The latter is the larger of
+    what was in use before the step (`total - free_before`) and after it, once PyTorch's cache is
+    emptied (`total - free_after`): the step may allocate outside PyTorch's allocator (cuBLAS
+    workspaces, for one), where its peak statistics do not look."""
+    used = total - min(free_before, free_after)
+    budget = total * gpu_memory_utilization - used - activation_peak
+    if budget < bytes_per_block:
+        raise ValueError(
+            f"no room for the KV cache: {used / 2**30:.2f} GiB in use besides activations, a "
+            f"{activation_peak / 2**30:.2f} GiB activation peak, and gpu_memory_utilization "
+            f"{gpu_memory_utilization} of {total / 2**30:.2f} GiB"
+        )
+    return int(budget // bytes_per_block)
+
+
 def largest_step(
     max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int, block_size: int
 ) -> tuple[StepInput, int]:
-    """The most memory-hungry step the engine may send, and the blocks it needs: chunks as long as
-    allowed (attention's worst case) beside as many requests as allowed, each sampling with top-k
-    and top-p (the LM head's and the sampler's worst case)."""
+    """The most memory-hungry step the engine may send, and the blocks it needs.
+
+    Every request's context is `max_model_len` tokens and its chunk is the last tokens of it:
+    chunks as long as allowed (each after at least one cached token, so attention takes its
+    masked path) beside as many requests as allowed, the rest decodes. So the linear layers run
+    on the whole token budget, attention gathers its widest contexts (a decode batch and every
+    chunk over the longest context), and the LM head and the sampler run on every request, each
+    sampling with top-k and top-p. The requests share one block table of
+    ceil(max_model_len / block_size) blocks (nothing reads what the blocks hold)."""
+    longest_chunk = max(1, max_model_len - 1)
     num_seqs = min(max_num_seqs, max_num_batched_tokens)
     lengths, spare = [], max_num_batched_tokens - num_seqs
     for _ in range(num_seqs):
-        extra = min(spare, max_model_len - 1)
+        extra = min(spare, longest_chunk - 1)
         lengths.append(1 + extra)
         spare -= extra
     sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
-    chunks, new_requests, next_block = [], [], 0
-    for request_id, length in enumerate(lengths):
-        num_blocks = math.ceil(length / block_size)
-        chunks.append(ScheduledChunk(request_id, length, 0, True, list(range(next_block, next_block + num_blocks))))
-        new_requests.append(NewRequest(request_id, [0] * length, sampling))
-        next_block += num_blocks
-    return StepInput(step_id=-1, chunks=chunks, new_requests=new_requests), next_block
+    num_blocks = math.ceil(max_model_len / block_size)
+    prompt = [0] * max_model_len
+    chunks = [
+        ScheduledChunk(request_id, length, max_model_len - length, True, list(range(num_blocks)))
+        for request_id, length in enumerate(lengths)
+    ]
+    new_requests = [NewRequest(request_id, prompt, sampling) for request_id in range(num_seqs)]
+    return StepInput(step_id=-1, chunks=chunks, new_requests=new_requests), num_blocks

@@ -29,8 +29,9 @@ class ModelRunnerConfig:
     `max_position_embeddings`.
 
     KV capacity: `num_kv_blocks` when given; otherwise on the CPU `kv_cache_memory_gib` (1 GiB
-    when None), on a GPU what a profiled forward of `max_num_batched_tokens` tokens over
-    `max_num_seqs` requests leaves of `gpu_memory_utilization` of the device's memory.
+    when None), on a GPU what a profiled step of `max_num_batched_tokens` tokens over
+    `max_num_seqs` requests, each at the end of a `max_model_len` context, leaves of
+    `gpu_memory_utilization` of the device's memory.
     """
 
     model: str

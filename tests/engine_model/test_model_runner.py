@@ -3,11 +3,20 @@
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from engine.attention import AttentionMetadata
+from engine.attention.sdpa import SdpaPlan
 from engine.model.loader import auto_dtype_name
-from engine.model_runner import ModelRunner, ModelRunnerConfig, cuda_device_index, largest_step
+from engine.model_runner import (
+    ModelRunner,
+    ModelRunnerConfig,
+    cuda_device_index,
+    kv_cache_num_blocks,
+    largest_step,
+)
 
 
 def test_model_info_and_cpu_kv_capacity(tiny_llama: Path) -> None:
@@ -36,14 +45,48 @@ def test_kv_cache_lifecycle(tiny_llama: Path) -> None:
     assert runner.kv_caches == []
 
 
-def test_largest_step_runs(tiny_llama: Path) -> None:
-    """The GPU profiling step (longest chunks beside the most requests, all sampling) is a valid step."""
+def test_largest_step_runs_and_reaches_max_context(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU profiling step is a valid step: the whole token budget, chunks as long as allowed,
+    then decodes, every one at the end of a max_model_len context, all on the same blocks."""
     step, num_blocks = largest_step(max_num_batched_tokens=100, max_num_seqs=5, max_model_len=40, block_size=4)
-    assert [chunk.num_tokens for chunk in step.chunks] == [40, 40, 18, 1, 1]
-    assert num_blocks == 10 + 10 + 5 + 1 + 1
+    assert [chunk.num_tokens for chunk in step.chunks] == [39, 39, 20, 1, 1]
+    assert [chunk.num_computed_tokens for chunk in step.chunks] == [1, 1, 20, 39, 39]
+    assert num_blocks == 10 and all(chunk.new_block_ids == list(range(10)) for chunk in step.chunks)
     runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), block_size=4, max_model_len=40))
     runner.init_kv_cache(num_blocks)
+    plans: list[SdpaPlan] = []
+    prepare = runner.backend.prepare
+
+    def keep_plan(metadata: AttentionMetadata) -> SdpaPlan:
+        plans.append(prepare(metadata))
+        return plans[-1]
+
+    monkeypatch.setattr(runner.backend, "prepare", keep_plan)
     assert len(runner.execute(step).sampled_token_ids) == 5
+    (plan,) = plans
+    assert plan.metadata.seq_lens == (40,) * 5
+    assert tuple(plan.decode_block_tables.shape) == (2, 10)  # decodes gather the whole max context
+    assert [(p.query_len, p.seq_len) for p in plan.prefills] == [(39, 40), (39, 40), (20, 40)]
+    assert all(p.mask(sliding_window=None, group=1) is not None for p in plan.prefills)  # the masked path
+    # A budget below max_num_seqs: one-token chunks only; a one-token model: decodes of one token.
+    assert [c.num_tokens for c in largest_step(3, 8, 40, 4)[0].chunks] == [1, 1, 1]
+    step, num_blocks = largest_step(10, 2, 1, 16)
+    assert [(c.num_tokens, c.num_computed_tokens) for c in step.chunks] == [(1, 0), (1, 0)] and num_blocks == 1
+
+
+def test_kv_cache_takes_what_profiling_leaves() -> None:
+    gib = 2**30
+    figures: dict[str, Any] = dict(
+        total=80 * gib, activation_peak=4 * gib, gpu_memory_utilization=0.9, bytes_per_block=gib // 8
+    )
+    # 16 GiB of weights before the step, as many after: 72 - 16 - 4 = 52 GiB.
+    assert kv_cache_num_blocks(free_before=64 * gib, free_after=64 * gib, **figures) == 52 * 8
+    # 1 GiB allocated outside PyTorch's allocator during the step (a cuBLAS workspace) stays in use.
+    assert kv_cache_num_blocks(free_before=64 * gib, free_after=63 * gib, **figures) == 51 * 8
+    # Memory freed by someone else meanwhile gives the cache no more than before the step.
+    assert kv_cache_num_blocks(free_before=64 * gib, free_after=66 * gib, **figures) == 52 * 8
+    with pytest.raises(ValueError, match="no room for the KV cache: 70.00 GiB in use besides activations"):
+        kv_cache_num_blocks(free_before=10 * gib, free_after=10 * gib, **figures)
 
 
 def test_each_rank_needs_its_own_gpu() -> None:
