@@ -121,3 +121,12 @@ def test_config_files_name_unknown_keys(tmp_path: object) -> None:
         load_config(None, ["replicas.gpu=a100"])
     with pytest.raises(ValueError, match=r"\[replica\].tensor_parallel must be a int, got 'two'"):
         load_config(None, ["replica.tensor_parallel=two"])
+
+
+def test_batch_sums_do_not_wrap(llama7b_h100: Simulator) -> None:
+    cost = llama7b_h100.cost_model
+    largest = 2**32 - 1
+    one = cost.predict([(largest, 0, False, True)])
+    two = cost.predict([(largest, 0, False, True), (largest, 0, False, True)])
+    assert two.num_tokens == 2 * largest
+    assert two.latency_s > one.latency_s

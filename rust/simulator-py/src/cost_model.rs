@@ -126,7 +126,9 @@ impl PyAttentionModel {
 
     /// (FLOPs, bytes) of writing `num_tokens` new keys and values into the cache.
     fn kv_save_work(&self, num_tokens: i64) -> PyResult<(f64, f64)> {
-        let work = self.inner.kv_save_work(to_u32("num_tokens", num_tokens)?);
+        let work = self
+            .inner
+            .kv_save_work(u64::from(to_u32("num_tokens", num_tokens)?));
         Ok((work.flops, work.bytes))
     }
 
@@ -230,7 +232,7 @@ impl PyOperatorTerm {
 
     /// Seconds the operator adds to a stage that runs it, for `input` tokens.
     fn time(&self, input: i64) -> PyResult<f64> {
-        Ok(self.inner.time(to_u32("input", input)?))
+        Ok(self.inner.time(u64::from(to_u32("input", input)?)))
     }
 
     #[getter]
@@ -362,7 +364,7 @@ impl PyIterationPrediction {
         self.inner.latency_s()
     }
     #[getter]
-    fn num_tokens(&self) -> u32 {
+    fn num_tokens(&self) -> u64 {
         self.inner.num_tokens
     }
     #[getter]
