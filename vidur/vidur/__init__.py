@@ -5,7 +5,13 @@ cheapest one that meets an SLO.
                        workload_for, write_simulated_run)
 """
 
-from vidur._simulator import InvalidCostModelError, InvalidWorkloadError, SchedulerConfigError, SimulatorError
+from vidur._simulator import (
+    InvalidCostModelError,
+    InvalidDeploymentError,
+    InvalidWorkloadError,
+    SchedulerConfigError,
+    SimulatorError,
+)
 from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_for
 from vidur.config import VidurConfig, load_config
 from vidur.cost_model import CpuOverheadConfig
@@ -32,6 +38,7 @@ __all__ = [
     "DeploymentError",
     "GpuSpec",
     "InvalidCostModelError",
+    "InvalidDeploymentError",
     "InvalidWorkloadError",
     "ModelDoesNotFitError",
     "ModelSpec",

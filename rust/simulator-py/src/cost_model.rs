@@ -4,7 +4,7 @@ use simulator::{
     OperatorInput, OperatorKind, OperatorTerm, PiecewiseLinear, Placement, Roofline,
 };
 
-use crate::errors::{invalid_cost_model, to_py, to_u32};
+use crate::errors::{invalid_cost_model, to_py, to_u32, with_context};
 
 /// Linear between knots, flat below the first, a line of `tail_slope` beyond the last.
 #[pyclass(frozen, module = "vidur._simulator", name = "Curve")]
@@ -269,8 +269,7 @@ impl PyOperatorTerm {
 }
 
 fn linear_cost(name: &str, (base_s, per_seq_s): (f64, f64)) -> PyResult<LinearCost> {
-    LinearCost::new(base_s, per_seq_s)
-        .map_err(|error| invalid_cost_model(format!("{name}: {error}")))
+    LinearCost::new(base_s, per_seq_s).map_err(|error| with_context(name, error))
 }
 
 /// Host work around the forward pass, each `(base_s, per_seq_s)`.
