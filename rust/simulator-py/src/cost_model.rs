@@ -304,9 +304,13 @@ impl PyCpuOverheads {
         Ok(self.inner.before_forward(to_u32("num_seqs", num_seqs)?))
     }
 
-    /// Seconds after the last stage (sample + process outputs).
-    fn after_forward(&self, num_seqs: i64) -> PyResult<f64> {
-        Ok(self.inner.after_forward(to_u32("num_seqs", num_seqs)?))
+    /// Seconds after the last stage: sampling `num_sampled` sequences, processing the outputs
+    /// of `num_seqs`.
+    fn after_forward(&self, num_seqs: i64, num_sampled: i64) -> PyResult<f64> {
+        Ok(self.inner.after_forward(
+            to_u32("num_seqs", num_seqs)?,
+            to_u32("num_sampled", num_sampled)?,
+        ))
     }
 }
 

@@ -215,7 +215,7 @@ impl CostModel {
         let mut time = IterationTime {
             num_stages: self.num_stages,
             cpu_before_s: self.cpu.before_forward(num_seqs),
-            cpu_after_s: self.cpu.after_forward(num_seqs),
+            cpu_after_s: self.cpu.after_forward(num_seqs, num_sampled),
             every_stage_s: attention_per_stage,
             attention_s: attention_per_stage * stages,
             attention_work: work,

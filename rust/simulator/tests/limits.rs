@@ -22,6 +22,31 @@ fn batch_sums_are_wide_enough_for_any_batch() {
 }
 
 #[test]
+fn sampling_costs_only_the_sequences_that_produce_a_token() {
+    let cost = common::cost_model(1);
+    let chunk = BatchEntry {
+        num_tokens: 200,
+        num_computed_tokens: 0,
+        is_prefill: true,
+        produces_token: false,
+    };
+    let decode = BatchEntry {
+        num_tokens: 1,
+        num_computed_tokens: 300,
+        is_prefill: false,
+        produces_token: true,
+    };
+    let time = cost.predict([chunk, decode]);
+    // Sample one sequence, process the outputs of both (50 µs + 1 µs per sequence each).
+    let expected = (5e-5 + 1e-6) + (5e-5 + 2e-6);
+    assert!(
+        (time.cpu_after_s - expected).abs() < 1e-15,
+        "{}",
+        time.cpu_after_s
+    );
+}
+
+#[test]
 fn a_malformed_deployment_is_a_deployment_error() {
     let error = RouterKind::from_name("fastest").unwrap_err();
     assert!(matches!(error, SimulatorError::InvalidDeployment(_)));
