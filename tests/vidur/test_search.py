@@ -1,6 +1,7 @@
 """Capacity search: the expanding binary search, the cost frontier, and a real search over a small
 space run in worker processes, cached, and resumed."""
 
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,11 +12,11 @@ from metron.lengths import LengthConfig
 from metron.slo import SloConfig
 from metron.workload import WorkloadConfig
 
-from vidur import OperatorPredictor, VidurConfig
+from vidur import OperatorPredictor, ReplicaConfig, VidurConfig
 from vidur.config import SearchConfig
 from vidur.search.capacity import Probe, find_capacity
 from vidur.search.report import format_table, write_search_results
-from vidur.search.runner import SearchPoint, best_point, pareto_frontier, run_search
+from vidur.search.runner import SearchPoint, best_point, pareto_frontier, plan_search, run_search
 
 
 def threshold_probe(capacity: float, calls: list[float]) -> object:
@@ -134,3 +135,21 @@ def test_deployments_that_cannot_exist_are_reported_not_searched(predictor: Oper
     points = run_search(config, predictor, cache_dir=tmp_path, fingerprint="test", workers=1, progress=False)
     assert [(p.feasible, p.capacity_qps) for p in points] == [(False, 0.0), (False, 0.0)]
     assert "does not fit" in (points[0].reason or "") and "does not divide" in (points[1].reason or "")
+
+
+def test_a_point_that_cannot_be_planned_is_listed_with_its_reason(data_dir: Path, tmp_path: Path) -> None:
+    """A missing profile, a bad memory fraction or price fails that point, not the search."""
+    table = tmp_path / "profiles" / "compute" / "h100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv"
+    table.parent.mkdir(parents=True)
+    shutil.copy(data_dir / "profiling" / "compute" / "h100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv", table)
+    only_h100 = OperatorPredictor.train([tmp_path / "profiles"])
+    config = replace(VidurConfig(), search=SearchConfig(gpus=("h100", "a100"), tensor_parallel=(1,)))
+    jobs, infeasible = plan_search(config, config.search, only_h100, tmp_path / "cache", "test")
+    assert [job.deployment.shape.gpu.name for job in jobs] == ["h100"]
+    assert len(infeasible) == 1 and "no profiles calibrate" in (infeasible[0].reason or "")
+    assert "on a100; profiled GPUs: h100" in (infeasible[0].reason or "")
+
+    for bad_replica in (ReplicaConfig(memory_utilization=1.5), ReplicaConfig(gpu_price_per_hour=-1.0)):
+        bad = replace(config, deployment=replace(config.deployment, replica=bad_replica))
+        jobs, infeasible = plan_search(bad, bad.search, only_h100, tmp_path / "cache", "test")
+        assert not jobs and len(infeasible) == 2

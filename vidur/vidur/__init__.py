@@ -23,7 +23,15 @@ from vidur.deployment import (
     ReplicaSchedulerConfig,
     plan_deployment,
 )
-from vidur.errors import DeploymentError, ModelDoesNotFitError, ParallelismError, UnknownGpuError, UnknownModelError
+from vidur.errors import (
+    DeploymentError,
+    MissingProfileError,
+    ModelConfigError,
+    ModelDoesNotFitError,
+    ParallelismError,
+    UnknownGpuError,
+    UnknownModelError,
+)
 from vidur.gpus import GpuSpec, get_gpu
 from vidur.models import ModelSpec, get_model
 from vidur.output import score, write_simulated_run
@@ -40,6 +48,8 @@ __all__ = [
     "InvalidCostModelError",
     "InvalidDeploymentError",
     "InvalidWorkloadError",
+    "MissingProfileError",
+    "ModelConfigError",
     "ModelDoesNotFitError",
     "ModelSpec",
     "OperatorPredictor",

@@ -7,7 +7,7 @@ offerings); set `price_per_hour` in a config to use your own.
 
 from dataclasses import dataclass, replace
 
-from vidur.errors import UnknownGpuError
+from vidur.errors import DeploymentError, UnknownGpuError
 
 GIB = 1 << 30
 
@@ -32,9 +32,9 @@ class GpuSpec:
     def __post_init__(self) -> None:
         for field in ("memory_gib", "memory_bandwidth_gb_s", "bf16_tflops", "interconnect_gb_s", "gpus_per_node"):
             if not getattr(self, field) > 0:
-                raise ValueError(f"GPU {self.name}: {field} must be positive, got {getattr(self, field)}")
+                raise DeploymentError(f"GPU {self.name}: {field} must be positive, got {getattr(self, field)}")
         if self.price_per_hour < 0:
-            raise ValueError(f"GPU {self.name}: price_per_hour must not be negative, got {self.price_per_hour}")
+            raise DeploymentError(f"GPU {self.name}: price_per_hour must not be negative, got {self.price_per_hour}")
 
     @property
     def memory_bytes(self) -> float:

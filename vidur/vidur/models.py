@@ -4,7 +4,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidur.errors import UnknownModelError
+from vidur.errors import ModelConfigError, UnknownModelError
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +28,13 @@ class ModelSpec:
     def __post_init__(self) -> None:
         for field in ("num_layers", "hidden_size", "num_q_heads", "num_kv_heads", "intermediate_size", "vocab_size"):
             if getattr(self, field) < 1:
-                raise ValueError(f"model {self.name}: {field} must be at least 1, got {getattr(self, field)}")
+                raise ModelConfigError(f"model {self.name}: {field} must be at least 1, got {getattr(self, field)}")
         if self.hidden_size % self.num_q_heads:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model {self.name}: hidden_size {self.hidden_size} is not a multiple of {self.num_q_heads} heads"
             )
         if self.num_q_heads % self.num_kv_heads:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model {self.name}: {self.num_q_heads} query heads are not a multiple of {self.num_kv_heads} KV heads"
             )
 
@@ -129,13 +129,13 @@ def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
             if key in config:
                 return config[key]
         if default is None:
-            raise ValueError(f"model config {name} lacks {' / '.join(keys)}")
+            raise ModelConfigError(f"model config {name} lacks {' / '.join(keys)}")
         return default
 
     def integer(*keys: str, default: object = None) -> int:
         value = field(*keys, default=default)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"model config {name}: {keys[0]} must be an integer, got {value!r}")
+            raise ModelConfigError(f"model config {name}: {keys[0]} must be an integer, got {value!r}")
         return value
 
     heads = integer("num_attention_heads", "n_head")
@@ -170,9 +170,9 @@ def get_model(name_or_path: str) -> ModelSpec:
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
+            raise ModelConfigError(f"{path} is not valid JSON: {error}") from None
         if not isinstance(config, dict):
-            raise ValueError(f"{path} does not hold a JSON object")
+            raise ModelConfigError(f"{path} does not hold a JSON object")
         return model_from_hf_config(config, name=str(path.parent.name or path))
     known = ", ".join(sorted(ALIASES))
     raise UnknownModelError(

@@ -19,6 +19,7 @@ import numpy as np
 
 from vidur import _simulator
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, sample_roofline
+from vidur.errors import MissingProfileError
 from vidur.gpus import CATALOGUE as GPUS
 from vidur.gpus import GpuSpec
 from vidur.models import ModelSpec
@@ -176,13 +177,15 @@ class OperatorPredictor:
         fitted = self.rooflines.get(reference, {}) if reference is not None else {}
         if reference is None or roofline_operator not in fitted:
             looked_for = gpu.name if reference is None else f"{gpu.name} or its reference GPU {reference}"
-            raise ValueError(
+            raise MissingProfileError(
                 f"no profiles calibrate {operator} on {looked_for}; "
                 f"profiled GPUs: {', '.join(self.profiled_gpus) or 'none'}"
             )
         reference_spec = GPUS.get(reference)
         if reference_spec is None:
-            raise ValueError(f"GPU {gpu.name} names reference GPU {reference!r}, which is not in the catalogue")
+            raise MissingProfileError(
+                f"GPU {gpu.name} names reference GPU {reference!r}, which is not in the catalogue"
+            )
         scaled = fitted[roofline_operator].rescaled(
             gpu.peak_flops / reference_spec.peak_flops, gpu.peak_bytes_per_s / reference_spec.peak_bytes_per_s
         )
