@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidur import DeploymentConfig, OperatorPredictor, ReplicaConfig, get_gpu, get_model, plan_deployment
+from vidur import DeploymentConfig, ModelSpec, OperatorPredictor, ReplicaConfig, get_gpu, get_model, plan_deployment
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, non_decreasing
-from vidur.operator_work import layer_shape
+from vidur.operator_work import MEMORY_BOUND_OPERATORS, layer_shape
 from vidur.predictor import attention_work
 from vidur.profiles import AttentionSample
 from vidur.validation import interpolation_error, roofline_transfer_error
@@ -171,3 +171,20 @@ def test_a_gpus_own_profiles_come_before_its_reference_gpus(
     alone = OperatorPredictor.train([tmp_path])
     sources = plan_deployment(DeploymentConfig(replica=ReplicaConfig(gpu="h200")), alone).cost_model.sources()
     assert all("h200" in source and "h100" not in source for source in sources.values()), sources
+
+
+@pytest.mark.parametrize("operator", sorted(MEMORY_BOUND_OPERATORS))
+def test_an_unprofiled_gpu_scales_memory_bound_operators_by_bandwidth(
+    predictor: OperatorPredictor, operator: str
+) -> None:
+    """Elementwise FLOPs grow with their bytes, so the fit cannot tell compute from memory: the
+    roofline models them by bytes, and an L40S (864 GB/s, 362 TFLOP/s) runs them 864/696 times
+    as fast as the A40 (696 GB/s, 150 TFLOP/s) it borrows its efficiencies from."""
+    model = ModelSpec("unprofiled", 2, 3072, 24, 8, 8192, 32000, 4096)
+    a40, l40s = (predictor.operator_curve(get_gpu(name), model, operator, 1, 8192) for name in ("a40", "l40s"))
+    assert a40.source == "roofline fitted on a40 profiles"
+    assert l40s.source == "roofline fitted on a40 profiles, scaled to l40s's peaks"
+    slope_a40, slope_l40s = (float(c(8192) - c(4096)) for c in (a40.curve, l40s.curve))
+    assert slope_a40 / slope_l40s == pytest.approx(864 / 696, rel=1e-9)
+    fitted = predictor.rooflines["h100"][operator]
+    assert fitted.flops_per_s == float("inf") and 0.3e12 < fitted.bytes_per_s < 4e12

@@ -23,7 +23,7 @@ from vidur.errors import MissingProfileError
 from vidur.gpus import CATALOGUE as GPUS
 from vidur.gpus import GpuSpec
 from vidur.models import ModelSpec
-from vidur.operator_work import layer_shape, operator_work
+from vidur.operator_work import layer_shape, roofline_work
 from vidur.profiles import (
     MLP_OPERATORS,
     AttentionSample,
@@ -71,7 +71,7 @@ def _roofline_points(profiles: list[ComputeProfile], operator: str) -> tuple[np.
         for (name, tp), series in profile.series.items():
             if name != operator:
                 continue
-            f, b = operator_work(operator, profile.shape, tp, series.x)
+            f, b = roofline_work(operator, profile.shape, tp, series.x)
             flops.append(f)
             bytes_moved.append(b)
             times.append(series.time_s)
@@ -202,7 +202,7 @@ class OperatorPredictor:
         roofline, source = self._calibrated_roofline(gpu, operator)
 
         def work(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return operator_work(operator, shape, tp, tokens, model.dtype_bytes, model.vocab_size)
+            return roofline_work(operator, shape, tp, tokens, model.dtype_bytes, model.vocab_size)
 
         return OperatorCurve(sample_roofline(roofline, work, max(max_tokens, 2)), source)
 
