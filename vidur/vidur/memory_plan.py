@@ -120,7 +120,7 @@ def activation_bytes_per_gpu(shape: ReplicaShape, max_batch_tokens: int, max_num
     model, tp = shape.model, shape.tensor_parallel
     per_token = (
         2 * model.hidden_size
-        + (model.hidden_size + 2 * shape.kv_heads_per_gpu * model.head_dim * tp) / tp
+        + (model.q_dim + 2 * shape.kv_heads_per_gpu * model.head_dim * tp) / tp
         + 3 * model.intermediate_size / tp
     )
     logits = max_num_seqs * model.vocab_size / tp * 4

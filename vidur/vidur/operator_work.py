@@ -24,6 +24,7 @@ def layer_shape(model: ModelSpec) -> LayerShape:
         n_embd=model.hidden_size,
         n_expanded_embd=model.intermediate_size,
         use_gated_mlp=model.is_gated_mlp,
+        head_dim=model.head_dim,
     )
 
 
@@ -46,9 +47,8 @@ def operator_work(
     KV heads are replicated when there are fewer of them than GPUs."""
     n = np.asarray(tokens, dtype=np.float64)
     h = float(shape.n_embd)
-    head_dim = h / shape.n_head
-    q_out = h / tensor_parallel
-    kv_out = max(shape.n_kv_head / tensor_parallel, 1.0) * head_dim
+    q_out = shape.n_head * shape.head_dim / tensor_parallel
+    kv_out = max(shape.n_kv_head / tensor_parallel, 1.0) * shape.head_dim
     mlp = shape.n_expanded_embd / tensor_parallel
     zeros = np.zeros_like(n)
     match operator:

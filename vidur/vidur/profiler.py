@@ -172,6 +172,7 @@ def profile_mlp(model: ModelSpec, config: ProfileConfig, device: Any, dtype: Any
                 n_head=model.num_q_heads,
                 n_kv_head=model.num_kv_heads,
                 n_embd=model.hidden_size,
+                head_dim=model.head_dim,
                 n_expanded_embd=model.intermediate_size,
                 vocab_size=model.vocab_size,
                 use_gated_mlp=model.is_gated_mlp,

@@ -33,13 +33,15 @@ COLLECTIVES = ("all_reduce", "send_recv")
 @dataclass(frozen=True, slots=True)
 class LayerShape:
     """What an operator's time depends on besides tokens (the vocabulary only sizes the LM head,
-    which is not profiled, so tables match on everything else)."""
+    which is not profiled, so tables match on everything else). A table without a `head_dim`
+    column has `n_embd / n_head`."""
 
     n_head: int
     n_kv_head: int
     n_embd: int
     n_expanded_embd: int
     use_gated_mlp: bool
+    head_dim: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +132,17 @@ def read_compute_profile(path: Path, gpu: str, model: str) -> ComputeProfile:
         raise ValueError(f"profile {path} has no rows")
     shape_values = {name: _column(header, rows, name, path) for name in MLP_SHAPE_COLUMNS}
     first = {name: values[0] for name, values in shape_values.items()}
+    if "head_dim" in header:
+        head_dim = int(_column(header, rows, "head_dim", path)[0])
+    else:
+        head_dim = int(first["n_embd"]) // int(first["n_head"])
     shape = LayerShape(
         n_head=int(first["n_head"]),
         n_kv_head=int(first["n_kv_head"]),
         n_embd=int(first["n_embd"]),
         n_expanded_embd=int(first["n_expanded_embd"]),
         use_gated_mlp=_as_bool(first["use_gated_mlp"]),
+        head_dim=head_dim,
     )
     tokens = np.array(_column(header, rows, "num_tokens", path), dtype=np.float64)
     degrees = np.array(_column(header, rows, "num_tensor_parallel_workers", path), dtype=np.int64)
