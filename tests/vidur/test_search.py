@@ -12,7 +12,7 @@ from metron.lengths import LengthConfig
 from metron.slo import SloConfig
 from metron.workload import WorkloadConfig
 
-from vidur import OperatorPredictor, ReplicaConfig, VidurConfig
+from vidur import DeploymentConfig, OperatorPredictor, ReplicaConfig, VidurConfig
 from vidur.config import SearchConfig
 from vidur.search.capacity import Probe, find_capacity
 from vidur.search.report import format_table, write_search_results
@@ -153,3 +153,24 @@ def test_a_point_that_cannot_be_planned_is_listed_with_its_reason(data_dir: Path
         bad = replace(config, deployment=replace(config.deployment, replica=bad_replica))
         jobs, infeasible = plan_search(bad, bad.search, only_h100, tmp_path / "cache", "test")
         assert not jobs and len(infeasible) == 2
+
+
+def test_each_gpu_type_is_priced_as_its_own(predictor: OperatorPredictor, tmp_path: Path) -> None:
+    """A price set for the base config's GPU stays with that GPU; other types cost what the
+    catalogue says."""
+    space = SearchConfig(gpus=("h100", "a100", "h100_sxm"), tensor_parallel=(1, 2))
+    for price, h100_price in ((None, 2.99), (10.0, 10.0)):
+        base = VidurConfig(deployment=DeploymentConfig(replica=ReplicaConfig(gpu="H100", gpu_price_per_hour=price)))
+        jobs, _ = plan_search(replace(base, search=space), space, predictor, tmp_path, "test")
+        prices = {
+            (job.deployment.config.replica.gpu, job.deployment.shape.tensor_parallel): job.deployment.cost_per_hour
+            for job in jobs
+        }
+        assert prices == {
+            ("h100", 1): pytest.approx(h100_price),
+            ("h100", 2): pytest.approx(2 * h100_price),
+            ("h100_sxm", 1): pytest.approx(h100_price),
+            ("h100_sxm", 2): pytest.approx(2 * h100_price),
+            ("a100", 1): pytest.approx(1.79),
+            ("a100", 2): pytest.approx(2 * 1.79),
+        }

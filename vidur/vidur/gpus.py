@@ -76,10 +76,16 @@ ALIASES: dict[str, str] = {
 }
 
 
+def canonical_gpu_name(name: str) -> str:
+    """The catalogue key a GPU name or alias stands for (case-insensitive); unknown names as given,
+    lower-cased."""
+    key = name.lower()
+    return ALIASES.get(key, key)
+
+
 def get_gpu(name: str, price_per_hour: float | None = None) -> GpuSpec:
     """A catalogue GPU by name or alias (case-insensitive), optionally with your own price."""
-    key = name.lower()
-    key = ALIASES.get(key, key)
+    key = canonical_gpu_name(name)
     if key not in CATALOGUE:
         raise UnknownGpuError(f"unknown GPU {name!r}; known GPUs: {', '.join(sorted(CATALOGUE))}")
     spec = CATALOGUE[key]
