@@ -1,6 +1,7 @@
 """Capacity search: the expanding binary search, the cost frontier, and a real search over a small
 space run in worker processes, cached, and resumed."""
 
+import json
 import shutil
 import time
 from dataclasses import replace
@@ -12,7 +13,7 @@ from metron.lengths import LengthConfig
 from metron.slo import SloConfig
 from metron.workload import WorkloadConfig
 
-from vidur import DeploymentConfig, OperatorPredictor, ReplicaConfig, VidurConfig
+from vidur import DeploymentConfig, OperatorPredictor, ReplicaConfig, VidurConfig, gpus
 from vidur.config import SearchConfig
 from vidur.search.capacity import Probe, find_capacity
 from vidur.search.report import format_table, write_search_results
@@ -174,3 +175,36 @@ def test_each_gpu_type_is_priced_as_its_own(predictor: OperatorPredictor, tmp_pa
             ("a100", 1): pytest.approx(1.79),
             ("a100", 2): pytest.approx(2 * 1.79),
         }
+
+
+def test_cached_points_are_keyed_by_file_contents_and_catalogue_entries(
+    predictor: OperatorPredictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = tmp_path / "lengths.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n100,20\n200,30\n")
+    config = VidurConfig(
+        workload=WorkloadConfig(lengths=LengthConfig(kind="trace", trace_path=str(trace))),
+        search=SearchConfig(gpus=("h100",), tensor_parallel=(1,)),
+    )
+
+    def point_key() -> str:
+        jobs, _ = plan_search(config, config.search, predictor, tmp_path / "cache", "test")
+        return jobs[0].point_key()
+
+    first = point_key()
+    assert point_key() == first
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n100,20\n200,31\n")
+    changed_trace = point_key()
+    assert changed_trace != first
+    monkeypatch.setitem(gpus.CATALOGUE, "h100", replace(gpus.CATALOGUE["h100"], price_per_hour=1.0))
+    changed_price = point_key()
+    assert changed_price not in (first, changed_trace)
+
+    model = tmp_path / "model" / "config.json"
+    model.parent.mkdir()
+    shape = {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "num_hidden_layers": 4}
+    model.write_text(json.dumps(shape | {"vocab_size": 32000, "architectures": ["LlamaForCausalLM"]}))
+    config = replace(config, deployment=DeploymentConfig(replica=ReplicaConfig(model=str(model.parent))))
+    with_model = point_key()
+    model.write_text(json.dumps(shape | {"vocab_size": 32000, "architectures": ["MistralForCausalLM"]}))
+    assert point_key() not in (with_model, changed_price)

@@ -175,17 +175,29 @@ def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
     )
 
 
-def get_model(name_or_path: str) -> ModelSpec:
-    """A catalogue model by name or alias (case-insensitive), or a Hugging Face `config.json`
-    (or a folder holding one)."""
-    canonical = ALIASES.get(name_or_path.lower(), name_or_path)
-    for name, spec in CATALOGUE.items():
-        if name.lower() == canonical.lower():
-            return spec
+def _catalogue_model(name: str) -> ModelSpec | None:
+    canonical = ALIASES.get(name.lower(), name).lower()
+    return next((spec for key, spec in CATALOGUE.items() if key.lower() == canonical), None)
+
+
+def model_config_path(name_or_path: str) -> Path | None:
+    """The `config.json` a model name stands for, or None for a catalogue model (or no file)."""
+    if _catalogue_model(name_or_path) is not None:
+        return None
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "config.json"
-    if path.is_file():
+    return path if path.is_file() else None
+
+
+def get_model(name_or_path: str) -> ModelSpec:
+    """A catalogue model by name or alias (case-insensitive), or a Hugging Face `config.json`
+    (or a folder holding one)."""
+    spec = _catalogue_model(name_or_path)
+    if spec is not None:
+        return spec
+    path = model_config_path(name_or_path)
+    if path is not None:
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as error:
