@@ -11,17 +11,17 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from vidur.api import simulated_prefill_model, workload_for
+from vidur.api import deadlines_for, workload_for
 from vidur.config import SearchConfig, VidurConfig
 from vidur.deployment import Deployment, DeploymentConfig, plan_deployment
 from vidur.errors import DeploymentError
 from vidur.models import model_config_path
-from vidur.output import score
 from vidur.predictor import OperatorPredictor
 from vidur.search.cache import DiskCache, cache_key
 from vidur.search.capacity import CapacityResult, Probe, find_capacity
 from vidur.search.space import deployments_in
 from vidur.simulation import Simulator
+from vidur.slo_check import slo_verdict
 
 
 # A new release may simulate or score differently: cached results of another one do not count.
@@ -124,9 +124,7 @@ def _evaluate(job: SearchJob) -> SearchPoint:
     cache = DiskCache(Path(job.cache_dir))
     simulator = Simulator(job.deployment)
     config = job.config
-    deadlines = config.deadlines
-    if config.simulated_prefill_deadline:
-        deadlines = msgspec.structs.replace(deadlines, prefill=simulated_prefill_model(simulator))
+    deadlines = deadlines_for(config, simulator)
 
     def probe(qps: float) -> Probe:
         key = job.probe_key(qps)
@@ -135,9 +133,8 @@ def _evaluate(job: SearchJob) -> SearchPoint:
             return Probe(**cached)
         workload = workload_for(config.workload.with_rate(qps), job.deployment)
         result = simulator.run(workload, record_iterations=False)
-        verdict = score(result, deadlines, config.slo).verdict
-        passed = verdict is not None and verdict.passed
-        outcome = Probe(qps, passed, verdict.describe() if verdict is not None else "")
+        verdict = slo_verdict(result, deadlines, config.slo)
+        outcome = Probe(qps, verdict.passed, verdict.describe())
         cache.put(key, asdict(outcome))
         return outcome
 
