@@ -130,3 +130,12 @@ def test_predictor_and_catalogue_commands(data_dir: Path, capsys: pytest.Capture
     assert main(["catalogue"]) == 0
     listing = capsys.readouterr().out
     assert "mistralai/Mistral-7B-v0.1" in listing and "h200" in listing
+
+
+@pytest.mark.parametrize("max_model_len", [2, 3, 16, 17, 40])
+def test_a_short_context_simulates_with_prompts_that_fit(
+    data_dir: Path, max_model_len: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--data-dir", str(data_dir), "--num-requests", "20", "--set", "workload.lengths.kind=uniform"]
+    assert main(args + ["--set", f"scheduler.max_model_len={max_model_len}"]) == 0
+    assert "num_finished                       20" in capsys.readouterr().out
