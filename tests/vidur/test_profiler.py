@@ -11,6 +11,7 @@ from vidur import get_gpu, get_model, train_predictor
 from vidur.cli import main
 from vidur.operator_work import layer_shape
 from vidur.predictor import attention_work
+from vidur.profiler import profile_folder
 from vidur.profiles import MLP_OPERATORS, load_profiles, read_attention_profile, read_compute_profile
 
 TINY_LLAMA = {
@@ -85,3 +86,20 @@ def test_a_later_roots_attention_table_replaces_an_earlier_one(profiled: Path, t
     assert load_profiles([profiled, profiled]).attention["h100"] == once
     replaced = load_profiles([profiled, tmp_path]).attention["h100"]
     assert replaced == read_attention_profile(later) and len(replaced) < len(once)
+
+
+def test_cuda_device_names_map_to_their_own_gpus_folders() -> None:
+    names = {
+        "NVIDIA H100 80GB HBM3": "h100",
+        "NVIDIA H100 PCIe": "h100_pcie",
+        "NVIDIA H200": "h200",
+        "NVIDIA A100-SXM4-80GB": "a100",
+        "NVIDIA A100-SXM4-40GB": "a100_40gb",
+        "NVIDIA A40": "a40",
+        "NVIDIA L40S": "l40s",
+        "NVIDIA L40": "l40",
+        "NVIDIA L4": "l4",
+        "NVIDIA A10G": "a10g",
+        "NVIDIA GeForce RTX 4090": "nvidia_geforce_rtx_4090",
+    }
+    assert {name: profile_folder(name) for name in names} == names

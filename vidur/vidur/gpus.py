@@ -71,7 +71,6 @@ ALIASES: dict[str, str] = {
     "h100-sxm": "h100",
     "h100_sxm": "h100",
     "h100-pcie": "h100_pcie",
-    "l40": "l40s",
     "a10": "a10g",
 }
 
