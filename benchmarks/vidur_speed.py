@@ -15,6 +15,7 @@ The last line is one JSON object, for the 10,000-request run.
 """
 
 import argparse
+import functools
 import json
 import statistics
 import time
@@ -171,8 +172,8 @@ def main() -> None:
     for kind, slo in slo_kinds.items():
         full = evaluate_slo(summarize(result.records(deadlines), slo), slo)
         assert slo_verdict(result, deadlines, slo) == full
-        full_s = median_s(lambda slo=slo: evaluate_slo(summarize(result.records(deadlines), slo), slo))
-        verdict_s[kind] = median_s(lambda slo=slo: slo_verdict(result, deadlines, slo))
+        full_s = median_s(functools.partial(lambda s: evaluate_slo(summarize(result.records(deadlines), s), s), slo))
+        verdict_s[kind] = median_s(functools.partial(slo_verdict, result, deadlines, slo))
         print(
             f"  {kind:<10} metron records + summary + verdict {full_s:.3f} s, verdict from columns "
             f"{verdict_s[kind]:.4f} s ({full_s / verdict_s[kind]:.0f}x); probe {probe_sim_s + full_s:.3f} s -> "

@@ -212,7 +212,7 @@ class OperatorPredictor:
         own = self.attention.get(gpu.name, {})
         reference = gpu.reference_gpu
         reference_spec = GPUS.get(reference) if reference is not None else None
-        borrowed = self.attention.get(reference, {}) if reference_spec is not None else {}
+        borrowed = self.attention.get(reference_spec.name, {}) if reference_spec is not None else {}
         kernels = {}
         sources = set()
         for kernel in DEFAULT_ATTENTION_EFFICIENCY:
