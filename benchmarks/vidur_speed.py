@@ -6,21 +6,26 @@ requests, the same at 3x the recorded rate, 100,000 requests (the trace tiled en
 4-replica TP=4 deployment of Llama-2-70B at 4x the rate, and how the cost grows with the number
 of requests. `wall_s` is the simulation itself (the Rust event loop with the shared scheduler,
 per-token and per-iteration records, handed to numpy); scoring with metron's metrics is timed
-separately. Each figure is the median of a few repeats (the machine is shared).
+separately, and so is a capacity-search probe's SLO verdict: metron's full scoring against the
+search's verdict from the simulator's columns (the same verdict, `vidur/vidur/slo_check.py`).
+Each figure is the median of a few repeats (the machine is shared).
 
 Usage: .venv/bin/python benchmarks/vidur_speed.py [--data-dir DIR]
 The last line is one JSON object, for the 10,000-request run.
 """
 
 import argparse
+import functools
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from metron.deadlines import DeadlineConfig
+from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
 from metron.traces import read_trace_column
 
@@ -33,9 +38,11 @@ from vidur import (
     Simulator,
     Workload,
     plan_deployment,
+    simulated_prefill_model,
     train_predictor,
 )
 from vidur.profiles import load_profiles
+from vidur.slo_check import slo_verdict
 from vidur.validation import interpolation_error, roofline_transfer_error
 
 REPEATS = 3
@@ -53,6 +60,15 @@ def splitwise(trace: Path, num_requests: int, rate_scale: float, max_total_token
     prompt = np.minimum(np.maximum(prompts[rows], 1), max_total_tokens - 1)
     output = np.minimum(np.maximum(outputs[rows], 1), max_total_tokens - prompt)
     return Workload(np.arange(num_requests), arrival_s, prompt, output, np.zeros(num_requests, dtype=bool))
+
+
+def median_s(run: Callable[[], object]) -> float:
+    walls = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        run()
+        walls.append(time.perf_counter() - started)
+    return statistics.median(walls)
 
 
 def timed_runs(simulator: Simulator, workload: Workload) -> tuple[float, int, object]:
@@ -145,6 +161,24 @@ def main() -> None:
         f"\nscoring the 10,000-request run with metron (records + summary): {scoring_s:.2f} s; "
         f"TTFT p50 {metrics['ttft_s.p50']:.3f} s, TBT p99 {metrics['tbt_s.p99']:.4f} s"
     )
+
+    # A capacity-search probe: simulate, then decide pass/fail under each SLO kind.
+    deadlines = DeadlineConfig(prefill=simulated_prefill_model(llama7b))
+    print("\nsearch probe (10,000 requests, simulation without iteration records, then the SLO verdict):")
+    probe_sim_s = median_s(lambda: llama7b.run(workload, record_iterations=False))
+    print(f"  simulation {probe_sim_s:.3f} s")
+    slo_kinds = {kind: SloConfig(kind=kind) for kind in ("deadline", "tbt_ttft", "ttft_tpot")}
+    verdict_s = {}
+    for kind, slo in slo_kinds.items():
+        full = evaluate_slo(summarize(result.records(deadlines), slo), slo)
+        assert slo_verdict(result, deadlines, slo) == full
+        full_s = median_s(functools.partial(lambda s: evaluate_slo(summarize(result.records(deadlines), s), s), slo))
+        verdict_s[kind] = median_s(functools.partial(slo_verdict, result, deadlines, slo))
+        print(
+            f"  {kind:<10} metron records + summary + verdict {full_s:.3f} s, verdict from columns "
+            f"{verdict_s[kind]:.4f} s ({full_s / verdict_s[kind]:.0f}x); probe {probe_sim_s + full_s:.3f} s -> "
+            f"{probe_sim_s + verdict_s[kind]:.3f} s"
+        )
     print(
         json.dumps(
             {
@@ -154,6 +188,8 @@ def main() -> None:
                 "iterations_per_s": main_row["iterations_per_s"],
                 "train_s": round(train_s, 3),
                 "predictor_heldout_mape": round(heldout.layer_mape, 4),
+                "probe_simulation_s": round(probe_sim_s, 4),
+                "probe_deadline_verdict_s": round(verdict_s["deadline"], 4),
             }
         )
     )

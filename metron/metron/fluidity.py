@@ -81,6 +81,15 @@ def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return padded, width - np.array([len(row) for row in rows])
 
 
+def _pad_flat(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_pad` of the rows `values[starts[k]:starts[k] + lengths[k]]`."""
+    width = int(lengths.max())
+    padded = np.zeros((len(lengths), width), dtype=np.int64)
+    within_row = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    padded[np.arange(width) < lengths[:, None]] = values[np.repeat(starts, lengths) + within_row]
+    return padded, width - lengths
+
+
 def count_deadlines(
     arrival_s: float, token_times_s: TokenTimes, ttft_deadline_s: float, tbt_deadline_s: float
 ) -> tuple[int, int]:
@@ -97,6 +106,22 @@ def count_deadlines_many(
     tbt_deadlines_s: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """`count_deadlines` for many requests at once: (missed, total) arrays."""
+    streams = [np.asarray(times, dtype=np.float64) for times in token_times_s]
+    flat = np.concatenate(streams) if streams else np.zeros(0)
+    lengths = np.array([len(times) for times in streams], dtype=np.int64)
+    return count_deadlines_flat(arrivals_s, flat, lengths, ttft_deadlines_s, tbt_deadlines_s)
+
+
+def count_deadlines_flat(
+    arrivals_s: Sequence[float] | np.ndarray,
+    token_times_s: np.ndarray,
+    num_tokens: Sequence[int] | np.ndarray,
+    ttft_deadlines_s: Sequence[float] | np.ndarray,
+    tbt_deadlines_s: Sequence[float] | np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`count_deadlines_many` of streams given end to end in one array: request i's tokens are
+    the `num_tokens[i]` entries after the previous requests'. For columnar data (a simulator's
+    output), with no Python loop over requests."""
     tbt = to_ns(tbt_deadlines_s)
     ttft = to_ns(ttft_deadlines_s)
     if np.any(tbt <= 0):
@@ -104,21 +129,26 @@ def count_deadlines_many(
     if np.any(ttft < 0):
         raise ValueError("TTFT deadlines must not be negative")
     arrivals = to_ns(arrivals_s)
-    budgets = []
-    for index, times in enumerate(token_times_s):
-        delays = np.diff(to_ns(times), prepend=arrivals[index])
-        row = tbt[index] - delays
-        if len(row):
-            row[0] += ttft[index] - tbt[index]
-        budgets.append(row)
-    missed = np.zeros(len(budgets), dtype=np.int64)
-    total = np.zeros(len(budgets), dtype=np.int64)
-    lengths = np.array([len(row) for row in budgets])
+    lengths = np.asarray(num_tokens, dtype=np.int64)
+    times = to_ns(token_times_s)
+    if len(times) != lengths.sum():
+        raise ValueError(f"{len(times)} token times for {lengths.sum()} tokens")
+    starts = np.cumsum(lengths) - lengths
+    streaming = lengths > 0
+    # Each token's budget: its deadline minus its delay after the previous token (the send, for
+    # the first), and the first token's deadline is the TTFT one.
+    previous = np.empty_like(times)
+    previous[1:] = times[:-1]
+    previous[starts[streaming]] = arrivals[streaming]
+    budgets = np.repeat(tbt, lengths) - (times - previous)
+    budgets[starts[streaming]] += ttft[streaming] - tbt[streaming]
+    missed = np.zeros(len(lengths), dtype=np.int64)
+    total = np.zeros(len(lengths), dtype=np.int64)
     for bucket in _buckets(lengths):
         bucket = bucket[lengths[bucket] > 0]
         if len(bucket) == 0:
             continue
-        padded, padding = _pad([budgets[i] for i in bucket])  # a budget of 0 is on time
+        padded, padding = _pad_flat(budgets, starts[bucket], lengths[bucket])  # a budget of 0 is on time
         missed[bucket], total[bucket] = _count(padded, tbt[bucket], padding)
     return missed, total
 

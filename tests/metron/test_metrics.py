@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metron.deadlines import DeadlineConfig
-from metron.fluidity import count_deadlines, decode_miss_rates, min_tbt_deadline
+from metron.fluidity import count_deadlines, count_deadlines_flat, decode_miss_rates, min_tbt_deadline
 from metron.metrics import RequestTimes, request_record, request_records, rescore
 from metron.prefill_model import PrefillModel
 
@@ -23,6 +23,22 @@ def record_of(deadlines: DeadlineConfig = DEADLINES, **measured: object):  # typ
 def times_from(arrival: float, ttft: float, gaps: list[float]) -> list[float]:
     return list(itertools.accumulate([arrival + ttft, *gaps]))
 
+
+
+def test_streams_end_to_end_in_one_array_count_as_they_do_one_by_one() -> None:
+    streams = [
+        times_from(10.0, 0.5, [0.05, 0.05, 0.6, 0.25, 0.1]),
+        [],
+        times_from(0.0, 1.3, [0.1, 0.35, 0.0, 0.1]),
+        [12.4],
+    ]
+    arrivals, ttft, tbt = [10.0, 3.0, 0.0, 11.0], [1.0, 1.0, 0.8, 2.0], [0.1, 0.1, 0.2, 0.1]
+    missed, total = count_deadlines_flat(
+        arrivals, np.concatenate([np.array(s, dtype=np.float64) for s in streams]), [len(s) for s in streams], ttft, tbt
+    )
+    expected = [count_deadlines(*request) for request in zip(arrivals, streams, ttft, tbt, strict=True)]
+    assert list(zip(missed.tolist(), total.tolist(), strict=True)) == expected
+    assert expected[1] == (0, 0) and expected[0] == (1, 6)
 
 def test_early_tokens_bank_slack_that_later_tokens_spend() -> None:
     # ttft 0.5: banks 0.5. Gaps 0.05, 0.05: bank 0.05 each (slack 0.6). Gap 0.6 <= 0.1 + 0.6:

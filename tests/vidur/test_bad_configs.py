@@ -7,6 +7,7 @@ from vidur import (
     DeploymentConfig,
     DeploymentError,
     InvalidCostModelError,
+    InvalidDeploymentError,
     InvalidWorkloadError,
     ModelDoesNotFitError,
     OperatorPredictor,
@@ -121,3 +122,38 @@ def test_config_files_name_unknown_keys(tmp_path: object) -> None:
         load_config(None, ["replicas.gpu=a100"])
     with pytest.raises(ValueError, match=r"\[replica\].tensor_parallel must be a int, got 'two'"):
         load_config(None, ["replica.tensor_parallel=two"])
+
+
+def test_a_malformed_deployment_raises_a_deployment_error_once_prefixed(llama7b_h100: Simulator) -> None:
+    def run(**deployment: object) -> None:
+        _simulator.simulate(
+            cost_model=llama7b_h100.cost_model,
+            scheduler=llama7b_h100.deployment.scheduler_config(),
+            arrival_times=[0.0],
+            num_prompt_tokens=[10],
+            num_output_tokens=[1],
+            **deployment,  # type: ignore[arg-type]
+        )
+
+    with pytest.raises(InvalidDeploymentError) as router:
+        run(router="fastest")
+    assert str(router.value) == (
+        'invalid deployment: unknown router "fastest"; expected one of round_robin, least_outstanding, random'
+    )
+    with pytest.raises(InvalidDeploymentError, match="^invalid deployment: a deployment needs at least one replica$"):
+        run(num_replicas=0)
+    with pytest.raises(InvalidDeploymentError, match=r"^invalid deployment: num_replicas must be in 0..=4294967295"):
+        run(num_replicas=-1)
+    with pytest.raises(InvalidCostModelError) as overheads:
+        _simulator.CpuOverheads(sample=(-1.0, 0.0))
+    assert str(overheads.value).startswith("invalid cost model: sample: CPU overheads must be finite")
+    assert str(overheads.value).count("invalid cost model") == 1
+
+
+def test_batch_sums_do_not_wrap(llama7b_h100: Simulator) -> None:
+    cost = llama7b_h100.cost_model
+    largest = 2**32 - 1
+    one = cost.predict([(largest, 0, False, True)])
+    two = cost.predict([(largest, 0, False, True), (largest, 0, False, True)])
+    assert two.num_tokens == 2 * largest
+    assert two.latency_s > one.latency_s

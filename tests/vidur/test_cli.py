@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from metron.run_format import read_run
 
-from vidur.cli import main
+from vidur import Simulator, _simulator
+from vidur.cli import main, parser
+from vidur.deployment import POLICIES, ROUTERS
 
 TOML = """
 [replica]
@@ -130,3 +132,37 @@ def test_predictor_and_catalogue_commands(data_dir: Path, capsys: pytest.Capture
     assert main(["catalogue"]) == 0
     listing = capsys.readouterr().out
     assert "mistralai/Mistral-7B-v0.1" in listing and "h200" in listing
+
+
+@pytest.mark.parametrize("max_model_len", [2, 3, 16, 17, 40])
+def test_a_short_context_simulates_with_prompts_that_fit(
+    data_dir: Path, max_model_len: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--data-dir", str(data_dir), "--num-requests", "20", "--set", "workload.lengths.kind=uniform"]
+    assert main(args + ["--set", f"scheduler.max_model_len={max_model_len}"]) == 0
+    assert "num_finished                       20" in capsys.readouterr().out
+
+
+def test_the_command_offers_every_policy_and_router_the_simulator_has(llama7b_h100: Simulator) -> None:
+    """One list of policies and routers (vidur.deployment), the one the CLI offers and the Rust
+    side accepts."""
+    simulate = parser().parse_args(["simulate"])
+    assert simulate.command == "simulate"
+    for policy in POLICIES:
+        assert parser().parse_args(["simulate", "--policy", policy]).policy == policy
+    for router in ROUTERS:
+        assert parser().parse_args(["simulate", "--router", router]).router == router
+    with pytest.raises(SystemExit):
+        parser().parse_args(["simulate", "--policy", "fifo"])
+    for policy in POLICIES:
+        _simulator.SchedulerConfig(policy=policy, token_budget=4096, max_model_len=4096)
+    for router in ROUTERS:
+        _simulator.simulate(
+            cost_model=llama7b_h100.cost_model,
+            scheduler=llama7b_h100.deployment.scheduler_config(),
+            arrival_times=[0.0],
+            num_prompt_tokens=[10],
+            num_output_tokens=[1],
+            num_replicas=2,
+            router=router,
+        )

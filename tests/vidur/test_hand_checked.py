@@ -68,7 +68,7 @@ def expected_iteration_s(deployment: Deployment, batch: list[Entry]) -> dict[str
     cpu = spec.cpu_overheads
     seqs = len(batch)
     before = sum(base + per * seqs for base, per in (cpu.schedule, cpu.prepare_inputs))
-    after = sum(base + per * seqs for base, per in (cpu.sample, cpu.process_outputs))
+    after = cpu.sample[0] + cpu.sample[1] * sampled + cpu.process_outputs[0] + cpu.process_outputs[1] * seqs
     return {
         "latency_s": before + float(stage_s.sum()) + after,
         "attention_s": spec.layers_per_stage * layer * stages,

@@ -1,13 +1,20 @@
 """The predictor interpolates profiled points, extrapolates the way hardware behaves, transfers
 to unprofiled shapes and GPUs through fitted rooflines, and reports its held-out error."""
 
+import csv
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from vidur import OperatorPredictor, get_gpu, get_model
+from vidur import DeploymentConfig, ModelSpec, OperatorPredictor, ReplicaConfig, get_gpu, get_model, plan_deployment
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, non_decreasing
-from vidur.operator_work import layer_shape
+from vidur.operator_work import MEMORY_BOUND_OPERATORS, layer_shape
+from vidur.predictor import attention_work
+from vidur.profiles import AttentionSample
 from vidur.validation import interpolation_error, roofline_transfer_error
+
+LLAMA_7B_TABLE = Path("compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv")
 
 
 def test_non_decreasing_is_the_least_squares_monotone_fit() -> None:
@@ -103,3 +110,81 @@ def test_roofline_fit_recovers_known_rates_from_noisy_times() -> None:
     assert fitted.flops_per_s == pytest.approx(truth.flops_per_s, rel=0.1)
     assert fitted.bytes_per_s == pytest.approx(truth.bytes_per_s, rel=0.1)
     assert truth.overhead_s / 2 < fitted.overhead_s < truth.overhead_s * 2
+
+
+def scaled_table(source: Path, target: Path, factor: float) -> None:
+    """A copy of a profile table with every time multiplied by `factor`."""
+    with source.open(newline="") as file:
+        rows = list(csv.reader(file))
+    timed = [i for i, name in enumerate(rows[0]) if name.startswith("time_stats.")]
+    for row in rows[1:]:
+        for i in timed:
+            row[i] = str(float(row[i]) * factor) if row[i] else row[i]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", newline="") as file:
+        csv.writer(file, lineterminator="\n").writerows(rows)
+
+
+def synthetic_attention_table(path: Path, truth: FittedRoofline) -> None:
+    """Attention kernels of Llama-2-7B's shape timed by a known roofline."""
+    header = ["n_q_head", "n_kv_head", "head_dim", "batch_size", "num_tokens", "kv_cache_size"]
+    header += [f"time_stats.{kernel}.median" for kernel in ("attn_prefill", "attn_decode", "attn_kv_cache_save")]
+    rows = []
+    for chunk in (64, 256, 1024, 2048):
+        for context in (0, 1024, 4096):
+            times = [
+                truth.time(*attention_work(AttentionSample(kernel, 32, 32, 128, 1, chunk, context, 0.0))) * 1e3
+                for kernel in ("attn_prefill", "attn_kv_cache_save")
+            ]
+            rows.append([32, 32, 128, 1, chunk, context, times[0], "", times[1]])
+    for batch in (1, 8, 32, 128):
+        for context in (128, 1024, 4096):
+            sample = AttentionSample("attn_decode", 32, 32, 128, batch, 1, context, 0.0)
+            rows.append([32, 32, 128, batch, 1, context, "", truth.time(*attention_work(sample)) * 1e3, ""])
+    with path.open("w", newline="") as file:
+        csv.writer(file, lineterminator="\n").writerows([header, *rows])
+
+
+def test_a_gpus_own_profiles_come_before_its_reference_gpus(
+    predictor: OperatorPredictor, data_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "compute" / "h200" / "meta-llama" / "Llama-2-7b-hf"
+    scaled_table(data_dir / "profiling" / LLAMA_7B_TABLE, folder / "mlp.csv", 10.0)
+    truth = FittedRoofline(overhead_s=12e-6, flops_per_s=5e14, bytes_per_s=4e12)
+    synthetic_attention_table(folder / "attention.csv", truth)
+    h100, h200, llama = get_gpu("h100"), get_gpu("h200"), get_model("llama-2-7b")
+
+    both = OperatorPredictor.train([data_dir / "profiling", tmp_path])
+    own = both.operator_curve(h200, llama, "mlp_up_proj", 1, 4096)
+    assert own.source == "profile h200/meta-llama/Llama-2-7b-hf tp=1"
+    on_h100 = predictor.operator_curve(h100, llama, "mlp_up_proj", 1, 4096)
+    for tokens in (1, 100, 4096, 10_000):
+        assert float(own.curve(tokens)) == pytest.approx(10 * float(on_h100.curve(tokens)), rel=1e-9)
+    unprofiled_shape = both.operator_curve(h200, get_model("mistral-7b"), "mlp_down_proj", 1, 4096)
+    assert unprofiled_shape.source == "roofline fitted on h200 profiles"
+    attention = both.attention_rooflines(h200)
+    assert attention.source == "calibrated on h200 attention profiles"
+    decode = AttentionSample("attn_decode", 32, 32, 128, 16, 1, 2000, 0.0)
+    assert attention.decode.time(*attention_work(decode)) == pytest.approx(truth.time(*attention_work(decode)), 0.02)
+
+    # With only its own profiles configured, an H200 deployment is calibrated on H200 alone.
+    alone = OperatorPredictor.train([tmp_path])
+    sources = plan_deployment(DeploymentConfig(replica=ReplicaConfig(gpu="h200")), alone).cost_model.sources()
+    assert all("h200" in source and "h100" not in source for source in sources.values()), sources
+
+
+@pytest.mark.parametrize("operator", sorted(MEMORY_BOUND_OPERATORS))
+def test_an_unprofiled_gpu_scales_memory_bound_operators_by_bandwidth(
+    predictor: OperatorPredictor, operator: str
+) -> None:
+    """Elementwise FLOPs grow with their bytes, so the fit cannot tell compute from memory: the
+    roofline models them by bytes, and an L40S (864 GB/s, 362 TFLOP/s) runs them 864/696 times
+    as fast as the A40 (696 GB/s, 150 TFLOP/s) it borrows its efficiencies from."""
+    model = ModelSpec("unprofiled", 2, 3072, 24, 8, 8192, 32000, 4096)
+    a40, l40s = (predictor.operator_curve(get_gpu(name), model, operator, 1, 8192) for name in ("a40", "l40s"))
+    assert a40.source == "roofline fitted on a40 profiles"
+    assert l40s.source == "roofline fitted on a40 profiles, scaled to l40s's peaks"
+    slope_a40, slope_l40s = (float(c(8192) - c(4096)) for c in (a40.curve, l40s.curve))
+    assert slope_a40 / slope_l40s == pytest.approx(864 / 696, rel=1e-9)
+    fitted = predictor.rooflines["h100"][operator]
+    assert fitted.flops_per_s == float("inf") and 0.3e12 < fitted.bytes_per_s < 4e12

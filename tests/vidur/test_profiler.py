@@ -11,7 +11,8 @@ from vidur import get_gpu, get_model, train_predictor
 from vidur.cli import main
 from vidur.operator_work import layer_shape
 from vidur.predictor import attention_work
-from vidur.profiles import MLP_OPERATORS, read_attention_profile, read_compute_profile
+from vidur.profiler import profile_folder
+from vidur.profiles import MLP_OPERATORS, load_profiles, read_attention_profile, read_compute_profile
 
 TINY_LLAMA = {
     "architectures": ["LlamaForCausalLM"],
@@ -73,3 +74,32 @@ def _attention_work_of(predictor: object, kernel: str, pick: object) -> tuple[fl
     samples = [s for s in predictor.profiles.attention["h100"] if s.kernel == kernel]  # type: ignore[attr-defined]
     works = [attention_work(s) for s in samples]
     return pick(works, key=lambda w: w[0])  # type: ignore[operator,no-any-return]
+
+
+def test_a_later_roots_attention_table_replaces_an_earlier_one(profiled: Path, tmp_path: Path) -> None:
+    """The same (GPU, model) table in two roots counts once, the later root's."""
+    once = load_profiles([profiled]).attention["h100"]
+    later = tmp_path / "compute" / "h100" / "local" / "tiny" / "attention.csv"
+    later.parent.mkdir(parents=True)
+    rows = (profiled / "compute" / "h100" / "local" / "tiny" / "attention.csv").read_text().splitlines()
+    later.write_text("\n".join(rows[:3]) + "\n")
+    assert load_profiles([profiled, profiled]).attention["h100"] == once
+    replaced = load_profiles([profiled, tmp_path]).attention["h100"]
+    assert replaced == read_attention_profile(later) and len(replaced) < len(once)
+
+
+def test_cuda_device_names_map_to_their_own_gpus_folders() -> None:
+    names = {
+        "NVIDIA H100 80GB HBM3": "h100",
+        "NVIDIA H100 PCIe": "h100_pcie",
+        "NVIDIA H200": "h200",
+        "NVIDIA A100-SXM4-80GB": "a100",
+        "NVIDIA A100-SXM4-40GB": "a100_40gb",
+        "NVIDIA A40": "a40",
+        "NVIDIA L40S": "l40s",
+        "NVIDIA L40": "l40",
+        "NVIDIA L4": "l4",
+        "NVIDIA A10G": "a10g",
+        "NVIDIA GeForce RTX 4090": "nvidia_geforce_rtx_4090",
+    }
+    assert {name: profile_folder(name) for name in names} == names

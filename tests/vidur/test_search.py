@@ -1,6 +1,8 @@
 """Capacity search: the expanding binary search, the cost frontier, and a real search over a small
 space run in worker processes, cached, and resumed."""
 
+import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -11,11 +13,11 @@ from metron.lengths import LengthConfig
 from metron.slo import SloConfig
 from metron.workload import WorkloadConfig
 
-from vidur import OperatorPredictor, VidurConfig
+from vidur import DeploymentConfig, OperatorPredictor, ReplicaConfig, VidurConfig, gpus
 from vidur.config import SearchConfig
 from vidur.search.capacity import Probe, find_capacity
 from vidur.search.report import format_table, write_search_results
-from vidur.search.runner import SearchPoint, best_point, pareto_frontier, run_search
+from vidur.search.runner import SearchPoint, best_point, pareto_frontier, plan_search, run_search
 
 
 def threshold_probe(capacity: float, calls: list[float]) -> object:
@@ -134,3 +136,75 @@ def test_deployments_that_cannot_exist_are_reported_not_searched(predictor: Oper
     points = run_search(config, predictor, cache_dir=tmp_path, fingerprint="test", workers=1, progress=False)
     assert [(p.feasible, p.capacity_qps) for p in points] == [(False, 0.0), (False, 0.0)]
     assert "does not fit" in (points[0].reason or "") and "does not divide" in (points[1].reason or "")
+
+
+def test_a_point_that_cannot_be_planned_is_listed_with_its_reason(data_dir: Path, tmp_path: Path) -> None:
+    """A missing profile, a bad memory fraction or price fails that point, not the search."""
+    table = tmp_path / "profiles" / "compute" / "h100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv"
+    table.parent.mkdir(parents=True)
+    shutil.copy(data_dir / "profiling" / "compute" / "h100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv", table)
+    only_h100 = OperatorPredictor.train([tmp_path / "profiles"])
+    config = replace(VidurConfig(), search=SearchConfig(gpus=("h100", "a100"), tensor_parallel=(1,)))
+    jobs, infeasible = plan_search(config, config.search, only_h100, tmp_path / "cache", "test")
+    assert [job.deployment.shape.gpu.name for job in jobs] == ["h100"]
+    assert len(infeasible) == 1 and "no profiles calibrate" in (infeasible[0].reason or "")
+    assert "on a100; profiled GPUs: h100" in (infeasible[0].reason or "")
+
+    for bad_replica in (ReplicaConfig(memory_utilization=1.5), ReplicaConfig(gpu_price_per_hour=-1.0)):
+        bad = replace(config, deployment=replace(config.deployment, replica=bad_replica))
+        jobs, infeasible = plan_search(bad, bad.search, only_h100, tmp_path / "cache", "test")
+        assert not jobs and len(infeasible) == 2
+
+
+def test_each_gpu_type_is_priced_as_its_own(predictor: OperatorPredictor, tmp_path: Path) -> None:
+    """A price set for the base config's GPU stays with that GPU; other types cost what the
+    catalogue says."""
+    space = SearchConfig(gpus=("h100", "a100", "h100_sxm"), tensor_parallel=(1, 2))
+    for price, h100_price in ((None, 2.99), (10.0, 10.0)):
+        base = VidurConfig(deployment=DeploymentConfig(replica=ReplicaConfig(gpu="H100", gpu_price_per_hour=price)))
+        jobs, _ = plan_search(replace(base, search=space), space, predictor, tmp_path, "test")
+        prices = {
+            (job.deployment.config.replica.gpu, job.deployment.shape.tensor_parallel): job.deployment.cost_per_hour
+            for job in jobs
+        }
+        assert prices == {
+            ("h100", 1): pytest.approx(h100_price),
+            ("h100", 2): pytest.approx(2 * h100_price),
+            ("h100_sxm", 1): pytest.approx(h100_price),
+            ("h100_sxm", 2): pytest.approx(2 * h100_price),
+            ("a100", 1): pytest.approx(1.79),
+            ("a100", 2): pytest.approx(2 * 1.79),
+        }
+
+
+def test_cached_points_are_keyed_by_file_contents_and_catalogue_entries(
+    predictor: OperatorPredictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trace = tmp_path / "lengths.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n100,20\n200,30\n")
+    config = VidurConfig(
+        workload=WorkloadConfig(lengths=LengthConfig(kind="trace", trace_path=str(trace))),
+        search=SearchConfig(gpus=("h100",), tensor_parallel=(1,)),
+    )
+
+    def point_key() -> str:
+        jobs, _ = plan_search(config, config.search, predictor, tmp_path / "cache", "test")
+        return jobs[0].point_key()
+
+    first = point_key()
+    assert point_key() == first
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n100,20\n200,31\n")
+    changed_trace = point_key()
+    assert changed_trace != first
+    monkeypatch.setitem(gpus.CATALOGUE, "h100", replace(gpus.CATALOGUE["h100"], price_per_hour=1.0))
+    changed_price = point_key()
+    assert changed_price not in (first, changed_trace)
+
+    model = tmp_path / "model" / "config.json"
+    model.parent.mkdir()
+    shape = {"hidden_size": 1024, "intermediate_size": 2816, "num_attention_heads": 16, "num_hidden_layers": 4}
+    model.write_text(json.dumps(shape | {"vocab_size": 32000, "architectures": ["LlamaForCausalLM"]}))
+    config = replace(config, deployment=DeploymentConfig(replica=ReplicaConfig(model=str(model.parent))))
+    with_model = point_key()
+    model.write_text(json.dumps(shape | {"vocab_size": 32000, "architectures": ["MistralForCausalLM"]}))
+    assert point_key() not in (with_model, changed_price)

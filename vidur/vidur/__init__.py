@@ -5,7 +5,13 @@ cheapest one that meets an SLO.
                        workload_for, write_simulated_run)
 """
 
-from vidur._simulator import InvalidCostModelError, InvalidWorkloadError, SchedulerConfigError, SimulatorError
+from vidur._simulator import (
+    InvalidCostModelError,
+    InvalidDeploymentError,
+    InvalidWorkloadError,
+    SchedulerConfigError,
+    SimulatorError,
+)
 from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_for
 from vidur.config import VidurConfig, load_config
 from vidur.cost_model import CpuOverheadConfig
@@ -17,7 +23,15 @@ from vidur.deployment import (
     ReplicaSchedulerConfig,
     plan_deployment,
 )
-from vidur.errors import DeploymentError, ModelDoesNotFitError, ParallelismError, UnknownGpuError, UnknownModelError
+from vidur.errors import (
+    DeploymentError,
+    MissingProfileError,
+    ModelConfigError,
+    ModelDoesNotFitError,
+    ParallelismError,
+    UnknownGpuError,
+    UnknownModelError,
+)
 from vidur.gpus import GpuSpec, get_gpu
 from vidur.models import ModelSpec, get_model
 from vidur.output import score, write_simulated_run
@@ -32,7 +46,10 @@ __all__ = [
     "DeploymentError",
     "GpuSpec",
     "InvalidCostModelError",
+    "InvalidDeploymentError",
     "InvalidWorkloadError",
+    "MissingProfileError",
+    "ModelConfigError",
     "ModelDoesNotFitError",
     "ModelSpec",
     "OperatorPredictor",

@@ -17,6 +17,7 @@ from metron.workload import WorkloadConfig, generate_workload
 
 from vidur.config import VidurConfig
 from vidur.deployment import Deployment
+from vidur.errors import DeploymentError
 from vidur.predictor import OperatorPredictor
 from vidur.simulation import Simulator, Workload
 
@@ -34,9 +35,13 @@ def workload_for(config: WorkloadConfig, deployment: Deployment) -> Workload:
 
 def simulated_prefill_model(simulator: Simulator, num_lengths: int = 12) -> PrefillModel:
     """What `metron profile-prefill` would fit against this deployment: TTFT of single requests
-    on an idle replica at prompt lengths up to the context length, fitted by metron."""
+    on an idle replica at prompt lengths from 16 (or less, for a short context) up to the longest
+    prompt the context leaves room for (one token for the output), fitted by metron."""
     max_len = simulator.deployment.max_model_len - 1
-    lengths = np.unique(np.geomspace(16, max(max_len, 17), num_lengths).astype(np.int64))
+    if max_len < 1:
+        raise DeploymentError(f"max_model_len {simulator.deployment.max_model_len} leaves no room for a prompt")
+    lowest = min(16, max(max_len - 1, 1))
+    lengths = np.unique(np.clip(np.geomspace(lowest, max_len, num_lengths).astype(np.int64), lowest, max_len))
     spacing = 1000.0
     workload = Workload(
         ids=np.arange(len(lengths)),
@@ -46,7 +51,12 @@ def simulated_prefill_model(simulator: Simulator, num_lengths: int = 12) -> Pref
         warmup=np.zeros(len(lengths), dtype=bool),
     )
     result = simulator.run(workload, record_iterations=False)
+    if result.rejections:
+        reason = next(iter(result.rejections.values()))
+        raise DeploymentError(f"the replica refused a single {lengths.max()}-token prompt: {reason}")
     ttft = np.array([result.token_times(i)[0] - workload.arrival_s[i] for i in range(len(lengths))])
+    if len(lengths) == 1:  # the only prompt length there is: its TTFT, exactly
+        return PrefillModel(intercept_s=float(ttft[0]), per_token_s=0.0, per_token_squared_s=0.0)
     return fit_prefill_model(lengths.tolist(), ttft.tolist())
 
 

@@ -17,7 +17,7 @@ import msgspec
 
 from vidur.api import deadlines_for, train_predictor, workload_for
 from vidur.config import VidurConfig, load_config, profiling_roots
-from vidur.deployment import plan_deployment
+from vidur.deployment import POLICIES, ROUTERS, plan_deployment
 from vidur.errors import DeploymentError
 from vidur.gpus import CATALOGUE as GPUS
 from vidur.models import CATALOGUE as MODELS
@@ -59,8 +59,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tp", type=int, help="tensor-parallel degree")
     parser.add_argument("--pp", type=int, help="pipeline-parallel degree")
     parser.add_argument("--replicas", type=int)
-    parser.add_argument("--router", choices=("round_robin", "least_outstanding", "random"))
-    parser.add_argument("--policy", choices=("sarathi", "vllm", "orca", "faster_transformer", "lightllm"))
+    parser.add_argument("--router", choices=ROUTERS)
+    parser.add_argument("--policy", choices=POLICIES)
     parser.add_argument("--chunk-size", type=int)
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--trace", help="a trace CSV (by name in the traces directory) for arrivals and lengths")

@@ -18,9 +18,11 @@ from vidur.predictor import OperatorPredictor
 
 @dataclass(frozen=True, slots=True)
 class CpuOverheadConfig:
-    """Host time per iteration, each `(seconds, seconds per sequence in the batch)`. The defaults
-    model a Python engine loop around the Rust scheduler: building input tensors and turning
-    sampled tokens into outputs cost microseconds per sequence, on top of fixed launch costs."""
+    """Host time per iteration, each `(seconds, seconds per sequence)`: per sequence in the batch,
+    except `sample`, per sequence that samples a token (a prefill chunk that does not finish its
+    prompt samples nothing). The defaults model a Python engine loop around the Rust scheduler:
+    building input tensors and turning sampled tokens into outputs cost microseconds per
+    sequence, on top of fixed launch costs."""
 
     schedule: tuple[float, float] = (100e-6, 0.5e-6)
     prepare_inputs: tuple[float, float] = (300e-6, 5e-6)

@@ -1,5 +1,7 @@
 """Piecewise-linear time curves fitted to profiled points, and rooflines fitted across shapes."""
 
+import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,7 +70,8 @@ def fit_profile_curve(x: np.ndarray, time_s: np.ndarray) -> CurveData:
 @dataclass(frozen=True, slots=True)
 class FittedRoofline:
     """`overhead_s + max(flops / flops_per_s, bytes / bytes_per_s)`: a launch cost, then the
-    slower of compute and memory traffic at the rates the kernel reaches."""
+    slower of compute and memory traffic at the rates the kernel reaches. A kernel fitted on
+    bytes alone has `flops_per_s` infinite."""
 
     overhead_s: float
     flops_per_s: float
@@ -85,21 +88,29 @@ class FittedRoofline:
         return FittedRoofline(self.overhead_s, self.flops_per_s * flops_factor, self.bytes_per_s * bytes_factor)
 
     def to_rust(self) -> _simulator.Roofline:
-        return _simulator.Roofline(self.flops_per_s, self.bytes_per_s, self.overhead_s)
+        """The Rust roofline takes finite rates: an infinite one becomes the largest float, which
+        turns any FLOP count into (practically) no time, and zero FLOPs into exactly none."""
+        return _simulator.Roofline(min(self.flops_per_s, sys.float_info.max), self.bytes_per_s, self.overhead_s)
 
 
 def fit_roofline(flops: np.ndarray, bytes_moved: np.ndarray, time_s: np.ndarray) -> FittedRoofline:
     """Fits the three roofline parameters to measured times, minimising squared log error (every
     point counts by its relative error, small kernels as much as large ones). The search starts
     from rates that would explain a typical point on their own, so neither term starts out
-    negligible (a flat start would leave the fit stuck at a constant)."""
+    negligible (a flat start would leave the fit stuck at a constant). Work with no FLOPs at all
+    (memory-bound kernels) fits the overhead and the byte rate only; its FLOP rate is infinite."""
     flops = np.asarray(flops, dtype=np.float64)
     bytes_moved = np.asarray(bytes_moved, dtype=np.float64)
     time_s = np.asarray(time_s, dtype=np.float64)
     log_time = np.log(time_s)
+    has_flops = bool(np.any(flops > 0))
+
+    def rates(params: np.ndarray) -> tuple[float, float, float]:
+        overhead, *rest = np.exp(params)
+        return (overhead, rest[0], rest[1]) if has_flops else (overhead, math.inf, rest[0])
 
     def residuals(params: np.ndarray) -> np.ndarray:
-        overhead, flops_rate, bytes_rate = np.exp(params)
+        overhead, flops_rate, bytes_rate = rates(params)
         predicted = overhead + np.maximum(flops / flops_rate, bytes_moved / bytes_rate)
         return np.log(predicted) - log_time
 
@@ -107,9 +118,9 @@ def fit_roofline(flops: np.ndarray, bytes_moved: np.ndarray, time_s: np.ndarray)
         busy = work > 0
         return float(np.median(work[busy] / time_s[busy])) if busy.any() else 1.0
 
-    start = np.log([0.5 * float(time_s.min()), typical_rate(flops), typical_rate(bytes_moved)])
-    result = least_squares(residuals, start, method="trf")
-    overhead, flops_rate, bytes_rate = np.exp(result.x)
+    start = [0.5 * float(time_s.min())] + ([typical_rate(flops)] if has_flops else []) + [typical_rate(bytes_moved)]
+    result = least_squares(residuals, np.log(start), method="trf")
+    overhead, flops_rate, bytes_rate = rates(result.x)
     return FittedRoofline(float(overhead), float(flops_rate), float(bytes_rate))
 
 

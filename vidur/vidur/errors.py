@@ -10,6 +10,11 @@ class UnknownModelError(DeploymentError):
     """A model name that is neither in the catalogue nor a readable config.json."""
 
 
+class ModelConfigError(DeploymentError):
+    """A model shape the simulator cannot model: a malformed or inconsistent config, or an
+    architecture it does not support (mixture of experts)."""
+
+
 class UnknownGpuError(DeploymentError):
     """A GPU name that is not in the catalogue."""
 
@@ -20,3 +25,7 @@ class ParallelismError(DeploymentError):
 
 class ModelDoesNotFitError(DeploymentError):
     """The weights, activations and a minimal KV cache do not fit in GPU memory."""
+
+
+class MissingProfileError(DeploymentError):
+    """No profile calibrates an operator on this GPU, nor on its reference GPU."""

@@ -7,17 +7,17 @@ offerings); set `price_per_hour` in a config to use your own.
 
 from dataclasses import dataclass, replace
 
-from vidur.errors import UnknownGpuError
+from vidur.errors import DeploymentError, UnknownGpuError
 
 GIB = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
 class GpuSpec:
-    """`profile_name` is the folder under `profiling/compute/` holding this GPU's operator profiles
-    and `network_profile` the prefix of its folders under `profiling/network/` (suffixes
-    `_dgx` for an NVSwitch node, `_pairwise_nvlink` for NVLink pairs). A GPU without profiles
-    borrows the efficiency (fraction of peak) of its `reference_gpu`, which has them."""
+    """The GPU's own operator and attention profiles are looked up under
+    `profiling/compute/<name>/`; `topology` names its folder under `profiling/network/` (`_dgx`
+    for an NVSwitch node, `_pairwise_nvlink` for NVLink pairs). Where the GPU has no profile of
+    its own, it borrows the efficiencies (fractions of peak) fitted on its `reference_gpu`."""
 
     name: str
     memory_gib: float
@@ -27,17 +27,14 @@ class GpuSpec:
     gpus_per_node: int
     price_per_hour: float
     topology: str
-    profile_name: str | None = None
     reference_gpu: str | None = None
 
     def __post_init__(self) -> None:
         for field in ("memory_gib", "memory_bandwidth_gb_s", "bf16_tflops", "interconnect_gb_s", "gpus_per_node"):
             if not getattr(self, field) > 0:
-                raise ValueError(f"GPU {self.name}: {field} must be positive, got {getattr(self, field)}")
+                raise DeploymentError(f"GPU {self.name}: {field} must be positive, got {getattr(self, field)}")
         if self.price_per_hour < 0:
-            raise ValueError(f"GPU {self.name}: price_per_hour must not be negative, got {self.price_per_hour}")
-        if self.profile_name is None and self.reference_gpu is None:
-            raise ValueError(f"GPU {self.name} has neither profiles nor a reference GPU to borrow efficiencies from")
+            raise DeploymentError(f"GPU {self.name}: price_per_hour must not be negative, got {self.price_per_hour}")
 
     @property
     def memory_bytes(self) -> float:
@@ -51,19 +48,14 @@ class GpuSpec:
     def peak_bytes_per_s(self) -> float:
         return self.memory_bandwidth_gb_s * 1e9
 
-    @property
-    def calibration_gpu(self) -> str:
-        """The GPU whose profiles calibrate this one (itself when profiled)."""
-        return self.profile_name or self.reference_gpu or self.name
-
 
 CATALOGUE: dict[str, GpuSpec] = {
     spec.name: spec
     for spec in (
-        GpuSpec("a100", 80.0, 2039, 312, 600, 8, 1.79, "a100_dgx", profile_name="a100"),
+        GpuSpec("a100", 80.0, 2039, 312, 600, 8, 1.79, "a100_dgx"),
         GpuSpec("a100_40gb", 40.0, 1555, 312, 600, 8, 1.29, "a100_dgx", reference_gpu="a100"),
-        GpuSpec("a40", 45.0, 696, 149.7, 112.5, 8, 0.79, "a40_pairwise_nvlink", profile_name="a40"),
-        GpuSpec("h100", 79.6, 3350, 989, 900, 8, 2.99, "h100_dgx", profile_name="h100"),
+        GpuSpec("a40", 45.0, 696, 149.7, 112.5, 8, 0.79, "a40_pairwise_nvlink"),
+        GpuSpec("h100", 79.6, 3350, 989, 900, 8, 2.99, "h100_dgx"),
         GpuSpec("h100_pcie", 79.6, 2000, 756, 600, 8, 2.49, "h100_pairwise_nvlink", reference_gpu="h100"),
         GpuSpec("h200", 140.4, 4800, 989, 900, 8, 3.79, "h100_dgx", reference_gpu="h100"),
         GpuSpec("l40s", 45.0, 864, 362, 64, 8, 1.19, "pcie", reference_gpu="a40"),
@@ -79,15 +71,20 @@ ALIASES: dict[str, str] = {
     "h100-sxm": "h100",
     "h100_sxm": "h100",
     "h100-pcie": "h100_pcie",
-    "l40": "l40s",
     "a10": "a10g",
 }
 
 
+def canonical_gpu_name(name: str) -> str:
+    """The catalogue key a GPU name or alias stands for (case-insensitive); unknown names as given,
+    lower-cased."""
+    key = name.lower()
+    return ALIASES.get(key, key)
+
+
 def get_gpu(name: str, price_per_hour: float | None = None) -> GpuSpec:
     """A catalogue GPU by name or alias (case-insensitive), optionally with your own price."""
-    key = name.lower()
-    key = ALIASES.get(key, key)
+    key = canonical_gpu_name(name)
     if key not in CATALOGUE:
         raise UnknownGpuError(f"unknown GPU {name!r}; known GPUs: {', '.join(sorted(CATALOGUE))}")
     spec = CATALOGUE[key]

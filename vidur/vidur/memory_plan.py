@@ -10,7 +10,7 @@ with the least room decides.
 import math
 from dataclasses import dataclass
 
-from vidur.errors import ModelDoesNotFitError, ParallelismError
+from vidur.errors import DeploymentError, ModelDoesNotFitError, ParallelismError
 from vidur.gpus import GIB, GpuSpec
 from vidur.models import ModelSpec
 
@@ -120,7 +120,7 @@ def activation_bytes_per_gpu(shape: ReplicaShape, max_batch_tokens: int, max_num
     model, tp = shape.model, shape.tensor_parallel
     per_token = (
         2 * model.hidden_size
-        + (model.hidden_size + 2 * shape.kv_heads_per_gpu * model.head_dim * tp) / tp
+        + (model.q_dim + 2 * shape.kv_heads_per_gpu * model.head_dim * tp) / tp
         + 3 * model.intermediate_size / tp
     )
     logits = max_num_seqs * model.vocab_size / tp * 4
@@ -137,7 +137,7 @@ def plan_memory(
     memory_utilization: float = 0.9,
 ) -> MemoryPlan:
     if not 0 < memory_utilization <= 1:
-        raise ValueError(f"memory_utilization must be in (0, 1], got {memory_utilization}")
+        raise DeploymentError(f"memory_utilization must be in (0, 1], got {memory_utilization}")
     gpu, model = shape.gpu, shape.model
     usable = memory_utilization * gpu.memory_bytes
     weights = weight_bytes_per_gpu(shape)

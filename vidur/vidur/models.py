@@ -4,13 +4,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from vidur.errors import UnknownModelError
+from vidur.errors import ModelConfigError, UnknownModelError
 
 
 @dataclass(frozen=True, slots=True)
 class ModelSpec:
-    """A decoder-only transformer's shape. `profile_path` names its folder under
-    `profiling/compute/<gpu>/` when Vidur's public profiles cover it."""
+    """A dense decoder-only transformer's shape. `profile_path` names its folder under
+    `profiling/compute/<gpu>/` when Vidur's public profiles cover it. `head_dim` is
+    `hidden_size / num_q_heads` unless given (Qwen3, Gemma and Mistral-Nemo set their own, so
+    the attention width `num_q_heads * head_dim` may differ from `hidden_size`)."""
 
     name: str
     num_layers: int
@@ -24,23 +26,30 @@ class ModelSpec:
     tie_word_embeddings: bool = False
     dtype_bytes: int = 2
     profile_path: str | None = None
+    head_dim: int = 0  # 0: hidden_size / num_q_heads
 
     def __post_init__(self) -> None:
         for field in ("num_layers", "hidden_size", "num_q_heads", "num_kv_heads", "intermediate_size", "vocab_size"):
             if getattr(self, field) < 1:
-                raise ValueError(f"model {self.name}: {field} must be at least 1, got {getattr(self, field)}")
-        if self.hidden_size % self.num_q_heads:
-            raise ValueError(
-                f"model {self.name}: hidden_size {self.hidden_size} is not a multiple of {self.num_q_heads} heads"
-            )
+                raise ModelConfigError(f"model {self.name}: {field} must be at least 1, got {getattr(self, field)}")
+        if self.head_dim < 0:
+            raise ModelConfigError(f"model {self.name}: head_dim must be positive, got {self.head_dim}")
+        if self.head_dim == 0:
+            if self.hidden_size % self.num_q_heads:
+                raise ModelConfigError(
+                    f"model {self.name}: hidden_size {self.hidden_size} is not a multiple of {self.num_q_heads} "
+                    "heads (give head_dim)"
+                )
+            object.__setattr__(self, "head_dim", self.hidden_size // self.num_q_heads)
         if self.num_q_heads % self.num_kv_heads:
-            raise ValueError(
+            raise ModelConfigError(
                 f"model {self.name}: {self.num_q_heads} query heads are not a multiple of {self.num_kv_heads} KV heads"
             )
 
     @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_q_heads
+    def q_dim(self) -> int:
+        """Width of the queries and of the attention output: heads x head_dim."""
+        return self.num_q_heads * self.head_dim
 
     @property
     def kv_dim(self) -> int:
@@ -54,7 +63,7 @@ class ModelSpec:
     def layer_params(self) -> int:
         """Weights of one transformer layer: attention projections, MLP, two norms."""
         h = self.hidden_size
-        attention = 2 * h * h + 2 * h * self.kv_dim
+        attention = 2 * h * self.q_dim + 2 * h * self.kv_dim
         mlp = self.num_mlp_matrices * h * self.intermediate_size
         return attention + mlp + 2 * h
 
@@ -66,10 +75,6 @@ class ModelSpec:
     def num_params(self) -> int:
         lm_head = 0 if self.tie_word_embeddings else self.embedding_params
         return self.num_layers * self.layer_params + self.embedding_params + lm_head + self.hidden_size
-
-    def kv_bytes_per_token(self) -> int:
-        """Keys and values of one token over all layers, unsharded."""
-        return 2 * self.num_layers * self.kv_dim * self.dtype_bytes
 
 
 def _llama(
@@ -118,27 +123,40 @@ ALIASES: dict[str, str] = {
 }
 
 _GATED_ACTIVATIONS = ("silu", "swiglu", "swish")
+# Keys by which Hugging Face configs declare a mixture of experts (Mixtral, Qwen-MoE, DeepSeek).
+_EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
 def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
-    """A spec from the fields of a Hugging Face `config.json` (Llama, Mistral, Qwen2, Phi, ...).
-    The MLP counts as gated (gate, up and down projections) when its activation is SiLU."""
+    """A spec from the fields of a Hugging Face `config.json` (Llama, Mistral, Qwen2/3, Phi, ...).
+    The MLP counts as gated (gate, up and down projections) when its activation is SiLU; an
+    explicit `head_dim` is kept. Mixture-of-experts models are refused: the simulator models
+    dense layers only."""
 
     def field(*keys: str, default: object = None) -> object:
         for key in keys:
             if key in config:
                 return config[key]
         if default is None:
-            raise ValueError(f"model config {name} lacks {' / '.join(keys)}")
+            raise ModelConfigError(f"model config {name} lacks {' / '.join(keys)}")
         return default
 
     def integer(*keys: str, default: object = None) -> int:
         value = field(*keys, default=default)
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"model config {name}: {keys[0]} must be an integer, got {value!r}")
+            raise ModelConfigError(f"model config {name}: {keys[0]} must be an integer, got {value!r}")
         return value
 
+    for key in _EXPERT_KEYS:
+        if config.get(key) not in (None, 0, 1):
+            raise ModelConfigError(
+                f"model config {name} is a mixture of experts ({key} = {config[key]!r}); "
+                "the simulator models dense models only"
+            )
     heads = integer("num_attention_heads", "n_head")
+    head_dim = config.get("head_dim")
+    if head_dim is not None and (not isinstance(head_dim, int) or isinstance(head_dim, bool)):
+        raise ModelConfigError(f"model config {name}: head_dim must be an integer, got {head_dim!r}")
     activation = str(field("hidden_act", "activation_function", default="silu")).lower()
     dtype = str(field("torch_dtype", default="bfloat16"))
     return ModelSpec(
@@ -153,26 +171,39 @@ def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
         is_gated_mlp=activation in _GATED_ACTIVATIONS,
         tie_word_embeddings=bool(field("tie_word_embeddings", default=False)),
         dtype_bytes=4 if dtype == "float32" else 2,
+        head_dim=head_dim or 0,
     )
+
+
+def _catalogue_model(name: str) -> ModelSpec | None:
+    canonical = ALIASES.get(name.lower(), name).lower()
+    return next((spec for key, spec in CATALOGUE.items() if key.lower() == canonical), None)
+
+
+def model_config_path(name_or_path: str) -> Path | None:
+    """The `config.json` a model name stands for, or None for a catalogue model (or no file)."""
+    if _catalogue_model(name_or_path) is not None:
+        return None
+    path = Path(name_or_path)
+    if path.is_dir():
+        path = path / "config.json"
+    return path if path.is_file() else None
 
 
 def get_model(name_or_path: str) -> ModelSpec:
     """A catalogue model by name or alias (case-insensitive), or a Hugging Face `config.json`
     (or a folder holding one)."""
-    canonical = ALIASES.get(name_or_path.lower(), name_or_path)
-    for name, spec in CATALOGUE.items():
-        if name.lower() == canonical.lower():
-            return spec
-    path = Path(name_or_path)
-    if path.is_dir():
-        path = path / "config.json"
-    if path.is_file():
+    spec = _catalogue_model(name_or_path)
+    if spec is not None:
+        return spec
+    path = model_config_path(name_or_path)
+    if path is not None:
         try:
             config = json.loads(path.read_text())
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path} is not valid JSON: {error}") from None
+            raise ModelConfigError(f"{path} is not valid JSON: {error}") from None
         if not isinstance(config, dict):
-            raise ValueError(f"{path} does not hold a JSON object")
+            raise ModelConfigError(f"{path} does not hold a JSON object")
         return model_from_hf_config(config, name=str(path.parent.name or path))
     known = ", ".join(sorted(ALIASES))
     raise UnknownModelError(

@@ -9,6 +9,13 @@ import numpy as np
 from vidur.models import ModelSpec
 from vidur.profiles import LayerShape
 
+# Elementwise operators (and the embedding gather): a few FLOPs per element moved, far below any
+# GPU's ridge point (hundreds of FLOPs per byte), and FLOPs proportional to bytes, so a roofline
+# fit could not tell their compute from their memory traffic. The roofline models them by bytes.
+MEMORY_BOUND_OPERATORS = frozenset(
+    {"emb", "input_layernorm", "post_attention_layernorm", "attn_rope", "mlp_act", "add"}
+)
+
 
 def layer_shape(model: ModelSpec) -> LayerShape:
     return LayerShape(
@@ -17,6 +24,7 @@ def layer_shape(model: ModelSpec) -> LayerShape:
         n_embd=model.hidden_size,
         n_expanded_embd=model.intermediate_size,
         use_gated_mlp=model.is_gated_mlp,
+        head_dim=model.head_dim,
     )
 
 
@@ -39,9 +47,8 @@ def operator_work(
     KV heads are replicated when there are fewer of them than GPUs."""
     n = np.asarray(tokens, dtype=np.float64)
     h = float(shape.n_embd)
-    head_dim = h / shape.n_head
-    q_out = h / tensor_parallel
-    kv_out = max(shape.n_kv_head / tensor_parallel, 1.0) * head_dim
+    q_out = shape.n_head * shape.head_dim / tensor_parallel
+    kv_out = max(shape.n_kv_head / tensor_parallel, 1.0) * shape.head_dim
     mlp = shape.n_expanded_embd / tensor_parallel
     zeros = np.zeros_like(n)
     match operator:
@@ -68,3 +75,19 @@ def operator_work(
         case "emb":
             return zeros, dtype_bytes * 2 * n * h
     raise ValueError(f"unknown operator {operator!r}")
+
+
+def roofline_work(
+    operator: str,
+    shape: LayerShape,
+    tensor_parallel: int,
+    tokens: np.ndarray,
+    dtype_bytes: int = 2,
+    vocab_size: int = 32000,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the roofline of `operator` is fitted on and predicts from: `operator_work`, with no
+    FLOPs for the memory-bound operators."""
+    flops, bytes_moved = operator_work(operator, shape, tensor_parallel, tokens, dtype_bytes, vocab_size)
+    if operator in MEMORY_BOUND_OPERATORS:
+        return np.zeros_like(flops), bytes_moved
+    return flops, bytes_moved

@@ -4,9 +4,11 @@ For a (GPU, model shape, tensor-parallel degree) that was profiled, an operator'
 interpolating curve through its profiled points (made non-decreasing), extended past the
 largest profiled token count by the slope of the upper half. Everything else comes from a
 roofline per (GPU, operator), `overhead + max(FLOPs / F, bytes / B)`, fitted across every
-profiled model on that GPU; a GPU with no profiles borrows its reference GPU's fitted
-efficiencies, scaled by the ratio of datasheet peaks. Attention is never in the public tables:
-it is a roofline per kernel, calibrated from `attention.csv` profiles where they exist.
+profiled model on that GPU. Profiles are looked up by the GPU's own name first; only where a GPU
+has none of its own for an operator does it borrow its reference GPU's fitted efficiencies,
+scaled by the ratio of datasheet peaks. Attention is never in the public tables: it is a
+roofline per kernel, calibrated from `attention.csv` profiles (the GPU's own, else its
+reference GPU's, scaled) where they exist.
 """
 
 import time
@@ -17,10 +19,11 @@ import numpy as np
 
 from vidur import _simulator
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, sample_roofline
+from vidur.errors import MissingProfileError
 from vidur.gpus import CATALOGUE as GPUS
 from vidur.gpus import GpuSpec
 from vidur.models import ModelSpec
-from vidur.operator_work import layer_shape, operator_work
+from vidur.operator_work import layer_shape, roofline_work
 from vidur.profiles import (
     MLP_OPERATORS,
     AttentionSample,
@@ -68,7 +71,7 @@ def _roofline_points(profiles: list[ComputeProfile], operator: str) -> tuple[np.
         for (name, tp), series in profile.series.items():
             if name != operator:
                 continue
-            f, b = operator_work(operator, profile.shape, tp, series.x)
+            f, b = roofline_work(operator, profile.shape, tp, series.x)
             flops.append(f)
             bytes_moved.append(b)
             times.append(series.time_s)
@@ -164,22 +167,26 @@ class OperatorPredictor:
         return sorted(self.rooflines)
 
     def _calibrated_roofline(self, gpu: GpuSpec, operator: str) -> tuple[FittedRoofline, str]:
-        """The fitted roofline for `operator` on `gpu`, or its reference GPU's, rescaled."""
-        reference = gpu.calibration_gpu
-        fitted = self.rooflines.get(reference, {})
+        """The roofline for `operator` fitted on `gpu`'s own profiles, else on its reference
+        GPU's, rescaled to `gpu`'s peaks."""
         roofline_operator = "mlp_up_proj" if operator == "lm_head" else operator
-        if roofline_operator not in fitted:
-            raise ValueError(
-                f"no profiles calibrate {operator} on {gpu.name} (looked for GPU {reference!r}); "
+        own = self.rooflines.get(gpu.name, {})
+        if roofline_operator in own:
+            return own[roofline_operator], f"roofline fitted on {gpu.name} profiles"
+        reference = gpu.reference_gpu
+        fitted = self.rooflines.get(reference, {}) if reference is not None else {}
+        if reference is None or roofline_operator not in fitted:
+            looked_for = gpu.name if reference is None else f"{gpu.name} or its reference GPU {reference}"
+            raise MissingProfileError(
+                f"no profiles calibrate {operator} on {looked_for}; "
                 f"profiled GPUs: {', '.join(self.profiled_gpus) or 'none'}"
             )
-        roofline = fitted[roofline_operator]
-        if reference == gpu.profile_name:
-            return roofline, f"roofline fitted on {reference} profiles"
         reference_spec = GPUS.get(reference)
         if reference_spec is None:
-            raise ValueError(f"GPU {gpu.name} names reference GPU {reference!r}, which is not in the catalogue")
-        scaled = roofline.rescaled(
+            raise MissingProfileError(
+                f"GPU {gpu.name} names reference GPU {reference!r}, which is not in the catalogue"
+            )
+        scaled = fitted[roofline_operator].rescaled(
             gpu.peak_flops / reference_spec.peak_flops, gpu.peak_bytes_per_s / reference_spec.peak_bytes_per_s
         )
         return scaled, f"roofline fitted on {reference} profiles, scaled to {gpu.name}'s peaks"
@@ -187,31 +194,37 @@ class OperatorPredictor:
     def operator_curve(self, gpu: GpuSpec, model: ModelSpec, operator: str, tp: int, max_tokens: int) -> OperatorCurve:
         """Seconds of one `operator` on one GPU of a `tp`-way layer, by the iteration's tokens."""
         shape = layer_shape(model)
-        if gpu.profile_name is not None and operator != "lm_head":
-            curve = self.profile_curves.get((gpu.profile_name, shape, operator, tp))
+        if operator != "lm_head":
+            curve = self.profile_curves.get((gpu.name, shape, operator, tp))
             if curve is not None:
-                profile = self.profiles.compute[(gpu.profile_name, shape)]
+                profile = self.profiles.compute[(gpu.name, shape)]
                 return OperatorCurve(curve, f"profile {profile.gpu}/{profile.model} tp={tp}")
         roofline, source = self._calibrated_roofline(gpu, operator)
 
         def work(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return operator_work(operator, shape, tp, tokens, model.dtype_bytes, model.vocab_size)
+            return roofline_work(operator, shape, tp, tokens, model.dtype_bytes, model.vocab_size)
 
         return OperatorCurve(sample_roofline(roofline, work, max(max_tokens, 2)), source)
 
     def attention_rooflines(self, gpu: GpuSpec) -> AttentionRooflines:
-        reference = gpu.calibration_gpu
-        fitted = self.attention.get(reference, {})
-        reference_spec = GPUS.get(reference, gpu)
+        """Each kernel's roofline fitted on `gpu`'s own attention profiles, else on its reference
+        GPU's (rescaled to `gpu`'s peaks), else default efficiencies of `gpu`'s peaks."""
+        own = self.attention.get(gpu.name, {})
+        reference = gpu.reference_gpu
+        reference_spec = GPUS.get(reference) if reference is not None else None
+        borrowed = self.attention.get(reference_spec.name, {}) if reference_spec is not None else {}
         kernels = {}
         sources = set()
         for kernel in DEFAULT_ATTENTION_EFFICIENCY:
-            if kernel in fitted:
-                kernels[kernel] = fitted[kernel].rescaled(
+            if kernel in own:
+                kernels[kernel] = own[kernel]
+                sources.add(f"calibrated on {gpu.name} attention profiles")
+            elif kernel in borrowed and reference_spec is not None:
+                kernels[kernel] = borrowed[kernel].rescaled(
                     gpu.peak_flops / reference_spec.peak_flops,
                     gpu.peak_bytes_per_s / reference_spec.peak_bytes_per_s,
                 )
-                sources.add(f"calibrated on {reference} attention profiles")
+                sources.add(f"calibrated on {reference} attention profiles, scaled to {gpu.name}'s peaks")
             else:
                 kernels[kernel] = _default_attention(gpu, kernel)
                 sources.add("default efficiencies of datasheet peaks")

@@ -7,7 +7,10 @@ profiles (and calibrate attention, which they lack).
 
 Each operator runs on one GPU's shard of the layer (weights split `tensor_parallel` ways), as a
 tensor-parallel worker would. Attention uses PyTorch's scaled_dot_product_attention on contiguous
-keys and values (FlashAttention on recent GPUs).
+keys and values. A prefill chunk after cached context needs an explicit boolean mask (its causal
+diagonal is offset by the context), and an explicit `attn_mask` rules out SDPA's FlashAttention
+backend: prefills run the memory-efficient kernel (or the math one), slower than the
+FlashAttention a serving engine runs. Decodes pass no mask and may use FlashAttention.
 """
 
 import csv
@@ -23,7 +26,19 @@ from typing import Any
 from vidur.models import ModelSpec
 
 STATS = ("min", "max", "mean", "median", "std")
-_GPU_NAMES = (("h100", "h100"), ("h200", "h200"), ("a100", "a100"), ("a40", "a40"), ("l40s", "l40s"), ("l4", "l4"))
+# A word of the CUDA device name -> the catalogue GPU's folder. The L40 is not the L40S (half the
+# FLOP/s): it gets a folder of its own.
+_GPU_WORDS = {
+    "h100": "h100",
+    "h200": "h200",
+    "a100": "a100",
+    "a40": "a40",
+    "l40s": "l40s",
+    "l40": "l40",
+    "l4": "l4",
+    "a10g": "a10g",
+    "a10": "a10g",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +61,28 @@ class ProfileConfig:
             raise ValueError("num_tokens must list positive token counts")
 
 
+def profile_folder(cuda_name: str) -> str:
+    """The folder for a CUDA device's profiles: the catalogue GPU it is, matched by whole words of
+    its name ("NVIDIA L40" is not an L4), else the name itself made a folder name."""
+    words = re.findall(r"[a-z0-9]+", cuda_name.lower())
+    for word in words:
+        folder = _GPU_WORDS.get(word)
+        if folder == "h100" and "pcie" in words:
+            return "h100_pcie"
+        if folder == "a100" and "40gb" in words:
+            return "a100_40gb"
+        if folder is not None:
+            return folder
+    return "_".join(words)
+
+
 def device_name(device: Any) -> str:
     """The folder name of this device's profiles: a catalogue GPU name when recognised."""
     import torch
 
     if device.type != "cuda":
         return device.type
-    name = torch.cuda.get_device_name(device).lower()
-    for needle, short in _GPU_NAMES:
-        if needle in name.replace(" ", "").replace("-", ""):
-            return short
-    return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+    return profile_folder(torch.cuda.get_device_name(device))
 
 
 class _Timer:
@@ -172,6 +198,7 @@ def profile_mlp(model: ModelSpec, config: ProfileConfig, device: Any, dtype: Any
                 n_head=model.num_q_heads,
                 n_kv_head=model.num_kv_heads,
                 n_embd=model.hidden_size,
+                head_dim=model.head_dim,
                 n_expanded_embd=model.intermediate_size,
                 vocab_size=model.vocab_size,
                 use_gated_mlp=model.is_gated_mlp,

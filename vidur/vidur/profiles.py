@@ -3,8 +3,10 @@
 A profiling root holds `compute/<gpu>/<org>/<model>/mlp.csv` (MLP-side operators by token count
 and tensor-parallel degree), optionally `attention.csv` beside it (this project's profiler
 writes one), and `network/<topology>/{all_reduce,send_recv}.csv` (collectives by message size).
-Several roots may be given; a later root's table replaces an earlier one for the same
-(GPU, model shape), so your own profiles override the public ones.
+Several roots may be given; a later root's table replaces an earlier one, so your own profiles
+override the public ones: an `mlp.csv` replaces the one for the same (GPU, model shape), an
+`attention.csv` the one for the same (GPU, model folder), a collective table the one for the
+same (topology, collective, workers, devices per node).
 """
 
 import csv
@@ -25,7 +27,7 @@ MLP_OPERATORS = (
     "mlp_down_proj",
     "add",
 )
-MLP_SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "vocab_size", "use_gated_mlp")
+MLP_SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "use_gated_mlp")
 ATTENTION_KERNELS = ("attn_prefill", "attn_decode", "attn_kv_cache_save")
 COLLECTIVES = ("all_reduce", "send_recv")
 
@@ -33,13 +35,15 @@ COLLECTIVES = ("all_reduce", "send_recv")
 @dataclass(frozen=True, slots=True)
 class LayerShape:
     """What an operator's time depends on besides tokens (the vocabulary only sizes the LM head,
-    which is not profiled, so tables match on everything else)."""
+    which is not profiled, so tables match on everything else). A table without a `head_dim`
+    column has `n_embd / n_head`."""
 
     n_head: int
     n_kv_head: int
     n_embd: int
     n_expanded_embd: int
     use_gated_mlp: bool
+    head_dim: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +61,6 @@ class ComputeProfile:
     gpu: str
     model: str
     shape: LayerShape
-    vocab_size: int
     path: Path
     series: dict[tuple[str, int], Series] = field(default_factory=dict)
 
@@ -130,16 +133,21 @@ def read_compute_profile(path: Path, gpu: str, model: str) -> ComputeProfile:
         raise ValueError(f"profile {path} has no rows")
     shape_values = {name: _column(header, rows, name, path) for name in MLP_SHAPE_COLUMNS}
     first = {name: values[0] for name, values in shape_values.items()}
+    if "head_dim" in header:
+        head_dim = int(_column(header, rows, "head_dim", path)[0])
+    else:
+        head_dim = int(first["n_embd"]) // int(first["n_head"])
     shape = LayerShape(
         n_head=int(first["n_head"]),
         n_kv_head=int(first["n_kv_head"]),
         n_embd=int(first["n_embd"]),
         n_expanded_embd=int(first["n_expanded_embd"]),
         use_gated_mlp=_as_bool(first["use_gated_mlp"]),
+        head_dim=head_dim,
     )
     tokens = np.array(_column(header, rows, "num_tokens", path), dtype=np.float64)
     degrees = np.array(_column(header, rows, "num_tensor_parallel_workers", path), dtype=np.int64)
-    profile = ComputeProfile(gpu, model, shape, int(first["vocab_size"]), path)
+    profile = ComputeProfile(gpu, model, shape, path)
     for operator in MLP_OPERATORS:
         name = f"time_stats.{operator}.median"
         if name not in header:
@@ -208,6 +216,7 @@ class ProfileSet:
 def load_profiles(roots: list[Path]) -> ProfileSet:
     """Reads every table under `roots`, later roots overriding earlier ones."""
     profiles = ProfileSet()
+    attention: dict[tuple[str, str], list[AttentionSample]] = {}
     for root in roots:
         if not root.is_dir():
             raise ValueError(f"profiling directory {root} does not exist")
@@ -217,8 +226,10 @@ def load_profiles(roots: list[Path]) -> ProfileSet:
             profile = read_compute_profile(path, gpu, model)
             profiles.compute[(gpu, profile.shape)] = profile
         for path in sorted(root.glob("compute/*/*/*/attention.csv")):
-            profiles.attention.setdefault(path.parts[-4], []).extend(read_attention_profile(path))
+            attention[(path.parts[-4], "/".join(path.parts[-3:-1]))] = read_attention_profile(path)
         for path in sorted(root.glob("network/*/*.csv")):
             if path.stem in COLLECTIVES:
                 profiles.network.update(read_network_profile(path, path.parts[-2]))
+    for (gpu, _), samples in sorted(attention.items()):
+        profiles.attention.setdefault(gpu, []).extend(samples)
     return profiles

@@ -17,7 +17,7 @@ import numpy as np
 
 from vidur.curves import fit_profile_curve
 from vidur.layer import LAYER_OPERATORS
-from vidur.operator_work import operator_work
+from vidur.operator_work import roofline_work
 from vidur.predictor import fit_operator_rooflines
 from vidur.profiles import ComputeProfile, ProfileSet
 
@@ -126,9 +126,9 @@ def roofline_transfer_error(profiles: ProfileSet) -> dict[str, ErrorReport]:
                     series = left_out.series.get((operator, tp))
                     if series is None or operator not in rooflines:
                         continue
-                    flops, bytes_moved = operator_work(operator, left_out.shape, tp, series.x)
+                    flops, bytes_moved = roofline_work(operator, left_out.shape, tp, series.x)
                     collector.add(operator, rooflines[operator].time(flops, bytes_moved), series.time_s)
-                    flops, bytes_moved = operator_work(operator, left_out.shape, tp, reference.x)
+                    flops, bytes_moved = roofline_work(operator, left_out.shape, tp, reference.x)
                     layer_predicted += repeat * rooflines[operator].time(flops, bytes_moved)
                 actual = _layer_points(left_out, tp, reference.x)
                 if actual is not None:

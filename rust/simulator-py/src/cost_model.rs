@@ -4,7 +4,7 @@ use simulator::{
     OperatorInput, OperatorKind, OperatorTerm, PiecewiseLinear, Placement, Roofline,
 };
 
-use crate::errors::{invalid_cost_model, to_py, to_u32};
+use crate::errors::{invalid_cost_model, to_py, to_u32, with_context};
 
 /// Linear between knots, flat below the first, a line of `tail_slope` beyond the last.
 #[pyclass(frozen, module = "vidur._simulator", name = "Curve")]
@@ -126,7 +126,9 @@ impl PyAttentionModel {
 
     /// (FLOPs, bytes) of writing `num_tokens` new keys and values into the cache.
     fn kv_save_work(&self, num_tokens: i64) -> PyResult<(f64, f64)> {
-        let work = self.inner.kv_save_work(to_u32("num_tokens", num_tokens)?);
+        let work = self
+            .inner
+            .kv_save_work(u64::from(to_u32("num_tokens", num_tokens)?));
         Ok((work.flops, work.bytes))
     }
 
@@ -230,7 +232,7 @@ impl PyOperatorTerm {
 
     /// Seconds the operator adds to a stage that runs it, for `input` tokens.
     fn time(&self, input: i64) -> PyResult<f64> {
-        Ok(self.inner.time(to_u32("input", input)?))
+        Ok(self.inner.time(u64::from(to_u32("input", input)?)))
     }
 
     #[getter]
@@ -267,8 +269,7 @@ impl PyOperatorTerm {
 }
 
 fn linear_cost(name: &str, (base_s, per_seq_s): (f64, f64)) -> PyResult<LinearCost> {
-    LinearCost::new(base_s, per_seq_s)
-        .map_err(|error| invalid_cost_model(format!("{name}: {error}")))
+    LinearCost::new(base_s, per_seq_s).map_err(|error| with_context(name, error))
 }
 
 /// Host work around the forward pass, each `(base_s, per_seq_s)`.
@@ -303,9 +304,13 @@ impl PyCpuOverheads {
         Ok(self.inner.before_forward(to_u32("num_seqs", num_seqs)?))
     }
 
-    /// Seconds after the last stage (sample + process outputs).
-    fn after_forward(&self, num_seqs: i64) -> PyResult<f64> {
-        Ok(self.inner.after_forward(to_u32("num_seqs", num_seqs)?))
+    /// Seconds after the last stage: sampling `num_sampled` sequences, processing the outputs
+    /// of `num_seqs`.
+    fn after_forward(&self, num_seqs: i64, num_sampled: i64) -> PyResult<f64> {
+        Ok(self.inner.after_forward(
+            to_u32("num_seqs", num_seqs)?,
+            to_u32("num_sampled", num_sampled)?,
+        ))
     }
 }
 
@@ -362,7 +367,7 @@ impl PyIterationPrediction {
         self.inner.latency_s()
     }
     #[getter]
-    fn num_tokens(&self) -> u32 {
+    fn num_tokens(&self) -> u64 {
         self.inner.num_tokens
     }
     #[getter]

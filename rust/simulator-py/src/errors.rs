@@ -14,7 +14,13 @@ create_exception!(
     _simulator,
     InvalidCostModelError,
     SimulatorError,
-    "A cost-model or deployment parameter is out of range."
+    "A cost-model parameter is out of range."
+);
+create_exception!(
+    _simulator,
+    InvalidDeploymentError,
+    SimulatorError,
+    "The deployment around the replicas is malformed: no replicas, an unknown router."
 );
 create_exception!(
     _simulator,
@@ -33,6 +39,7 @@ pub fn to_py(error: CoreError) -> PyErr {
     let message = error.to_string();
     match error {
         CoreError::InvalidCostModel(_) => InvalidCostModelError::new_err(message),
+        CoreError::InvalidDeployment(_) => InvalidDeploymentError::new_err(message),
         CoreError::InvalidWorkload(_) => InvalidWorkloadError::new_err(message),
         CoreError::Scheduler(SchedulerError::InvalidConfig(_)) => {
             SchedulerConfigError::new_err(message)
@@ -52,10 +59,30 @@ pub fn to_u32(name: &str, value: i64) -> Result<u32, PyErr> {
     })
 }
 
+pub fn invalid_deployment(message: String) -> PyErr {
+    to_py(CoreError::InvalidDeployment(message))
+}
+
+/// The same error with `context` put before its reason (one prefix, not two).
+pub fn with_context(context: &str, error: CoreError) -> PyErr {
+    to_py(match error {
+        CoreError::InvalidCostModel(reason) => {
+            CoreError::InvalidCostModel(format!("{context}: {reason}"))
+        }
+        CoreError::InvalidDeployment(reason) => {
+            CoreError::InvalidDeployment(format!("{context}: {reason}"))
+        }
+        CoreError::InvalidWorkload(reason) => {
+            CoreError::InvalidWorkload(format!("{context}: {reason}"))
+        }
+        other => other,
+    })
+}
+
 pub fn invalid_cost_model(message: String) -> PyErr {
-    InvalidCostModelError::new_err(format!("invalid cost model: {message}"))
+    to_py(CoreError::InvalidCostModel(message))
 }
 
 pub fn invalid_workload(message: String) -> PyErr {
-    InvalidWorkloadError::new_err(format!("invalid workload: {message}"))
+    to_py(CoreError::InvalidWorkload(message))
 }

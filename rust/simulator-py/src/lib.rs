@@ -26,6 +26,10 @@ fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
         py.get_type::<errors::InvalidCostModelError>(),
     )?;
     module.add(
+        "InvalidDeploymentError",
+        py.get_type::<errors::InvalidDeploymentError>(),
+    )?;
+    module.add(
         "InvalidWorkloadError",
         py.get_type::<errors::InvalidWorkloadError>(),
     )?;

@@ -6,7 +6,7 @@ use simulator::{
 };
 
 use crate::cost_model::PyCostModel;
-use crate::errors::{invalid_cost_model, invalid_workload, to_py, to_u32};
+use crate::errors::{invalid_deployment, invalid_workload, to_py};
 use crate::scheduler_config::PySchedulerConfig;
 
 /// Little-endian fixed-width numbers that can be copied into a `bytes` column.
@@ -156,10 +156,14 @@ pub fn simulate(
         to_u32_column("num_output_tokens", num_output_tokens)?,
     )
     .map_err(to_py)?;
+    let num_replicas = u32::try_from(num_replicas).map_err(|_| {
+        invalid_deployment(format!(
+            "num_replicas must be in 0..=4294967295, got {num_replicas}"
+        ))
+    })?;
     let config = SimulationConfig {
-        num_replicas: to_u32("num_replicas", num_replicas)?,
-        router: RouterKind::from_name(router)
-            .map_err(|error| invalid_cost_model(error.to_string()))?,
+        num_replicas,
+        router: RouterKind::from_name(router).map_err(to_py)?,
         seed,
         record_iterations,
     };

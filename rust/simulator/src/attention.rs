@@ -103,7 +103,7 @@ impl AttentionModel {
     }
 
     /// Copies the new tokens' keys and values into their cache blocks (read + write).
-    pub fn kv_save_work(&self, num_tokens: u32) -> Work {
+    pub fn kv_save_work(&self, num_tokens: u64) -> Work {
         let s = &self.shape;
         Work {
             flops: 0.0,
@@ -111,7 +111,7 @@ impl AttentionModel {
                 * f64::from(s.num_kv_heads)
                 * f64::from(s.head_dim)
                 * f64::from(s.dtype_bytes)
-                * f64::from(num_tokens),
+                * num_tokens as f64,
         }
     }
 

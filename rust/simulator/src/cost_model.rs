@@ -48,7 +48,8 @@ pub struct IterationTime {
     pub communication_s: f64,
     /// One layer's attention work on one GPU.
     pub attention_work: AttentionWork,
-    pub num_tokens: u32,
+    /// Tokens over the batch (a sum of u32 counts, so u64: it cannot wrap).
+    pub num_tokens: u64,
     pub num_sampled: u32,
     pub num_seqs: u32,
     /// Sum over the batch's decodes of their context length, the new token included.
@@ -148,7 +149,7 @@ impl CostModel {
             };
             table.term_indices.push(index);
             for (input, value) in table.by_input.iter_mut().enumerate() {
-                *value += term.time(input as u32);
+                *value += term.time(input as u64);
             }
         }
         Ok(CostModel {
@@ -186,11 +187,11 @@ impl CostModel {
         I: IntoIterator<Item = BatchEntry>,
     {
         let mut work = AttentionWork::default();
-        let (mut num_tokens, mut num_sampled, mut num_seqs) = (0u32, 0u32, 0u32);
-        let mut decode_context = 0u64;
+        let (mut num_sampled, mut num_seqs) = (0u32, 0u32);
+        let (mut num_tokens, mut decode_context) = (0u64, 0u64);
         for entry in entries {
             num_seqs += 1;
-            num_tokens += entry.num_tokens;
+            num_tokens += u64::from(entry.num_tokens);
             num_sampled += u32::from(entry.produces_token);
             if entry.is_prefill {
                 work.num_prefills += 1;
@@ -199,7 +200,8 @@ impl CostModel {
                     .prefill_work(entry.num_tokens, entry.num_computed_tokens);
             } else {
                 work.num_decodes += 1;
-                decode_context += u64::from(entry.num_computed_tokens + entry.num_tokens);
+                decode_context +=
+                    u64::from(entry.num_computed_tokens) + u64::from(entry.num_tokens);
             }
         }
         if work.num_decodes > 0 {
@@ -213,7 +215,7 @@ impl CostModel {
         let mut time = IterationTime {
             num_stages: self.num_stages,
             cpu_before_s: self.cpu.before_forward(num_seqs),
-            cpu_after_s: self.cpu.after_forward(num_seqs),
+            cpu_after_s: self.cpu.after_forward(num_seqs, num_sampled),
             every_stage_s: attention_per_stage,
             attention_s: attention_per_stage * stages,
             attention_work: work,
@@ -229,9 +231,12 @@ impl CostModel {
         for table in &self.tables {
             let input = match table.input {
                 OperatorInput::Tokens => num_tokens,
-                OperatorInput::SampledTokens => num_sampled,
+                OperatorInput::SampledTokens => u64::from(num_sampled),
             };
-            let value = match table.by_input.get(input as usize) {
+            let value = match usize::try_from(input)
+                .ok()
+                .and_then(|i| table.by_input.get(i))
+            {
                 Some(&value) => value,
                 None => table
                     .term_indices

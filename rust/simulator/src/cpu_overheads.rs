@@ -1,6 +1,6 @@
 use crate::error::{Result, SimulatorError};
 
-/// A cost of `base_s` plus `per_seq_s` for each sequence in the batch.
+/// A cost of `base_s` plus `per_seq_s` for each sequence it handles.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LinearCost {
     pub base_s: f64,
@@ -40,9 +40,11 @@ impl CpuOverheads {
         self.schedule.time(num_seqs) + self.prepare_inputs.time(num_seqs)
     }
 
-    /// After the last stage: sampling and handing the tokens back.
+    /// After the last stage: sampling the `num_sampled` sequences that produce a token (a
+    /// prefill chunk that does not finish its prompt samples nothing) and handing every
+    /// sequence's outcome back.
     #[inline]
-    pub fn after_forward(&self, num_seqs: u32) -> f64 {
-        self.sample.time(num_seqs) + self.process_outputs.time(num_seqs)
+    pub fn after_forward(&self, num_seqs: u32, num_sampled: u32) -> f64 {
+        self.sample.time(num_sampled) + self.process_outputs.time(num_seqs)
     }
 }

@@ -5,8 +5,10 @@ use scheduler::SchedulerError;
 /// Everything the simulator can refuse. Each kind maps to its own Python exception.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SimulatorError {
-    /// A cost-model or deployment parameter is out of range.
+    /// A cost-model parameter is out of range.
     InvalidCostModel(String),
+    /// The deployment around the replicas is malformed (no replicas, an unknown router).
+    InvalidDeployment(String),
     /// The workload is malformed (mismatched lengths, negative or unordered arrivals, ...).
     InvalidWorkload(String),
     /// The replica scheduler's config was rejected.
@@ -17,6 +19,7 @@ impl fmt::Display for SimulatorError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::InvalidCostModel(reason) => write!(f, "invalid cost model: {reason}"),
+            Self::InvalidDeployment(reason) => write!(f, "invalid deployment: {reason}"),
             Self::InvalidWorkload(reason) => write!(f, "invalid workload: {reason}"),
             Self::Scheduler(error) => write!(f, "{error}"),
         }

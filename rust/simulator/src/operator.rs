@@ -67,7 +67,7 @@ impl OperatorTerm {
 
     /// Seconds this operator adds to one stage that runs it.
     #[inline]
-    pub fn time(&self, input: u32) -> f64 {
-        self.repeat * self.curve.eval(f64::from(input))
+    pub fn time(&self, input: u64) -> f64 {
+        self.repeat * self.curve.eval(input as f64)
     }
 }

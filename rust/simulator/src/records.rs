@@ -86,7 +86,7 @@ pub struct IterationRecords {
     pub end_s: Vec<f64>,
     pub num_seqs: Vec<u32>,
     pub num_prefill_seqs: Vec<u32>,
-    pub num_prefill_tokens: Vec<u32>,
+    pub num_prefill_tokens: Vec<u64>,
     pub num_decode_tokens: Vec<u32>,
     /// Tokens sampled (requests that produce a token this iteration).
     pub num_sampled: Vec<u32>,
@@ -134,7 +134,8 @@ impl IterationRecords {
         self.num_seqs.push(time.num_seqs);
         self.num_prefill_seqs.push(time.attention_work.num_prefills);
         let num_decodes = time.attention_work.num_decodes;
-        self.num_prefill_tokens.push(time.num_tokens - num_decodes);
+        self.num_prefill_tokens
+            .push(time.num_tokens - u64::from(num_decodes));
         self.num_decode_tokens.push(num_decodes);
         self.num_sampled.push(time.num_sampled);
         self.decode_context_tokens.push(time.decode_context_tokens);

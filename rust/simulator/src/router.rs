@@ -31,7 +31,7 @@ impl RouterKind {
             .find(|router| router.name() == name)
             .ok_or_else(|| {
                 let known: Vec<_> = RouterKind::ALL.iter().map(|r| r.name()).collect();
-                SimulatorError::InvalidCostModel(format!(
+                SimulatorError::InvalidDeployment(format!(
                     "unknown router {name:?}; expected one of {}",
                     known.join(", ")
                 ))

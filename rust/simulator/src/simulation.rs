@@ -41,7 +41,7 @@ pub fn simulate(
     workload: &Workload,
 ) -> Result<SimulationOutput> {
     if config.num_replicas == 0 {
-        return Err(SimulatorError::InvalidCostModel(
+        return Err(SimulatorError::InvalidDeployment(
             "a deployment needs at least one replica".into(),
         ));
     }

@@ -1,24 +1,48 @@
 """Runs a search: plans every deployment, finds each one's capacity in a worker process (one per
 core), caches every probe and every finished point, and ranks the points by cost."""
 
+import hashlib
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 
 import msgspec
 from tqdm import tqdm
 
-from vidur.api import simulated_prefill_model, workload_for
+from vidur.api import deadlines_for, workload_for
 from vidur.config import SearchConfig, VidurConfig
 from vidur.deployment import Deployment, DeploymentConfig, plan_deployment
 from vidur.errors import DeploymentError
-from vidur.output import score
+from vidur.models import model_config_path
 from vidur.predictor import OperatorPredictor
 from vidur.search.cache import DiskCache, cache_key
 from vidur.search.capacity import CapacityResult, Probe, find_capacity
 from vidur.search.space import deployments_in
 from vidur.simulation import Simulator
+from vidur.slo_check import slo_verdict
+
+
+# A new release may simulate or score differently: cached results of another one do not count.
+VERSIONS = {package: version(package) for package in ("servekit-vidur", "servekit-metron")}
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def input_files(config: VidurConfig) -> dict[str, str]:
+    """Content hashes of the files outcomes depend on besides the config and the profiles: the
+    workload's trace files and the model's config.json."""
+    workload = config.workload
+    model = model_config_path(config.deployment.replica.model)
+    paths = [workload.arrivals.trace_path, workload.lengths.trace_path, model]
+    return {str(path): file_digest(Path(path)) for path in paths if path is not None and Path(path).is_file()}
 
 
 def point_name(config: DeploymentConfig) -> str:
@@ -59,17 +83,24 @@ class SearchPoint:
 
 @dataclass(frozen=True, slots=True)
 class SearchJob:
-    """Everything a worker needs for one deployment, as plain data."""
+    """Everything a worker needs for one deployment, as plain data. `fingerprint` identifies the
+    profile files, `files` the content of the other files read (`input_files`)."""
 
     deployment: Deployment
     config: VidurConfig
     cache_dir: str
     fingerprint: str
+    files: dict[str, str] = field(default_factory=dict)
 
     def _inputs(self) -> dict[str, object]:
-        """Everything a probe's outcome depends on besides its rate."""
+        """Everything a probe's outcome depends on besides its rate: the config, the resolved
+        GPU and model (catalogue prices and shapes), file contents, profiles and versions."""
         return {
             "deployment": self.deployment.config.as_dict(),
+            "gpu": asdict(self.deployment.shape.gpu),
+            "model": asdict(self.deployment.shape.model),
+            "files": self.files,
+            "versions": VERSIONS,
             "workload": msgspec.to_builtins(self.config.workload),
             "deadlines": msgspec.to_builtins(self.config.deadlines),
             "simulated_prefill_deadline": self.config.simulated_prefill_deadline,
@@ -93,9 +124,7 @@ def _evaluate(job: SearchJob) -> SearchPoint:
     cache = DiskCache(Path(job.cache_dir))
     simulator = Simulator(job.deployment)
     config = job.config
-    deadlines = config.deadlines
-    if config.simulated_prefill_deadline:
-        deadlines = msgspec.structs.replace(deadlines, prefill=simulated_prefill_model(simulator))
+    deadlines = deadlines_for(config, simulator)
 
     def probe(qps: float) -> Probe:
         key = job.probe_key(qps)
@@ -104,9 +133,8 @@ def _evaluate(job: SearchJob) -> SearchPoint:
             return Probe(**cached)
         workload = workload_for(config.workload.with_rate(qps), job.deployment)
         result = simulator.run(workload, record_iterations=False)
-        verdict = score(result, deadlines, config.slo).verdict
-        passed = verdict is not None and verdict.passed
-        outcome = Probe(qps, passed, verdict.describe() if verdict is not None else "")
+        verdict = slo_verdict(result, deadlines, config.slo)
+        outcome = Probe(qps, verdict.passed, verdict.describe())
         cache.put(key, asdict(outcome))
         return outcome
 
@@ -136,6 +164,7 @@ def plan_search(
 ) -> tuple[list[SearchJob], list[SearchPoint]]:
     """Jobs for the feasible deployments, and points for those that cannot exist."""
     jobs, infeasible = [], []
+    files = input_files(config)
     for deployment_config in deployments_in(space, config.deployment):
         try:
             deployment = plan_deployment(deployment_config, predictor)
@@ -144,7 +173,7 @@ def plan_search(
                 SearchPoint(point_name(deployment_config), deployment_config.as_dict(), False, reason=str(error))
             )
             continue
-        jobs.append(SearchJob(deployment, config, str(cache_dir), fingerprint))
+        jobs.append(SearchJob(deployment, config, str(cache_dir), fingerprint, files))
     return jobs, infeasible
 
 

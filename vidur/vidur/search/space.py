@@ -1,11 +1,13 @@
 """The deployments a search tries: every combination of the listed choices, on top of the
-base deployment config."""
+base deployment config. The base config's `gpu_price_per_hour` is the price of its own GPU: a
+point on another GPU type gets that type's catalogue price."""
 
 import itertools
 from dataclasses import replace
 
 from vidur.config import SearchConfig
 from vidur.deployment import ClusterConfig, DeploymentConfig
+from vidur.gpus import canonical_gpu_name
 
 
 def deployments_in(space: SearchConfig, base: DeploymentConfig) -> list[DeploymentConfig]:
@@ -21,6 +23,8 @@ def deployments_in(space: SearchConfig, base: DeploymentConfig) -> list[Deployme
     configs = []
     for gpu, tp, pp, replicas, policy, chunk_size, max_num_seqs in combos:
         replica = replace(base.replica, gpu=gpu, tensor_parallel=tp, pipeline_parallel=pp)
+        if canonical_gpu_name(gpu) != canonical_gpu_name(base.replica.gpu):
+            replica = replace(replica, gpu_price_per_hour=None)
         scheduler = replace(base.scheduler, policy=policy, chunk_size=chunk_size, max_num_seqs=max_num_seqs)
         cluster: ClusterConfig = replace(base.cluster, num_replicas=replicas)
         config = DeploymentConfig(replica, scheduler, cluster, base.cpu_overheads)
