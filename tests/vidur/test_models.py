@@ -57,6 +57,27 @@ def test_an_explicit_head_dim_is_kept(tmp_path: Path, predictor: OperatorPredict
     assert get_model(str(write_config(tmp_path / "derived", derived))).head_dim == 32
 
 
+@pytest.mark.parametrize(
+    ("model_type", "hidden_act", "gated"),
+    [
+        ("llama", "silu", True),
+        ("gemma", "gelu_pytorch_tanh", True),  # GeGLU: gate, up and down despite a GELU
+        ("gemma2", "gelu_pytorch_tanh", True),
+        ("phi", "gelu_new", False),  # up and down only
+        ("gpt_neox", "gelu", False),
+    ],
+)
+def test_the_mlp_counts_three_projections_only_when_gated(
+    tmp_path: Path, model_type: str, hidden_act: str, gated: bool
+) -> None:
+    config = dict(QWEN3_LIKE, model_type=model_type, hidden_act=hidden_act)
+    model = get_model(str(write_config(tmp_path / model_type, config)))
+    assert model.is_gated_mlp is gated
+    h = 256
+    mlp_params = (3 if gated else 2) * h * 768
+    assert model.layer_params == 2 * h * 512 + 2 * h * 256 + mlp_params + 2 * h
+
+
 @pytest.mark.parametrize("key", ["num_local_experts", "num_experts"])
 def test_a_mixture_of_experts_is_refused_naming_the_key(tmp_path: Path, key: str) -> None:
     path = write_config(tmp_path / key, QWEN3_LIKE | {key: 8, "num_experts_per_tok": 2})

@@ -123,14 +123,16 @@ ALIASES: dict[str, str] = {
 }
 
 _GATED_ACTIVATIONS = ("silu", "swiglu", "swish")
+# Families whose MLP is gated with a GELU (GeGLU), so the activation alone does not say it.
+_GEGLU_MODEL_TYPES = ("gemma",)
 # Keys by which Hugging Face configs declare a mixture of experts (Mixtral, Qwen-MoE, DeepSeek).
 _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
 def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
     """A spec from the fields of a Hugging Face `config.json` (Llama, Mistral, Qwen2/3, Phi, ...).
-    The MLP counts as gated (gate, up and down projections) when its activation is SiLU; an
-    explicit `head_dim` is kept. Mixture-of-experts models are refused: the simulator models
+    The MLP counts as gated (gate, up and down projections) when its activation is SiLU or the
+    family is a GeGLU one (Gemma: `model_type` gemma, gemma2, gemma3...); an explicit `head_dim` is kept. Mixture-of-experts models are refused: the simulator models
     dense layers only."""
 
     def field(*keys: str, default: object = None) -> object:
@@ -158,6 +160,7 @@ def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
     if head_dim is not None and (not isinstance(head_dim, int) or isinstance(head_dim, bool)):
         raise ModelConfigError(f"model config {name}: head_dim must be an integer, got {head_dim!r}")
     activation = str(field("hidden_act", "activation_function", default="silu")).lower()
+    geglu = str(config.get("model_type", "")).lower().startswith(_GEGLU_MODEL_TYPES)
     dtype = str(field("torch_dtype", default="bfloat16"))
     return ModelSpec(
         name=name,
@@ -168,7 +171,7 @@ def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
         intermediate_size=integer("intermediate_size", "n_inner"),
         vocab_size=integer("vocab_size"),
         max_position_embeddings=integer("max_position_embeddings", "n_positions", default=4096),
-        is_gated_mlp=activation in _GATED_ACTIVATIONS,
+        is_gated_mlp=activation in _GATED_ACTIVATIONS or geglu,
         tie_word_embeddings=bool(field("tie_word_embeddings", default=False)),
         dtype_bytes=4 if dtype == "float32" else 2,
         head_dim=head_dim or 0,
