@@ -13,9 +13,11 @@ from vidur import (
     ReplicaConfig,
     Simulator,
     Workload,
+    get_gpu,
     plan_deployment,
 )
 from vidur.curves import FittedRoofline
+from vidur.predictor import COLLECTIVE_LATENCY_S, RING_EFFICIENCY
 
 Entry = tuple[int, int, bool, bool]
 
@@ -34,7 +36,8 @@ def expected_iteration_s(deployment: Deployment, batch: list[Entry]) -> dict[str
     stage_s = np.zeros(stages)
     communication = 0.0
     for op in spec.operators:
-        seconds = op.repeat * float(op.curve(tokens if op.input == "tokens" else sampled))
+        count = tokens if op.input == "tokens" else sampled
+        seconds = op.repeat * float(op.curve(count)) if count else 0.0
         on = {
             "every_stage": list(range(stages)),
             "first_stage": [0],
@@ -128,6 +131,25 @@ def test_a_batch_costs_the_sum_of_its_operator_predictions(predictor: OperatorPr
     assert prediction.communication_s == pytest.approx(expected["communication_s"], rel=1e-9, abs=1e-15)
     names = {op.name for op in deployment.cost_model.operators}
     assert ("all_reduce" in names) == (tp > 1) and ("send_recv" in names) == (pp > 1)
+    assert ("logits_gather" in names) == (tp > 1)
+
+
+def test_tensor_parallel_lm_head_gathers_its_logit_shards(predictor: OperatorPredictor) -> None:
+    # A40s have no network profile here, so the gather is the ring model: each of p GPUs sends
+    # (p - 1) / p of the full logits (vocab x 2 bytes per sampled token) over one link direction.
+    config = DeploymentConfig(replica=ReplicaConfig(model="llama-2-7b", gpu="a40", tensor_parallel=2))
+    deployment = plan_deployment(config, predictor)
+    gather = next(op for op in deployment.cost_model.operators if op.name == "logits_gather")
+    assert (gather.input, gather.placement, gather.kind) == ("sampled_tokens", "last_stage", "communication")
+    link_bytes_per_s = get_gpu("a40").interconnect_gb_s / 2 * 1e9 * RING_EFFICIENCY
+    for sampled in (1, 64):
+        moved = (2 - 1) / 2 * 32000 * 2 * sampled
+        assert float(gather.curve(sampled)) == pytest.approx(COLLECTIVE_LATENCY_S + moved / link_bytes_per_s)
+    # Only sequences that sample pay it: a batch of prefill chunks that sample nothing does not.
+    rust = deployment.cost_model.build()
+    silent = rust.predict([(100, 0, True, False)])
+    sampling = rust.predict([(100, 0, True, True)])
+    assert sampling.communication_s - silent.communication_s == pytest.approx(float(gather.curve(1)))
 
 
 def test_pipeline_stages_overlap_so_throughput_beats_one_pass_per_iteration(predictor: OperatorPredictor) -> None:

@@ -2,8 +2,8 @@
 
 Per pipeline stage: every layer's operators (repeated `layers_per_stage` times), two
 all-reduces per layer under tensor parallelism, attention over the KV cache; the embedding on
-the first stage, the LM head on the last, an activation send between stages; CPU overheads
-before and after the forward pass. Plain data, so it can be pickled to worker processes and
+the first stage, the LM head (and, under TP, the gather of its logit shards) on the last, an
+activation send between stages; CPU overheads before and after the forward pass. Plain data, so it can be pickled to worker processes and
 written into a run's summary.
 """
 
@@ -147,6 +147,21 @@ def build_cost_model(
         operators.append(
             OperatorSpec(
                 "emb_all_reduce", all_reduce.curve, 1, "tokens", "first_stage", "communication", all_reduce.source
+            )
+        )
+        # The vocabulary-parallel LM head gathers its logit shards. A ring all-gather moves (p - 1) / p
+        # of the message through every link, half of what an all-reduce of the same message moves.
+        logits_bytes = model.vocab_size * model.dtype_bytes / 2
+        logits_gather = predictor.collective_curve(gpu, "all_reduce", tp, logits_bytes, max_tokens)
+        operators.append(
+            OperatorSpec(
+                "logits_gather",
+                logits_gather.curve,
+                1,
+                "sampled_tokens",
+                "last_stage",
+                "communication",
+                f"{logits_gather.source}, as an all-gather of {model.vocab_size} logits per sampled token",
             )
         )
     if shape.pipeline_parallel > 1:

@@ -233,6 +233,9 @@ impl CostModel {
                 OperatorInput::Tokens => num_tokens,
                 OperatorInput::SampledTokens => u64::from(num_sampled),
             };
+            if input == 0 {
+                continue; // no sampled token: the LM head and its gather do not run
+            }
             let value = match usize::try_from(input)
                 .ok()
                 .and_then(|i| table.by_input.get(i))

@@ -136,3 +136,19 @@ fn rejected_requests_are_reported_and_the_rest_still_run() {
     assert!(out.requests.rejections[0].1.contains("max_model_len"));
     assert_eq!(out.requests.finish_reason, [0, 1]);
 }
+
+#[test]
+fn the_lm_head_runs_only_when_the_batch_samples_a_token() {
+    let cost = common::cost_model(1);
+    let chunk = |produces_token| {
+        cost.predict([BatchEntry {
+            num_tokens: 100,
+            num_computed_tokens: 0,
+            is_prefill: true,
+            produces_token,
+        }])
+    };
+    let (silent, sampling) = (chunk(false), chunk(true));
+    assert_eq!(silent.last_stage_extra_s, 0.0);
+    assert_eq!(sampling.last_stage_extra_s, 5e-4);
+}
