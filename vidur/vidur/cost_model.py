@@ -3,8 +3,8 @@
 Per pipeline stage: every layer's operators (repeated `layers_per_stage` times), two
 all-reduces per layer under tensor parallelism, attention over the KV cache; the embedding on
 the first stage, the LM head (and, under TP, the gather of its logit shards) on the last, an
-activation send between stages; CPU overheads before and after the forward pass. Plain data, so it can be pickled to worker processes and
-written into a run's summary.
+activation send between stages; CPU overheads before and after the forward pass. Plain data,
+so it can be pickled to worker processes and written into a run's summary.
 """
 
 from dataclasses import dataclass

@@ -132,8 +132,8 @@ _EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num
 def model_from_hf_config(config: dict[str, object], name: str) -> ModelSpec:
     """A spec from the fields of a Hugging Face `config.json` (Llama, Mistral, Qwen2/3, Phi, ...).
     The MLP counts as gated (gate, up and down projections) when its activation is SiLU or the
-    family is a GeGLU one (Gemma: `model_type` gemma, gemma2, gemma3...); an explicit `head_dim` is kept. Mixture-of-experts models are refused: the simulator models
-    dense layers only."""
+    family is a GeGLU one (Gemma: `model_type` gemma, gemma2, gemma3...); an explicit `head_dim`
+    is kept. Mixture-of-experts models are refused: the simulator models dense layers only."""
 
     def field(*keys: str, default: object = None) -> object:
         for key in keys:
