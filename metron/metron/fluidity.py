@@ -81,6 +81,18 @@ def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return padded, width - np.array([len(row) for row in rows])
 
 
+def _padded_gap_buckets(token_times_s: Sequence[TokenTimes]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The streams' gaps between tokens (ns) in `_buckets`, each bucket padded by `_pad`: (stream
+    indices, padded gaps, padding per row). Streams of fewer than two tokens have no gaps and are
+    left out."""
+    gaps = [np.diff(to_ns(times)) for times in token_times_s]
+    lengths = np.array([len(row) for row in gaps])
+    for bucket in _buckets(lengths):
+        bucket = bucket[lengths[bucket] > 0]
+        if len(bucket) > 0:
+            yield bucket, *_pad([gaps[i] for i in bucket])
+
+
 def _pad_flat(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """`_pad` of the rows `values[starts[k]:starts[k] + lengths[k]]`."""
     width = int(lengths.max())
@@ -165,14 +177,8 @@ def decode_miss_rate_table(token_times_s: Sequence[TokenTimes], tbt_deadlines_s:
     deadlines = to_ns(tbt_deadlines_s)
     if np.any(deadlines <= 0):
         raise ValueError("TBT deadlines must be positive")
-    gaps = [np.diff(to_ns(times)) for times in token_times_s]
-    table = np.zeros((len(gaps), len(deadlines)))
-    lengths = np.array([len(row) for row in gaps])
-    for bucket in _buckets(lengths):
-        bucket = bucket[lengths[bucket] > 0]
-        if len(bucket) == 0:
-            continue
-        padded, padding = _pad([gaps[i] for i in bucket])
+    table = np.zeros((len(token_times_s), len(deadlines)))
+    for bucket, padded, padding in _padded_gap_buckets(token_times_s):
         for column, deadline in enumerate(deadlines):
             missed, total = _count(deadline - padded, np.full(len(bucket), deadline), padding)
             table[bucket, column] = missed / total
@@ -192,14 +198,8 @@ def min_tbt_deadlines(token_times_s: Sequence[TokenTimes], max_miss_rate: float 
     of a bucket bisect together."""
     if not 0 <= max_miss_rate < 1:
         raise ValueError(f"max_miss_rate must be in [0, 1), got {max_miss_rate}")
-    gaps = [np.diff(to_ns(times)) for times in token_times_s]
-    found: list[float | None] = [None] * len(gaps)
-    lengths = np.array([len(row) for row in gaps])
-    for bucket in _buckets(lengths):
-        bucket = bucket[lengths[bucket] > 0]
-        if len(bucket) == 0:
-            continue
-        padded, padding = _pad([gaps[i] for i in bucket])
+    found: list[float | None] = [None] * len(token_times_s)
+    for bucket, padded, padding in _padded_gap_buckets(token_times_s):
         high = padded.max(axis=1)  # at the largest gap every token is on time
         low = np.zeros_like(high)  # never passes: a deadline must be positive
         while np.any(searching := high - low > _SEARCH_RESOLUTION_NS):
