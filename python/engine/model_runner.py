@@ -21,9 +21,10 @@ from engine.model.loader import load_model, resolve_dtype
 from engine.model_runner_config import ModelInfo, ModelRunnerConfig
 from engine.model.parallel import TensorParallel
 from engine.request_table import RequestTable, ScheduledWork
-from engine.sampling import Sampler
+from engine.logits_processors import TokenHistory
+from engine.sampling import Sampler, SamplingRow, top_logprobs
 from engine.sampling_params import SamplingParams
-from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
+from engine.step import NewRequest, PromptLogprobs, ScheduledChunk, StepInput, StepOutput, TokenLogprobs
 
 __all__ = [
     "ModelInfo",
@@ -72,7 +73,7 @@ class ModelRunner:
         self.num_local_kv_heads = self.model.attention_layers[0].num_kv_heads
         self.model_info = self._describe(model_config, dtype, max_model_len)
         self.dtype = dtype
-        self.sampler = Sampler(self.device, config.seed) if self.tp.is_first else None
+        self.sampler = Sampler(self.device, config.seed, model_config.eos_token_ids) if self.tp.is_first else None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: RequestTable | None = None
 
@@ -167,12 +168,13 @@ class ModelRunner:
             raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
         started = time.perf_counter()
         work = self.requests.apply(step)
-        sampled = self._run(work, self.kv_caches) if work else []
+        output = self._run(work, self.kv_caches, step.step_id) if work else StepOutput(step.step_id, [])
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        return StepOutput(step.step_id, sampled, time.perf_counter() - started)
+        output.execute_s = time.perf_counter() - started
+        return output
 
-    def _run(self, work: list[ScheduledWork], kv_caches: list[torch.Tensor]) -> list[int]:
+    def _run(self, work: list[ScheduledWork], kv_caches: list[torch.Tensor], step_id: int = 0) -> StepOutput:
         token_ids: list[int] = []
         for item in work:
             token_ids.extend(item.request.token_ids[item.start : item.end])
@@ -187,23 +189,56 @@ class ModelRunner:
         hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata))
 
         producing = [i for i, item in enumerate(work) if item.chunk.produces_token]
-        if not producing:
-            return []
         chunk_ends = list(itertools.accumulate(item.chunk.num_tokens for item in work))
-        rows = torch.tensor([chunk_ends[i] - 1 for i in producing], dtype=torch.int64, device=self.device)
-        logits = self.model.compute_logits(hidden.index_select(0, rows))
+        prompt_spans = _prompt_logprob_spans(work, chunk_ends)
+        rows = [chunk_ends[i] - 1 for i in producing]
+        for _, first_row, first_position, end_position in prompt_spans:
+            rows.extend(range(first_row, first_row + end_position - first_position))
+        if not rows:
+            return StepOutput(step_id, [])
+        logits = self.model.compute_logits(
+            hidden.index_select(0, torch.tensor(rows, dtype=torch.int64, device=self.device))
+        )
+        sample_logits = logits[: len(producing)]
+        logprobs: list[TokenLogprobs | None] = []
         if self.sampler is not None:
-            tokens = self.sampler.sample(
-                logits,
-                [work[i].request.sampling for i in producing],
-                [work[i].request.generator for i in producing],
+            histories = [work[i].request for i in producing]
+            sampled_tokens = self.sampler.sample(
+                sample_logits,
+                [
+                    SamplingRow(r.sampling, r.generator, TokenHistory(r.token_ids, r.num_prompt_tokens))
+                    for r in histories
+                ],
             )
+            tokens, logprobs = sampled_tokens.token_ids, sampled_tokens.logprobs
         else:
             tokens = torch.empty(len(producing), dtype=torch.int64, device=self.device)
-        sampled: list[int] = self.tp.broadcast_from_first(tokens).tolist()
+        sampled: list[int] = self.tp.broadcast_from_first(tokens).tolist() if producing else []
         for i, token in zip(producing, sampled, strict=True):
             work[i].request.token_ids.append(token)
-        return sampled
+        prompt_logprobs = self._prompt_logprobs(work, prompt_spans, logits[len(producing) :])
+        for index, _, _, end_position in prompt_spans:  # on every rank, so all compute the same rows
+            work[index].request.next_prompt_logprob_position = end_position
+        return StepOutput(step_id, sampled, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+
+    def _prompt_logprobs(
+        self, work: list[ScheduledWork], spans: list[tuple[int, int, int, int]], logits: torch.Tensor
+    ) -> list[PromptLogprobs]:
+        """Rank 0 only: the logprobs of each span's prompt tokens, from their rows of `logits`."""
+        if self.sampler is None or not spans:
+            return []
+        found = []
+        offset = 0
+        for index, _, first_position, end_position in spans:
+            request = work[index].request
+            count = end_position - first_position
+            targets = torch.tensor(request.token_ids[first_position:end_position], device=logits.device)
+            tokens = top_logprobs(
+                logits[offset : offset + count], range(count), [request.sampling.prompt_logprobs or 0] * count, targets
+            )
+            found.append(PromptLogprobs(work[index].chunk.request_id, first_position, tokens))
+            offset += count
+        return found
 
     def _profile_gpu_num_blocks(self) -> int:
         """Runs the largest step the engine may send (into a scratch cache), measures its peak memory
@@ -261,6 +296,23 @@ class ModelRunner:
             dist.destroy_process_group()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _prompt_logprob_spans(work: list[ScheduledWork], chunk_ends: list[int]) -> list[tuple[int, int, int, int]]:
+    """For chunks of requests that ask for prompt logprobs: (work index, first hidden row,
+    first prompt position, end position) of the prompt tokens this chunk's rows predict and
+    that were not reported yet. Row r of a chunk predicts the token after it."""
+    spans = []
+    for index, item in enumerate(work):
+        request = item.request
+        if request.sampling.prompt_logprobs is None:
+            continue
+        first = max(item.start + 1, request.next_prompt_logprob_position)
+        end = min(item.end + 1, request.num_prompt_tokens)
+        if first < end:
+            chunk_start_row = chunk_ends[index] - item.chunk.num_tokens
+            spans.append((index, chunk_start_row + first - 1 - item.start, first, end))
+    return spans
 
 
 def cuda_device_index(rank: int, tensor_parallel_size: int, num_visible: int) -> int:

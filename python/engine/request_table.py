@@ -19,9 +19,13 @@ from engine.step import ScheduledChunk, StepInput
 class RequestState:
     token_ids: list[int]
     sampling: SamplingParams
+    num_prompt_tokens: int
     block_table: list[int] = field(default_factory=list)
     """The request's own generator when it has a seed (on the rank that samples)."""
     generator: torch.Generator | None = None
+    """The first prompt position whose logprob is not yet reported (prompt_logprobs only): a
+    request prefilled again after a preemption does not report its prompt twice."""
+    next_prompt_logprob_position: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +74,9 @@ class RequestTable:
         for new in step.new_requests:
             seed = new.sampling.seed
             generator = self.new_generator(seed) if self.new_generator is not None and seed is not None else None
-            self.requests[new.request_id] = RequestState(list(new.prompt_token_ids), new.sampling, generator=generator)
+            self.requests[new.request_id] = RequestState(
+                list(new.prompt_token_ids), new.sampling, len(new.prompt_token_ids), generator=generator
+            )
         for request_id in step.preempted_ids:
             self.requests[request_id].block_table.clear()
         work = []

@@ -12,6 +12,7 @@ then every sampled token) and the KV block table, and applies a `StepInput` in t
    sample one token for each chunk that `produces_token`, appending it to the request's tokens.
 
 Rank 0 answers with a `StepOutput`; with tensor parallelism every rank samples the same tokens.
+Log-probabilities travel only for requests whose `SamplingParams` ask for them.
 """
 
 import msgspec
@@ -41,9 +42,29 @@ class StepInput(msgspec.Struct, array_like=True, gc=False):
     finished_ids: list[int] = []
 
 
+class TokenLogprobs(msgspec.Struct, array_like=True, gc=False):
+    """One token's log-probability and the most likely tokens at its position (most likely first)."""
+
+    logprob: float
+    top_token_ids: list[int]
+    top_logprobs: list[float]
+
+
+class PromptLogprobs(msgspec.Struct, array_like=True, gc=False):
+    """Log-probabilities of a request's prompt tokens at positions `first_position` onwards
+    (position p given the tokens before it; position 0 never has one)."""
+
+    request_id: int
+    first_position: int
+    tokens: list[TokenLogprobs]
+
+
 class StepOutput(msgspec.Struct, array_like=True, gc=False):
     step_id: int
     """One per chunk that `produces_token`, in chunk order."""
     sampled_token_ids: list[int]
     """Seconds the model forward and sampling took on rank 0."""
     execute_s: float = 0.0
+    """Empty when no request of the step asked for logprobs; else one per sampled token."""
+    logprobs: list[TokenLogprobs | None] = []
+    prompt_logprobs: list[PromptLogprobs] = []

@@ -13,7 +13,7 @@ import torch
 from engine.model_runner import ModelRunner, ModelRunnerConfig
 from engine.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerConfig
-from engine.step import NewRequest, ScheduledChunk, StepInput
+from engine.step import NewRequest, ScheduledChunk, StepInput, TokenLogprobs
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=1024)
 
@@ -28,6 +28,10 @@ class Generation:
     """Prompt tokens the scheduler found in the prefix cache at requests' first steps."""
     num_cached_prompt_tokens: int = 0
     step_sizes: list[int] = field(default_factory=list)
+    """Per request: the logprobs of each output token (requests that ask for them)."""
+    logprobs: dict[int, list[TokenLogprobs]] = field(default_factory=dict)
+    """Per request: prompt position -> the logprobs of the prompt token there."""
+    prompt_logprobs: dict[int, dict[int, TokenLogprobs]] = field(default_factory=dict)
 
 
 def random_prompts(seed: int, lengths: Sequence[int], vocab_size: int) -> list[list[int]]:
@@ -99,6 +103,14 @@ def generate(
         producing = [entry.id for entry in batch.requests if entry.produces_token]
         for request_id, token in zip(producing, output.sampled_token_ids, strict=True):
             result.outputs[request_id].append(token)
+        for request_id, logprobs in zip(producing, output.logprobs, strict=False):
+            if logprobs is not None:
+                result.logprobs.setdefault(request_id, []).append(logprobs)
+        for prompt in output.prompt_logprobs:
+            positions = result.prompt_logprobs.setdefault(prompt.request_id, {})
+            for offset, logprobs in enumerate(prompt.tokens):
+                assert prompt.first_position + offset not in positions, "a prompt position reported twice"
+                positions[prompt.first_position + offset] = logprobs
         result.num_preemptions += len(batch.preempted_ids)
         is_prefill = [entry.is_prefill for entry in batch.requests]
         result.num_mixed_steps += any(is_prefill) and not all(is_prefill)

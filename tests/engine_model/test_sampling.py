@@ -6,18 +6,31 @@ import pytest
 import torch
 
 from engine.model_runner import ModelRunner, ModelRunnerConfig
-from engine.sampling import Sampler, filtered_probabilities
+from engine.logits_processors import TokenHistory
+from engine.sampling import Sampler, SamplingRow, filtered_probabilities
 from engine.sampling_params import SamplingParams
 
 from harness import GREEDY, generate, random_prompts
 
 CPU = torch.device("cpu")
+NO_HISTORY = TokenHistory([1], 1)
+
+
+def draw(
+    sampler: Sampler,
+    logits: torch.Tensor,
+    params: list[SamplingParams],
+    generators: list[torch.Generator | None] | None = None,
+) -> torch.Tensor:
+    """The sampler's tokens for rows of requests that have produced nothing yet."""
+    generators = generators or [None] * len(params)
+    return sampler.sample(logits, [SamplingRow(p, g, NO_HISTORY) for p, g in zip(params, generators)]).token_ids
 
 
 def test_top_k_one_equals_greedy() -> None:
     logits = torch.randn(32, 100, generator=torch.Generator().manual_seed(0))
     params = [SamplingParams(temperature=1.5, top_k=1)] * 32
-    tokens = Sampler(CPU).sample(logits, params, [None] * 32)
+    tokens = draw(Sampler(CPU), logits, params)
     assert torch.equal(tokens, logits.argmax(dim=-1))
 
 
@@ -26,7 +39,7 @@ def test_greedy_rows_beside_random_rows() -> None:
     params = [GREEDY, SamplingParams(temperature=1.0), GREEDY, SamplingParams(temperature=0.5, top_p=0.5)] + [
         GREEDY
     ] * 2
-    tokens = Sampler(CPU).sample(logits, params, [None] * 6)
+    tokens = draw(Sampler(CPU), logits, params)
     greedy = logits.argmax(dim=-1)
     for row in (0, 2, 4, 5):
         assert tokens[row] == greedy[row]
@@ -60,7 +73,7 @@ def test_tiny_temperature_is_greedy() -> None:
     """Dividing by 1e-45 makes logits infinite and probabilities NaN; below 1e-5 is greedy."""
     logits = torch.randn(8, 100, generator=torch.Generator().manual_seed(4))
     params = [SamplingParams(temperature=t, top_p=p) for t in (1e-30, 1e-45) for p in (1.0, 0.5, 0.9, 1.0)]
-    tokens = Sampler(CPU).sample(logits, params, [None] * 8)
+    tokens = draw(Sampler(CPU), logits, params)
     assert torch.equal(tokens, logits.argmax(dim=-1))
 
 
@@ -69,7 +82,7 @@ def test_empirical_distribution_matches_softmax() -> None:
     num_draws = 40_000
     for params in (SamplingParams(temperature=0.7), SamplingParams(temperature=1.3, top_k=3)):
         expected = filtered_probabilities(logits[None, :], [params])[0]
-        tokens = Sampler(CPU, seed=3).sample(logits.expand(num_draws, -1), [params] * num_draws, [None] * num_draws)
+        tokens = draw(Sampler(CPU, seed=3), logits.expand(num_draws, -1), [params] * num_draws)
         frequencies = torch.bincount(tokens, minlength=5).float() / num_draws
         # Four standard deviations of a frequency estimated from 40,000 draws is at most 0.01.
         torch.testing.assert_close(frequencies, expected, rtol=0.0, atol=0.01)
@@ -89,8 +102,8 @@ def test_seeded_rows_ignore_their_neighbours() -> None:
     crowd_params = [other, seeded, other, SamplingParams(temperature=0.9, seed=8)]
     crowd_logits = logits[[1, 0, 2, 3]]
     for _ in range(20):
-        alone = alone_sampler.sample(logits[:1], [seeded], [alone_generator])
-        crowd = crowd_sampler.sample(crowd_logits, crowd_params, [None, crowd_generator, None, neighbour_generator])
+        alone = draw(alone_sampler, logits[:1], [seeded], [alone_generator])
+        crowd = draw(crowd_sampler, crowd_logits, crowd_params, [None, crowd_generator, None, neighbour_generator])
         assert crowd[1] == alone[0]
 
 
@@ -114,5 +127,5 @@ def test_seeded_requests_reproducible_across_batches(tiny_llama: Path) -> None:
 
 
 def test_sampling_arguments_must_line_up() -> None:
-    with pytest.raises(ValueError, match="3 rows of logits for 2 sampling params"):
-        Sampler(CPU).sample(torch.zeros(3, 10), [GREEDY, GREEDY], [None, None])
+    with pytest.raises(ValueError, match="3 rows of logits for 2 sampling rows"):
+        draw(Sampler(CPU), torch.zeros(3, 10), [GREEDY, GREEDY])

@@ -132,6 +132,9 @@ pub struct PyFinishedRequest {
     first_scheduled_at: Option<f64>,
     #[pyo3(get)]
     num_preemptions: u32,
+    /// Prompt tokens found in the prefix cache when the request was first admitted.
+    #[pyo3(get)]
+    num_cached_tokens: u32,
 }
 
 impl From<FinishedRequest> for PyFinishedRequest {
@@ -143,6 +146,7 @@ impl From<FinishedRequest> for PyFinishedRequest {
             num_output_tokens: f.num_output_tokens,
             first_scheduled_at: f.first_scheduled_at,
             num_preemptions: f.num_preemptions,
+            num_cached_tokens: f.num_cached_tokens,
         }
     }
 }

@@ -156,6 +156,18 @@ impl PyScheduler {
         self.inner.block_manager().num_used()
     }
 
+    /// Tokens looked up in the prefix cache, over every admission so far (0 without caching).
+    #[getter]
+    fn num_prefix_cache_queried_tokens(&self) -> u64 {
+        self.inner.prefix_cache_stats().num_queried_tokens
+    }
+
+    /// Tokens the prefix cache held, over every admission so far.
+    #[getter]
+    fn num_prefix_cache_hit_tokens(&self) -> u64 {
+        self.inner.prefix_cache_stats().num_hit_tokens
+    }
+
     /// The longest sequence (prompt + outputs) a request may reach.
     #[getter]
     fn max_request_tokens(&self) -> u32 {

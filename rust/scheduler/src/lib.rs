@@ -21,4 +21,4 @@ pub use error::{Result, SchedulerError};
 pub use request::{
     BlockId, FinishReason, FinishedRequest, NewRequest, RequestId, RequestView, TokenId,
 };
-pub use scheduler::{BatchOutputs, Scheduler};
+pub use scheduler::{BatchOutputs, PrefixCacheStats, Scheduler};

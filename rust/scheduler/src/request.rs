@@ -93,6 +93,8 @@ pub struct FinishedRequest {
     /// When the request was first scheduled; `None` if it never ran.
     pub first_scheduled_at: Option<f64>,
     pub num_preemptions: u32,
+    /// Prompt tokens found in the prefix cache at the request's first admission (0 without caching).
+    pub num_cached_tokens: u32,
 }
 
 /// A read-only snapshot of one request's progress.
@@ -144,6 +146,7 @@ pub(crate) struct Request {
     pub is_in_flight: bool,
     pub first_scheduled_at: Option<f64>,
     pub num_preemptions: u32,
+    pub num_cached_tokens: u32,
 }
 
 impl Request {
@@ -169,6 +172,7 @@ impl Request {
             is_in_flight: false,
             first_scheduled_at: None,
             num_preemptions: 0,
+            num_cached_tokens: 0,
         }
     }
 
@@ -214,6 +218,7 @@ impl Request {
             num_output_tokens: self.num_output_tokens,
             first_scheduled_at: self.first_scheduled_at,
             num_preemptions: self.num_preemptions,
+            num_cached_tokens: self.num_cached_tokens,
         }
     }
 }

@@ -62,6 +62,15 @@ pub struct Scheduler {
     pub(crate) projection: Vec<(u32, u32)>,
     /// Running prefills met by the last decode pass, in running order.
     pub(crate) running_prefills: Vec<u32>,
+    prefix_cache: PrefixCacheStats,
+}
+
+/// Prefix-cache lookups since the scheduler started, in tokens: every admission of a request
+/// with token ids (re-admissions after preemption too) queries its whole sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixCacheStats {
+    pub num_queried_tokens: u64,
+    pub num_hit_tokens: u64,
 }
 
 impl Scheduler {
@@ -89,6 +98,7 @@ impl Scheduler {
             decode_iters_since_prefill: 0,
             projection: Vec::new(),
             running_prefills: Vec::new(),
+            prefix_cache: PrefixCacheStats::default(),
             config,
         })
     }
@@ -257,6 +267,10 @@ impl Scheduler {
         &self.blocks
     }
 
+    pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
+        self.prefix_cache
+    }
+
     pub fn contains(&self, id: RequestId) -> bool {
         self.slot_by_id.contains_key(&id)
     }
@@ -396,13 +410,25 @@ impl Scheduler {
             batch.add_new_block(block);
         }
         let block_size = self.config.block_size;
+        let caching = self.config.enable_prefix_caching;
         let request = self.request_mut(slot);
-        request.num_computed_tokens = admission.hit_hashes.len() as u32 * block_size;
+        let num_cached_tokens = admission.hit_hashes.len() as u32 * block_size;
+        let num_queried_tokens = if caching && request.has_token_ids() {
+            request.num_tokens()
+        } else {
+            0
+        };
+        request.num_computed_tokens = num_cached_tokens;
+        if request.first_scheduled_at.is_none() {
+            request.num_cached_tokens = num_cached_tokens;
+        }
         request.block_hashes = admission.hit_hashes;
         request.block_ids = block_ids;
         request.is_running = true;
         request.first_scheduled_at.get_or_insert(now);
         let key = request.key;
+        self.prefix_cache.num_queried_tokens += u64::from(num_queried_tokens);
+        self.prefix_cache.num_hit_tokens += u64::from(num_cached_tokens);
         self.waiting.remove(&key);
         let position = self.running.partition_point(|&s| self.request(s).key < key);
         self.running.insert(position, slot);

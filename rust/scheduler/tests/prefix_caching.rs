@@ -129,3 +129,30 @@ fn a_preempted_request_recomputes_from_its_own_cached_prefix() {
     step(&mut s, 0.0, &[(2, 1, 8, 'D')]);
     assert_eq!(s.request_view(2).unwrap().num_preemptions, 1);
 }
+
+#[test]
+fn admissions_count_queried_and_hit_tokens_and_requests_report_their_hits() {
+    let mut s = caching_scheduler(16);
+    add_tokens(&mut s, 1, (1..=10).collect(), 1);
+    let batch = s.schedule(0.0).unwrap();
+    assert_eq!(complete(&mut s, &batch)[0].num_cached_tokens, 0);
+    let stats = s.prefix_cache_stats();
+    assert_eq!((stats.num_queried_tokens, stats.num_hit_tokens), (10, 0));
+
+    let mut tokens: Vec<u32> = (1..=8).collect();
+    tokens.extend([50, 51, 52]);
+    add_tokens(&mut s, 2, tokens, 1);
+    let batch = s.schedule(0.0).unwrap();
+    assert_eq!(entries(&batch), [(2, 3, 8, 'p')]);
+    assert_eq!(complete(&mut s, &batch)[0].num_cached_tokens, 8);
+    let stats = s.prefix_cache_stats();
+    assert_eq!((stats.num_queried_tokens, stats.num_hit_tokens), (21, 8));
+}
+
+#[test]
+fn without_token_ids_nothing_is_queried() {
+    let mut s = caching_scheduler(16);
+    s.add(NewRequest::with_lengths(1, 10, 1)).unwrap();
+    step(&mut s, 0.0, &[(1, 10, 0, 'p')]);
+    assert_eq!(s.prefix_cache_stats(), Default::default());
+}
