@@ -1,5 +1,7 @@
 """Deployments that cannot exist, and malformed inputs, fail with a specific error that says why."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,11 @@ def test_a_model_that_does_not_fit(predictor: OperatorPredictor) -> None:
     # Weights fit on two GPUs but leave too little room for one full-length request.
     with pytest.raises(ModelDoesNotFitError, match="fewer than one request of max_model_len"):
         plan(predictor, model="llama-2-70b", gpu="a100", tensor_parallel=2, memory_utilization=0.81)
+
+
+def test_a_model_folder_without_config_json_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UnknownModelError, match=f"{tmp_path} has no config.json"):
+        get_model(str(tmp_path))
 
 
 def test_unknown_gpu_and_model(predictor: OperatorPredictor) -> None:

@@ -208,6 +208,8 @@ def get_model(name_or_path: str) -> ModelSpec:
         if not isinstance(config, dict):
             raise ModelConfigError(f"{path} does not hold a JSON object")
         return model_from_hf_config(config, name=str(path.parent.name or path))
+    if Path(name_or_path).is_dir():
+        raise UnknownModelError(f"{name_or_path} has no config.json (is it a Hugging Face model directory?)")
     known = ", ".join(sorted(ALIASES))
     raise UnknownModelError(
         f"unknown model {name_or_path!r}: use one of {known}, a full name, or a path to a config.json"
