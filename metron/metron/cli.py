@@ -45,7 +45,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--url", help="openai: base URL, e.g. http://127.0.0.1:8000 (with or without /v1)")
     group.add_argument("--model", help="openai: model name the server serves")
     group.add_argument("--endpoint", choices=ENDPOINTS, default="completions")
-    group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (openai and engine targets)")
     group.add_argument("--tokenizer", help="the model's tokenizer.json: exact prompt lengths, token counting")
     group.add_argument("--no-ignore-eos", action="store_true", help="do not send ignore_eos (strict OpenAI APIs)")
     group.add_argument("--no-continuous-usage", action="store_true", help="do not ask for usage in every event")
@@ -145,7 +145,10 @@ def _target(args: argparse.Namespace, config: RunConfig | None) -> Target:
             from metron.targets.engine import EngineTarget, EngineTargetConfig, parse_address
 
             host, port = parse_address(args.engine)
-            return EngineTarget(EngineTargetConfig(host=host, port=port, ignore_eos=not args.no_ignore_eos))
+            return EngineTarget(
+                EngineTargetConfig(host=host, port=port, ignore_eos=not args.no_ignore_eos),
+                api_key=os.environ.get(args.api_key_env) or None,
+            )
         case "vidur":
             from metron.targets.vidur import VidurTarget
 

@@ -60,13 +60,14 @@ class LoadResult(msgspec.Struct):
 class _Recorder:
     """The TokenSink of one request: stamps token arrivals on the run's clock."""
 
-    __slots__ = ("origin", "token_times", "server_times", "delay")
+    __slots__ = ("origin", "token_times", "server_times", "delay", "server_prompt_tokens")
 
     def __init__(self, origin: float) -> None:
         self.origin = origin
         self.token_times: list[float] = []
         self.server_times: list[float] = []
         self.delay: float | None = None
+        self.server_prompt_tokens: int | None = None
 
     def now(self) -> float:
         return trio.current_time() - self.origin
@@ -79,6 +80,9 @@ class _Recorder:
 
     def scheduling_delay(self, seconds: float) -> None:
         self.delay = seconds
+
+    def prompt_tokens(self, count: int) -> None:
+        self.server_prompt_tokens = count
 
 
 class LoadGenerator:
@@ -146,7 +150,10 @@ class LoadGenerator:
                 times = RequestTimes(
                     id=spec.id,
                     arrival_s=sent,
-                    prompt_tokens=spec.prompt_tokens,
+                    prompt_tokens=(
+                        spec.prompt_tokens if recorder.server_prompt_tokens is None else recorder.server_prompt_tokens
+                    ),
+                    requested_prompt_tokens=spec.prompt_tokens,
                     token_times_s=recorder.token_times,
                     requested_output_tokens=spec.output_tokens,
                     scheduling_delay_s=recorder.delay,

@@ -29,6 +29,8 @@ class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     times of its output tokens, one entry per token (a time repeats for tokens that came in one
     event). `error` marks a failed request and `interrupted` one cut off by stopping the run;
     otherwise a request with fewer tokens than `requested_output_tokens` ended early.
+    `prompt_tokens` is the server's count where the target reports it, else the workload's
+    (`requested_prompt_tokens`).
     `scheduling_delay_s` (queueing before its first iteration) and `server_token_times_s` (the
     server's own clock, one per token) are None where the target does not say."""
 
@@ -37,6 +39,7 @@ class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     prompt_tokens: int
     token_times_s: list[float]
     requested_output_tokens: int | None = None
+    requested_prompt_tokens: int | None = None
     scheduling_delay_s: float | None = None
     error: str | None = None
     interrupted: bool = False
@@ -102,6 +105,7 @@ class RequestRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     outcome: str
     error: str | None = None
     requested_output_tokens: int | None = None
+    requested_prompt_tokens: int | None = None
     scheduled_arrival_s: float | None = None
     warmup: bool = False
     server_token_times_s: list[float] | None = None
@@ -178,6 +182,7 @@ def _record(
         outcome=outcome,
         error=_early_end_reason(request, num_tokens) if outcome == "ended_early" else request.error,
         requested_output_tokens=request.requested_output_tokens,
+        requested_prompt_tokens=request.requested_prompt_tokens,
         scheduled_arrival_s=arrival if request.scheduled_arrival_s is None else request.scheduled_arrival_s,
         warmup=request.warmup,
         server_token_times_s=request.server_token_times_s,
@@ -192,6 +197,7 @@ def measured_times(record: RequestRecord) -> RequestTimes:
         prompt_tokens=record.prompt_tokens,
         token_times_s=record.token_times_s,
         requested_output_tokens=record.requested_output_tokens,
+        requested_prompt_tokens=record.requested_prompt_tokens,
         scheduling_delay_s=record.scheduling_delay_s,
         error=record.error,
         interrupted=record.outcome == "interrupted",

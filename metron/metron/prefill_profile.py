@@ -42,12 +42,13 @@ async def profile_prefill(target: Target, config: PrefillProfileConfig) -> Prefi
     TTFT of each length (one slow sample does not bend the curve)."""
     tokenizer = load_tokenizer(config.tokenizer_path) if config.tokenizer_path else None
     builder = PromptBuilder(tokenizer, seed=config.seed)
+    await target.check()
+    lengths = fitting_lengths(config.prompt_lengths, target.max_model_len)
     specs = [
         RequestSpec(id=i, arrival_s=0.0, prompt_tokens=length, output_tokens=1)
-        for i, length in enumerate(list(config.prompt_lengths) * config.samples_per_length)
+        for i, length in enumerate(lengths * config.samples_per_length)
     ]
     prompts = [builder.build(spec.id, spec.prompt_tokens) for spec in specs]
-    await target.check()
     generator = LoadGenerator(target, LoadConfig(max_concurrency=1, start_delay_s=0.0))
     result = await generator.run(list(zip(specs, (p.text for p in prompts), strict=True)))
     lengths, ttfts, failures = [], [], []
@@ -70,6 +71,21 @@ async def profile_prefill(target: Target, config: PrefillProfileConfig) -> Prefi
         prompt_lengths_exact=all(p.exact for p in prompts),
         target=target.describe(),
     )
+
+
+def fitting_lengths(prompt_lengths: tuple[int, ...], max_model_len: int | None) -> list[int]:
+    """The lengths whose prompt and one output token fit the server's context (all of them where
+    it does not say), the longest that fits standing in for those that do not."""
+    if max_model_len is None:
+        return list(prompt_lengths)
+    longest = max_model_len - 1
+    fitting = sorted({min(length, longest) for length in prompt_lengths})
+    if len(fitting) < 2:
+        raise ValueError(
+            f"the server's context of {max_model_len} tokens leaves fewer than two of the prompt lengths "
+            f"{list(prompt_lengths)}"
+        )
+    return fitting
 
 
 def run_prefill_profile(target: Target, config: PrefillProfileConfig) -> PrefillProfile:

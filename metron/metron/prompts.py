@@ -1,7 +1,10 @@
 """Prompt texts of a requested length.
 
 With the target's tokenizer (a Hugging Face `tokenizer.json`), a prompt encodes to exactly the
-requested number of tokens (special tokens such as BOS, and any chat template, not counted).
+requested number of tokens as a server counts them: the special tokens the tokenizer adds to
+every text (a BOS token, say) included, so a 100-token prompt is 99 text tokens after a BOS. A
+chat template's tokens are not counted (the target reports the server's own count where it
+can).
 Without one, a prompt is that many words of English prose, which most tokenizers turn into
 roughly as many tokens: such prompts are marked inexact.
 
@@ -54,6 +57,7 @@ class PromptBuilder:
             self._corpus_ids = np.array(tokenizer.encode(corpus, add_special_tokens=False).ids)
             if len(self._corpus_ids) < 2:
                 raise ValueError("the tokenizer turns the prompt corpus into fewer than 2 tokens")
+            self.num_added_tokens = len(tokenizer.encode("", add_special_tokens=True).ids)
 
     def build(self, request_id: int, num_tokens: int) -> Prompt:
         """The prompt of request `request_id`: `num_tokens` tokens long (exactly, with a tokenizer)."""
@@ -64,8 +68,12 @@ class PromptBuilder:
             words = self._words
             text = " ".join(words[(start + i) % len(words)] for i in range(num_tokens))
             return Prompt(text, num_tokens, exact=False)
+        num_text_tokens = num_tokens - self.num_added_tokens
+        if num_text_tokens < 1:
+            text = self._exact(self.tokenizer, start, 1) or ""
+            return Prompt(text, 1 + self.num_added_tokens, exact=False)
         for attempt in range(_MAX_STARTS):
-            text = self._exact(self.tokenizer, start + attempt, num_tokens)
+            text = self._exact(self.tokenizer, start + attempt, num_text_tokens)
             if text is not None:
                 return Prompt(text, num_tokens, exact=True)
         raise ValueError(f"could not build a prompt of exactly {num_tokens} tokens with this tokenizer")

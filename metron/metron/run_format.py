@@ -38,6 +38,7 @@ REQUEST_CSV_COLUMNS = (
     "arrival_s",
     "scheduled_arrival_s",
     "prompt_tokens",
+    "requested_prompt_tokens",
     "output_tokens",
     "requested_output_tokens",
     "ttft_s",

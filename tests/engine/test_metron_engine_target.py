@@ -3,6 +3,7 @@ msgspec socket (with the server's timestamps and scheduling delay) and over the 
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from metron.arrivals import ArrivalConfig
@@ -50,6 +51,38 @@ def test_the_engine_target_reports_server_times_and_scheduling_delay(
     over_http = run_benchmark(config, http, tmp_path / "http")
     assert [r.output_tokens for r in over_http.records] == [r.output_tokens for r in outcome.records]
     assert [r.prompt_tokens for r in over_http.records] == [r.prompt_tokens for r in outcome.records]
+
+
+def test_prompts_are_as_long_as_the_server_counts_them(
+    server: RunningServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """The tiny model's tokenizer adds BOS; a requested 2047-token prompt plus one output token
+    fills the 2048-token context exactly, as the server counts (it would refuse one more)."""
+    config = RunConfig(
+        workload=WorkloadConfig(
+            num_requests=6, seed=4, arrivals=ArrivalConfig(kind="poisson", rate=20.0),
+            lengths=LengthConfig(kind="uniform", prompt_tokens=2047, output_tokens=1, min_prompt_tokens=1),
+        ),
+        tokenizer_path=str(tiny_model_dir / "tokenizer.json"),
+    )
+    for target in (EngineTarget(EngineTargetConfig(host=server.host, port=server.rpc_port)),
+                   OpenAITarget(OpenAIConfig(url=server.url, model="tiny"))):
+        outcome = run_benchmark(config, target, tmp_path / type(target).__name__)
+        for record in outcome.records:
+            assert record.outcome == "finished", record.error
+            assert record.prompt_tokens == record.requested_prompt_tokens  # the server's own count
+
+
+def test_profile_prefill_with_its_default_lengths_fits_the_engine(
+    server: RunningServer, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "prefill.json"
+    code = metron_main(["profile-prefill", "--target", "engine", "--engine", f"{server.host}:{server.rpc_port}",
+                        "--tokenizer", str(tiny_model_dir / "tokenizer.json"), "--samples", "1",
+                        "--output", str(output)])
+    assert code == 0
+    profile = msgspec.json.decode(output.read_bytes())
+    assert sorted(set(profile["prompt_tokens"])) == [128, 256, 512, 1024, 2047]
 
 
 def test_an_unreachable_engine_exits_with_the_target_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ on 127.0.0.1 until killed. The script (JSON):
      "first_s": 0.05, "gap_s": 0.01,                           # max_tokens tokens, one per event,
      "gap_per_stream_s": 0.0,                                  # each gap longer by this per open stream
      "prefill_s_per_word": 0.0,                                # added to every event time
-     "usage": "continuous" | "final" | "logprobs" | "none",
+     "usage": "continuous" | "final" | "logprobs" | "none",      # usage.prompt_tokens: the prompt's words
      "status": 200, "error_after_events": null}
 Keys of "by_request" (X-Request-Id values) override the script per request. Each event is sent
 at its scripted time (asyncio's sleeps wake up to 1 ms late), and the log file gets one JSON line per
@@ -85,14 +85,15 @@ class Server:
         await writer.drain()
         chat = "messages" in body
         prompt = body["messages"][0]["content"] if chat else body["prompt"]
-        events = scripted_events(script, body["max_tokens"], len(prompt.split()))
+        num_prompt_tokens = len(prompt.split())
+        events = scripted_events(script, body["max_tokens"], num_prompt_tokens)
         self.num_streams += 1
         try:
-            await self.send_events(script, events, chat, request_id, received, writer)
+            await self.send_events(script, events, chat, request_id, received, writer, num_prompt_tokens)
         finally:
             self.num_streams -= 1
 
-    async def send_events(self, script, events, chat, request_id, received, writer) -> None:  # type: ignore[no-untyped-def]
+    async def send_events(self, script, events, chat, request_id, received, writer, num_prompt_tokens) -> None:  # type: ignore[no-untyped-def]
         usage = script.get("usage", "continuous")
         sent, produced, delay = [], 0, 0.0
         for index, (at, count) in enumerate(events):
@@ -115,13 +116,15 @@ class Server:
                     choice["logprobs"] = {"tokens": [" tok"] * count}
             payload: dict = {"id": request_id, "object": "text_completion", "choices": [choice]}
             if usage == "continuous":
-                payload["usage"] = {"prompt_tokens": 1, "completion_tokens": produced, "total_tokens": produced + 1}
+                payload["usage"] = {"prompt_tokens": num_prompt_tokens, "completion_tokens": produced,
+                                    "total_tokens": produced + num_prompt_tokens}
             writer.write(event(payload))
             await writer.drain()
             sent.append(time.perf_counter())
         else:
             if usage in ("final", "continuous"):
-                final = {"prompt_tokens": 1, "completion_tokens": produced, "total_tokens": produced + 1}
+                final = {"prompt_tokens": num_prompt_tokens, "completion_tokens": produced,
+                         "total_tokens": produced + num_prompt_tokens}
                 writer.write(event({"id": request_id, "choices": [], "usage": final}))
             writer.write(chunk(b"data: [DONE]\n\n"))
         writer.write(b"0\r\n\r\n")

@@ -42,9 +42,17 @@ class TokenSink(Protocol):
         """The server's queueing delay before the request's first iteration, where it reports one."""
         ...
 
+    def prompt_tokens(self, count: int) -> None:
+        """The server's own count of the prompt's tokens, where it reports one."""
+        ...
+
 
 class Target(abc.ABC):
-    """Use as `async with target:`; `check` before a run, then `stream` per request."""
+    """Use as `async with target:`; `check` before a run, then `stream` per request.
+    `max_model_len` is the server's context length once `check` has learned it (None where the
+    server does not say)."""
+
+    max_model_len: int | None = None
 
     async def __aenter__(self) -> Self:
         return self

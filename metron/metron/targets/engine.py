@@ -38,8 +38,11 @@ def parse_address(address: str) -> tuple[str, int]:
 
 
 class EngineTarget(Target):
-    def __init__(self, config: EngineTargetConfig) -> None:
+    """`api_key`: the engine's `--api-key`, when it has one (kept out of `describe`)."""
+
+    def __init__(self, config: EngineTargetConfig, api_key: str | None = None) -> None:
         self.config = config
+        self._api_key = api_key
         self._connection = AsyncExitStack()
         self._client: "EngineClient | None" = None
 
@@ -55,9 +58,12 @@ class EngineTarget(Target):
         except ImportError as error:
             raise TargetError("the engine target needs this project's engine package installed") from error
         try:
-            self._client = await self._connection.enter_async_context(connect(self.config.host, self.config.port))
+            self._client = await self._connection.enter_async_context(
+                connect(self.config.host, self.config.port, api_key=self._api_key)
+            )
         except ClientError as error:
             raise TargetUnreachable(str(error)) from error
+        self.max_model_len = self._client.welcome.max_model_len if self._client.welcome else None
 
     async def aclose(self) -> None:
         self._client = None
@@ -85,5 +91,7 @@ class EngineTarget(Target):
             result = generation.result
         except ClientError as error:
             raise TargetError(str(error)) from error
-        if result is not None and result.first_scheduled_time is not None:
-            sink.scheduling_delay(result.first_scheduled_time - result.arrival_time)
+        if result is not None:
+            sink.prompt_tokens(result.num_prompt_tokens)
+            if result.first_scheduled_time is not None:
+                sink.scheduling_delay(result.first_scheduled_time - result.arrival_time)

@@ -105,9 +105,12 @@ class OpenAITarget(Target):
         if status != 200:
             return  # not every server lists models; the first request will tell
         try:
-            served = [entry["id"] for entry in json.loads(content).get("data", [])]
+            entries = {entry["id"]: entry for entry in json.loads(content).get("data", [])}
         except (ValueError, AttributeError, KeyError, TypeError):
             return
+        served = list(entries)
+        length = entries.get(self.config.model, {}).get("max_model_len")
+        self.max_model_len = length if isinstance(length, int) else None  # vLLM's field
         if served and self.config.model not in served:
             raise TargetError(
                 f"model {self.config.model!r} is not served at {self.config.base_url}; it serves {served}"
@@ -142,6 +145,7 @@ class OpenAITarget(Target):
         clock_offset = trio.current_time() - sink.now()
         events: list[StreamEvent] = []
         final_tokens: int | None = None
+        prompt_tokens: int | None = None
         done = False
         try:
             async with self._client.request(
@@ -158,15 +162,19 @@ class OpenAITarget(Target):
                         if event.data.strip() == "[DONE]":
                             done = True
                             continue
-                        stream_event, usage_tokens = self._parse(event.data, event.received_s)
-                        if usage_tokens is not None:
-                            final_tokens = usage_tokens
+                        stream_event, usage = self._parse(event.data, event.received_s)
+                        if usage.get("completion_tokens") is not None:
+                            final_tokens = usage["completion_tokens"]
+                        if usage.get("prompt_tokens") is not None:
+                            prompt_tokens = usage["prompt_tokens"]
                         if stream_event is not None:
                             events.append(stream_event)
         except HttpError as error:
             raise TargetError(f"connection failed: {error}") from error
         finally:
             self._report(events, final_tokens, sink, allow_failure=not done)
+            if prompt_tokens is not None:
+                sink.prompt_tokens(prompt_tokens)
         if not done:
             raise TargetError("the stream closed before [DONE]")
 
@@ -183,8 +191,8 @@ class OpenAITarget(Target):
             if count > 0:
                 sink.tokens(count, at=event.received_s)
 
-    def _parse(self, data: str, received_s: float) -> tuple[StreamEvent | None, int | None]:
-        """(the event's tokens, the usage's completion_tokens) of one SSE data payload."""
+    def _parse(self, data: str, received_s: float) -> tuple[StreamEvent | None, dict[str, int]]:
+        """(the event's tokens, its usage's integer counts) of one SSE data payload."""
         try:
             payload = json.loads(data)
         except json.JSONDecodeError as error:
@@ -196,10 +204,11 @@ class OpenAITarget(Target):
             message = error.get("message", error) if isinstance(error, dict) else error
             raise TargetError(f"the server reported an error mid-stream: {message}")
         usage = payload.get("usage")
-        usage_tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        counts = {k: v for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else {}
+        usage_tokens = counts.get("completion_tokens")
         choices = payload.get("choices") or []
         if not choices:
-            return None, usage_tokens
+            return None, counts
         choice = choices[0]
         if self.config.endpoint == "chat":
             text = (choice.get("delta") or {}).get("content") or ""
@@ -214,5 +223,5 @@ class OpenAITarget(Target):
             logprob_tokens=len(logprobs) if isinstance(logprobs, list) else None,
         )
         if not text and usage_tokens is None and event.logprob_tokens is None:
-            return None, usage_tokens  # a role-only or empty event carries no tokens
-        return event, usage_tokens
+            return None, counts  # a role-only or empty event carries no tokens
+        return event, counts
