@@ -40,7 +40,7 @@ from engine.sampling_params import SamplingParams  # noqa: E402
 from support.engine_server import RunningServer, start_server  # noqa: E402
 
 SERVER_OPTIONS = ("--num-kv-blocks", "2048", "--max-num-seqs", "64")
-WAIT_CAP_S = 30.0
+WAIT_CAP_S = 60.0
 
 
 def metric(server: RunningServer, name: str, labels: str = "") -> float:

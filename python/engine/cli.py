@@ -13,13 +13,15 @@ import trio
 from engine.engine_core import EngineConfig
 from engine.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.model.config import load_model_config
-from engine.model_runner_config import ModelRunnerConfig
+from engine.model_runner_config import ATTENTION_BACKENDS, ModelRunnerConfig
 from engine.request_stream import EngineFailedError
 from engine.scheduler import POLICIES
-from engine.serve import ServerConfig, serve
+from engine.serve import EngineServer, ServerConfig
 from engine.worker.worker_group import CPU_WORKER_ENVIRONMENT
 
 log = logging.getLogger("engine")
+
+API_KEY_VARIABLE = "ENGINE_API_KEY"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     model.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (worker processes)")
     model.add_argument("--max-model-len", type=int, help="default: the model's maximum")
-    model.add_argument("--attention-backend", default="auto", choices=["auto", "torch", "sdpa", "flash"])
+    model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
 
     cache = parser.add_argument_group("KV cache")
     cache.add_argument("--block-size", type=int, default=16)
@@ -54,6 +56,22 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--port", type=int, default=8000, help="HTTP (OpenAI API) port")
     serving.add_argument("--rpc-port", type=int, default=8001, help="msgspec RPC port")
     serving.add_argument("--max-frame-bytes", type=int, default=DEFAULT_MAX_FRAME_BYTES)
+    serving.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_VARIABLE),
+        help=f"require this key (HTTP `Authorization: Bearer KEY`, RPC Hello); default ${API_KEY_VARIABLE}",
+    )
+    serving.add_argument("--header-timeout", type=float, default=10.0,
+                         help="seconds for a request's headers to arrive (also the keep-alive idle time)")
+    serving.add_argument("--body-timeout", type=float, default=30.0, help="seconds for a request body to arrive")
+    serving.add_argument("--hello-timeout", type=float, default=10.0, help="seconds for an RPC client's Hello")
+    serving.add_argument("--shutdown-timeout", type=float, default=20.0,
+                         help="on SIGTERM/SIGINT, seconds to let requests in flight finish (a second signal: at once)")
+    serving.add_argument("--failure-exit-delay", type=float, default=3.0,
+                         help="seconds between a model worker's death and the exit (status 1)")
+    serving.add_argument("--no-access-log", action="store_true", help="no log line per HTTP request")
+    serving.add_argument("--log-stats-interval", type=float, default=10.0,
+                         help="seconds between throughput log lines while busy (0: none)")
     serving.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -71,15 +89,27 @@ def _resolve_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-async def _stop_on_signals(signals: AsyncIterator[int], serving: trio.CancelScope) -> None:
-    """The first SIGINT/SIGTERM starts the shutdown; later ones are noted, not fatal."""
-    async for received in signals:
-        name = signal.Signals(received).name
-        if serving.cancel_called:
-            log.info("received %s again; still shutting down the workers", name)
-        else:
-            log.info("received %s, shutting down", name)
-            serving.cancel()
+async def _stop_on_signals(signals: AsyncIterator[int], server: EngineServer, serving: trio.CancelScope) -> None:
+    """The first SIGINT/SIGTERM drains the server, then stops it; the second stops it at once;
+    later ones are noted, not fatal."""
+
+    async def drain_then_stop() -> None:
+        await server.drain()
+        serving.cancel()
+
+    async with trio.open_nursery() as nursery:
+        draining = False
+        async for received in signals:
+            name = signal.Signals(received).name
+            if serving.cancel_called:
+                log.info("received %s again; still shutting down the workers", name)
+            elif draining:
+                log.info("received %s again, stopping now", name)
+                serving.cancel()
+            else:
+                log.info("received %s, shutting down", name)
+                draining = True
+                nursery.start_soon(drain_then_stop)
 
 
 def _worker_environment(device: str) -> dict[str, str]:
@@ -90,14 +120,15 @@ def _worker_environment(device: str) -> dict[str, str]:
 
 async def _run(model_dir: Path, runner: ModelRunnerConfig, engine: EngineConfig, server: ServerConfig) -> None:
     environment = _worker_environment(runner.device)
+    engine_server = EngineServer(model_dir, runner, engine, server, worker_environment=environment)
     # The receiver stays open until the workers are down, so a second Ctrl-C cannot cut the
     # shutdown short with a KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             serving = trio.CancelScope()
-            nursery.start_soon(_stop_on_signals, signals, serving)
+            nursery.start_soon(_stop_on_signals, signals, engine_server, serving)
             with serving:
-                await serve(model_dir, runner, engine, server, worker_environment=environment)
+                await engine_server.run()
             nursery.cancel_scope.cancel()
 
 
@@ -144,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             rpc_port=args.rpc_port,
             served_model_name=args.served_model_name or default_name,
             max_frame_bytes=args.max_frame_bytes,
+            api_key=args.api_key or None,
+            header_timeout_s=args.header_timeout,
+            body_timeout_s=args.body_timeout,
+            hello_timeout_s=args.hello_timeout,
+            shutdown_timeout_s=args.shutdown_timeout,
+            failure_exit_delay_s=args.failure_exit_delay,
+            access_log=not args.no_access_log,
+            throughput_log_interval_s=args.log_stats_interval,
         )
         trio.run(_run, model_dir, runner, engine, server)
     except Exception as error:

@@ -40,6 +40,7 @@ from engine.protocol import (
     server_decoder,
 )
 from engine.sampling_params import SamplingParams
+from engine.step import TokenLogprobs
 
 
 class ClientError(Exception):
@@ -67,6 +68,10 @@ class TokenChunk:
     server_times: list[float]
     """When this chunk arrived here (time.time())."""
     client_time: float
+    """One per token when the request asked for logprobs."""
+    logprobs: list[TokenLogprobs] | None = None
+    """In the first chunk when the request asked for prompt logprobs (None for the first token)."""
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
 
 
 @dataclass(slots=True)
@@ -82,7 +87,12 @@ class Generation:
 
     def _deliver(self, message: Tokens | Finished | Error, arrived: float) -> None:
         if isinstance(message, Tokens):
-            self._chunks.append(TokenChunk(message.token_ids, message.text, message.server_times, arrived))
+            self._chunks.append(
+                TokenChunk(
+                    message.token_ids, message.text, message.server_times, arrived, message.logprobs,
+                    message.prompt_logprobs,
+                )
+            )
         elif isinstance(message, Finished):
             if message.text:
                 self._chunks.append(TokenChunk([], message.text, [], arrived))
@@ -182,8 +192,8 @@ class EngineClient:
             except (trio.BrokenResourceError, trio.ClosedResourceError) as error:
                 raise ConnectionLostError(f"connection to the engine lost: {error}") from error
 
-    async def _handshake(self, client_name: str) -> None:
-        await self._send(Hello(protocol_version=PROTOCOL_VERSION, client_name=client_name))
+    async def _handshake(self, client_name: str, api_key: str | None) -> None:
+        await self._send(Hello(protocol_version=PROTOCOL_VERSION, client_name=client_name, api_key=api_key))
         payload = await self._reader.read()
         if payload is None:
             raise ConnectionLostError("the engine closed the connection during the handshake")
@@ -222,14 +232,16 @@ async def connect(
     *,
     client_name: str = "engine.client",
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    api_key: str | None = None,
 ) -> AsyncIterator[EngineClient]:
+    """`api_key`: the server's key, when it was started with `--api-key`."""
     try:
         stream = await trio.open_tcp_stream(host, port)
     except OSError as error:
         raise ConnectionLostError(f"cannot connect to the engine at {host}:{port}: {error}") from error
     async with stream:
         client = EngineClient(stream, max_frame_bytes)
-        await client._handshake(client_name)
+        await client._handshake(client_name, api_key)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client._receive_all)
             try:
@@ -247,8 +259,9 @@ class SyncClient:
             text, token_ids, result = client.complete("Hi")
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8001):
+    def __init__(self, host: str = "127.0.0.1", port: int = 8001, *, api_key: str | None = None):
         self._address = (host, port)
+        self._api_key = api_key
         self._client: EngineClient | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._ready = threading.Event()
@@ -258,7 +271,7 @@ class SyncClient:
 
     async def _main(self) -> None:
         try:
-            async with connect(*self._address) as client:
+            async with connect(*self._address, api_key=self._api_key) as client:
                 self._client = client
                 self._token = trio.lowlevel.current_trio_token()
                 self._stop = trio.Event()

@@ -35,7 +35,7 @@ CHAT_TEMPLATE = (
 MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # Bump when the builder's output changes, so cached demo models are rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,7 +134,7 @@ def build_tokenizer(vocab_size: int) -> Tokenizer:
     tokenizer.train_from_iterator(DEMO_CORPUS.splitlines(), trainer)
     missing = vocab_size - tokenizer.get_vocab_size()
     if missing > 0:
-        tokenizer.add_tokens([AddedToken(f"<|reserved_{i}|>", special=False) for i in range(missing)])
+        tokenizer.add_special_tokens([AddedToken(f"<|reserved_{i}|>", special=True) for i in range(missing)])
     bos_id = _token_id(tokenizer, BOS)
     tokenizer.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]

@@ -4,7 +4,9 @@ text at stop strings.
 Byte-level tokenizers split multi-byte characters across tokens; the tokenizer's incremental
 decoder releases text only once its characters are complete, continuing from the prompt's last
 tokens so that merges across the boundary decode as in a full decode. Text that might be the
-beginning of a stop string is held back until it is known not to be one.
+beginning of a stop string is held back until it is known not to be one. Stop strings are
+looked for only once `min_tokens` tokens were added (vLLM's rule); a stop string that begins
+in text released before then is not found.
 """
 
 from collections.abc import Sequence
@@ -16,10 +18,22 @@ CONTEXT_TOKENS = 5
 
 
 class IncrementalDetokenizer:
-    def __init__(self, tokenizer: Tokenizer, prompt_token_ids: Sequence[int], stop: Sequence[str] = ()):
-        self._decoder = tokenizer.decode_stream(prompt_token_ids[-CONTEXT_TOKENS:])
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        prompt_token_ids: Sequence[int],
+        stop: Sequence[str] = (),
+        *,
+        min_tokens: int = 0,
+        skip_special_tokens: bool = True,
+    ):
+        self._decoder = tokenizer.decode_stream(
+            prompt_token_ids[-CONTEXT_TOKENS:], skip_special_tokens=skip_special_tokens
+        )
         self._stop = tuple(stop)
         self._hold_back = max((len(s) for s in self._stop), default=1) - 1
+        self._min_tokens = min_tokens
+        self._num_tokens = 0
         self.text = ""  # all finalized output text so far (before any stop string)
         self._emitted = 0
         self.stopped_by: str | None = None
@@ -28,7 +42,10 @@ class IncrementalDetokenizer:
         """Adds one output token; returns the new text that is safe to show (maybe empty)."""
         if self.stopped_by is not None:
             return ""
+        self._num_tokens += 1
         self.text += self._decoder.step(token_id)
+        if self._num_tokens < self._min_tokens:
+            return self.flush()
         return self._release()
 
     def flush(self) -> str:

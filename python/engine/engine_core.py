@@ -17,10 +17,10 @@ from functools import partial
 import trio
 
 from engine.detokenizer import IncrementalDetokenizer
-from engine.engine_metrics import EngineMetrics
-from engine.request_stream import EngineFailedError, RequestOutcome, RequestStream
+from engine.engine_metrics import EngineMetrics, RequestTimes
+from engine.request_stream import EngineFailedError, EngineUnavailableError, RequestOutcome, RequestStream
 from engine.sampling_params import SamplingParams
-from engine.scheduler import Batch, ScheduledRequest, Scheduler, SchedulerConfig
+from engine.scheduler import Batch, FinishedRequest, ScheduledRequest, Scheduler, SchedulerConfig
 from engine.step import NewRequest, ScheduledChunk, StepInput, StepOutput
 from engine.tokenizer import Tokenizer
 from engine.worker.worker_group import WorkerGroup
@@ -80,6 +80,7 @@ class _Request:
     arrival_time: float
     output_token_ids: list[int] = field(default_factory=list)
     known_to_workers: bool = False
+    first_token_time: float | None = None
     last_token_time: float = 0.0
 
 
@@ -98,34 +99,74 @@ class EngineCore:
         self._forget_on_workers: list[int] = []
         self._work_available = trio.Event()
         self.failure: str | None = None
+        self.failed = trio.Event()
+        self.is_draining = False
         self.recent_iterations: deque[IterationTiming] = deque(maxlen=10_000)
+        metrics.read_counters.add(
+            ["engine_prefix_cache_queries", "vllm:prefix_cache_queries"],
+            "Prompt tokens looked up in the prefix cache",
+            lambda: self.scheduler.num_prefix_cache_queried_tokens,
+        )
+        metrics.read_counters.add(
+            ["engine_prefix_cache_hits", "vllm:prefix_cache_hits"],
+            "Prompt tokens found in the prefix cache",
+            lambda: self.scheduler.num_prefix_cache_hit_tokens,
+        )
 
     @property
     def max_model_len(self) -> int:
         return self.scheduler.config.max_model_len
 
-    def submit(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> tuple[int, RequestStream]:
-        """Queues a request. Raises ValueError naming what is wrong with it."""
+    @property
+    def num_requests(self) -> int:
+        return len(self._requests)
+
+    def start_draining(self) -> None:
+        """Refuses new requests from now on; the ones already submitted go on."""
+        self.is_draining = True
+
+    def check(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> None:
+        """Raises what `submit` would raise for this request, without submitting it."""
         if self.failure is not None:
             raise EngineFailedError(self.failure)
+        if self.is_draining:
+            raise EngineUnavailableError("the server is shutting down and accepts no new requests")
         sampling.validate(self.model.vocab_size)
-        prompt = list(prompt_token_ids)
-        if not prompt:
+        if not prompt_token_ids:
             raise ValueError("the prompt is empty")
-        bad = next((t for t in prompt if not 0 <= t < self.model.vocab_size), None)
-        if bad is not None:
-            raise ValueError(f"prompt token id {bad} is outside the vocabulary (size {self.model.vocab_size})")
-        if len(prompt) + sampling.max_tokens > self.max_model_len:
+        vocab_size = self.model.vocab_size
+        if min(prompt_token_ids) < 0 or max(prompt_token_ids) >= vocab_size:
+            bad = next(t for t in prompt_token_ids if not 0 <= t < vocab_size)
+            raise ValueError(f"prompt token id {bad} is outside the vocabulary (size {vocab_size})")
+        if len(prompt_token_ids) + sampling.max_tokens > self.max_model_len:
             raise ValueError(
-                f"this model's maximum context length is {self.max_model_len} tokens, but {len(prompt)} prompt"
-                f" tokens plus max_tokens {sampling.max_tokens} were requested"
+                f"this model's maximum context length is {self.max_model_len} tokens, but {len(prompt_token_ids)}"
+                f" prompt tokens plus max_tokens {sampling.max_tokens} were requested"
             )
+
+    def submit(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> tuple[int, RequestStream]:
+        """Queues a request. Raises ValueError naming what is wrong with it, EngineFailedError
+        once the engine failed, EngineUnavailableError while it drains."""
+        self.check(prompt_token_ids, sampling)
+        prompt = list(prompt_token_ids)
         request_id = next(self._ids)
         arrival = time.monotonic()
-        self.scheduler.add_request(
-            request_id, prompt_len=len(prompt), max_new_tokens=sampling.max_tokens, arrival_time=arrival
+        # Prompt logprobs need every prompt position computed, so such a prompt skips the cache.
+        if self.scheduler.config.enable_prefix_caching and sampling.prompt_logprobs is None:
+            self.scheduler.add_request(
+                request_id, prompt_token_ids=prompt, max_new_tokens=sampling.max_tokens, arrival_time=arrival
+            )
+        else:
+            self.scheduler.add_request(
+                request_id, prompt_len=len(prompt), max_new_tokens=sampling.max_tokens, arrival_time=arrival
+            )
+        detokenizer = IncrementalDetokenizer(
+            self.tokenizer,
+            prompt,
+            sampling.stop,
+            min_tokens=sampling.min_tokens,
+            skip_special_tokens=sampling.skip_special_tokens,
         )
-        detokenizer = IncrementalDetokenizer(self.tokenizer, prompt, sampling.stop)
         stream = RequestStream(detokenizer, on_stop=partial(self.stop, request_id))
         self._requests[request_id] = _Request(prompt, sampling, stream, time.time())
         self.metrics.request_received(len(prompt))
@@ -147,23 +188,30 @@ class EngineCore:
         finished = self.scheduler.abort(request_id)
         if request.known_to_workers:
             self._forget_on_workers.append(request_id)
-        request.stream.finish(self._outcome(request, reason, finished.first_scheduled_at, finished.num_preemptions))
-        self.metrics.request_finished(reason)
+        self._finish(request, reason, finished)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        try:
-            while True:
-                if not len(self.scheduler):
-                    await self._work_available.wait()
-                    self._work_available = trio.Event()
-                    continue
-                await self._iterate()
-        except EngineFailedError as error:
-            self._fail_all(str(error))
-        except Exception as error:
-            log.exception("the engine loop failed")
-            self._fail_all(f"internal engine error: {type(error).__name__}: {error}")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._fail_when_workers_fail)
+            task_status.started()
+            try:
+                while True:
+                    if not len(self.scheduler):
+                        await self._work_available.wait()
+                        self._work_available = trio.Event()
+                        continue
+                    await self._iterate()
+            except EngineFailedError as error:
+                self._fail_all(str(error))
+            except Exception as error:
+                log.exception("the engine loop failed")
+                self._fail_all(f"internal engine error: {type(error).__name__}: {error}")
+            nursery.cancel_scope.cancel()
+
+    async def _fail_when_workers_fail(self) -> None:
+        """Fails every request at once when a worker dies, even while the loop is idle."""
+        await self._workers.failed.wait()
+        self._fail_all(self._workers.failure or "a model worker died")
 
     async def _iterate(self) -> None:
         started = time.perf_counter()
@@ -185,6 +233,8 @@ class EngineCore:
             IterationTiming(len(scheduled), batch.num_tokens, finished - started, output.execute_s)
         )
         self.metrics.iteration(
+            num_tokens=batch.num_tokens,
+            num_prefill_tokens=batch.num_prefill_tokens,
             num_output_tokens=num_output_tokens,
             engine_s=(prepared - started) + (finished - executed),
             worker_s=executed - prepared,
@@ -221,57 +271,73 @@ class EngineCore:
         """Streams the sampled tokens, finishes requests; returns how many tokens were produced."""
         now = time.time()
         tokens = output.sampled_token_ids
+        logprobs = output.logprobs or itertools.repeat(None)
         stopped = []
         num_output_tokens = 0
         ttfts: list[float] = []
         tbts: list[float] = []
         eos_token_ids = self.model.eos_token_ids
+        for prompt in output.prompt_logprobs:
+            if (owner := self._requests.get(prompt.request_id)) is not None:
+                owner.stream.add_prompt_logprobs(len(owner.prompt_token_ids), prompt.first_position, prompt.tokens)
         producing = (entry for entry in scheduled if entry.produces_token)
-        for entry, token in zip(producing, tokens, strict=False):
+        for entry, token, token_logprobs in zip(producing, tokens, logprobs, strict=False):
             request = self._requests.get(entry.id)
             if request is None:
                 continue  # aborted while its step ran
             request.output_token_ids.append(token)
-            request.stream.push(token, now)
+            request.stream.push(token, now, token_logprobs)
             if len(request.output_token_ids) == 1:
+                request.first_token_time = now
                 ttfts.append(now - request.arrival_time)
             else:
                 tbts.append(now - request.last_token_time)
             request.last_token_time = now
             sampling = request.sampling
-            if (not sampling.ignore_eos and token in eos_token_ids) or token in sampling.stop_token_ids:
+            may_stop = len(request.output_token_ids) >= sampling.min_tokens
+            if may_stop and ((not sampling.ignore_eos and token in eos_token_ids) or token in sampling.stop_token_ids):
                 stopped.append(entry.id)
             num_output_tokens += 1
         self.metrics.tokens(ttfts, tbts)
         for finished in self.scheduler.update(batch, tokens, finished_ids=stopped):
             request = self._requests.pop(finished.id)
             self._forget_on_workers.append(finished.id)
-            reason = "stop" if finished.reason == "stop" else "length"
-            outcome = self._outcome(request, reason, finished.first_scheduled_at, finished.num_preemptions)
-            request.stream.finish(outcome)
-            self.metrics.request_finished(reason)
+            self._finish(request, "stop" if finished.reason == "stop" else "length", finished)
         return num_output_tokens
 
-    def _outcome(
-        self, request: _Request, reason: str, first_scheduled_at: float | None, num_preemptions: int
-    ) -> RequestOutcome:
+    def _finish(self, request: _Request, reason: str, finished: FinishedRequest) -> None:
+        now = time.time()
         first_scheduled = None
-        if first_scheduled_at is not None:
+        if finished.first_scheduled_at is not None:
             # The scheduler's clock is monotonic; report wall-clock time like every other timestamp.
-            first_scheduled = time.time() - (time.monotonic() - first_scheduled_at)
-        return RequestOutcome(
+            first_scheduled = now - (time.monotonic() - finished.first_scheduled_at)
+        outcome = RequestOutcome(
             finish_reason=reason,
             text="",  # the stream adds what its detokenizer held back
             num_prompt_tokens=len(request.prompt_token_ids),
             num_output_tokens=len(request.output_token_ids),
             arrival_time=request.arrival_time,
             first_scheduled_time=first_scheduled,
-            num_preemptions=num_preemptions,
+            num_preemptions=finished.num_preemptions,
+            num_cached_tokens=finished.num_cached_tokens,
         )
+        request.stream.finish(outcome)
+        times = RequestTimes(
+            arrival=request.arrival_time,
+            first_scheduled=first_scheduled,
+            first_token=request.first_token_time,
+            finished=request.last_token_time if request.first_token_time is not None else now,
+            num_prompt_tokens=len(request.prompt_token_ids),
+            num_output_tokens=len(request.output_token_ids),
+        )
+        self.metrics.request_finished(reason, times)
 
     def _fail_all(self, message: str) -> None:
-        self.failure = message
+        if self.failure is None:
+            self.failure = message
+            log.error("the engine failed: %s; failing %d requests", message, len(self._requests))
         for request_id, request in list(self._requests.items()):
             request.stream.fail(message)
             self.scheduler.abort(request_id)
         self._requests.clear()
+        self.failed.set()

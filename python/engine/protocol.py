@@ -3,13 +3,14 @@
 Every message is one frame (see `engine.framing`) holding a msgpack-encoded tagged struct
 (server messages are arrays, their tag first, for compactness).
 A connection starts with the client's `Hello`, answered by `Welcome` (or an `Error` and a close
-when the protocol versions differ). Request ids are chosen by the client and unique within its
+when the protocol versions differ, the API key is wrong, or anything else comes first). Request ids are chosen by the client and unique within its
 connection. New fields are added with defaults so older clients keep working.
 """
 
 import msgspec
 
 from engine.sampling_params import SamplingParams
+from engine.step import TokenLogprobs
 
 PROTOCOL_VERSION = 1
 
@@ -17,6 +18,8 @@ PROTOCOL_VERSION = 1
 class Hello(msgspec.Struct, tag="hello", kw_only=True):
     protocol_version: int
     client_name: str = ""
+    """The server's API key, when it was started with one."""
+    api_key: str | None = None
 
 
 class Generate(msgspec.Struct, tag="generate", kw_only=True):
@@ -51,6 +54,11 @@ class Tokens(msgspec.Struct, tag="tokens", array_like=True, gc=False):
     text: str
     """Server wall-clock time (time.time()) at which each token was produced."""
     server_times: list[float]
+    """One per token when the request asked for `logprobs`."""
+    logprobs: list[TokenLogprobs] | None = None
+    """In a request's first `Tokens` when it asked for `prompt_logprobs`: one per prompt token
+    (None for the first)."""
+    prompt_logprobs: list[TokenLogprobs | None] | None = None
 
 
 class Finished(msgspec.Struct, tag="finished", kw_only=True, array_like=True):
@@ -63,6 +71,8 @@ class Finished(msgspec.Struct, tag="finished", kw_only=True, array_like=True):
     arrival_time: float
     first_scheduled_time: float | None
     num_preemptions: int
+    """Prompt tokens the server's prefix cache held (0 without prefix caching)."""
+    num_cached_tokens: int = 0
 
 
 class Error(msgspec.Struct, tag="error", kw_only=True, array_like=True):

@@ -1,5 +1,6 @@
 """A model's tokenizer, read from its Hugging Face files (`tokenizer.json`, `tokenizer_config.json`)."""
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,11 @@ class Tokenizer:
             self._chat_template = named.get("default")
         self._add_bos = bool(config.get("add_bos_token", False))
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
+        vocab = self._tokenizer.get_vocab(with_added_tokens=True)
+        self.max_chars_per_token = max(1, max(map(len, vocab), default=1))
+        pipeline = json.loads(path.read_text())
+        self.may_shrink_text = _may_shrink_text(pipeline)
+        self._byte_level = _uses_byte_level(pipeline.get("decoder"))
 
     @property
     def has_chat_template(self) -> bool:
@@ -58,9 +64,36 @@ class Tokenizer:
         text: str = self._tokenizer.decode(list(token_ids), skip_special_tokens=skip_special_tokens)
         return text
 
-    def decode_stream(self, context_ids: Sequence[int]) -> "TextStream":
+    def decode_stream(self, context_ids: Sequence[int], *, skip_special_tokens: bool = True) -> "TextStream":
         """An incremental decoder that continues after `context_ids` (e.g. the prompt's tail)."""
-        return TextStream(self._tokenizer, context_ids)
+        return TextStream(self._tokenizer, context_ids, skip_special_tokens)
+
+    def max_chars_for(self, num_tokens: int) -> int | None:
+        """The most characters a text of `num_tokens` tokens can have, or None when this
+        tokenizer's normalizer or pre-tokenizer may drop or merge characters (no bound)."""
+        return None if self.may_shrink_text else num_tokens * self.max_chars_per_token
+
+    @functools.cache  # noqa: B019 (one tokenizer per process, kept for its lifetime)
+    def token_text(self, token_id: int) -> str:
+        """One token's text on its own (special tokens included; a partial UTF-8 character
+        shows as U+FFFD)."""
+        text: str = self._tokenizer.decode([token_id], skip_special_tokens=False)
+        return text
+
+    @functools.cache  # noqa: B019
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (a byte-level token may hold part of a character)."""
+        token = self._tokenizer.id_to_token(token_id)
+        if token is None:
+            return b""
+        if self._byte_level:
+            try:
+                return bytes(_BYTE_OF_CHAR[char] for char in token)
+            except KeyError:  # an added token, stored as plain text
+                return token.encode()
+        if token.startswith("<0x") and token.endswith(">") and len(token) == 6:
+            return bytes([int(token[3:5], 16)])
+        return self.token_text(token_id).encode()
 
     def token_id(self, token: str) -> int | None:
         found: int | None = self._tokenizer.token_to_id(token)
@@ -83,12 +116,62 @@ class Tokenizer:
             raise ChatTemplateError(f"chat template failed: {error}") from error
 
 
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet: the character each byte is written as in a byte-level vocabulary."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): byte for byte, char in zip(printable, chars, strict=True)}
+
+
+_BYTE_OF_CHAR = _byte_alphabet()
+
+# Normalizers and pre-tokenizers that never shorten the text (so a token covers at most as many
+# characters as its vocabulary entry has).
+_LENGTH_KEEPING = {"Prepend", "NFD", "NFKD", "Lowercase", "ByteLevel", "Metaspace", "Digits", "Punctuation",
+                   "UnicodeScripts", "Split"}
+
+
+def _may_shrink_text(pipeline: dict[str, Any]) -> bool:
+    if pipeline.get("model", {}).get("type") == "WordPiece":
+        return True  # a whole unknown word becomes one [UNK]
+    return any(_step_may_shrink(pipeline.get(stage)) for stage in ("normalizer", "pre_tokenizer"))
+
+
+def _step_may_shrink(step: Any) -> bool:
+    if step is None:
+        return False
+    kind = step.get("type")
+    if kind == "Sequence":
+        parts = step.get("normalizers") or step.get("pretokenizers") or []
+        return any(_step_may_shrink(part) for part in parts)
+    if kind == "Replace":
+        pattern = step.get("pattern", {})
+        return "String" not in pattern or len(step.get("content", "")) < len(pattern["String"])
+    if kind == "Split":
+        return step.get("behavior") == "Removed"
+    return kind not in _LENGTH_KEEPING
+
+
+def _uses_byte_level(decoder: Any) -> bool:
+    if decoder is None:
+        return False
+    if decoder.get("type") == "Sequence":
+        return any(_uses_byte_level(part) for part in decoder.get("decoders", []))
+    return decoder.get("type") == "ByteLevel"
+
+
 class TextStream:
     """Decodes one token at a time (in Rust), returning text only once it is valid UTF-8."""
 
-    def __init__(self, tokenizer: FastTokenizer, context_ids: Sequence[int]):
+    def __init__(self, tokenizer: FastTokenizer, context_ids: Sequence[int], skip_special_tokens: bool = True):
         self._tokenizer = tokenizer
-        self._stream = DecodeStream(ids=list(context_ids), skip_special_tokens=True)
+        self._stream = DecodeStream(ids=list(context_ids), skip_special_tokens=skip_special_tokens)
 
     def step(self, token_id: int) -> str:
         text: str | None = self._stream.step(self._tokenizer, token_id)

@@ -3,10 +3,14 @@
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 import trio
 
@@ -57,8 +61,8 @@ async def test_tensor_parallel_server_matches_one_rank_and_stops_cleanly(
         parallel.stop()
 
 
-async def test_a_dead_worker_fails_requests_clearly_and_the_server_says_so(tiny_model_dir: Path) -> None:
-    doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128")
+async def test_a_dead_worker_fails_requests_logs_it_and_exits_non_zero(tiny_model_dir: Path) -> None:
+    doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--failure-exit-delay", "2")
     try:
         async with connect(doomed.host, doomed.rpc_port) as client:
             long = SamplingParams(max_tokens=2000, ignore_eos=True)
@@ -79,8 +83,117 @@ async def test_a_dead_worker_fails_requests_clearly_and_the_server_says_so(tiny_
             body = {"model": "tiny", "prompt": "hi", "max_tokens": 2}
             refused = await http.post(f"{doomed.url}/v1/completions", json=body)
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "engine_failed"
+        assert await trio.to_thread.run_sync(doomed.process.wait, 20) == 1
+        logged = "".join(doomed.log)
+        assert "ERROR engine: the engine failed: model worker rank 0 died" in logged
+        assert "exiting in 2 s with a non-zero status" in logged
     finally:
         doomed.stop()
+
+
+async def test_a_worker_dying_while_idle_is_noticed_at_once(tiny_model_dir: Path) -> None:
+    doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--failure-exit-delay", "30")
+    try:
+        os.kill(doomed.worker_pids[0], signal.SIGKILL)
+        async with httpx.AsyncClient() as http:
+            with trio.fail_after(5):
+                while (await http.get(f"{doomed.url}/health")).status_code == 200:
+                    await trio.sleep(0.05)
+    finally:
+        doomed.stop()
+
+
+async def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tiny_model_dir: Path) -> None:
+    draining = start_server(tiny_model_dir, "--num-kv-blocks", "256", "--shutdown-timeout", "30")
+    try:
+        async with connect(draining.host, draining.rpc_port) as client:
+            sampling = SamplingParams(max_tokens=150, ignore_eos=True)
+            async with client.generate("finish me", sampling) as generation:
+                tokens = 0
+                async for chunk in generation:
+                    if tokens == 0:
+                        draining.process.send_signal(signal.SIGTERM)
+                        async with httpx.AsyncClient() as http:
+                            with trio.fail_after(5):
+                                while (await http.get(f"{draining.url}/health")).status_code == 200:
+                                    await trio.sleep(0.02)
+                            body = {"model": "tiny", "prompt": "late", "max_tokens": 2}
+                            late = await http.post(f"{draining.url}/v1/completions", json=body)
+                        assert late.status_code == 503 and late.json()["error"]["code"] == "unavailable"
+                    tokens += len(chunk.token_ids)
+            assert generation.result is not None and generation.result.finish_reason == "length"
+            assert tokens == 150
+        assert await trio.to_thread.run_sync(draining.process.wait, 30) == 0
+    finally:
+        draining.stop()
+
+
+async def test_the_shutdown_timeout_bounds_the_drain(tiny_model_dir: Path) -> None:
+    stuck = start_server(tiny_model_dir, "--num-kv-blocks", "256", "--shutdown-timeout", "1")
+    try:
+        async with connect(stuck.host, stuck.rpc_port) as client:
+            async with client.generate("too long", SamplingParams(max_tokens=1900, ignore_eos=True)) as generation:
+                async for _ in generation:
+                    break
+                started = time.monotonic()
+                stuck.process.send_signal(signal.SIGTERM)
+                assert await trio.to_thread.run_sync(stuck.process.wait, 30) == 0
+        assert time.monotonic() - started < 10
+        assert "shutting down with 1 requests still in flight" in "".join(stuck.log)
+    finally:
+        stuck.stop()
+
+
+def test_a_port_in_use_is_named_before_the_model_loads(tiny_model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "engine", "--model", str(tiny_model_dir), "--port", str(port), "--rpc-port", "0"],
+            capture_output=True, text=True, timeout=120,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on http://127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "worker" not in result.stderr and time.monotonic() - started < 60
+
+
+def test_a_non_loopback_address_without_a_key_is_warned_about(tiny_model_dir: Path) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the bind fails after the warning.
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "--model", str(tiny_model_dir), "--host", "192.0.2.1", "--port", "0"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1
+    assert "WARNING engine: listening on 192.0.2.1 without --api-key" in result.stderr
+    assert "cannot listen on http://192.0.2.1:0" in result.stderr
+
+
+async def test_an_api_key_guards_http_and_rpc(tiny_model_dir: Path) -> None:
+    guarded = start_server(tiny_model_dir, "--num-kv-blocks", "64", "--api-key", "sesame")
+    try:
+        async with httpx.AsyncClient(base_url=guarded.url) as http:
+            assert (await http.get("/v1/models")).status_code == 401
+            wrong = await http.get("/v1/models", headers={"Authorization": "Bearer open"})
+            assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+            assert (await http.get("/health")).status_code == 200
+            assert (await http.get("/metrics")).status_code == 200
+            assert (await http.post("/tokenize", json={"prompt": "x"})).status_code == 401
+        async with openai.AsyncOpenAI(base_url=f"{guarded.url}/v1", api_key="sesame", max_retries=0) as key_client:
+            reply = await key_client.completions.create(model="tiny", prompt="hi", max_tokens=2)
+        assert reply.usage is not None and reply.usage.completion_tokens >= 1
+        async with openai.AsyncOpenAI(base_url=f"{guarded.url}/v1", api_key="nope", max_retries=0) as wrong_client:
+            with pytest.raises(openai.AuthenticationError):
+                await wrong_client.models.list()
+        with pytest.raises(RequestError, match="unauthorized: invalid API key"):
+            async with connect(guarded.host, guarded.rpc_port):
+                pass
+        async with connect(guarded.host, guarded.rpc_port, api_key="sesame") as client:
+            _, token_ids, _ = await client.complete("hi", GREEDY)
+            assert len(token_ids) == 8
+    finally:
+        guarded.stop()
 
 
 def start_failure(model_dir: Path) -> str:

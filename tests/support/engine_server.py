@@ -73,3 +73,35 @@ def start_server(model_dir: Path, *args: str, name: str = "tiny", timeout_s: flo
         raise RuntimeError("the engine did not start:\n" + "".join(log))
     pids = [int(pid) for pid in match.group(4).split(",")]
     return RunningServer(process, match.group(1), int(match.group(2)), int(match.group(3)), pids, log, drainer)
+
+
+def metric(server: RunningServer, name: str, labels: str = "") -> float:
+    """A value from the server's /metrics (summed over series whose labels contain `labels`)."""
+    import httpx
+
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    values = [
+        float(match.group(2))
+        for match in re.finditer(rf"^{re.escape(name)}{{([^}}]*)}} ([0-9.e+-]+)$", text, re.MULTILINE)
+        if labels in match.group(1)
+    ]
+    assert values, f"{name} {labels} not in /metrics"
+    return sum(values)
+
+
+def wait_pool_full(server: RunningServer, timeout_s: float = 15.0) -> float:
+    """Waits until no request runs or waits and every KV block is free again; returns the seconds
+    it took. Fails the test when that does not happen within `timeout_s`."""
+    import time
+
+    started = time.monotonic()
+    total = metric(server, "engine_kv_blocks_total")
+    while True:
+        idle = metric(server, "engine_requests_running") == 0 and metric(server, "engine_requests_waiting") == 0
+        if idle and metric(server, "engine_kv_blocks_free") == total:
+            return time.monotonic() - started
+        assert time.monotonic() - started < timeout_s, (
+            f"KV pool not full {timeout_s} s later: {metric(server, 'engine_kv_blocks_free')} of {total} blocks free, "
+            f"{metric(server, 'engine_requests_running')} running"
+        )
+        time.sleep(0.02)

@@ -1,6 +1,7 @@
-"""OpenAI request bodies, decoded strictly: a wrong type or an unknown field is a 400 that says
-where, as the OpenAI API itself answers. Fields OpenAI defines but this engine does not support
-are accepted only at their neutral values."""
+"""OpenAI request bodies, decoded as vLLM's server decodes them: `null` stands for a field's
+default wherever OpenAI allows it, a field this server does not know is ignored (the caller logs
+it), and a wrong type is a 400 that says where. Values are checked by `SamplingParams.validate`
+and by the checks here (which name the field)."""
 
 from typing import Any, Literal
 
@@ -8,107 +9,181 @@ import msgspec
 
 from engine.sampling_params import SamplingParams
 
+DEFAULT_COMPLETION_MAX_TOKENS = 16
+MAX_CHOICES = 128
 
-class StreamOptions(msgspec.Struct, forbid_unknown_fields=True):
-    include_usage: bool = False
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
     # vLLM's extension: usage in every chunk, so a client can count tokens per event.
-    continuous_usage_stats: bool = False
+    continuous_usage_stats: bool | None = None
 
 
-class _Sampling(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    model: str
+class _Sampling(msgspec.Struct, kw_only=True):
+    model: str | None = None
     max_tokens: int | None = None
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    n: int = 1
-    stream: bool = False
+    max_completion_tokens: int | None = None
+    min_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    n: int | None = None
+    stream: bool | None = None
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    stop_token_ids: list[int] = []
+    stop_token_ids: list[int] | None = None
     seed: int | None = None
-    ignore_eos: bool = False
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    ignore_eos: bool | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
+    skip_special_tokens: bool | None = None
+    return_tokens_as_token_ids: bool | None = None
     user: str | None = None
 
-    def check_supported(self) -> None:
-        """Raises ValueError for OpenAI features this engine does not implement."""
-        if self.n != 1:
-            raise ValueError(f"n must be 1 (one completion per request), got {self.n}")
-        if self.presence_penalty or self.frequency_penalty:
-            raise ValueError("presence_penalty and frequency_penalty are not supported")
-        if self.logit_bias:
-            raise ValueError("logit_bias is not supported")
+    @property
+    def num_choices(self) -> int:
+        return 1 if self.n is None else self.n
+
+    @property
+    def is_streaming(self) -> bool:
+        return bool(self.stream)
+
+    def check(self) -> None:
+        """Raises ValueError for values no request may have, naming the field."""
+        if not 1 <= self.num_choices <= MAX_CHOICES:
+            raise ValueError(f"n must be in [1, {MAX_CHOICES}], got {self.n}")
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError("give max_tokens or max_completion_tokens, not both")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed with stream=true")
 
-    def sampling_params(self, max_tokens: int) -> SamplingParams:
+    def requested_max_tokens(self) -> int | None:
+        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def sampling_params(self, max_tokens: int, *, logprobs: int | None, prompt_logprobs: int | None) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return SamplingParams(
             max_tokens=max_tokens,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
+            min_tokens=_or(self.min_tokens, 0),
+            temperature=_or(self.temperature, 1.0),
+            top_k=_or(self.top_k, 0),
+            top_p=_or(self.top_p, 1.0),
+            min_p=_or(self.min_p, 0.0),
             seed=self.seed,
-            stop_token_ids=self.stop_token_ids,
+            presence_penalty=_or(self.presence_penalty, 0.0),
+            frequency_penalty=_or(self.frequency_penalty, 0.0),
+            repetition_penalty=_or(self.repetition_penalty, 1.0),
+            logit_bias=_logit_bias(self.logit_bias),
+            stop_token_ids=list(self.stop_token_ids or []),
             stop=stop,
-            ignore_eos=self.ignore_eos,
+            ignore_eos=_or(self.ignore_eos, False),
+            logprobs=logprobs,
+            prompt_logprobs=prompt_logprobs,
+            skip_special_tokens=_or(self.skip_special_tokens, True),
         )
 
 
-class CompletionRequest(_Sampling, kw_only=True, forbid_unknown_fields=True):
-    """`prompt` is text or a list of token ids."""
+class CompletionRequest(_Sampling, kw_only=True):
+    """`prompt`: a text, a list of texts, a list of token ids, or a list of those lists."""
 
-    prompt: str | list[int]
-    echo: bool = False
+    prompt: str | list[str | int | list[int]]
+    echo: bool | None = None
     logprobs: int | None = None
     best_of: int | None = None
     suffix: str | None = None
 
-    def check_supported(self) -> None:
-        super().check_supported()
-        if self.echo:
-            raise ValueError("echo is not supported")
-        if self.logprobs is not None:
-            raise ValueError("logprobs is not supported")
-        if self.best_of not in (None, 1):
-            raise ValueError("best_of must be 1")
+    def check(self) -> None:
+        super().check()
         if self.suffix:
             raise ValueError("suffix is not supported")
+        if self.best_of is not None and self.best_of < self.num_choices:
+            raise ValueError(f"best_of must be at least n ({self.num_choices}), got {self.best_of}")
+        if self.best_of is not None and self.best_of > MAX_CHOICES:
+            raise ValueError(f"best_of must be at most {MAX_CHOICES}, got {self.best_of}")
+        if self.stream and self.num_samples != self.num_choices:
+            raise ValueError("best_of must equal n when streaming")
+
+    @property
+    def num_samples(self) -> int:
+        return self.num_choices if self.best_of is None else self.best_of
+
+    def prompts(self) -> list[str | list[int]]:
+        """The prompts as texts or token-id lists; raises ValueError for a malformed mix."""
+        prompt = self.prompt
+        if isinstance(prompt, str):
+            return [prompt]
+        if not prompt:
+            raise ValueError("prompt must not be empty")
+        if all(isinstance(item, int) for item in prompt):
+            return [list(prompt)]  # type: ignore[arg-type]
+        if all(isinstance(item, str) for item in prompt) or all(isinstance(item, list) for item in prompt):
+            return list(prompt)  # type: ignore[arg-type]
+        raise ValueError("prompt must be a text, a list of texts, a list of token ids or a list of token-id lists")
 
 
-class TextPart(msgspec.Struct, forbid_unknown_fields=True):
-    type: Literal["text"]
-    text: str
+class ContentPart(msgspec.Struct):
+    type: str
+    text: str | None = None
 
 
-class ChatMessage(msgspec.Struct, forbid_unknown_fields=True):
-    role: Literal["system", "user", "assistant", "developer"]
-    content: str | list[TextPart]
+class ChatMessage(msgspec.Struct):
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
 
     def as_template_input(self) -> dict[str, Any]:
-        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        if self.content is None or isinstance(self.content, str):
+            content = self.content or ""
+        else:
+            kinds = {part.type for part in self.content} - {"text"}
+            if kinds:
+                raise ValueError(f"only text content is supported, got {', '.join(sorted(kinds))}")
+            content = "".join(part.text or "" for part in self.content)
         return {"role": self.role, "content": content}
 
 
-class ChatCompletionRequest(_Sampling, kw_only=True, forbid_unknown_fields=True):
+class ChatCompletionRequest(_Sampling, kw_only=True):
     messages: list[ChatMessage]
-    max_completion_tokens: int | None = None
-    logprobs: bool = False
+    logprobs: bool | None = None
     top_logprobs: int | None = None
+    add_generation_prompt: bool | None = None
 
-    def check_supported(self) -> None:
-        super().check_supported()
+    def check(self) -> None:
+        super().check()
         if not self.messages:
             raise ValueError("messages must not be empty")
-        if self.logprobs or self.top_logprobs is not None:
-            raise ValueError("logprobs is not supported")
-        if self.max_tokens is not None and self.max_completion_tokens is not None:
-            raise ValueError("give max_tokens or max_completion_tokens, not both")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs=true")
 
-    @property
-    def requested_max_tokens(self) -> int | None:
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+class TokenizeRequest(msgspec.Struct, kw_only=True):
+    """vLLM's /tokenize: a `prompt`, or chat `messages` rendered with the chat template."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool | None = None
+    add_generation_prompt: bool | None = None
+    return_token_strs: bool | None = None
+
+
+class DetokenizeRequest(msgspec.Struct, kw_only=True):
+    model: str | None = None
+    tokens: list[int]
+
+
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _logit_bias(bias: dict[str, float] | None) -> dict[int, float]:
+    parsed = {}
+    for key, value in (bias or {}).items():
+        try:
+            parsed[int(key)] = value
+        except ValueError:
+            raise ValueError(f"logit_bias keys must be token ids, got {key!r}") from None
+    return parsed

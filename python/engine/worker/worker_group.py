@@ -33,6 +33,7 @@ Reply = TypeVar("Reply", Ready, CacheReady, Executed)
 
 MAX_REPLY_BYTES = 1 << 28
 SHUTDOWN_GRACE_S = 10.0
+PROCESS_EXIT_GRACE_S = 0.2
 
 
 class WorkerDiedError(EngineFailedError):
@@ -88,6 +89,7 @@ class WorkerGroup:
         self._encoder = msgspec.msgpack.Encoder()
         self._pending: trio.CancelScope | None = None
         self.failure: str | None = None
+        self.failed = trio.Event()
         self.model: ModelSummary | None = None
 
     @property
@@ -109,6 +111,8 @@ class WorkerGroup:
             self.model = ModelSummary(first.vocab_size, tuple(first.eos_token_ids), first.max_model_len, num_blocks)
             task_status.started(self)
             async with trio.open_nursery() as nursery:
+                for rank in range(self._num_ranks):
+                    nursery.start_soon(self._watch_process, rank)
                 for rank in range(1, self._num_ranks):
                     nursery.start_soon(self._watch, rank)
                 await trio.sleep_forever()  # serve until cancelled (engine shutdown)
@@ -197,6 +201,18 @@ class WorkerGroup:
         except WorkerDiedError:
             pass
 
+    async def _watch_process(self, rank: int) -> None:
+        """Notices a rank's death at once, also while no step is running."""
+        sentinel = self._processes[rank].sentinel
+        await trio.lowlevel.wait_readable(sentinel)
+        await trio.sleep(PROCESS_EXIT_GRACE_S)  # a failure report on the socket says more
+        if self.failure is not None:
+            return
+        try:
+            await self._died(rank, "its process exited")
+        except WorkerDiedError:
+            pass
+
     async def _died(self, rank: int, reason: str) -> NoReturn:
         process = self._processes[rank]
         await trio.to_thread.run_sync(process.join, 2.0)
@@ -205,6 +221,7 @@ class WorkerGroup:
             self.failure = f"model worker rank {rank} died{exit_note}: {reason}"
         if self._pending is not None:
             self._pending.cancel()
+        self.failed.set()
         raise WorkerDiedError(self.failure)
 
     async def _shutdown(self) -> None:
