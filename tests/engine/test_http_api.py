@@ -15,11 +15,29 @@ def client(server: RunningServer) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
 
 
+VLLM_METRICS = [
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc",
+    "vllm:time_to_first_token_seconds_count", "vllm:inter_token_latency_seconds_count",
+    "vllm:e2e_request_latency_seconds_count", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+    "vllm:request_success_total", "vllm:prefix_cache_queries_total", "vllm:num_preemptions_total",
+]
+
+
 def test_models_health_and_metrics(server: RunningServer) -> None:
     models = client(server).models.list()
     assert [m.id for m in models.data] == ["tiny"]
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
     assert metric(server, "engine_kv_blocks_total") == 512
+    prompt_tokens, requests = metric(server, "vllm:prompt_tokens_total"), metric(server, "vllm:request_success_total")
+    reply = client(server).completions.create(model="tiny", prompt=[1, 2, 3, 4], max_tokens=3,
+                                              extra_body={"ignore_eos": True})
+    assert reply.usage is not None
+    for name in VLLM_METRICS:
+        metric(server, name)
+    assert metric(server, "vllm:prompt_tokens_total") - prompt_tokens == 4
+    assert metric(server, "vllm:request_success_total", 'finished_reason="length"') >= 1
+    assert metric(server, "vllm:request_success_total") - requests == 1
+    assert any('"POST /v1/completions" 200' in line and "engine.access" in line for line in server.log)
 
 
 def test_streaming_completion_with_the_openai_package(server: RunningServer) -> None:

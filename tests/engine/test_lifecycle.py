@@ -203,6 +203,8 @@ def start_failure(model_dir: Path) -> str:
 
 
 def test_start_up_failures_name_their_reason(tmp_path: Path, tiny_model_dir: Path) -> None:
+    assert f"{tmp_path} has no config.json" in start_failure(tmp_path)
+
     (tmp_path / "config.json").write_text("{}")
     assert "unsupported architectures []" in start_failure(tmp_path)
 
@@ -213,3 +215,10 @@ def test_start_up_failures_name_their_reason(tmp_path: Path, tiny_model_dir: Pat
         shutil.copy(tiny_model_dir / name, tmp_path / name)
     reason = start_failure(tmp_path)
     assert "model worker rank 0 died (exit code 1)" in reason and "safetensors" in reason
+
+
+def test_the_attention_backends_offered_are_the_ones_that_exist() -> None:
+    result = subprocess.run([sys.executable, "-m", "engine", "--attention-backend", "torch"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "invalid choice: 'torch' (choose from 'auto', 'reference', 'sdpa', 'flash')" in result.stderr

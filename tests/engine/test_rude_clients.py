@@ -25,7 +25,7 @@ def strict(tiny_model_dir: Path) -> Iterator[RunningServer]:
     """A server with one-second header, body and Hello timeouts."""
     running = start_server(
         tiny_model_dir, "--num-kv-blocks", "1024", "--max-num-seqs", "64",
-        "--header-timeout", "1", "--body-timeout", "1", "--hello-timeout", "1",
+        "--header-timeout", "1", "--body-timeout", "1", "--hello-timeout", "1", "--log-stats-interval", "0.5",
     )
     yield running
     running.stop()
@@ -232,3 +232,5 @@ def test_three_hundred_concurrent_streams_each_get_exactly_their_tokens(strict: 
     trio.run(main)
     assert counts == {index: 10 + index % 7 for index in range(300)}
     wait_pool_full(strict)
+    stats = [line for line in strict.log if "engine.stats" in line]
+    assert any("generation throughput" in line and "KV cache" in line for line in stats)

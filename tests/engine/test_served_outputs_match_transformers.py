@@ -1,15 +1,17 @@
 """Greedy tokens served by the whole engine (socket, scheduler, worker, sampling) equal Hugging
 Face transformers' greedy generation on the same weights, also when requests share batches."""
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import torch
 import transformers
 import trio
 
 from engine.client import connect
 from engine.sampling_params import SamplingParams
-from support.engine_server import RunningServer
+from support.engine_server import RunningServer, start_server
 
 PROMPTS = [[3, 17, 42, 99, 7], list(range(10, 40)), [5] * 3, list(range(200, 290, 3))]
 NEW_TOKENS = 12
@@ -28,10 +30,21 @@ def transformers_greedy(model_dir: Path, prompt: list[int]) -> list[int]:
     return output[0, len(prompt) :].tolist()
 
 
-async def test_concurrent_greedy_requests_match_transformers(server: RunningServer, tiny_model_dir: Path) -> None:
+@pytest.fixture(params=["default", "reference"])
+def served_by(request: pytest.FixtureRequest, server: RunningServer, tiny_model_dir: Path) -> Iterator[RunningServer]:
+    """The shared server (`--attention-backend auto`), and one with `--attention-backend reference`."""
+    if request.param == "default":
+        yield server
+        return
+    reference = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--attention-backend", "reference")
+    yield reference
+    reference.stop()
+
+
+async def test_concurrent_greedy_requests_match_transformers(served_by: RunningServer, tiny_model_dir: Path) -> None:
     served: dict[int, list[int]] = {}
     sampling = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
-    async with connect(server.host, server.rpc_port) as client:
+    async with connect(served_by.host, served_by.rpc_port) as client:
 
         async def run(index: int) -> None:
             _, token_ids, _ = await client.complete(sampling=sampling, prompt_token_ids=PROMPTS[index])
