@@ -18,13 +18,13 @@ from pathlib import Path
 
 import trio
 
-from engine.engine_core import EngineConfig, EngineCore
-from engine.engine_metrics import EngineMetrics
-from engine.model_runner_config import ModelRunnerConfig
-from engine.request_stream import RequestOutcome
-from engine.sampling_params import SamplingParams
-from engine.tokenizer import Tokenizer
-from engine.worker.worker_group import CPU_WORKER_ENVIRONMENT, WorkerGroup
+from engine.core.engine_core import EngineConfig, EngineCore
+from engine.core.engine_metrics import EngineMetrics
+from engine.wire.runner_config import ModelRunnerConfig
+from engine.core.request_stream import RequestOutcome
+from engine.wire.sampling_params import SamplingParams
+from engine.core.tokenizer import Tokenizer
+from engine.executor.worker_group import CPU_WORKER_ENVIRONMENT, WorkerGroup
 
 BATCH_SIZES = (1, 16, 64)
 

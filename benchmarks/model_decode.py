@@ -32,9 +32,9 @@ from typing import Any
 import torch
 
 from engine.demo_model import build_demo_model
-from engine.model_runner import ModelRunner, ModelRunnerConfig
-from engine.sampling_params import SamplingParams
-from engine.step import NewRequest, ScheduledChunk, StepInput
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
+from engine.wire.sampling_params import SamplingParams
+from engine.wire.step import NewRequest, ScheduledChunk, StepInput
 
 SHAPES: dict[str, dict[str, Any]] = {
     "llama3-8b": dict(

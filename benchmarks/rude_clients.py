@@ -34,9 +34,9 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from engine.framing import frame  # noqa: E402
-from engine.protocol import PROTOCOL_VERSION, Generate, Hello  # noqa: E402
-from engine.sampling_params import SamplingParams  # noqa: E402
+from engine.wire.framing import frame  # noqa: E402
+from engine.wire.protocol import PROTOCOL_VERSION, Generate, Hello  # noqa: E402
+from engine.wire.sampling_params import SamplingParams  # noqa: E402
 from support.engine_server import RunningServer, start_server  # noqa: E402
 
 SERVER_OPTIONS = ("--num-kv-blocks", "2048", "--max-num-seqs", "64")

@@ -1,4 +1,4 @@
-"""Client of the engine's msgspec socket protocol (see `engine.protocol`).
+"""Client of the engine's msgspec socket protocol (see `engine.wire.protocol`).
 
 Async (Trio):
 
@@ -12,6 +12,7 @@ Leaving `generate`'s block before the request finished aborts it. Errors the ser
 a request raise `RequestError`; a lost connection raises `ConnectionLostError`.
 
 Sync: `SyncClient` runs the same client on a background thread (see its docstring).
+`SamplingParams` (every request parameter) is importable from here too.
 """
 
 import itertools
@@ -27,8 +28,8 @@ from typing import Self
 import msgspec
 import trio
 
-from engine.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, FrameReader, frame
-from engine.protocol import (
+from engine.wire.framing import DEFAULT_MAX_FRAME_BYTES, FrameError, FrameReader, frame
+from engine.wire.protocol import (
     PROTOCOL_VERSION,
     Abort,
     Error,
@@ -39,8 +40,20 @@ from engine.protocol import (
     Welcome,
     server_decoder,
 )
-from engine.sampling_params import SamplingParams
-from engine.step import TokenLogprobs
+from engine.wire.sampling_params import SamplingParams
+from engine.wire.step import TokenLogprobs
+
+__all__ = [
+    "ClientError",
+    "ConnectionLostError",
+    "EngineClient",
+    "Generation",
+    "RequestError",
+    "SamplingParams",
+    "SyncClient",
+    "TokenChunk",
+    "connect",
+]
 
 
 class ClientError(Exception):

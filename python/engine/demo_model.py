@@ -6,24 +6,29 @@
 `tokenizer_config.json`. No download and no transformers: the engine loads it exactly as it
 loads a real checkpoint. The same arguments always give the same bytes.
 
-`default_demo_model_dir()` builds the default demo model once into a cache directory.
+`default_demo_model_dir()` builds the default demo model once into a cache directory, in a
+child process: PyTorch (which writes the weights) never enters the caller's process, so the
+engine process of `python -m engine` stays free of it.
 """
 
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import save_file
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 from engine.demo_corpus import DEMO_CORPUS
-from engine.model.config import ARCHITECTURES, parse_model_config
+from engine.model_config import ARCHITECTURES, parse_model_config
+
+if TYPE_CHECKING:
+    import torch
 
 BOS, EOS = "<s>", "</s>"
 ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
@@ -33,7 +38,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 MODEL_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = ("float32", "float16", "bfloat16")
 # Bump when the builder's output changes, so cached demo models are rebuilt.
 BUILDER_VERSION = 2
 
@@ -108,7 +113,8 @@ def default_demo_model_dir(cache_dir: str | Path | None = None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".demo-building-", dir=root))
     try:
-        build_demo_model(staging)
+        code = "import sys; from engine.demo_model import build_demo_model; build_demo_model(sys.argv[1])"
+        subprocess.run([sys.executable, "-c", code, str(staging)], check=True)
         try:
             os.rename(staging, target)
         except OSError:
@@ -182,10 +188,12 @@ def _config_json(demo: DemoModelShape, bos_id: int, eos_id: int) -> dict[str, An
     return config
 
 
-def _random_weights(demo: DemoModelShape) -> dict[str, torch.Tensor]:
+def _random_weights(demo: DemoModelShape) -> "dict[str, torch.Tensor]":
     """Fixed-seed weights scaled so activations stay O(1) and logits are well spread (clear argmaxes)."""
+    import torch
+
     generator = torch.Generator().manual_seed(demo.seed)
-    dtype = DTYPES[demo.dtype]
+    dtype = getattr(torch, demo.dtype)
     head_dim = demo.head_dim or demo.hidden_size // demo.num_heads
     hidden, inner = demo.hidden_size, demo.intermediate_size
     q_size, kv_size = demo.num_heads * head_dim, demo.num_kv_heads * head_dim
@@ -219,7 +227,9 @@ def _random_weights(demo: DemoModelShape) -> dict[str, torch.Tensor]:
     return weights
 
 
-def _write_weights(path: Path, weights: dict[str, torch.Tensor], num_shards: int) -> None:
+def _write_weights(path: Path, weights: "dict[str, torch.Tensor]", num_shards: int) -> None:
+    from safetensors.torch import save_file
+
     metadata = {"format": "pt"}
     if num_shards == 1:
         save_file(weights, str(path / "model.safetensors"), metadata=metadata)

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.detokenizer import IncrementalDetokenizer
-from engine.tokenizer import ChatTemplateError, Tokenizer
+from engine.core.detokenizer import IncrementalDetokenizer
+from engine.core.tokenizer import ChatTemplateError, Tokenizer
 
 TEXTS = [
     "héllo wörld, ça va? naïve café",

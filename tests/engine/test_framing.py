@@ -4,7 +4,7 @@ import pytest
 import trio
 import trio.testing
 
-from engine.framing import HEADER, FrameError, FrameReader, frame, recv_frame, send_frame
+from engine.wire.framing import HEADER, FrameError, FrameReader, frame, recv_frame, send_frame
 
 
 async def test_frames_round_trip_whatever_the_chunking() -> None:

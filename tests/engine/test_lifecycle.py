@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from engine.client import RequestError, connect
-from engine.sampling_params import SamplingParams
+from engine.wire.sampling_params import SamplingParams
 from support.engine_server import RunningServer, start_server
 
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
@@ -222,3 +222,36 @@ def test_the_attention_backends_offered_are_the_ones_that_exist() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "invalid choice: 'torch' (choose from 'auto', 'reference', 'sdpa', 'flash')" in result.stderr
+
+
+TORCH_GUARD = '''
+import importlib.abc, os, sys
+
+if os.environ.get("ENGINE_TORCH_GUARD") == "1":
+    guarded = os.environ.setdefault("ENGINE_TORCH_GUARD_PID", str(os.getpid()))
+
+    class NoTorchHere(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if os.getpid() == int(guarded) and (name == "torch" or name.startswith("torch.")):
+                raise ImportError(f"torch imported in the engine process ({name})")
+            return None
+
+    sys.meta_path.insert(0, NoTorchHere())
+'''
+
+
+async def test_the_engine_process_never_imports_torch(tmp_path: Path) -> None:
+    """`python -m engine` on its defaults (the demo model): only the workers import PyTorch."""
+    (tmp_path / "sitecustomize.py").write_text(TORCH_GUARD)
+    env = {**os.environ, "ENGINE_TORCH_GUARD": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    guarded = start_server(None, name="demo", env=env)
+    try:
+        async with httpx.AsyncClient(base_url=guarded.url) as http:
+            body = {"model": "demo", "prompt": "no torch here", "max_tokens": 3, "logprobs": 1, "n": 2}
+            reply = await http.post("/v1/completions", json=body, timeout=60)
+            assert reply.status_code == 200, reply.text
+            assert (await http.post("/tokenize", json={"prompt": "x"})).status_code == 200
+        assert not any("torch imported in the engine process" in line for line in guarded.log)
+    finally:
+        assert guarded.stop() == 0

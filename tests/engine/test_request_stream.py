@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.detokenizer import IncrementalDetokenizer
-from engine.request_stream import EngineFailedError, RequestOutcome, RequestStream, TokenDelta
-from engine.tokenizer import Tokenizer
+from engine.core.detokenizer import IncrementalDetokenizer
+from engine.core.request_stream import EngineFailedError, RequestOutcome, RequestStream, TokenDelta
+from engine.core.tokenizer import Tokenizer
 
 OUTCOME = RequestOutcome("length", "", 3, 2, 0.0, 0.5, 0)
 

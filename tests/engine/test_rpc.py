@@ -8,9 +8,9 @@ import pytest
 import trio
 
 from engine.client import RequestError, SyncClient, connect
-from engine.framing import HEADER, frame, recv_frame
-from engine.protocol import PROTOCOL_VERSION, Error, Generate, Hello, Welcome, server_decoder
-from engine.sampling_params import SamplingParams
+from engine.wire.framing import HEADER, frame, recv_frame
+from engine.wire.protocol import PROTOCOL_VERSION, Error, Generate, Hello, Welcome, server_decoder
+from engine.wire.sampling_params import SamplingParams
 from support.engine_server import RunningServer
 
 GREEDY = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)

@@ -12,9 +12,9 @@ import httpx
 import msgspec
 import pytest
 
-from engine.framing import frame, recv_frame
-from engine.protocol import PROTOCOL_VERSION, Error, Generate, Hello, server_decoder
-from engine.sampling_params import SamplingParams
+from engine.wire.framing import frame, recv_frame
+from engine.wire.protocol import PROTOCOL_VERSION, Error, Generate, Hello, server_decoder
+from engine.wire.sampling_params import SamplingParams
 from support.engine_server import RunningServer, metric, start_server, wait_pool_full
 
 LONG = SamplingParams(max_tokens=1500, ignore_eos=True)

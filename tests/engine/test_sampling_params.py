@@ -1,6 +1,6 @@
 import pytest
 
-from engine.sampling_params import SamplingParams
+from engine.wire.sampling_params import SamplingParams
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import transformers
 import trio
 
 from engine.client import connect
-from engine.sampling_params import SamplingParams
+from engine.wire.sampling_params import SamplingParams
 from support.engine_server import RunningServer, start_server
 
 PROMPTS = [[3, 17, 42, 99, 7], list(range(10, 40)), [5] * 3, list(range(200, 290, 3))]

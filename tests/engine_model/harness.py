@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from engine.model_runner import ModelRunner, ModelRunnerConfig
-from engine.sampling_params import SamplingParams
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
+from engine.wire.sampling_params import SamplingParams
 from engine.scheduler import Scheduler, SchedulerConfig
-from engine.step import NewRequest, ScheduledChunk, StepInput, TokenLogprobs
+from engine.wire.step import NewRequest, ScheduledChunk, StepInput, TokenLogprobs
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=1024)
 

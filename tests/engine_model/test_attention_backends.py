@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.attention import (
+from engine.worker.attention import (
     AttentionBackend,
     AttentionLayer,
     AttentionMetadata,
@@ -18,7 +18,7 @@ from engine.attention import (
     kv_cache_shape,
     select_backend,
 )
-from engine.attention.flash import flash_kernel_unsupported_reason, is_flash_attn_available
+from engine.worker.attention.flash import flash_kernel_unsupported_reason, is_flash_attn_available
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 BACKEND_NAMES = ["reference", "sdpa"] + (["flash"] if is_flash_attn_available() else [])

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from safetensors.torch import load_file, save_file
 
-from engine.model.config import load_model_config, parse_model_config
-from engine.model_runner import ModelRunner, ModelRunnerConfig
-from engine.sampling_params import SamplingParams
-from engine.step import NewRequest, ScheduledChunk, StepInput
+from engine.model_config import load_model_config, parse_model_config
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
+from engine.wire.sampling_params import SamplingParams
+from engine.wire.step import NewRequest, ScheduledChunk, StepInput
 
 from harness import GREEDY, hf_greedy, random_prompts
 
@@ -72,7 +72,7 @@ def test_config_formats(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("knobs", "message"),
     [
-        ({"device": "tpu"}, "device must be one of ('cpu', 'cuda'), got 'tpu'"),
+        ({"device": "tpu"}, "device must be one of ('auto', 'cpu', 'cuda'), got 'tpu'"),
         ({"dtype": "float8"}, "dtype must be 'auto' or one of"),
         ({"attention_backend": "xformers"}, "attention_backend must be one of"),
         ({"block_size": 0}, "block_size must be at least 1, got 0"),

@@ -7,7 +7,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from engine.demo_model import build_demo_model, default_demo_model_dir
-from engine.model_runner import ModelRunner, ModelRunnerConfig
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 
 FILES = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
 

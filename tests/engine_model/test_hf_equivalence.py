@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.attention import AttentionMetadata
-from engine.model_runner import ModelRunner, ModelRunnerConfig
+from engine.worker.attention import AttentionMetadata
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 
 from harness import generate, hf_greedy, hf_logits, random_prompts
 

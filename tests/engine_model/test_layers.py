@@ -5,8 +5,8 @@ from typing import Any
 import pytest
 import torch
 
-from engine.model.layers.vocab import ParallelLMHead, VocabParallelEmbedding
-from engine.model.parallel import TensorParallel
+from engine.worker.model.layers.vocab import ParallelLMHead, VocabParallelEmbedding
+from engine.worker.model.parallel import TensorParallel
 
 
 def test_tied_lm_head_allocates_no_weight_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,9 +11,9 @@ from transformers import (
     SequenceBiasLogitsProcessor,
 )
 
-from engine.logits_processors import TokenHistory, process_logits
-from engine.sampling import Sampler, SamplingRow, filtered_probabilities, top_logprobs
-from engine.sampling_params import SamplingParams
+from engine.worker.logits_processors import TokenHistory, process_logits
+from engine.worker.sampling import Sampler, SamplingRow, filtered_probabilities, top_logprobs
+from engine.wire.sampling_params import SamplingParams
 
 VOCAB = 64
 EOS = 2

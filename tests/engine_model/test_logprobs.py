@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.model_runner import ModelRunner, ModelRunnerConfig
-from engine.sampling_params import SamplingParams
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
+from engine.wire.sampling_params import SamplingParams
 
 from harness import generate, hf_logits, random_prompts
 

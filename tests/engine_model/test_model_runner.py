@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from engine.attention import AttentionMetadata
-from engine.attention.sdpa import SdpaPlan
-from engine.model.loader import auto_dtype_name
-from engine.model_runner import (
+from engine.worker.attention import AttentionMetadata
+from engine.worker.attention.sdpa import SdpaPlan
+from engine.worker.model.loader import auto_dtype_name
+from engine.worker.model_runner import (
     ModelRunner,
     ModelRunnerConfig,
     cuda_device_index,
@@ -114,7 +114,7 @@ def test_auto_dtype() -> None:
 def test_config_and_info_import_without_torch() -> None:
     """The engine process builds configs and reads ModelInfo without loading PyTorch."""
     code = (
-        "import sys, pickle; from engine.model_runner_config import ModelRunnerConfig, ModelInfo; "
+        "import sys, pickle; from engine.wire.runner_config import ModelRunnerConfig, ModelInfo; "
         "config = ModelRunnerConfig(model='m', tensor_parallel_size=2); "
         "assert pickle.loads(pickle.dumps(config)) == config; "
         "assert 'torch' not in sys.modules, 'torch was imported'"

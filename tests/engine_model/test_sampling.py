@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.model_runner import ModelRunner, ModelRunnerConfig
-from engine.logits_processors import TokenHistory
-from engine.sampling import Sampler, SamplingRow, filtered_probabilities
-from engine.sampling_params import SamplingParams
+from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
+from engine.worker.logits_processors import TokenHistory
+from engine.worker.sampling import Sampler, SamplingRow, filtered_probabilities
+from engine.wire.sampling_params import SamplingParams
 
 from harness import GREEDY, generate, random_prompts
 

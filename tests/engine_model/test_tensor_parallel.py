@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch.multiprocessing as mp
 
-from engine.model_runner import ModelRunnerConfig
+from engine.worker.model_runner import ModelRunnerConfig
 
 from harness import free_port, hf_greedy, random_prompts, tp_worker
 

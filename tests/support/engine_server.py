@@ -43,11 +43,20 @@ class RunningServer:
         return code
 
 
-def start_server(model_dir: Path, *args: str, name: str = "tiny", timeout_s: float = 180) -> RunningServer:
-    """Starts `python -m engine` on free ports and waits until it is serving."""
-    command = [sys.executable, "-m", "engine", "--model", str(model_dir), "--served-model-name", name]
-    command += ["--port", "0", "--rpc-port", "0", *args]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def start_server(
+    model_dir: Path | None,
+    *args: str,
+    name: str = "tiny",
+    timeout_s: float = 180,
+    env: dict[str, str] | None = None,
+) -> RunningServer:
+    """Starts `python -m engine` on free ports and waits until it is serving (`model_dir`
+    None: the built-in demo model)."""
+    command = [sys.executable, "-m", "engine", "--served-model-name", name, "--port", "0", "--rpc-port", "0"]
+    if model_dir is not None:
+        command += ["--model", str(model_dir)]
+    command += args
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     assert process.stderr is not None
     log: list[str] = []
     ready: queue.Queue[re.Match[str] | None] = queue.Queue()

@@ -71,7 +71,7 @@ class EngineTarget(Target):
 
     async def stream(self, request: StreamRequest, sink: TokenSink) -> None:
         from engine.client import ClientError
-        from engine.sampling_params import SamplingParams
+        from engine.wire.sampling_params import SamplingParams
 
         if self._client is None:
             raise TargetError("the engine target streams only after check() has connected")

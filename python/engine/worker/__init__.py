@@ -1,1 +1,3 @@
-"""Model worker processes (one per tensor-parallel rank) and the engine's handle on them."""
+"""Model worker processes (one per rank): PyTorch lives here. `worker_main.run_worker` is the
+process body; it holds a `ModelRunner` (the model, the paged KV cache, attention backends,
+sampling) and applies the engine's steps."""

@@ -9,9 +9,9 @@ import traceback
 
 import msgspec
 
-from engine.framing import recv_frame, send_frame
-from engine.model_runner_config import ModelRunnerConfig
-from engine.worker.messages import (
+from engine.wire.framing import recv_frame, send_frame
+from engine.wire.runner_config import ModelRunnerConfig
+from engine.wire.worker_messages import (
     CacheReady,
     Executed,
     Execute,
@@ -44,7 +44,7 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
     def reply(message: msgspec.Struct) -> None:
         send_frame(connection, encoder.encode(message))
 
-    from engine.model_runner import ModelRunner  # torch is imported in the workers only
+    from engine.worker.model_runner import ModelRunner  # torch is imported in the workers only
 
     runner: ModelRunner | None = None
     try:

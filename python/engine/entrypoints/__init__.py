@@ -1,0 +1,2 @@
+"""Engine process: `python -m engine` (the CLI), the server that wires it together, the msgspec
+RPC server and prompt tokenization for the servers."""

@@ -1,0 +1,1 @@
+"""Engine process: the OpenAI-compatible HTTP API (Hypercorn, Starlette) in vLLM's dialect."""

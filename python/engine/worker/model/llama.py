@@ -1,0 +1,152 @@
+"""The Llama-family decoder (Llama 2/3, Mistral, Qwen2) over one step's flattened tokens.
+
+A step mixes prefill chunks and decodes of many requests; their tokens are concatenated into
+one sequence and every token carries its own position. Only attention needs to know which
+request a token belongs to, and it learns that from the step's attention metadata.
+
+Module names follow the Hugging Face checkpoints, except that q/k/v and gate/up are fused
+(`qkv_proj`, `gate_up_proj`); `checkpoint_target` maps a checkpoint name to its place here.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.worker.attention import AttentionBackend, AttentionLayer
+from engine.model_config import ModelConfig
+from engine.worker.model.layers.linear import QKVParallelLinear, RowParallelLinear
+from engine.worker.model.layers.mlp import GatedMLP
+from engine.worker.model.layers.norm import RMSNorm
+from engine.worker.model.layers.rotary import RotaryEmbedding, apply_rotary
+from engine.worker.model.layers.vocab import ParallelLMHead, VocabParallelEmbedding
+from engine.worker.model.parallel import TensorParallel
+
+FUSED_CHECKPOINT_NAMES = {
+    "q_proj": ("qkv_proj", 0),
+    "k_proj": ("qkv_proj", 1),
+    "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What every layer needs for one step besides the hidden states."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    """The attention backend's per-step preparation (see `AttentionBackend.prepare`)."""
+    attention: Any
+
+
+class LlamaAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int, backend: AttentionBackend[Any], tp: TensorParallel):
+        super().__init__()
+        self.qkv_proj = QKVParallelLinear(
+            config.hidden_size, config.head_dim, config.num_heads, config.num_kv_heads, bias=config.qkv_bias, tp=tp
+        )
+        self.o_proj = RowParallelLinear(
+            config.num_heads * config.head_dim, config.hidden_size, bias=config.o_proj_bias, tp=tp
+        )
+        self.backend = backend
+        self.layer = AttentionLayer(
+            num_heads=self.qkv_proj.num_local_heads,
+            num_kv_heads=self.qkv_proj.num_local_kv_heads,
+            head_dim=config.head_dim,
+            scale=config.head_dim**-0.5,
+            sliding_window=config.sliding_windows[layer_index],
+        )
+        self.split_sizes = [
+            self.layer.num_heads * config.head_dim,
+            self.layer.num_kv_heads * config.head_dim,
+            self.layer.num_kv_heads * config.head_dim,
+        ]
+
+    def forward(self, hidden: torch.Tensor, step: StepContext, kv_cache: torch.Tensor) -> torch.Tensor:
+        num_tokens = hidden.shape[0]
+        query, key, value = self.qkv_proj(hidden).split(self.split_sizes, dim=-1)
+        query = query.view(num_tokens, self.layer.num_heads, self.layer.head_dim)
+        key = key.view(num_tokens, self.layer.num_kv_heads, self.layer.head_dim)
+        value = value.view(num_tokens, self.layer.num_kv_heads, self.layer.head_dim)
+        query, key = apply_rotary(query, key, step.cos, step.sin)
+        attended = self.backend.forward(query, key, value, kv_cache, step.attention, self.layer)
+        return self.o_proj(attended.view(num_tokens, -1))
+
+
+class LlamaDecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_index: int, backend: AttentionBackend[Any], tp: TensorParallel):
+        super().__init__()
+        self.self_attn = LlamaAttention(config, layer_index, backend, tp)
+        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=config.mlp_bias, tp=tp)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(
+        self, hidden: torch.Tensor, residual: torch.Tensor | None, step: StepContext, kv_cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden, residual = self.input_layernorm(hidden, residual)
+        hidden = self.self_attn(hidden, step, kv_cache)
+        hidden, residual = self.post_attention_layernorm(hidden, residual)
+        return self.mlp(hidden), residual
+
+
+class LlamaModel(nn.Module):
+    def __init__(self, config: ModelConfig, backend: AttentionBackend[Any], tp: TensorParallel, max_positions: int):
+        super().__init__()
+        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp=tp)
+        layers = [LlamaDecoderLayer(config, i, backend, tp) for i in range(config.num_layers)]
+        self.attention_layers = tuple(layer.self_attn.layer for layer in layers)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config.head_dim, max_positions, config.rope)
+
+    def forward(
+        self, token_ids: torch.Tensor, positions: torch.Tensor, kv_caches: Sequence[torch.Tensor], attention: Any
+    ) -> torch.Tensor:
+        hidden = self.embed_tokens(token_ids)
+        cos, sin = self.rotary_emb(positions, hidden.dtype)
+        step = StepContext(cos, sin, attention)
+        residual = None
+        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+            hidden, residual = layer(hidden, residual, step, kv_cache)
+        hidden, _ = self.norm(hidden, residual)
+        return hidden
+
+
+class LlamaForCausalLM(nn.Module):
+    def __init__(
+        self, config: ModelConfig, backend: AttentionBackend[Any], tp: TensorParallel, max_positions: int
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.model = LlamaModel(config, backend, tp, max_positions)
+        tied = self.model.embed_tokens if config.tie_word_embeddings else None
+        self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp=tp, tied_to=tied)
+        self.attention_layers = self.model.attention_layers
+
+    def forward(
+        self, token_ids: torch.Tensor, positions: torch.Tensor, kv_caches: Sequence[torch.Tensor], attention: Any
+    ) -> torch.Tensor:
+        """Final hidden states of every token, `[num_tokens, hidden_size]`."""
+        return self.model(token_ids, positions, kv_caches, attention)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Full-vocabulary logits on every rank, `[num_rows, vocab_size]`."""
+        return self.lm_head(hidden)
+
+    def checkpoint_target(self, name: str) -> tuple[str, str, int | None] | None:
+        """(module path, parameter name, shard id) where checkpoint tensor `name` goes; None: not needed."""
+        if name.endswith("rotary_emb.inv_freq"):
+            return None
+        if name == "lm_head.weight" and self.config.tie_word_embeddings:
+            return None
+        module_path, _, param_name = name.rpartition(".")
+        parent, _, leaf = module_path.rpartition(".")
+        if leaf in FUSED_CHECKPOINT_NAMES:
+            fused, shard_id = FUSED_CHECKPOINT_NAMES[leaf]
+            return f"{parent}.{fused}", param_name, shard_id
+        return module_path, param_name, None

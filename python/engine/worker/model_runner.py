@@ -1,0 +1,384 @@
+"""Runs the model on one tensor-parallel rank: load the shard, size and hold the paged KV cache,
+and execute the engine's steps (see `engine.wire.step`).
+
+Every rank of a tensor-parallel group gets the same `StepInput` and calls `execute`; the ranks
+run the forward pass together (their collectives meet inside the layers), rank 0 samples, and
+it broadcasts the sampled tokens, so every rank appends the same tokens and returns the same
+`StepOutput`.
+"""
+
+import itertools
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from engine.worker.attention import AttentionMetadata, kv_cache_shape, select_backend
+from engine.model_config import ModelConfig, load_model_config
+from engine.worker.model.loader import load_model, resolve_dtype
+from engine.wire.runner_config import ModelInfo, ModelRunnerConfig
+from engine.worker.model.parallel import TensorParallel
+from engine.worker.request_table import RequestTable, ScheduledWork
+from engine.worker.logits_processors import TokenHistory
+from engine.worker.sampling import Sampler, SamplingRow, top_logprobs
+from engine.wire.sampling_params import SamplingParams
+from engine.wire.step import NewRequest, PromptLogprobs, ScheduledChunk, StepInput, StepOutput, TokenLogprobs
+
+__all__ = [
+    "ModelInfo",
+    "ModelRunner",
+    "ModelRunnerConfig",
+    "cuda_device_index",
+    "kv_cache_num_blocks",
+    "largest_step",
+]
+DEFAULT_CPU_KV_CACHE_GIB = 1.0
+
+
+class ModelRunner:
+    """Joins the process group (TP > 1: gloo on CPU, NCCL on GPU) and loads rank `rank`'s shard."""
+
+    def __init__(self, config: ModelRunnerConfig, rank: int = 0) -> None:
+        if config.device == "auto":
+            config = replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
+        self.config = config
+        self.tp = TensorParallel(rank, config.tensor_parallel_size)
+        model_config = load_model_config(config.model)
+        model_config.check_tensor_parallel(config.tensor_parallel_size)
+        max_model_len = config.max_model_len or model_config.max_position_embeddings
+        if max_model_len > model_config.max_position_embeddings:
+            raise ValueError(
+                f"max_model_len {max_model_len} exceeds the model's max_position_embeddings "
+                f"({model_config.max_position_embeddings})"
+            )
+        self.device = self._init_device(config, rank)
+        dtype = resolve_dtype(config.dtype, model_config, self.device)
+        self.backend = select_backend(
+            config.attention_backend,
+            device=self.device,
+            dtype=dtype,
+            head_dim=model_config.head_dim,
+            block_size=config.block_size,
+        )
+        self._init_distributed(config, rank)
+        self.model = load_model(
+            Path(config.model),
+            model_config,
+            dtype=dtype,
+            device=self.device,
+            tp=self.tp,
+            backend=self.backend,
+            max_positions=max_model_len,
+        )
+        self.num_local_kv_heads = self.model.attention_layers[0].num_kv_heads
+        self.model_info = self._describe(model_config, dtype, max_model_len)
+        self.dtype = dtype
+        self.sampler = Sampler(self.device, config.seed, model_config.eos_token_ids) if self.tp.is_first else None
+        self.kv_caches: list[torch.Tensor] = []
+        self.requests: RequestTable | None = None
+
+    def _describe(self, model_config: ModelConfig, dtype: torch.dtype, max_model_len: int) -> ModelInfo:
+        element_bytes = torch.empty((), dtype=dtype).element_size()
+        kv_bytes_per_token = (
+            2 * model_config.num_layers * self.num_local_kv_heads * model_config.head_dim * element_bytes
+        )
+        return ModelInfo(
+            architecture=model_config.architecture,
+            vocab_size=model_config.vocab_size,
+            bos_token_id=model_config.bos_token_id,
+            eos_token_ids=model_config.eos_token_ids,
+            max_model_len=max_model_len,
+            num_layers=model_config.num_layers,
+            hidden_size=model_config.hidden_size,
+            num_heads=model_config.num_heads,
+            num_kv_heads=model_config.num_kv_heads,
+            head_dim=model_config.head_dim,
+            dtype=str(dtype).removeprefix("torch."),
+            device=self.device.type,
+            tensor_parallel_size=self.tp.size,
+            block_size=self.config.block_size,
+            attention_backend=self.backend.name,
+            kv_cache_bytes_per_block=kv_bytes_per_token * self.config.block_size,
+        )
+
+    @staticmethod
+    def _init_device(config: ModelRunnerConfig, rank: int) -> torch.device:
+        if config.device == "cpu":
+            return torch.device("cpu")
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but CUDA is not available")
+        index = cuda_device_index(rank, config.tensor_parallel_size, torch.cuda.device_count())
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+
+    @staticmethod
+    def _init_distributed(config: ModelRunnerConfig, rank: int) -> None:
+        if config.tensor_parallel_size == 1:
+            return
+        if dist.is_initialized():
+            raise ValueError("torch.distributed is already initialized in this process; one runner per process")
+        dist.init_process_group(
+            backend="nccl" if config.device == "cuda" else "gloo",
+            init_method=config.distributed_init_method,
+            world_size=config.tensor_parallel_size,
+            rank=rank,
+        )
+
+    def determine_num_kv_blocks(self) -> int:
+        """How many KV blocks fit; every rank calls it and gets the same figure (the smallest rank's)."""
+        config = self.config
+        if config.num_kv_blocks is not None:
+            num_blocks = config.num_kv_blocks
+        elif self.device.type == "cpu":
+            gib = config.kv_cache_memory_gib or DEFAULT_CPU_KV_CACHE_GIB
+            num_blocks = int(gib * 2**30 // self.model_info.kv_cache_bytes_per_block)
+        else:
+            num_blocks = self._profile_gpu_num_blocks()
+        if num_blocks < 1:
+            raise ValueError(
+                f"no KV block fits: one block takes {self.model_info.kv_cache_bytes_per_block} bytes on this rank"
+            )
+        return self.tp.min_over_ranks(num_blocks, self.device)
+
+    def init_kv_cache(self, num_blocks: int) -> None:
+        if num_blocks < 1:
+            raise ValueError(f"num_blocks must be at least 1, got {num_blocks}")
+        if self.requests is not None:
+            raise ValueError("the KV cache is already initialised")
+        self.kv_caches = self._allocate_kv_cache(num_blocks)
+        self.requests = RequestTable(
+            vocab_size=self.model_info.vocab_size,
+            max_model_len=self.model_info.max_model_len,
+            block_size=self.config.block_size,
+            num_blocks=num_blocks,
+            new_generator=self.sampler.new_generator if self.sampler is not None else None,
+        )
+
+    def _allocate_kv_cache(self, num_blocks: int) -> list[torch.Tensor]:
+        shape = kv_cache_shape(num_blocks, self.config.block_size, self.num_local_kv_heads, self.model_info.head_dim)
+        cache = torch.zeros((self.model_info.num_layers, *shape), dtype=self.dtype, device=self.device)
+        return list(cache.unbind(0))
+
+    @torch.inference_mode()
+    def execute(self, step: StepInput) -> StepOutput:
+        """Applies `step` (see `engine.wire.step`) and runs it; every rank calls it with the same step.
+
+        Raises ValueError, changing nothing, when the step does not fit the requests' state."""
+        if self.requests is None:
+            raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
+        started = time.perf_counter()
+        work = self.requests.apply(step)
+        output = self._run(work, self.kv_caches, step.step_id) if work else StepOutput(step.step_id, [])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        output.execute_s = time.perf_counter() - started
+        return output
+
+    def _run(self, work: list[ScheduledWork], kv_caches: list[torch.Tensor], step_id: int = 0) -> StepOutput:
+        token_ids: list[int] = []
+        for item in work:
+            token_ids.extend(item.request.token_ids[item.start : item.end])
+        metadata = AttentionMetadata.build(
+            query_lens=[item.chunk.num_tokens for item in work],
+            seq_lens=[item.end for item in work],
+            block_tables=[item.request.block_table for item in work],
+            block_size=self.config.block_size,
+            device=self.device,
+        )
+        input_ids = torch.tensor(token_ids, dtype=torch.int64).to(self.device, non_blocking=True)
+        hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata))
+
+        producing = [i for i, item in enumerate(work) if item.chunk.produces_token]
+        chunk_ends = list(itertools.accumulate(item.chunk.num_tokens for item in work))
+        prompt_spans = _prompt_logprob_spans(work, chunk_ends)
+        rows = [chunk_ends[i] - 1 for i in producing]
+        for _, first_row, first_position, end_position in prompt_spans:
+            rows.extend(range(first_row, first_row + end_position - first_position))
+        if not rows:
+            return StepOutput(step_id, [])
+        logits = self.model.compute_logits(
+            hidden.index_select(0, torch.tensor(rows, dtype=torch.int64, device=self.device))
+        )
+        sample_logits = logits[: len(producing)]
+        logprobs: list[TokenLogprobs | None] = []
+        if self.sampler is not None:
+            histories = [work[i].request for i in producing]
+            sampled_tokens = self.sampler.sample(
+                sample_logits,
+                [
+                    SamplingRow(r.sampling, r.generator, TokenHistory(r.token_ids, r.num_prompt_tokens))
+                    for r in histories
+                ],
+            )
+            tokens, logprobs = sampled_tokens.token_ids, sampled_tokens.logprobs
+        else:
+            tokens = torch.empty(len(producing), dtype=torch.int64, device=self.device)
+        sampled: list[int] = self.tp.broadcast_from_first(tokens).tolist() if producing else []
+        for i, token in zip(producing, sampled, strict=True):
+            work[i].request.token_ids.append(token)
+        prompt_logprobs = self._prompt_logprobs(work, prompt_spans, logits[len(producing) :])
+        for index, _, _, end_position in prompt_spans:  # on every rank, so all compute the same rows
+            work[index].request.next_prompt_logprob_position = end_position
+        return StepOutput(step_id, sampled, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+
+    def _prompt_logprobs(
+        self, work: list[ScheduledWork], spans: list[tuple[int, int, int, int]], logits: torch.Tensor
+    ) -> list[PromptLogprobs]:
+        """Rank 0 only: the logprobs of each span's prompt tokens, from their rows of `logits`."""
+        if self.sampler is None or not spans:
+            return []
+        found = []
+        offset = 0
+        for index, _, first_position, end_position in spans:
+            request = work[index].request
+            count = end_position - first_position
+            targets = torch.tensor(request.token_ids[first_position:end_position], device=logits.device)
+            tokens = top_logprobs(
+                logits[offset : offset + count], range(count), [request.sampling.prompt_logprobs or 0] * count, targets
+            )
+            found.append(PromptLogprobs(work[index].chunk.request_id, first_position, tokens))
+            offset += count
+        return found
+
+    def _profile_gpu_num_blocks(self) -> int:
+        """Runs the largest step the engine may send (into a scratch cache), measures its peak memory
+        beside the weights, and gives the KV cache what is left of `gpu_memory_utilization`."""
+        config = self.config
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        free_before, total = torch.cuda.mem_get_info(self.device)
+        allocated_before = torch.cuda.memory_allocated(self.device)
+
+        step, num_blocks = largest_step(
+            config.max_num_batched_tokens, config.max_num_seqs, self.model_info.max_model_len, config.block_size
+        )
+        scratch = self._allocate_kv_cache(num_blocks)
+        scratch_bytes = sum(layer.numel() * layer.element_size() for layer in scratch)
+        profile = RequestTable(
+            vocab_size=self.model_info.vocab_size,
+            max_model_len=self.model_info.max_model_len,
+            block_size=config.block_size,
+            num_blocks=num_blocks,
+        )
+        try:
+            with torch.inference_mode():
+                self._run(profile.apply(step), scratch)
+            torch.cuda.synchronize(self.device)
+        except torch.cuda.OutOfMemoryError as error:
+            raise ValueError(
+                f"the largest step the engine may send ({len(step.chunks)} requests at "
+                f"{self.model_info.max_model_len} tokens of context) does not fit on the GPU beside the "
+                "weights: lower max_model_len, max_num_seqs or max_num_batched_tokens"
+                + (" (or use flash-attn with block_size 256)" if self.backend.name == "sdpa" else "")
+            ) from error
+        activation_peak = torch.cuda.max_memory_allocated(self.device) - allocated_before - scratch_bytes
+        del scratch
+        torch.cuda.empty_cache()
+        free_after, _ = torch.cuda.mem_get_info(self.device)
+        if self.sampler is not None:
+            self.sampler.generator.manual_seed(config.seed)
+
+        return kv_cache_num_blocks(
+            total=total,
+            free_before=free_before,
+            free_after=free_after,
+            activation_peak=activation_peak,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            bytes_per_block=self.model_info.kv_cache_bytes_per_block,
+        )
+
+    def shutdown(self) -> None:
+        """Frees the KV cache and the model and leaves the process group."""
+        self.kv_caches = []
+        self.requests = None
+        if self.tp.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _prompt_logprob_spans(work: list[ScheduledWork], chunk_ends: list[int]) -> list[tuple[int, int, int, int]]:
+    """For chunks of requests that ask for prompt logprobs: (work index, first hidden row,
+    first prompt position, end position) of the prompt tokens this chunk's rows predict and
+    that were not reported yet. Row r of a chunk predicts the token after it."""
+    spans = []
+    for index, item in enumerate(work):
+        request = item.request
+        if request.sampling.prompt_logprobs is None:
+            continue
+        first = max(item.start + 1, request.next_prompt_logprob_position)
+        end = min(item.end + 1, request.num_prompt_tokens)
+        if first < end:
+            chunk_start_row = chunk_ends[index] - item.chunk.num_tokens
+            spans.append((index, chunk_start_row + first - 1 - item.start, first, end))
+    return spans
+
+
+def cuda_device_index(rank: int, tensor_parallel_size: int, num_visible: int) -> int:
+    """The GPU rank `rank` runs on: GPU `rank` of the visible ones. Every worker sees the same GPUs
+    (nothing pins one per worker), so the group needs one visible GPU per rank."""
+    if num_visible < tensor_parallel_size:
+        raise ValueError(
+            f"tensor_parallel_size {tensor_parallel_size} needs {tensor_parallel_size} GPUs, one per rank, "
+            f"but torch.cuda.device_count() is {num_visible} (see CUDA_VISIBLE_DEVICES)"
+        )
+    return rank
+
+
+def kv_cache_num_blocks(
+    *,
+    total: int,
+    free_before: int,
+    free_after: int,
+    activation_peak: int,
+    gpu_memory_utilization: float,
+    bytes_per_block: int,
+) -> int:
+    """How many KV blocks fit in `gpu_memory_utilization` of the device's `total` bytes beside the
+    profiled step's activation peak and the memory in use without it. The latter is the larger of
+    what was in use before the step (`total - free_before`) and after it, once PyTorch's cache is
+    emptied (`total - free_after`): the step may allocate outside PyTorch's allocator (cuBLAS
+    workspaces, for one), where its peak statistics do not look."""
+    used = total - min(free_before, free_after)
+    budget = total * gpu_memory_utilization - used - activation_peak
+    if budget < bytes_per_block:
+        raise ValueError(
+            f"no room for the KV cache: {used / 2**30:.2f} GiB in use besides activations, a "
+            f"{activation_peak / 2**30:.2f} GiB activation peak, and gpu_memory_utilization "
+            f"{gpu_memory_utilization} of {total / 2**30:.2f} GiB"
+        )
+    return int(budget // bytes_per_block)
+
+
+def largest_step(
+    max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int, block_size: int
+) -> tuple[StepInput, int]:
+    """The most memory-hungry step the engine may send, and the blocks it needs.
+
+    Every request's context is `max_model_len` tokens and its chunk is the last tokens of it:
+    chunks as long as allowed (each after at least one cached token, so attention takes its
+    masked path) beside as many requests as allowed, the rest decodes. So the linear layers run
+    on the whole token budget, attention gathers its widest contexts (a decode batch and every
+    chunk over the longest context), and the LM head and the sampler run on every request, each
+    sampling with top-k and top-p. The requests share one block table of
+    ceil(max_model_len / block_size) blocks (nothing reads what the blocks hold)."""
+    longest_chunk = max(1, max_model_len - 1)
+    num_seqs = min(max_num_seqs, max_num_batched_tokens)
+    lengths, spare = [], max_num_batched_tokens - num_seqs
+    for _ in range(num_seqs):
+        extra = min(spare, longest_chunk - 1)
+        lengths.append(1 + extra)
+        spare -= extra
+    sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
+    num_blocks = math.ceil(max_model_len / block_size)
+    prompt = [0] * max_model_len
+    chunks = [
+        ScheduledChunk(request_id, length, max_model_len - length, True, list(range(num_blocks)))
+        for request_id, length in enumerate(lengths)
+    ]
+    new_requests = [NewRequest(request_id, prompt, sampling) for request_id in range(num_seqs)]
+    return StepInput(step_id=-1, chunks=chunks, new_requests=new_requests), num_blocks
