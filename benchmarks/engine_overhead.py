@@ -1,14 +1,17 @@
-"""Engine overhead per iteration: time outside the model runner, at batch 1, 16 and 64.
+"""Engine overhead per iteration at batch 1, 64, 256 and 1,024: the engine's own time outside
+the model runner, and how long the worker waits for each step.
 
-Runs the real engine (worker process, scheduler, step messages, detokenization, streams) on the
-demo model on CPU. For each batch size B it submits B requests at once (ignore_eos, so they all
-decode together), then looks at the decode-only iterations with exactly B requests: the total
-iteration time, the runner's own time on rank 0 (input preparation, forward, sampling), and the
-difference, which is the engine's overhead (scheduling, building the step, inter-process
-messages, applying outputs, detokenizing, streaming).
+Runs the real engine (worker process, scheduler, step messages, streams with detokenizing
+readers) on the demo model on CPU. For each batch size B it submits B requests at once
+(ignore_eos, so they all decode together) and looks at the decode-only iterations with exactly
+B requests: the engine's host time per iteration (applying a step's outputs, scheduling and
+sending the next one), the worker's idle time between steps, and the runner's own time. Both
+with async scheduling (the default: the next step is sent while the current one runs) and
+without.
 
 Usage: .venv/bin/python benchmarks/engine_overhead.py [--model DIR] [--max-tokens N]
-The last line is one JSON object.
+The last line is one JSON object: `overhead_us` (host time, async scheduling) and `idle_us`
+(worker idle, async scheduling) keyed by batch size, and the same `_sync` without it.
 """
 
 import argparse
@@ -18,15 +21,17 @@ from pathlib import Path
 
 import trio
 
-from engine.core.engine_core import EngineConfig, EngineCore
+from engine.core.engine_core import EngineCore
 from engine.core.engine_metrics import EngineMetrics
-from engine.wire.runner_config import ModelRunnerConfig
+from engine.core.heap import freeze_startup_heap
 from engine.core.request_stream import RequestOutcome
-from engine.wire.sampling_params import SamplingParams
 from engine.core.tokenizer import Tokenizer
 from engine.executor.worker_group import CPU_WORKER_ENVIRONMENT, WorkerGroup
+from engine.scheduler import SchedulerConfig
+from engine.wire.runner_config import ModelRunnerConfig
+from engine.wire.sampling_params import SamplingParams
 
-BATCH_SIZES = (1, 16, 64)
+BATCH_SIZES = (1, 64, 256, 1024)
 
 
 async def drain(stream: object) -> None:
@@ -35,14 +40,23 @@ async def drain(stream: object) -> None:
             return
 
 
-async def measure(model_dir: Path, max_tokens: int) -> dict[int, dict[str, float]]:
-    runner = ModelRunnerConfig(model=str(model_dir), device="cpu", num_kv_blocks=4096)
+async def measure(model_dir: Path, max_tokens: int, async_scheduling: bool) -> dict[int, dict[str, float]]:
+    largest = max(BATCH_SIZES)
+    scheduler = SchedulerConfig(
+        token_budget=2048, max_num_seqs=largest, max_model_len=2048, async_scheduling=async_scheduling,
+        max_batches_in_flight=2 if async_scheduling else 1,
+    )
+    runner = ModelRunnerConfig(
+        model=str(model_dir), device="cpu", num_kv_blocks=16384, token_budget=2048, max_num_seqs=largest
+    )
     results = {}
     async with trio.open_nursery() as nursery:
-        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, 1, CPU_WORKER_ENVIRONMENT).run)
-        config = EngineConfig(chunk_size=2048, max_num_seqs=max(BATCH_SIZES))
-        engine = EngineCore(config, workers, Tokenizer(model_dir), EngineMetrics("bench"))
+        # One thread for the worker, so the engine process has the other core of a 2-core machine.
+        environment = {**CPU_WORKER_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
+        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, 1, environment).run)
+        engine = EngineCore(scheduler, workers, Tokenizer(model_dir), EngineMetrics("bench"))
         await nursery.start(engine.run)
+        freeze_startup_heap()  # as the server does once it is up
         sampling = SamplingParams(max_tokens=max_tokens, ignore_eos=True, temperature=0.0)
         for batch_size in BATCH_SIZES:
             engine.recent_iterations.clear()
@@ -50,16 +64,13 @@ async def measure(model_dir: Path, max_tokens: int) -> dict[int, dict[str, float
                 for index in range(batch_size):
                     _, stream = engine.submit([(7 * index + k) % 100 + 1 for k in range(16)], sampling)
                     requests.start_soon(drain, stream)
-            decodes = [t for t in engine.recent_iterations if t.batch_size == batch_size and t.num_tokens == batch_size]
-            total = statistics.median(t.total_s for t in decodes)
-            execute = statistics.median(t.execute_s for t in decodes)
-            overhead = statistics.median(t.overhead_s for t in decodes)
+            # Decode-only steps of the whole batch, past the first two (the pipeline filling).
+            decodes = [t for t in engine.recent_iterations if t.batch_size == batch_size == t.num_tokens][2:]
             results[batch_size] = {
                 "iterations": len(decodes),
-                "iteration_ms": total * 1e3,
-                "runner_ms": execute * 1e3,
-                "overhead_ms": overhead * 1e3,
-                "overhead_share": overhead / total,
+                "runner_ms": statistics.median(t.execute_s for t in decodes) * 1e3,
+                "host_us": statistics.median(t.host_s for t in decodes) * 1e6,
+                "idle_us": statistics.median(t.idle_s for t in decodes) * 1e6,
             }
         nursery.cancel_scope.cancel()
     return results
@@ -74,16 +85,20 @@ def main() -> None:
         from engine.demo_model import default_demo_model_dir
 
         args.model = default_demo_model_dir()
-    results = trio.run(measure, args.model, args.max_tokens)
-    print(f"{'batch':>6} {'iterations':>11} {'iteration ms':>13} {'runner ms':>10} {'overhead ms':>12} {'share':>7}")
-    for batch_size, row in results.items():
-        print(
-            f"{batch_size:>6} {row['iterations']:>11.0f} {row['iteration_ms']:>13.3f} {row['runner_ms']:>10.3f}"
-            f" {row['overhead_ms']:>12.3f} {row['overhead_share']:>6.1%}"
-        )
-    summary = {f"overhead_ms_b{b}": round(r["overhead_ms"], 4) for b, r in results.items()}
-    summary |= {f"overhead_share_b{b}": round(r["overhead_share"], 4) for b, r in results.items()}
-    summary |= {f"iteration_ms_b{b}": round(r["iteration_ms"], 4) for b, r in results.items()}
+    runs = {mode: trio.run(measure, args.model, args.max_tokens, mode == "async") for mode in ("async", "sync")}
+    print(f"{'batch':>6} {'mode':>6} {'iterations':>11} {'runner ms':>10} {'host us':>9} {'worker idle us':>15}")
+    for batch_size in BATCH_SIZES:
+        for mode, results in runs.items():
+            row = results[batch_size]
+            print(f"{batch_size:>6} {mode:>6} {row['iterations']:>11.0f} {row['runner_ms']:>10.3f}"
+                  f" {row['host_us']:>9.1f} {row['idle_us']:>15.1f}")
+    summary = {
+        "overhead_us": {str(b): round(r["host_us"], 1) for b, r in runs["async"].items()},
+        "idle_us": {str(b): round(r["idle_us"], 1) for b, r in runs["async"].items()},
+        "overhead_us_sync": {str(b): round(r["host_us"], 1) for b, r in runs["sync"].items()},
+        "idle_us_sync": {str(b): round(r["idle_us"], 1) for b, r in runs["sync"].items()},
+        "runner_ms": {str(b): round(r["runner_ms"], 3) for b, r in runs["async"].items()},
+    }
     print(json.dumps(summary))
 
 

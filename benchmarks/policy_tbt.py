@@ -31,7 +31,7 @@ TRACE = Path(__file__).resolve().parents[2] / "shared/data/traces/splitwise_conv
 def measure(model: Path, policy: str, rates: list[float], args: argparse.Namespace) -> dict[float, dict[str, float]]:
     options = ["--policy", policy, "--device", args.device, "--max-num-seqs", "64"]
     if policy == "sarathi":
-        options += ["--chunk-size", str(args.chunk_size)]
+        options += ["--token-budget", str(args.token_budget)]
     if args.device == "cpu":
         options += ["--num-kv-blocks", "4096"]
     server = start_server(model, *options, name="bench")
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--rates", default="2,4,8", help="request rates (QPS), comma-separated")
     parser.add_argument("--requests", type=int, default=60, help="measured requests per rate")
-    parser.add_argument("--chunk-size", type=int, default=256, help="sarathi's token budget")
+    parser.add_argument("--token-budget", type=int, default=256, help="sarathi's token budget")
     parser.add_argument("--max-total-tokens", type=int, default=1536, help="clip prompt + output to this")
     args = parser.parse_args()
     if args.model is None:

@@ -128,7 +128,7 @@ def main() -> None:
         + ", ".join(f"{gpu} {report.layer_mape:.1%}" for gpu, report in transfer.items())
     )
 
-    base = DeploymentConfig(scheduler=ReplicaSchedulerConfig(policy="sarathi", chunk_size=512))
+    base = DeploymentConfig(scheduler=ReplicaSchedulerConfig(policy="sarathi", token_budget=512))
     llama7b = Simulator(plan_deployment(base, predictor))
     big = replace(
         base,

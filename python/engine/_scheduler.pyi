@@ -4,6 +4,9 @@ from collections.abc import Sequence
 from typing import final
 
 __all__ = [
+    "IS_NEW",
+    "IS_PREFILL",
+    "PRODUCES_TOKEN",
     "Batch",
     "DuplicateRequestError",
     "FinishedRequest",
@@ -19,6 +22,11 @@ __all__ = [
     "UnknownRequestError",
 ]
 
+# Bits of `Batch.flags`.
+PRODUCES_TOKEN: int
+IS_PREFILL: int
+IS_NEW: int
+
 class SchedulerError(ValueError): ...
 class InvalidConfigError(SchedulerError): ...
 class InvalidRequestError(SchedulerError): ...
@@ -32,19 +40,22 @@ class SchedulerConfig:
     def __new__(
         cls,
         *,
-        policy: str = "sarathi",
+        policy: str | None = None,
         token_budget: int | None = None,
-        max_num_seqs: int = 128,
-        max_model_len: int = 4096,
-        block_size: int = 16,
-        num_blocks: int = 4096,
-        watermark: float = 0.01,
-        enable_prefix_caching: bool = False,
-        order: str = "fcfs",
+        max_num_seqs: int | None = None,
+        max_model_len: int | None = None,
+        block_size: int | None = None,
+        num_blocks: int | None = None,
+        watermark: float | None = None,
+        enable_prefix_caching: bool | None = None,
+        order: str | None = None,
         dynamic_chunking: tuple[int, int, int] | None = None,
-        max_batches_in_flight: int = 1,
-        max_decode_iters_between_prefills: int = 10,
+        max_batches_in_flight: int | None = None,
+        async_scheduling: bool | None = None,
+        max_decode_iters_between_prefills: int | None = None,
     ) -> SchedulerConfig: ...
+    def with_num_blocks(self, num_blocks: int) -> SchedulerConfig: ...
+    def __eq__(self, value: object, /) -> bool: ...
     @property
     def policy(self) -> str: ...
     @property
@@ -68,7 +79,11 @@ class SchedulerConfig:
     @property
     def max_batches_in_flight(self) -> int: ...
     @property
+    def async_scheduling(self) -> bool: ...
+    @property
     def max_decode_iters_between_prefills(self) -> int: ...
+    @property
+    def max_request_tokens(self) -> int: ...
 
 @final
 class ScheduledRequest:
@@ -83,6 +98,10 @@ class ScheduledRequest:
     @property
     def produces_token(self) -> bool: ...
     @property
+    def is_new(self) -> bool: ...
+    @property
+    def slot(self) -> int: ...
+    @property
     def new_block_ids(self) -> list[int]: ...
 
 @final
@@ -95,6 +114,29 @@ class Batch:
     def request_ids(self) -> list[int]: ...
     @property
     def preempted_ids(self) -> list[int]: ...
+    @property
+    def preempted_num_tokens(self) -> list[int]: ...
+    @property
+    def finished_ids(self) -> list[int]: ...
+    @property
+    def new_request_ids(self) -> list[int]: ...
+    @property
+    def new_request_slots(self) -> list[int]: ...
+    # Columns (bytes of little-endian numbers, one entry per scheduled request, in batch order).
+    @property
+    def ids(self) -> bytes: ...
+    @property
+    def slots(self) -> bytes: ...
+    @property
+    def num_tokens_per_request(self) -> bytes: ...
+    @property
+    def num_computed_tokens(self) -> bytes: ...
+    @property
+    def flags(self) -> bytes: ...
+    @property
+    def new_block_offsets(self) -> bytes: ...
+    @property
+    def new_block_ids(self) -> bytes: ...
     @property
     def num_tokens(self) -> int: ...
     @property
@@ -119,6 +161,8 @@ class FinishedRequest:
     def first_scheduled_at(self) -> float | None: ...
     @property
     def num_preemptions(self) -> int: ...
+    @property
+    def slot(self) -> int: ...
     @property
     def num_cached_tokens(self) -> int: ...
 
@@ -161,7 +205,7 @@ class Scheduler:
     def update(
         self,
         batch: Batch,
-        sampled_token_ids: Sequence[int],
+        sampled_token_ids: Sequence[int] | bytes,
         finished_ids: Sequence[int] = ...,
         aborted_ids: Sequence[int] = ...,
     ) -> list[FinishedRequest]: ...

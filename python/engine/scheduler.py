@@ -8,6 +8,9 @@ and returns the requests that finished.
 """
 
 from engine._scheduler import (
+    IS_NEW,
+    IS_PREFILL,
+    PRODUCES_TOKEN,
     Batch,
     DuplicateRequestError,
     FinishedRequest,
@@ -26,7 +29,10 @@ from engine._scheduler import (
 POLICIES = ("sarathi", "vllm", "orca", "faster_transformer", "lightllm")
 
 __all__ = [
+    "IS_NEW",
+    "IS_PREFILL",
     "POLICIES",
+    "PRODUCES_TOKEN",
     "Batch",
     "DuplicateRequestError",
     "FinishedRequest",

@@ -50,6 +50,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def server(tiny_model_dir: Path) -> Iterator[RunningServer]:
     """One engine serving the tiny model for the tests that do not break it."""
-    running = start_server(tiny_model_dir, "--num-kv-blocks", "512", "--max-num-seqs", "64", "--chunk-size", "256")
+    running = start_server(tiny_model_dir, "--num-kv-blocks", "512", "--max-num-seqs", "64", "--token-budget", "256")
     yield running
     running.stop()

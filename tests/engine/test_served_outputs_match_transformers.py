@@ -30,15 +30,19 @@ def transformers_greedy(model_dir: Path, prompt: list[int]) -> list[int]:
     return output[0, len(prompt) :].tolist()
 
 
-@pytest.fixture(params=["default", "reference"])
+VARIANTS = {"reference": ["--attention-backend", "reference"], "synchronous": ["--no-async-scheduling"]}
+
+
+@pytest.fixture(params=["default", *VARIANTS])
 def served_by(request: pytest.FixtureRequest, server: RunningServer, tiny_model_dir: Path) -> Iterator[RunningServer]:
-    """The shared server (`--attention-backend auto`), and one with `--attention-backend reference`."""
+    """The shared server (defaults: async scheduling, `--attention-backend auto`), one with
+    `--attention-backend reference`, and one scheduling each step after the previous finished."""
     if request.param == "default":
         yield server
         return
-    reference = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--attention-backend", "reference")
-    yield reference
-    reference.stop()
+    variant = start_server(tiny_model_dir, "--num-kv-blocks", "128", *VARIANTS[request.param])
+    yield variant
+    variant.stop()
 
 
 async def test_concurrent_greedy_requests_match_transformers(served_by: RunningServer, tiny_model_dir: Path) -> None:

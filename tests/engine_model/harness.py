@@ -1,19 +1,22 @@
-"""Drives a `ModelRunner` with the real Rust scheduler, building each `StepInput` from its batch
-exactly as the engine does, and computes the Hugging Face reference outputs to compare with."""
+"""Drives a `ModelRunner` with the real Rust scheduler, building each step from its batch with the
+engine's own `build_step`, and computes the Hugging Face reference outputs to compare with."""
 
 import random
+from collections import deque
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine.wire.sampling_params import SamplingParams
-from engine.scheduler import Scheduler, SchedulerConfig
-from engine.wire.step import NewRequest, ScheduledChunk, StepInput, TokenLogprobs
+from engine.scheduler import Batch, Scheduler, SchedulerConfig
+from engine.core.step_builder import build_step
+from engine.wire.step import NewRequest, StepOutput, TokenLogprobs
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=1024)
 
@@ -32,6 +35,8 @@ class Generation:
     logprobs: dict[int, list[TokenLogprobs]] = field(default_factory=dict)
     """Per request: prompt position -> the logprobs of the prompt token there."""
     prompt_logprobs: dict[int, dict[int, TokenLogprobs]] = field(default_factory=dict)
+    """Requests that finished after the last batch ran (the workers learn of it with the next one)."""
+    finished_since_last_step: set[int] = field(default_factory=set)
 
 
 def random_prompts(seed: int, lengths: Sequence[int], vocab_size: int) -> list[list[int]]:
@@ -51,10 +56,13 @@ def generate(
     policy: str = "sarathi",
     enable_prefix_caching: bool = False,
     arrival_steps: Sequence[int] | None = None,
+    async_scheduling: bool = False,
 ) -> Generation:
     """Runs every prompt to `max_new_tokens` through the scheduler and the runner (EOS ignored).
 
-    Step `i` is scheduled at time `i`, so `arrival_steps[r]` delays request `r` to that step."""
+    Step `i` is scheduled at time `i`, so `arrival_steps[r]` delays request `r` to that step.
+    With `async_scheduling` each batch is scheduled and run before the previous one is updated,
+    as the engine does."""
     info = runner.model_info
     if num_blocks is None:
         num_blocks = runner.determine_num_kv_blocks()
@@ -70,6 +78,8 @@ def generate(
             num_blocks=num_blocks,
             watermark=0.0,
             enable_prefix_caching=enable_prefix_caching,
+            max_batches_in_flight=2 if async_scheduling else 1,
+            async_scheduling=async_scheduling,
         )
     )
     for request_id, prompt in enumerate(prompts):
@@ -78,31 +88,19 @@ def generate(
             request_id, prompt_token_ids=list(prompt), max_new_tokens=max_new_tokens, arrival_time=arrival
         )
     result = Generation(outputs={request_id: [] for request_id in range(len(prompts))})
-    sent: set[int] = set()
-    finished: list[int] = []
-    step_id = 0
-    while len(scheduler):
-        batch = scheduler.schedule(float(step_id))
-        if not batch.requests and not batch.preempted_ids:
-            scheduler.update(batch, [])
-            step_id += 1
-            continue
-        new_requests = []
-        for entry in batch.requests:
-            if entry.id not in sent:
-                result.num_cached_prompt_tokens += entry.num_computed_tokens
-                params = sampling[entry.id] if sampling is not None else GREEDY
-                new_requests.append(NewRequest(entry.id, list(prompts[entry.id]), params))
-                sent.add(entry.id)
-        chunks = [
-            ScheduledChunk(e.id, e.num_tokens, e.num_computed_tokens, e.produces_token, list(e.new_block_ids))
-            for e in batch.requests
-        ]
-        step = StepInput(step_id, chunks, new_requests, list(batch.preempted_ids), finished)
-        output = runner.execute(step)
+
+    def new_request(request_id: int) -> NewRequest:
+        params = sampling[request_id] if sampling is not None else GREEDY
+        return NewRequest(request_id, list(prompts[request_id]), params)
+
+    def record(batch: Batch, output: StepOutput, dropped: set[int]) -> None:
+        """`dropped`: requests preempted while `batch` ran (async scheduling): their tokens from it
+        are dropped, as the scheduler drops them."""
         producing = [entry.id for entry in batch.requests if entry.produces_token]
-        for request_id, token in zip(producing, output.sampled_token_ids, strict=True):
-            result.outputs[request_id].append(token)
+        tokens = np.frombuffer(output.sampled_token_ids, dtype="<u4").tolist()
+        for request_id, token in zip(producing, tokens, strict=True):
+            if request_id not in dropped:
+                result.outputs[request_id].append(token)
         for request_id, logprobs in zip(producing, output.logprobs, strict=False):
             if logprobs is not None:
                 result.logprobs.setdefault(request_id, []).append(logprobs)
@@ -111,14 +109,34 @@ def generate(
             for offset, logprobs in enumerate(prompt.tokens):
                 assert prompt.first_position + offset not in positions, "a prompt position reported twice"
                 positions[prompt.first_position + offset] = logprobs
+        for finished in scheduler.update(batch, output.sampled_token_ids):
+            result.finished_since_last_step.add(finished.id)
+
+    in_flight: deque[tuple[Batch, StepOutput, set[int]]] = deque()
+    step_id = 0
+    while len(scheduler) or in_flight:
+        if len(in_flight) == scheduler.config.max_batches_in_flight or not len(scheduler):
+            record(*in_flight.popleft())
+            continue
+        batch = scheduler.schedule(float(step_id))
+        step_id += 1
+        for _, _, dropped in in_flight:
+            dropped.update(batch.preempted_ids)
+        if not batch.requests and not batch.preempted_ids:
+            scheduler.update(batch, [])
+            if in_flight:
+                record(*in_flight.popleft())
+            continue
+        for entry in batch.requests:
+            if entry.is_new:
+                result.num_cached_prompt_tokens += entry.num_computed_tokens
         result.num_preemptions += len(batch.preempted_ids)
         is_prefill = [entry.is_prefill for entry in batch.requests]
         result.num_mixed_steps += any(is_prefill) and not all(is_prefill)
         result.max_chunk_tokens = max([result.max_chunk_tokens, *(e.num_tokens for e in batch.requests)])
         result.step_sizes.append(batch.num_tokens)
-        finished = [done.id for done in scheduler.update(batch, output.sampled_token_ids)]
-        step_id += 1
-    runner.execute(StepInput(step_id, [], finished_ids=finished))
+        result.finished_since_last_step.difference_update(batch.finished_ids)
+        in_flight.append((batch, runner.execute(build_step(step_id, batch, new_request)), set()))
     result.num_steps = step_id
     return result
 

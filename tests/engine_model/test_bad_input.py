@@ -7,13 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
 from engine.model_config import load_model_config, parse_model_config
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine.wire.sampling_params import SamplingParams
-from engine.wire.step import NewRequest, ScheduledChunk, StepInput
+from engine.wire.step import NewRequest, StepEntry, StepInput
 
 from harness import GREEDY, hf_greedy, random_prompts
 
@@ -150,8 +151,20 @@ def test_bad_checkpoints(tiny_llama: Path, tmp_path: Path) -> None:
         load(bad_index)
 
 
-def chunk(request_id: int, num_tokens: int, computed: int, blocks: list[int], produces: bool = True) -> ScheduledChunk:
-    return ScheduledChunk(request_id, num_tokens, computed, produces, blocks)
+def entry(request_id: int, num_tokens: int, computed: int, blocks: list[int], produces: bool = True) -> StepEntry:
+    """Request r sits in slot r - 1."""
+    return StepEntry(request_id, request_id - 1, num_tokens, computed, produces, blocks)
+
+
+def step(
+    step_id: int,
+    entries: list[StepEntry],
+    new: list[NewRequest] | None = None,
+    *,
+    preempted: list[tuple[int, int]] | None = None,
+    finished_ids: list[int] | None = None,
+) -> StepInput:
+    return StepInput.from_entries(step_id, entries, new or [], preempted=preempted or [], finished_ids=finished_ids or [])
 
 
 def test_bad_steps_leave_requests_intact(tiny_llama: Path) -> None:
@@ -160,46 +173,49 @@ def test_bad_steps_leave_requests_intact(tiny_llama: Path) -> None:
     expected = hf_greedy(tiny_llama, [prompt], 6)[0]
     runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), block_size=4))
     with pytest.raises(ValueError, match=r"call init_kv_cache\(\) first"):
-        runner.execute(StepInput(0, []))
+        runner.execute(step(0, []))
     runner.init_kv_cache(8)
-    first = runner.execute(StepInput(0, [chunk(1, 6, 0, [3, 5])], [NewRequest(1, prompt, GREEDY)]))
-    tokens = list(first.sampled_token_ids)
+    first = runner.execute(step(0, [entry(1, 6, 0, [3, 5])], [NewRequest(1, prompt, GREEDY)]))
+    tokens = np.frombuffer(first.sampled_token_ids, dtype="<u4").tolist()
 
-    def good_decode(extra_blocks: list[int]) -> ScheduledChunk:
-        return chunk(1, 1, len(prompt) + len(tokens) - 1, extra_blocks)
+    def good_decode(extra_blocks: list[int]) -> StepEntry:
+        return entry(1, 1, len(prompt) + len(tokens) - 1, extra_blocks)
 
     bad_steps: list[tuple[StepInput, str]] = [
-        (StepInput(1, [chunk(2, 1, 0, [0])]), "chunk for unknown request 2"),
-        (StepInput(1, [], finished_ids=[7]), "finished request 7 is unknown"),
-        (StepInput(1, [], preempted_ids=[7]), "preempted request 7 is unknown"),
-        (StepInput(1, [good_decode([]), chunk(1, 1, 6, [])]), "chunk request ids lists request 1 twice"),
-        (StepInput(1, [chunk(1, 3, 5, [])]), "runs tokens 5..8, past the request's 7 tokens"),
-        (StepInput(1, [chunk(1, 1, 3, [])]), "samples a token after token 4, but the request has 7 tokens"),
+        (step(1, [entry(2, 1, 0, [0])]), "entry of unknown request 2"),
+        (step(1, [], finished_ids=[7]), "finished request 7 is unknown"),
+        (step(1, [], preempted=[(7, 1)]), "preempted request 7 is unknown"),
+        (step(1, [], preempted=[(1, 99)]), "preempted request 1 keeps 99 tokens"),
+        (step(1, [good_decode([]), entry(1, 1, 6, [])]), "a request or slot appears twice"),
+        (step(1, [entry(1, 3, 5, [])]), "(tokens 5..8, holding 7 tokens and 2 blocks) runs past the tokens it has"),
+        (step(1, [entry(1, 1, 3, [])]), "samples a token before its last one"),
+        (step(1, [good_decode([])], preempted=[(1, 7)]), "holding 7 tokens and 0 blocks) writes past the blocks"),
+        (step(1, [good_decode([8])]), "block 8 is outside the KV cache (0..7)"),
+        (step(1, [entry(1, 0, 6, [])]), "runs no tokens"),
         (
-            StepInput(1, [good_decode([])], preempted_ids=[1]),
-            "writes up to position 6, but its block table holds 0 blocks",
-        ),
-        (StepInput(1, [good_decode([8])]), "got block 8, outside the KV cache (0..7)"),
-        (StepInput(1, [chunk(1, 0, 6, [])]), "has num_tokens 0; it must be at least 1"),
-        (
-            StepInput(1, [good_decode([]), chunk(2, 2, 0, [0])], [NewRequest(2, [1, 600], GREEDY)]),
+            step(1, [good_decode([]), entry(2, 2, 0, [0])], [NewRequest(2, [1, 600], GREEDY)]),
             "new request 2 has token id 600 outside the vocabulary (size 512)",
         ),
-        (StepInput(1, [], [NewRequest(2, [], GREEDY)]), "new request 2 has an empty prompt"),
-        (StepInput(1, [], [NewRequest(1, [5], GREEDY)]), "new request 1 is already known"),
-        (StepInput(1, [], [NewRequest(2, [5], SamplingParams(top_p=0.0))]), "new request 2: top_p must be in (0, 1]"),
-        (StepInput(1, [], [NewRequest(2, [5] * 2049, GREEDY)]), "more than max_model_len (2048)"),
+        (step(1, [entry(2, 1, 0, [0])], [NewRequest(2, [], GREEDY)]), "new request 2 has an empty prompt"),
+        (step(1, [entry(1, 1, 6, [])], [NewRequest(1, [5], GREEDY)]), "a new request is already known"),
+        (
+            step(1, [entry(2, 1, 0, [0])], [NewRequest(2, [5], SamplingParams(top_p=0.0))]),
+            "new request 2: top_p must be in (0, 1]",
+        ),
+        (step(1, [entry(2, 1, 0, [0])], [NewRequest(2, [5] * 2049, GREEDY)]), "more than max_model_len (2048)"),
+        (step(1, [], [NewRequest(2, [5], GREEDY)]), "new_requests do not match the entries flagged new"),
     ]
-    for step, message in bad_steps:
+    for bad, message in bad_steps:
         with pytest.raises(ValueError) as error:
-            runner.execute(step)
+            runner.execute(bad)
         assert message in str(error.value)
-        assert runner.requests is not None and list(runner.requests.requests) == [1]
+        assert runner.requests is not None and list(runner.requests.row_of_id) == [1]
 
     step_id = 1
     while len(tokens) < len(expected):
         total = len(prompt) + len(tokens)  # tokens known; the last one is fed now at position total - 1
         new_blocks = [6] if total == 9 else []
-        tokens += runner.execute(StepInput(step_id, [good_decode(new_blocks)])).sampled_token_ids
+        output = runner.execute(step(step_id, [good_decode(new_blocks)]))
+        tokens += np.frombuffer(output.sampled_token_ids, dtype="<u4").tolist()
         step_id += 1
     assert tokens == expected

@@ -48,10 +48,11 @@ def test_kv_cache_lifecycle(tiny_llama: Path) -> None:
 def test_largest_step_runs_and_reaches_max_context(tiny_llama: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The GPU profiling step is a valid step: the whole token budget, chunks as long as allowed,
     then decodes, every one at the end of a max_model_len context, all on the same blocks."""
-    step, num_blocks = largest_step(max_num_batched_tokens=100, max_num_seqs=5, max_model_len=40, block_size=4)
-    assert [chunk.num_tokens for chunk in step.chunks] == [39, 39, 20, 1, 1]
-    assert [chunk.num_computed_tokens for chunk in step.chunks] == [1, 1, 20, 39, 39]
-    assert num_blocks == 10 and all(chunk.new_block_ids == list(range(10)) for chunk in step.chunks)
+    step, num_blocks = largest_step(token_budget=100, max_num_seqs=5, max_model_len=40, block_size=4)
+    columns = step.columns()
+    assert columns.num_tokens.tolist() == [39, 39, 20, 1, 1]
+    assert columns.num_computed_tokens.tolist() == [1, 1, 20, 39, 39]
+    assert num_blocks == 10 and columns.new_block_ids.tolist() == list(range(10)) * 5
     runner = ModelRunner(ModelRunnerConfig(model=str(tiny_llama), block_size=4, max_model_len=40))
     runner.init_kv_cache(num_blocks)
     plans: list[SdpaPlan] = []
@@ -62,16 +63,18 @@ def test_largest_step_runs_and_reaches_max_context(tiny_llama: Path, monkeypatch
         return plans[-1]
 
     monkeypatch.setattr(runner.backend, "prepare", keep_plan)
-    assert len(runner.execute(step).sampled_token_ids) == 5
+    assert len(runner.execute(step).sampled_token_ids) == 5 * 4  # five little-endian u32 tokens
     (plan,) = plans
     assert plan.metadata.seq_lens == (40,) * 5
     assert tuple(plan.decode_block_tables.shape) == (2, 10)  # decodes gather the whole max context
     assert [(p.query_len, p.seq_len) for p in plan.prefills] == [(39, 40), (39, 40), (20, 40)]
     assert all(p.mask(sliding_window=None, group=1) is not None for p in plan.prefills)  # the masked path
     # A budget below max_num_seqs: one-token chunks only; a one-token model: decodes of one token.
-    assert [c.num_tokens for c in largest_step(3, 8, 40, 4)[0].chunks] == [1, 1, 1]
+    assert largest_step(3, 8, 40, 4)[0].columns().num_tokens.tolist() == [1, 1, 1]
     step, num_blocks = largest_step(10, 2, 1, 16)
-    assert [(c.num_tokens, c.num_computed_tokens) for c in step.chunks] == [(1, 0), (1, 0)] and num_blocks == 1
+    columns = step.columns()
+    assert columns.num_tokens.tolist() == [1, 1] and columns.num_computed_tokens.tolist() == [0, 0]
+    assert num_blocks == 1
 
 
 def test_kv_cache_takes_what_profiling_leaves() -> None:

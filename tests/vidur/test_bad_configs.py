@@ -65,7 +65,7 @@ def test_unknown_gpu_and_model(predictor: OperatorPredictor) -> None:
 
 
 def test_scheduler_knobs_the_scheduler_rejects(predictor: OperatorPredictor) -> None:
-    config = DeploymentConfig(scheduler=ReplicaSchedulerConfig(chunk_size=64, max_num_seqs=128))
+    config = DeploymentConfig(scheduler=ReplicaSchedulerConfig(token_budget=64, max_num_seqs=128))
     with pytest.raises(DeploymentError, match=r"token_budget \(64\) must be at least max_num_seqs \(128\)"):
         plan_deployment(config, predictor)
     with pytest.raises(DeploymentError, match="unknown scheduler policy 'fifo'"):

@@ -17,7 +17,7 @@ gpu = "a100"
 
 [scheduler]
 policy = "sarathi"
-chunk_size = 256
+token_budget = 256
 
 [workload]
 num_requests = 80
@@ -110,7 +110,7 @@ def test_search_prints_the_best_and_writes_the_frontier(
     args += ["--num-requests", "60", "--set", "workload.lengths.kind=uniform", "--set", "search.initial_qps=8"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "best: h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128" in printed
+    assert "best: h100 tp=1 pp=1 x1 sarathi budget=512 seqs=128" in printed
     document = json.loads((tmp_path / "search.json").read_text())
     assert document["best"]["capacity_qps"] > 0 and document["frontier"] == [document["best"]["name"]]
 

@@ -80,19 +80,19 @@ def test_a_search_runs_in_workers_caches_and_resumes(
     cache = tmp_path / "cache"
     points = run_search(config, predictor, cache_dir=cache, fingerprint="test", workers=2, progress=False)
     assert [p.name for p in points] == [
-        "a40 tp=1 pp=1 x1 sarathi chunk=512 seqs=128",
-        "a40 tp=2 pp=1 x1 sarathi chunk=512 seqs=128",
-        "h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128",
-        "h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128",
+        "a40 tp=1 pp=1 x1 sarathi budget=512 seqs=128",
+        "a40 tp=2 pp=1 x1 sarathi budget=512 seqs=128",
+        "h100 tp=1 pp=1 x1 sarathi budget=512 seqs=128",
+        "h100 tp=2 pp=1 x1 sarathi budget=512 seqs=128",
     ]
     by_name = {p.name: p for p in points}
     h100, a40 = (
-        by_name["h100 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"],
-        by_name["a40 tp=1 pp=1 x1 sarathi chunk=512 seqs=128"],
+        by_name["h100 tp=1 pp=1 x1 sarathi budget=512 seqs=128"],
+        by_name["a40 tp=1 pp=1 x1 sarathi budget=512 seqs=128"],
     )
     assert all(p.feasible and p.capacity_qps > 0 for p in points)
     assert h100.capacity_qps > a40.capacity_qps
-    assert by_name["h100 tp=2 pp=1 x1 sarathi chunk=512 seqs=128"].cost_per_hour == pytest.approx(2 * 2.99)
+    assert by_name["h100 tp=2 pp=1 x1 sarathi budget=512 seqs=128"].cost_per_hour == pytest.approx(2 * 2.99)
     for p in points:
         passed = [float(probe["qps"]) for probe in p.probes if probe["passed"]]  # type: ignore[arg-type]
         assert max(passed) == p.capacity_qps

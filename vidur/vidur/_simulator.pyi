@@ -8,16 +8,23 @@ __all__ = [
     "CostModel",
     "CpuOverheads",
     "Curve",
+    "DuplicateRequestError",
+    "InvalidConfigError",
     "InvalidCostModelError",
     "InvalidDeploymentError",
+    "InvalidOutputsError",
+    "InvalidRequestError",
     "InvalidWorkloadError",
     "IterationPrediction",
     "OperatorTerm",
     "Roofline",
     "SchedulerConfig",
     "SchedulerConfigError",
+    "SchedulerError",
     "SimulationOutput",
     "SimulatorError",
+    "TooManyBatchesInFlightError",
+    "UnknownRequestError",
     "simulate",
 ]
 
@@ -25,7 +32,16 @@ class SimulatorError(ValueError): ...
 class InvalidCostModelError(SimulatorError): ...
 class InvalidDeploymentError(SimulatorError): ...
 class InvalidWorkloadError(SimulatorError): ...
-class SchedulerConfigError(SimulatorError): ...
+# The scheduler's own exceptions (the engine's extension has the same ones).
+class SchedulerError(ValueError): ...
+class InvalidConfigError(SchedulerError): ...
+class InvalidRequestError(SchedulerError): ...
+class DuplicateRequestError(InvalidRequestError): ...
+class UnknownRequestError(SchedulerError): ...
+class InvalidOutputsError(SchedulerError): ...
+class TooManyBatchesInFlightError(SchedulerError): ...
+
+SchedulerConfigError = InvalidConfigError
 
 @final
 class Curve:
@@ -176,16 +192,22 @@ class SchedulerConfig:
     def __new__(
         cls,
         *,
-        policy: str = "sarathi",
-        token_budget: int = 512,
-        max_num_seqs: int = 128,
-        max_model_len: int = 4096,
-        block_size: int = 16,
-        num_blocks: int = 4096,
-        watermark: float = 0.01,
+        policy: str | None = None,
+        token_budget: int | None = None,
+        max_num_seqs: int | None = None,
+        max_model_len: int | None = None,
+        block_size: int | None = None,
+        num_blocks: int | None = None,
+        watermark: float | None = None,
+        enable_prefix_caching: bool | None = None,
+        order: str | None = None,
         dynamic_chunking: tuple[int, int, int] | None = None,
-        max_decode_iters_between_prefills: int = 10,
+        max_batches_in_flight: int | None = None,
+        async_scheduling: bool | None = None,
+        max_decode_iters_between_prefills: int | None = None,
     ) -> SchedulerConfig: ...
+    def with_num_blocks(self, num_blocks: int) -> SchedulerConfig: ...
+    def __eq__(self, value: object, /) -> bool: ...
     @property
     def policy(self) -> str: ...
     @property
@@ -201,7 +223,15 @@ class SchedulerConfig:
     @property
     def watermark(self) -> float: ...
     @property
+    def enable_prefix_caching(self) -> bool: ...
+    @property
+    def order(self) -> str: ...
+    @property
     def dynamic_chunking(self) -> tuple[int, int, int] | None: ...
+    @property
+    def max_batches_in_flight(self) -> int: ...
+    @property
+    def async_scheduling(self) -> bool: ...
     @property
     def max_decode_iters_between_prefills(self) -> int: ...
     @property

@@ -61,7 +61,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replicas", type=int)
     parser.add_argument("--router", choices=ROUTERS)
     parser.add_argument("--policy", choices=POLICIES)
-    parser.add_argument("--chunk-size", type=int)
+    parser.add_argument("--token-budget", type=int)
     parser.add_argument("--max-num-seqs", type=int)
     parser.add_argument("--trace", help="a trace CSV (by name in the traces directory) for arrivals and lengths")
     parser.add_argument("--num-requests", type=int)
@@ -78,7 +78,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "replicas": "cluster.num_replicas",
         "router": "cluster.router",
         "policy": "scheduler.policy",
-        "chunk_size": "scheduler.chunk_size",
+        "token_budget": "scheduler.token_budget",
         "max_num_seqs": "scheduler.max_num_seqs",
         "num_requests": "workload.num_requests",
     }
@@ -134,7 +134,7 @@ def simulate_command(args: argparse.Namespace) -> int:
     summary = simulation_summary(result)
     print(
         f"{deployment.shape.model.name} on {deployment.num_replicas} x {deployment.shape.num_gpus} "
-        f"{deployment.shape.gpu.name} ({config.deployment.scheduler.policy}): {len(workload)} requests, "
+        f"{deployment.shape.gpu.name} ({deployment.scheduler_config().policy}): {len(workload)} requests, "
         f"{result.num_iterations} iterations in {result.wall_s:.3f} s of wall time"
     )
     _print_metrics(

@@ -65,7 +65,7 @@ class SearchConfig:
     pipeline_parallel: tuple[int, ...] = (1,)
     num_replicas: tuple[int, ...] = (1,)
     policies: tuple[str, ...] = ("sarathi",)
-    chunk_sizes: tuple[int, ...] = (512,)
+    token_budgets: tuple[int, ...] = (512,)
     max_num_seqs: tuple[int, ...] = (128,)
     initial_qps: float = 1.0
     max_qps: float = 4096.0
@@ -78,7 +78,7 @@ class SearchConfig:
             raise ValueError(f"search.max_qps ({self.max_qps}) must be at least initial_qps ({self.initial_qps})")
         if not 0 < self.precision < 1:
             raise ValueError(f"search.precision must be in (0, 1), got {self.precision}")
-        for name in ("gpus", "tensor_parallel", "pipeline_parallel", "num_replicas", "policies", "chunk_sizes"):
+        for name in ("gpus", "tensor_parallel", "pipeline_parallel", "num_replicas", "policies", "token_budgets"):
             if not getattr(self, name):
                 raise ValueError(f"search.{name} must list at least one value")
 

@@ -32,27 +32,46 @@ class ReplicaConfig:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaSchedulerConfig:
-    """The replica scheduler's knobs. `chunk_size` is the token budget of an iteration (the prefill
-    chunk under `sarathi`); policies that never chunk get a budget of a whole max-length prompt.
-    `max_model_len` defaults to the model's context length."""
+    """The replica scheduler's knobs, the engine's own (`python -m engine` takes the same): a
+    knob left at None takes the scheduler core's default, as in the engine. `token_budget` is the
+    most tokens of an iteration (the prefill chunk under `sarathi`; by default 512, and for
+    policies that never chunk a whole max-length prompt); `max_model_len` defaults to the
+    model's context length."""
 
-    policy: str = "sarathi"
-    chunk_size: int = 512
-    max_num_seqs: int = 128
+    policy: str | None = None
+    token_budget: int | None = None
+    max_num_seqs: int | None = None
     max_model_len: int | None = None
-    block_size: int = 16
-    watermark: float = 0.01
+    block_size: int | None = None
+    watermark: float | None = None
+    enable_prefix_caching: bool | None = None
+    order: str | None = None
     dynamic_chunking: tuple[int, int, int] | None = None
-    max_decode_iters_between_prefills: int = 10
+    max_decode_iters_between_prefills: int | None = None
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
+        if self.policy is not None and self.policy not in POLICIES:
             raise DeploymentError(f"unknown scheduler policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
 
-    def token_budget(self, max_model_len: int) -> int:
-        if self.policy == "sarathi":
-            return self.chunk_size
-        return max(self.chunk_size, max_model_len, self.max_num_seqs)
+    def resolve(self, max_model_len: int, num_blocks: int | None = None) -> _simulator.SchedulerConfig:
+        """The scheduler config these knobs make (defaults filled in by the scheduler core);
+        raises DeploymentError naming a knob the scheduler refuses."""
+        try:
+            return _simulator.SchedulerConfig(
+                policy=self.policy,
+                token_budget=self.token_budget,
+                max_num_seqs=self.max_num_seqs,
+                max_model_len=max_model_len,
+                block_size=self.block_size,
+                num_blocks=num_blocks,
+                watermark=self.watermark,
+                enable_prefix_caching=self.enable_prefix_caching,
+                order=self.order,
+                dynamic_chunking=self.dynamic_chunking,
+                max_decode_iters_between_prefills=self.max_decode_iters_between_prefills,
+            )
+        except _simulator.SchedulerError as error:
+            raise DeploymentError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +113,8 @@ class Deployment:
     cost_model: CostModelSpec
     max_model_len: int
     token_budget: int
+    block_size: int
+    max_num_seqs: int
 
     @property
     def num_replicas(self) -> int:
@@ -108,18 +129,7 @@ class Deployment:
         return self.num_gpus * self.shape.gpu.price_per_hour
 
     def scheduler_config(self) -> _simulator.SchedulerConfig:
-        knobs = self.config.scheduler
-        return _simulator.SchedulerConfig(
-            policy=knobs.policy,
-            token_budget=self.token_budget,
-            max_num_seqs=knobs.max_num_seqs,
-            max_model_len=self.max_model_len,
-            block_size=knobs.block_size,
-            num_blocks=self.memory.num_blocks,
-            watermark=knobs.watermark,
-            dynamic_chunking=knobs.dynamic_chunking,
-            max_decode_iters_between_prefills=knobs.max_decode_iters_between_prefills,
-        )
+        return self.config.scheduler.resolve(self.max_model_len, self.memory.num_blocks)
 
     def describe(self) -> dict[str, object]:
         """What a run's summary records about the deployment."""
@@ -145,21 +155,20 @@ def plan_deployment(config: DeploymentConfig, predictor: OperatorPredictor) -> D
     model = get_model(replica.model)
     gpu = get_gpu(replica.gpu, replica.gpu_price_per_hour)
     shape = ReplicaShape(model, gpu, replica.tensor_parallel, replica.pipeline_parallel)
-    knobs = config.scheduler
-    max_model_len = knobs.max_model_len or model.max_position_embeddings
-    token_budget = knobs.token_budget(max_model_len)
+    max_model_len = config.scheduler.max_model_len or model.max_position_embeddings
+    scheduler = config.scheduler.resolve(max_model_len)
     memory = plan_memory(
         shape,
-        block_size=knobs.block_size,
-        max_batch_tokens=token_budget,
-        max_num_seqs=knobs.max_num_seqs,
+        block_size=scheduler.block_size,
+        max_batch_tokens=scheduler.token_budget,
+        max_num_seqs=scheduler.max_num_seqs,
         max_model_len=max_model_len,
         memory_utilization=replica.memory_utilization,
     )
-    cost_model = build_cost_model(shape, predictor, config.cpu_overheads, token_budget)
-    deployment = Deployment(config, shape, memory, cost_model, max_model_len, token_budget)
-    try:
-        deployment.scheduler_config()
-    except _simulator.SchedulerConfigError as error:
-        raise DeploymentError(str(error)) from None
+    cost_model = build_cost_model(shape, predictor, config.cpu_overheads, scheduler.token_budget)
+    deployment = Deployment(
+        config, shape, memory, cost_model, max_model_len, scheduler.token_budget, scheduler.block_size,
+        scheduler.max_num_seqs,
+    )
+    deployment.scheduler_config()  # with the planned number of blocks
     return deployment

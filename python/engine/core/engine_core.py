@@ -1,9 +1,12 @@
 """The engine actor: owns the scheduler and runs the serving loop.
 
-Each iteration: schedule a batch, send its deltas to the workers, await the sampled tokens (the
-workers compute in other processes, so the event loop keeps serving sockets meanwhile), check
-EOS and stop tokens, update the scheduler, and push token ids to each request's stream. Text
-(detokenization, stop strings) is made by each stream's reader, off this loop's critical path.
+The loop keeps up to `max_batches_in_flight` steps at the workers. With async scheduling (two
+in flight) the next step is scheduled and sent while the current one runs, so the workers go
+from one step to the next without waiting for the engine: each iteration the engine receives
+the oldest step's sampled tokens, checks EOS and stop tokens (vectorized, `RequestSlots`),
+updates the scheduler, hands the tokens to the requests' streams, then schedules and sends the
+next step. The workers compute in other processes, so the event loop keeps serving sockets
+meanwhile. Text (detokenization, stop strings) is made by each stream's reader, off this loop.
 """
 
 import itertools
@@ -14,89 +17,69 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
 import trio
 
 from engine.core.detokenizer import IncrementalDetokenizer
 from engine.core.engine_metrics import EngineMetrics, RequestTimes
+from engine.core.request_slots import EngineRequest, RequestSlots
 from engine.core.request_stream import EngineFailedError, EngineUnavailableError, RequestOutcome, RequestStream
-from engine.wire.sampling_params import SamplingParams
-from engine.scheduler import Batch, FinishedRequest, ScheduledRequest, Scheduler, SchedulerConfig
-from engine.wire.step import NewRequest, ScheduledChunk, StepInput, StepOutput
+from engine.core.step_builder import build_step
 from engine.core.tokenizer import Tokenizer
 from engine.executor.worker_group import WorkerGroup
+from engine.scheduler import PRODUCES_TOKEN, Batch, FinishedRequest, Scheduler, SchedulerConfig
+from engine.wire.sampling_params import SamplingParams
+from engine.wire.step import NewRequest, StepOutput
 
 log = logging.getLogger("engine")
 
 
 @dataclass(frozen=True, slots=True)
-class EngineConfig:
-    """Scheduler knobs; the KV block count and model length come from the workers."""
-
-    policy: str = "sarathi"
-    chunk_size: int | None = None
-    max_num_seqs: int = 128
-    max_model_len: int | None = None
-    block_size: int = 16
-    watermark: float = 0.01
-    enable_prefix_caching: bool = False
-
-    def scheduler_config(self, num_blocks: int, model_max_len: int) -> SchedulerConfig:
-        max_model_len = model_max_len if self.max_model_len is None else self.max_model_len
-        if max_model_len > model_max_len:
-            raise ValueError(f"max_model_len {max_model_len} exceeds the model's maximum of {model_max_len}")
-        return SchedulerConfig(
-            policy=self.policy,
-            token_budget=self.chunk_size,
-            max_num_seqs=self.max_num_seqs,
-            max_model_len=max_model_len,
-            block_size=self.block_size,
-            num_blocks=num_blocks,
-            watermark=self.watermark,
-            enable_prefix_caching=self.enable_prefix_caching,
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class IterationTiming:
-    """Where one iteration's time went. `execute_s` is the model runner's own time on rank 0
-    (forward and sampling); the rest of `total_s` is engine overhead: scheduling, building the
-    step, inter-process messaging, applying outputs and streaming."""
+    """One step's figures. `execute_s`: the model runner's own time on rank 0 (forward and
+    sampling); `idle_s`: how long rank 0 waited for this step after answering the previous
+    one; `host_s`: the engine's own time for the step outside the workers (applying its
+    outputs, scheduling and sending the next step)."""
 
     batch_size: int
     num_tokens: int
-    total_s: float
     execute_s: float
-
-    @property
-    def overhead_s(self) -> float:
-        return self.total_s - self.execute_s
+    idle_s: float
+    host_s: float
 
 
 @dataclass(slots=True)
-class _Request:
-    prompt_token_ids: list[int]
-    sampling: SamplingParams
-    stream: RequestStream
-    arrival_time: float
-    output_token_ids: list[int] = field(default_factory=list)
-    known_to_workers: bool = False
-    first_token_time: float | None = None
-    last_token_time: float = 0.0
+class _InFlight:
+    batch: Batch
+    """Requests preempted while this batch ran: the scheduler drops their tokens from it."""
+    dropped: set[int] = field(default_factory=set)
 
 
 class EngineCore:
-    def __init__(self, config: EngineConfig, workers: WorkerGroup, tokenizer: Tokenizer, metrics: EngineMetrics):
+    def __init__(
+        self, config: SchedulerConfig, workers: WorkerGroup, tokenizer: Tokenizer, metrics: EngineMetrics
+    ):
+        """`config`: the scheduler's knobs; its number of KV blocks is what the workers allocated."""
         if workers.model is None:
             raise ValueError("the workers must be started before the engine")
         self.model = workers.model
-        self.scheduler = Scheduler(config.scheduler_config(self.model.num_kv_blocks, self.model.max_model_len))
+        if config.block_size != self.model.block_size:
+            raise ValueError(
+                f"the scheduler's block_size {config.block_size} is not the workers' {self.model.block_size}"
+            )
+        if config.max_model_len > self.model.max_model_len:
+            raise ValueError(
+                f"max_model_len {config.max_model_len} exceeds the model's maximum of {self.model.max_model_len}"
+            )
+        self.scheduler = Scheduler(config.with_num_blocks(self.model.num_kv_blocks))
         self.tokenizer = tokenizer
         self.metrics = metrics
         self._workers = workers
-        self._requests: dict[int, _Request] = {}
+        self._requests: dict[int, EngineRequest] = {}
+        self._slots = RequestSlots(self.model.eos_token_ids, self.model.vocab_size)
+        self._in_flight: deque[_InFlight] = deque()
         self._ids = itertools.count()
         self._step_ids = itertools.count()
-        self._forget_on_workers: list[int] = []
         self._work_available = trio.Event()
         self.failure: str | None = None
         self.failed = trio.Event()
@@ -168,7 +151,7 @@ class EngineCore:
             skip_special_tokens=sampling.skip_special_tokens,
         )
         stream = RequestStream(detokenizer, on_stop=partial(self.stop, request_id))
-        self._requests[request_id] = _Request(prompt, sampling, stream, time.time())
+        self._requests[request_id] = EngineRequest(request_id, prompt, sampling, stream, time.time())
         self.metrics.request_received(len(prompt))
         self._work_available.set()
         return request_id, stream
@@ -182,25 +165,20 @@ class EngineCore:
         self._end_early(request_id, "stop")
 
     def _end_early(self, request_id: int, reason: str) -> None:
-        request = self._requests.pop(request_id, None)
+        request = self._requests.get(request_id)
         if request is None:
             return  # already finished
-        finished = self.scheduler.abort(request_id)
-        if request.known_to_workers:
-            self._forget_on_workers.append(request_id)
-        self._finish(request, reason, finished)
+        self._finish(self.scheduler.abort(request_id), reason)
+        self._work_available.set()
+
+    # ----- the loop -----
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._fail_when_workers_fail)
             task_status.started()
             try:
-                while True:
-                    if not len(self.scheduler):
-                        await self._work_available.wait()
-                        self._work_available = trio.Event()
-                        continue
-                    await self._iterate()
+                await self._serve()
             except EngineFailedError as error:
                 self._fail_all(str(error))
             except Exception as error:
@@ -208,39 +186,122 @@ class EngineCore:
                 self._fail_all(f"internal engine error: {type(error).__name__}: {error}")
             nursery.cancel_scope.cancel()
 
-    async def _fail_when_workers_fail(self) -> None:
-        """Fails every request at once when a worker dies, even while the loop is idle."""
-        await self._workers.failed.wait()
-        self._fail_all(self._workers.failure or "a model worker died")
+    async def _serve(self) -> None:
+        max_in_flight = self.scheduler.config.max_batches_in_flight
+        while True:
+            started = time.perf_counter()
+            while len(self._in_flight) < max_in_flight and len(self.scheduler):
+                if not await self._send_next():
+                    break
+            if not self._in_flight:
+                await self._work_available.wait()
+                self._work_available = trio.Event()
+                continue
+            host_s = time.perf_counter() - started
+            output = await self._workers.receive()
+            received = time.perf_counter()
+            oldest = self._in_flight.popleft()
+            num_output_tokens = self._apply(oldest, output)
+            batch = oldest.batch
+            host_s += time.perf_counter() - received
+            self.recent_iterations.append(
+                IterationTiming(len(batch), batch.num_tokens, output.execute_s, output.idle_s, host_s)
+            )
+            self.metrics.iteration(
+                num_tokens=batch.num_tokens,
+                num_prefill_tokens=batch.num_prefill_tokens,
+                num_output_tokens=num_output_tokens,
+                engine_s=host_s,
+                worker_s=output.execute_s,
+                num_preempted=len(batch.preempted_ids),
+            )
+            self.publish_load()
 
-    async def _iterate(self) -> None:
-        started = time.perf_counter()
+    async def _send_next(self) -> bool:
+        """Schedules a batch and sends it; False when nothing could be scheduled."""
         batch = self.scheduler.schedule(time.monotonic())
-        scheduled = batch.requests
-        if not scheduled:
-            # Nothing can run until something changes (an abort or a new arrival).
+        for earlier in self._in_flight:
+            earlier.dropped.update(batch.preempted_ids)
+        if not len(batch) and not batch.preempted_ids:
+            # Nothing can run until something changes (an arrival, an abort, a batch's outputs).
             self.scheduler.update(batch, [])
-            await self._work_available.wait()
-            self._work_available = trio.Event()
+            return False
+        for slot, request_id in zip(batch.new_request_slots, batch.new_request_ids, strict=True):
+            self._slots.take(slot, self._requests[request_id])
+        await self._workers.send(build_step(next(self._step_ids), batch, self._new_request))
+        self._in_flight.append(_InFlight(batch))
+        return True
+
+    def _new_request(self, request_id: int) -> NewRequest:
+        request = self._requests[request_id]
+        return NewRequest(request_id, request.prompt_token_ids, request.sampling)
+
+    def _apply(self, done: _InFlight, output: StepOutput) -> int:
+        """Hands a step's sampled tokens to their streams and updates the scheduler; returns
+        how many tokens were delivered."""
+        batch = done.batch
+        now = time.time()
+        producing = (np.frombuffer(batch.flags, dtype=np.uint8) & PRODUCES_TOKEN) != 0
+        produced = self._slots.produced(
+            np.frombuffer(batch.slots, dtype="<u4")[producing],
+            np.frombuffer(batch.ids, dtype="<u8")[producing],
+            np.frombuffer(output.sampled_token_ids, dtype="<u4"),
+            now,
+            done.dropped,
+        )
+        self.metrics.tokens(produced.ttfts, produced.tbts)
+        requests = self._slots.requests
+        if output.logprobs:
+            for slot, token, position in zip(
+                produced.slots.tolist(), produced.tokens.tolist(), produced.positions.tolist(), strict=True
+            ):
+                requests[slot].stream.push(token, now, output.logprobs[position])  # type: ignore[union-attr]
+        else:
+            for slot, token in zip(produced.slots.tolist(), produced.tokens.tolist(), strict=True):
+                requests[slot].stream.push(token, now)  # type: ignore[union-attr]
+        for prompt in output.prompt_logprobs:
+            if (owner := self._requests.get(prompt.request_id)) is not None:
+                owner.stream.add_prompt_logprobs(len(owner.prompt_token_ids), prompt.first_position, prompt.tokens)
+        for finished in self.scheduler.update(batch, output.sampled_token_ids, finished_ids=produced.stopped_ids):
+            self._finish(finished, "stop" if finished.reason == "stop" else "length")
+        return len(produced.tokens)
+
+    def _finish(self, finished: FinishedRequest, reason: str) -> None:
+        request = self._requests.pop(finished.id, None)
+        if request is None:
             return
-        step = self._step_input(batch, scheduled)
-        prepared = time.perf_counter()
-        output = await self._workers.execute(step)
-        executed = time.perf_counter()
-        num_output_tokens = self._apply(batch, scheduled, output)
-        finished = time.perf_counter()
-        self.recent_iterations.append(
-            IterationTiming(len(scheduled), batch.num_tokens, finished - started, output.execute_s)
+        now = time.time()
+        slot = request.slot
+        num_output = int(self._slots.num_output[slot]) if slot is not None else 0
+        first_token = float(self._slots.first_token_time[slot]) if slot is not None else np.nan
+        last_token = float(self._slots.last_token_time[slot]) if slot is not None else np.nan
+        self._slots.release(request)
+        first_scheduled = None
+        if finished.first_scheduled_at is not None:
+            # The scheduler's clock is monotonic; report wall-clock time like every other timestamp.
+            first_scheduled = now - (time.monotonic() - finished.first_scheduled_at)
+        request.stream.finish(
+            RequestOutcome(
+                finish_reason=reason,
+                text="",  # the stream adds what its detokenizer held back
+                num_prompt_tokens=len(request.prompt_token_ids),
+                num_output_tokens=num_output,
+                arrival_time=request.arrival_time,
+                first_scheduled_time=first_scheduled,
+                num_preemptions=finished.num_preemptions,
+                num_cached_tokens=finished.num_cached_tokens,
+            )
         )
-        self.metrics.iteration(
-            num_tokens=batch.num_tokens,
-            num_prefill_tokens=batch.num_prefill_tokens,
-            num_output_tokens=num_output_tokens,
-            engine_s=(prepared - started) + (finished - executed),
-            worker_s=executed - prepared,
-            num_preempted=len(batch.preempted_ids),
+        has_token = not np.isnan(first_token)
+        times = RequestTimes(
+            arrival=request.arrival_time,
+            first_scheduled=first_scheduled,
+            first_token=first_token if has_token else None,
+            finished=last_token if has_token else now,
+            num_prompt_tokens=len(request.prompt_token_ids),
+            num_output_tokens=num_output,
         )
-        self.publish_load()
+        self.metrics.request_finished(reason, times)
 
     def publish_load(self) -> None:
         """Copies queue lengths and KV use into the metrics (also called when they are scraped)."""
@@ -251,86 +312,10 @@ class EngineCore:
             num_blocks=self.model.num_kv_blocks,
         )
 
-    def _step_input(self, batch: Batch, scheduled: list[ScheduledRequest]) -> StepInput:
-        new_requests = []
-        chunks = []
-        for entry in scheduled:
-            request = self._requests[entry.id]
-            if not request.known_to_workers:
-                request.known_to_workers = True
-                new_requests.append(NewRequest(entry.id, request.prompt_token_ids, request.sampling))
-            chunks.append(
-                ScheduledChunk(
-                    entry.id, entry.num_tokens, entry.num_computed_tokens, entry.produces_token, entry.new_block_ids
-                )
-            )
-        forget, self._forget_on_workers = self._forget_on_workers, []
-        return StepInput(next(self._step_ids), chunks, new_requests, batch.preempted_ids, forget)
-
-    def _apply(self, batch: Batch, scheduled: list[ScheduledRequest], output: StepOutput) -> int:
-        """Streams the sampled tokens, finishes requests; returns how many tokens were produced."""
-        now = time.time()
-        tokens = output.sampled_token_ids
-        logprobs = output.logprobs or itertools.repeat(None)
-        stopped = []
-        num_output_tokens = 0
-        ttfts: list[float] = []
-        tbts: list[float] = []
-        eos_token_ids = self.model.eos_token_ids
-        for prompt in output.prompt_logprobs:
-            if (owner := self._requests.get(prompt.request_id)) is not None:
-                owner.stream.add_prompt_logprobs(len(owner.prompt_token_ids), prompt.first_position, prompt.tokens)
-        producing = (entry for entry in scheduled if entry.produces_token)
-        for entry, token, token_logprobs in zip(producing, tokens, logprobs, strict=False):
-            request = self._requests.get(entry.id)
-            if request is None:
-                continue  # aborted while its step ran
-            request.output_token_ids.append(token)
-            request.stream.push(token, now, token_logprobs)
-            if len(request.output_token_ids) == 1:
-                request.first_token_time = now
-                ttfts.append(now - request.arrival_time)
-            else:
-                tbts.append(now - request.last_token_time)
-            request.last_token_time = now
-            sampling = request.sampling
-            may_stop = len(request.output_token_ids) >= sampling.min_tokens
-            if may_stop and ((not sampling.ignore_eos and token in eos_token_ids) or token in sampling.stop_token_ids):
-                stopped.append(entry.id)
-            num_output_tokens += 1
-        self.metrics.tokens(ttfts, tbts)
-        for finished in self.scheduler.update(batch, tokens, finished_ids=stopped):
-            request = self._requests.pop(finished.id)
-            self._forget_on_workers.append(finished.id)
-            self._finish(request, "stop" if finished.reason == "stop" else "length", finished)
-        return num_output_tokens
-
-    def _finish(self, request: _Request, reason: str, finished: FinishedRequest) -> None:
-        now = time.time()
-        first_scheduled = None
-        if finished.first_scheduled_at is not None:
-            # The scheduler's clock is monotonic; report wall-clock time like every other timestamp.
-            first_scheduled = now - (time.monotonic() - finished.first_scheduled_at)
-        outcome = RequestOutcome(
-            finish_reason=reason,
-            text="",  # the stream adds what its detokenizer held back
-            num_prompt_tokens=len(request.prompt_token_ids),
-            num_output_tokens=len(request.output_token_ids),
-            arrival_time=request.arrival_time,
-            first_scheduled_time=first_scheduled,
-            num_preemptions=finished.num_preemptions,
-            num_cached_tokens=finished.num_cached_tokens,
-        )
-        request.stream.finish(outcome)
-        times = RequestTimes(
-            arrival=request.arrival_time,
-            first_scheduled=first_scheduled,
-            first_token=request.first_token_time,
-            finished=request.last_token_time if request.first_token_time is not None else now,
-            num_prompt_tokens=len(request.prompt_token_ids),
-            num_output_tokens=len(request.output_token_ids),
-        )
-        self.metrics.request_finished(reason, times)
+    async def _fail_when_workers_fail(self) -> None:
+        """Fails every request at once when a worker dies, even while the loop is idle."""
+        await self._workers.failed.wait()
+        self._fail_all(self._workers.failure or "a model worker died")
 
     def _fail_all(self, message: str) -> None:
         if self.failure is None:
@@ -339,5 +324,6 @@ class EngineCore:
         for request_id, request in list(self._requests.items()):
             request.stream.fail(message)
             self.scheduler.abort(request_id)
+            self._slots.release(request)
         self._requests.clear()
         self.failed.set()

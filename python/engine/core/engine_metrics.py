@@ -32,8 +32,8 @@ class BatchedHistogram(Collector):
         self._counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last is +Inf
         self._sum = 0.0
 
-    def observe_many(self, values: Sequence[float]) -> None:
-        if not values:
+    def observe_many(self, values: Sequence[float] | np.ndarray) -> None:
+        if not len(values):
             return
         array = np.asarray(values, dtype=np.float64)
         self._counts += np.bincount(np.searchsorted(self._bounds, array), minlength=len(self._counts))
@@ -185,7 +185,7 @@ class EngineMetrics:
         for counter in self.prompt_tokens:
             counter.inc(num_prompt_tokens)
 
-    def tokens(self, ttfts: Sequence[float], tbts: Sequence[float]) -> None:
+    def tokens(self, ttfts: Sequence[float] | np.ndarray, tbts: Sequence[float] | np.ndarray) -> None:
         """One iteration's first-token latencies and gaps between tokens."""
         self.ttft.observe_many(ttfts)
         self.tbt.observe_many(tbts)

@@ -10,12 +10,11 @@ from pathlib import Path
 
 import trio
 
-from engine.core.engine_core import EngineConfig
 from engine.wire.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.model_config import load_model_config
 from engine.wire.runner_config import ATTENTION_BACKENDS, ModelRunnerConfig
 from engine.core.request_stream import EngineFailedError
-from engine.scheduler import POLICIES
+from engine.scheduler import POLICIES, SchedulerConfig
 from engine.entrypoints.serve import EngineServer, ServerConfig
 from engine.executor.worker_group import CPU_WORKER_ENVIRONMENT
 
@@ -40,16 +39,28 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
 
     cache = parser.add_argument_group("KV cache")
-    cache.add_argument("--block-size", type=int, default=16)
+    cache.add_argument("--block-size", type=int, help="tokens per KV block (default 16)")
     cache.add_argument("--num-kv-blocks", type=int, help="exact number of KV blocks")
     cache.add_argument("--kv-cache-memory-gib", type=float, help="CPU: memory for the KV cache (default 1 GiB)")
     cache.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="GPU: fraction of memory to use")
-    cache.add_argument("--enable-prefix-caching", action="store_true")
+    cache.add_argument("--enable-prefix-caching", action="store_true", default=None)
 
     scheduling = parser.add_argument_group("scheduling")
-    scheduling.add_argument("--policy", default="sarathi", choices=POLICIES)
-    scheduling.add_argument("--chunk-size", type=int, help="token budget per iteration (sarathi default: 512)")
-    scheduling.add_argument("--max-num-seqs", type=int, default=128)
+    scheduling.add_argument("--policy", choices=POLICIES, help="default: sarathi")
+    scheduling.add_argument(
+        "--token-budget",
+        type=int,
+        help="most tokens in one iteration (sarathi's prefill chunk, default 512; the other policies run whole "
+        "prompts, default max_model_len)",
+    )
+    scheduling.add_argument("--max-num-seqs", type=int, help="most requests running at once (default 128)")
+    scheduling.add_argument(
+        "--no-async-scheduling",
+        dest="async_scheduling",
+        action="store_false",
+        help="schedule each step only once the previous one has finished (default: the next step is "
+        "scheduled and sent while the current one runs, so the workers never wait for the engine)",
+    )
 
     serving = parser.add_argument_group("serving")
     serving.add_argument("--host", default="127.0.0.1")
@@ -74,11 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="seconds between throughput log lines while busy (0: none)")
     serving.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
-
-
-def _default_token_budget(policy: str, max_num_seqs: int, max_model_len: int) -> int:
-    """Sarathi chunks prefills at 512 tokens; the other policies run whole prompts."""
-    return max(512 if policy == "sarathi" else max_model_len, max_num_seqs)
 
 
 async def _stop_on_signals(signals: AsyncIterator[int], server: EngineServer, serving: trio.CancelScope) -> None:
@@ -112,9 +118,9 @@ def _worker_environment(device: str) -> dict[str, str]:
     return {name: value for name, value in defaults.items() if name not in os.environ}
 
 
-async def _run(model_dir: Path, runner: ModelRunnerConfig, engine: EngineConfig, server: ServerConfig) -> None:
+async def _run(model_dir: Path, runner: ModelRunnerConfig, scheduler: SchedulerConfig, server: ServerConfig) -> None:
     environment = _worker_environment(runner.device)
-    engine_server = EngineServer(model_dir, runner, engine, server, worker_environment=environment)
+    engine_server = EngineServer(model_dir, runner, scheduler, server, worker_environment=environment)
     # The receiver stays open until the workers are down, so a second Ctrl-C cannot cut the
     # shutdown short with a KeyboardInterrupt.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -140,28 +146,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load_model_config(model_dir)
         max_model_len = args.max_model_len or model.max_position_embeddings
-        token_budget = args.chunk_size or _default_token_budget(args.policy, args.max_num_seqs, max_model_len)
+        if max_model_len > model.max_position_embeddings:
+            raise ValueError(
+                f"--max-model-len {max_model_len} exceeds the model's max_position_embeddings "
+                f"({model.max_position_embeddings})"
+            )
+        scheduler = SchedulerConfig(
+            policy=args.policy,
+            token_budget=args.token_budget,
+            max_num_seqs=args.max_num_seqs,
+            max_model_len=max_model_len,
+            block_size=args.block_size,
+            enable_prefix_caching=args.enable_prefix_caching,
+            async_scheduling=args.async_scheduling,
+            max_batches_in_flight=2 if args.async_scheduling else 1,
+        )
         runner = ModelRunnerConfig(
             model=str(model_dir),
             dtype=args.dtype,
             device=args.device,
             tensor_parallel_size=args.tp,
-            max_model_len=args.max_model_len,
-            block_size=args.block_size,
+            max_model_len=scheduler.max_model_len,
+            block_size=scheduler.block_size,
             num_kv_blocks=args.num_kv_blocks,
             kv_cache_memory_gib=args.kv_cache_memory_gib,
             gpu_memory_utilization=args.gpu_memory_utilization,
             attention_backend=args.attention_backend,
-            max_num_batched_tokens=token_budget,
-            max_num_seqs=args.max_num_seqs,
-        )
-        engine = EngineConfig(
-            policy=args.policy,
-            chunk_size=token_budget,
-            max_num_seqs=args.max_num_seqs,
-            max_model_len=args.max_model_len,
-            block_size=args.block_size,
-            enable_prefix_caching=args.enable_prefix_caching,
+            token_budget=scheduler.token_budget,
+            max_num_seqs=scheduler.max_num_seqs,
         )
         server = ServerConfig(
             host=args.host,
@@ -178,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             access_log=not args.no_access_log,
             throughput_log_interval_s=args.log_stats_interval,
         )
-        trio.run(_run, model_dir, runner, engine, server)
+        trio.run(_run, model_dir, runner, scheduler, server)
     except Exception as error:
         reasons = _leaves(error)
         if not all(isinstance(reason, EXPECTED_ERRORS) for reason in reasons):

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import trio
 
-from engine.core.engine_core import EngineConfig, EngineCore
+from engine.core.engine_core import EngineCore
 from engine.core.engine_metrics import EngineMetrics
+from engine.core.heap import freeze_startup_heap
 from engine.wire.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.core.request_stream import EngineFailedError
@@ -25,6 +26,7 @@ from engine.entrypoints.openai.http_server import bind_http, bind_rpc, bound_por
 from engine.entrypoints.openai.app import ApiConfig, OpenAIApi
 from engine.entrypoints.prompt import PromptTokenizer
 from engine.entrypoints.rpc_server import RpcConfig, RpcServer
+from engine.scheduler import SchedulerConfig
 from engine.core.throughput_log import log_throughput
 from engine.core.tokenizer import Tokenizer
 from engine.executor.worker_group import WorkerGroup
@@ -70,14 +72,14 @@ class EngineServer:
         self,
         model_dir: Path,
         runner: ModelRunnerConfig,
-        engine_config: EngineConfig,
+        scheduler: SchedulerConfig,
         server: ServerConfig,
         *,
         worker_environment: Mapping[str, str] | None = None,
     ):
         self._model_dir = model_dir
         self._runner = runner
-        self._engine_config = engine_config
+        self._scheduler = scheduler
         self._server = server
         self._worker_environment = worker_environment
         self.engine: EngineCore | None = None
@@ -99,7 +101,7 @@ class EngineServer:
             group = WorkerGroup(self._runner, self._runner.tensor_parallel_size, self._worker_environment)
             workers: WorkerGroup = await nursery.start(group.run)
             metrics = EngineMetrics(server.served_model_name)
-            engine = EngineCore(self._engine_config, workers, tokenizer, metrics)
+            engine = EngineCore(self._scheduler, workers, tokenizer, metrics)
             await nursery.start(engine.run)
             self.engine = engine
             prompts = PromptTokenizer(tokenizer, engine.max_model_len)
@@ -126,13 +128,14 @@ class EngineServer:
                 server.served_model_name,
                 engine.model.num_kv_blocks,
                 engine.max_model_len,
-                self._engine_config.policy,
+                self._scheduler.policy,
                 server.host,
                 http_port,
                 server.host,
                 rpc_port,
                 ",".join(map(str, workers.pids)),
             )
+            freeze_startup_heap()
             task_status.started(ServingAddresses(http_port, rpc_port, workers.pids))
 
     async def drain(self) -> None:

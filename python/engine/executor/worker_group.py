@@ -53,6 +53,7 @@ class ModelSummary:
     eos_token_ids: tuple[int, ...]
     max_model_len: int
     num_kv_blocks: int
+    block_size: int
 
 
 # On CPU, libgomp's default spin-wait keeps torch's threads busy for a while after every forward,
@@ -108,7 +109,9 @@ class WorkerGroup:
             for rank in range(self._num_ranks):
                 await self._expect(rank, CacheReady)
             first = readies[0]
-            self.model = ModelSummary(first.vocab_size, tuple(first.eos_token_ids), first.max_model_len, num_blocks)
+            self.model = ModelSummary(
+                first.vocab_size, tuple(first.eos_token_ids), first.max_model_len, num_blocks, first.block_size
+            )
             task_status.started(self)
             async with trio.open_nursery() as nursery:
                 for rank in range(self._num_ranks):
@@ -121,11 +124,23 @@ class WorkerGroup:
                 await self._shutdown()
 
     async def execute(self, step: StepInput) -> StepOutput:
+        """Sends `step` and waits for its output."""
+        await self.send(step)
+        return await self.receive()
+
+    async def send(self, step: StepInput) -> None:
+        """Hands `step` to every rank; they run the steps they get in order. Several may be
+        outstanding (pipelined), each answered by one `receive`."""
+        if self.failure is not None:
+            raise WorkerDiedError(self.failure)
+        await self._broadcast(Execute(step))
+
+    async def receive(self) -> StepOutput:
+        """The output of the oldest step sent and not yet received."""
         if self.failure is not None:
             raise WorkerDiedError(self.failure)
         with trio.CancelScope() as scope:
             self._pending = scope
-            await self._broadcast(Execute(step))
             executed = await self._expect(0, Executed)
         self._pending = None
         if scope.cancelled_caught:

@@ -7,6 +7,10 @@ read their `ModelInfo` back without importing PyTorch.
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from engine.scheduler import SchedulerConfig
+
+SCHEDULER_DEFAULTS = SchedulerConfig()
+
 ATTENTION_BACKENDS = ("auto", "reference", "sdpa", "flash")
 DEVICES = ("auto", "cpu", "cuda")
 # Accepted dtype names, each with the torch dtype it means.
@@ -29,9 +33,11 @@ class ModelRunnerConfig:
     `max_position_embeddings`.
 
     KV capacity: `num_kv_blocks` when given; otherwise on the CPU `kv_cache_memory_gib` (1 GiB
-    when None), on a GPU what a profiled step of `max_num_batched_tokens` tokens over
+    when None), on a GPU what a profiled step of `token_budget` tokens over
     `max_num_seqs` requests, each at the end of a `max_model_len` context, leaves of
-    `gpu_memory_utilization` of the device's memory.
+    `gpu_memory_utilization` of the device's memory. `block_size`, `token_budget` and
+    `max_num_seqs` must be the scheduler's (the engine takes them from its `SchedulerConfig`);
+    their defaults are the scheduler core's.
     """
 
     model: str
@@ -39,13 +45,13 @@ class ModelRunnerConfig:
     device: str = "cpu"
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
-    block_size: int = 16
+    block_size: int = SCHEDULER_DEFAULTS.block_size
     num_kv_blocks: int | None = None
     kv_cache_memory_gib: float | None = None
     gpu_memory_utilization: float = 0.9
     attention_backend: str = "auto"
-    max_num_batched_tokens: int = 2048
-    max_num_seqs: int = 256
+    token_budget: int = SCHEDULER_DEFAULTS.token_budget
+    max_num_seqs: int = SCHEDULER_DEFAULTS.max_num_seqs
     distributed_init_method: str = "tcp://127.0.0.1:29511"
     seed: int = 0
 
@@ -59,7 +65,7 @@ class ModelRunnerConfig:
         positive = dict(
             tensor_parallel_size=self.tensor_parallel_size,
             block_size=self.block_size,
-            max_num_batched_tokens=self.max_num_batched_tokens,
+            token_budget=self.token_budget,
             max_num_seqs=self.max_num_seqs,
         )
         for name, value in positive.items():

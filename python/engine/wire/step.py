@@ -1,23 +1,37 @@
 """What the engine actor sends its model workers each iteration, and what comes back.
 
-A request's full data (prompt tokens, sampling parameters) travels once, in `new_requests`;
-afterwards a step carries only deltas. Each worker keeps, per request, the token ids (prompt,
-then every sampled token) and the KV block table, and applies a `StepInput` in this order:
+A step is the scheduler's batch in columns (little-endian arrays as `bytes`, one entry per
+scheduled request, read with `numpy.frombuffer`), built by `engine.core.step_builder`. A
+request's full data (prompt tokens, sampling parameters) travels once, in `new_requests`; after
+that only its slot, chunk and new KV blocks do. Each worker keeps, per request (by slot), the
+token ids (prompt, then every sampled token) and the KV block table, and applies a step in this
+order:
 
-1. `finished_ids`: forget these requests.
-2. `new_requests`: start tracking these.
-3. `preempted_ids`: clear their block tables (their KV is gone; they will be prefilled again).
-4. `chunks`: append `new_block_ids` to each block table, then run the model over tokens
+1. `finished_ids`: forget these requests (the scheduler dropped them; their slots are free).
+2. `new_requests`: start tracking these, each in its slot.
+3. `preempted_ids`: clear their block tables (their KV is gone; they will be prefilled again)
+   and keep only their first `preempted_num_tokens` tokens (async scheduling may have sampled
+   more for them in a step the scheduler then dropped).
+4. the entries: append each one's new blocks to its table, then run the model over tokens
    `token_ids[num_computed_tokens : num_computed_tokens + num_tokens]` at those positions, and
-   sample one token for each chunk that `produces_token`, appending it to the request's tokens.
+   sample one token for each entry that produces one, appending it to the request's tokens.
 
 Rank 0 answers with a `StepOutput`; with tensor parallelism every rank samples the same tokens.
 Log-probabilities travel only for requests whose `SamplingParams` ask for them.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import msgspec
+import numpy as np
 
 from engine.wire.sampling_params import SamplingParams
+
+# `StepInput.flags` bits (the scheduler's `Batch.flags`).
+PRODUCES_TOKEN = 1
+IS_PREFILL = 2
+IS_NEW = 4
 
 
 class NewRequest(msgspec.Struct, array_like=True, gc=False):
@@ -26,20 +40,107 @@ class NewRequest(msgspec.Struct, array_like=True, gc=False):
     sampling: SamplingParams
 
 
-class ScheduledChunk(msgspec.Struct, array_like=True, gc=False):
+class StepInput(msgspec.Struct, array_like=True, gc=False):
+    step_id: int
+    """`<u8` request ids."""
+    ids: bytes
+    """`<u4` slots (small integers unique among live requests)."""
+    slots: bytes
+    """`<u4` tokens each entry runs."""
+    num_tokens: bytes
+    """`<u4` where each entry starts."""
+    num_computed_tokens: bytes
+    """`u1` PRODUCES_TOKEN | IS_PREFILL | IS_NEW."""
+    flags: bytes
+    """`<u4`, one more than entries: entry i's blocks are new_block_ids[offsets[i]:offsets[i + 1]]."""
+    new_block_offsets: bytes
+    """`<u4`."""
+    new_block_ids: bytes
+    new_requests: list[NewRequest] = []
+    preempted_ids: list[int] = []
+    preempted_num_tokens: list[int] = []
+    finished_ids: list[int] = []
+
+    @property
+    def num_entries(self) -> int:
+        return len(self.ids) // 8
+
+    @staticmethod
+    def from_entries(
+        step_id: int,
+        entries: Sequence["StepEntry"],
+        new_requests: Sequence[NewRequest] = (),
+        *,
+        preempted: Sequence[tuple[int, int]] = (),
+        finished_ids: Sequence[int] = (),
+    ) -> "StepInput":
+        """A step written out by hand (profiling, tests): `preempted` holds (request id, tokens
+        kept). The engine builds its steps from scheduler batches (`engine.core.step_builder`)."""
+
+        def column(values: Sequence[int], dtype: str) -> bytes:
+            return np.asarray(values, dtype=dtype).tobytes()
+
+        new_ids = {new.request_id for new in new_requests}
+        flags = [
+            PRODUCES_TOKEN * e.produces_token + IS_PREFILL * (e.num_tokens > 1) + IS_NEW * (e.request_id in new_ids)
+            for e in entries
+        ]
+        offsets = np.concatenate(([0], np.cumsum([len(e.new_block_ids) for e in entries], dtype=np.int64)))
+        return StepInput(
+            step_id=step_id,
+            ids=column([e.request_id for e in entries], "<u8"),
+            slots=column([e.slot for e in entries], "<u4"),
+            num_tokens=column([e.num_tokens for e in entries], "<u4"),
+            num_computed_tokens=column([e.num_computed_tokens for e in entries], "<u4"),
+            flags=column(flags, "u1"),
+            new_block_offsets=column(offsets.tolist(), "<u4"),
+            new_block_ids=column([b for e in entries for b in e.new_block_ids], "<u4"),
+            new_requests=list(new_requests),
+            preempted_ids=[request_id for request_id, _ in preempted],
+            preempted_num_tokens=[num_tokens for _, num_tokens in preempted],
+            finished_ids=list(finished_ids),
+        )
+
+
+    def columns(self) -> "StepColumns":
+        return StepColumns(
+            ids=np.frombuffer(self.ids, dtype="<u8"),
+            slots=np.frombuffer(self.slots, dtype="<u4"),
+            num_tokens=np.frombuffer(self.num_tokens, dtype="<u4"),
+            num_computed_tokens=np.frombuffer(self.num_computed_tokens, dtype="<u4"),
+            flags=np.frombuffer(self.flags, dtype=np.uint8),
+            new_block_offsets=np.frombuffer(self.new_block_offsets, dtype="<u4"),
+            new_block_ids=np.frombuffer(self.new_block_ids, dtype="<u4"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StepEntry:
+    """One entry of a hand-written step (`StepInput.from_entries`)."""
+
     request_id: int
+    slot: int
     num_tokens: int
     num_computed_tokens: int
     produces_token: bool
-    new_block_ids: list[int]
+    new_block_ids: Sequence[int] = ()
 
 
-class StepInput(msgspec.Struct, array_like=True, gc=False):
-    step_id: int
-    chunks: list[ScheduledChunk]
-    new_requests: list[NewRequest] = []
-    preempted_ids: list[int] = []
-    finished_ids: list[int] = []
+@dataclass(frozen=True, slots=True)
+class StepColumns:
+    """A step's columns as read-only numpy views."""
+
+    ids: np.ndarray
+    slots: np.ndarray
+    num_tokens: np.ndarray
+    num_computed_tokens: np.ndarray
+    flags: np.ndarray
+    new_block_offsets: np.ndarray
+    new_block_ids: np.ndarray
+
+    @property
+    def produces_token(self) -> np.ndarray:
+        return (self.flags & PRODUCES_TOKEN) != 0
 
 
 class TokenLogprobs(msgspec.Struct, array_like=True, gc=False):
@@ -61,10 +162,12 @@ class PromptLogprobs(msgspec.Struct, array_like=True, gc=False):
 
 class StepOutput(msgspec.Struct, array_like=True, gc=False):
     step_id: int
-    """One per chunk that `produces_token`, in chunk order."""
-    sampled_token_ids: list[int]
+    """`<u4`, one per entry that produces a token, in batch order."""
+    sampled_token_ids: bytes
     """Seconds the model forward and sampling took on rank 0."""
     execute_s: float = 0.0
+    """Seconds rank 0 waited for this step after answering the previous one (receiving it included)."""
+    idle_s: float = 0.0
     """Empty when no request of the step asked for logprobs; else one per sampled token."""
     logprobs: list[TokenLogprobs | None] = []
     prompt_logprobs: list[PromptLogprobs] = []

@@ -25,6 +25,7 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     eos_token_ids: list[int]
     max_model_len: int
     num_kv_blocks: int
+    block_size: int
 
 
 class CacheReady(msgspec.Struct, tag="cache_ready", array_like=True):

@@ -7,12 +7,12 @@ it broadcasts the sampled tokens, so every rank appends the same tokens and retu
 `StepOutput`.
 """
 
-import itertools
 import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -21,11 +21,11 @@ from engine.model_config import ModelConfig, load_model_config
 from engine.worker.model.loader import load_model, resolve_dtype
 from engine.wire.runner_config import ModelInfo, ModelRunnerConfig
 from engine.worker.model.parallel import TensorParallel
-from engine.worker.request_table import RequestTable, ScheduledWork
+from engine.worker.request_table import RequestTable, StepWork
 from engine.worker.logits_processors import TokenHistory
 from engine.worker.sampling import Sampler, SamplingRow, top_logprobs
 from engine.wire.sampling_params import SamplingParams
-from engine.wire.step import NewRequest, PromptLogprobs, ScheduledChunk, StepInput, StepOutput, TokenLogprobs
+from engine.wire.step import NewRequest, PromptLogprobs, StepEntry, StepInput, StepOutput, TokenLogprobs
 
 __all__ = [
     "ModelInfo",
@@ -171,61 +171,77 @@ class ModelRunner:
             raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
         started = time.perf_counter()
         work = self.requests.apply(step)
-        output = self._run(work, self.kv_caches, step.step_id) if work else StepOutput(step.step_id, [])
+        output = self._run(self.requests, work, self.kv_caches, step.step_id)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         output.execute_s = time.perf_counter() - started
         return output
 
-    def _run(self, work: list[ScheduledWork], kv_caches: list[torch.Tensor], step_id: int = 0) -> StepOutput:
-        token_ids: list[int] = []
-        for item in work:
-            token_ids.extend(item.request.token_ids[item.start : item.end])
+    def _run(
+        self, requests: RequestTable, work: StepWork, kv_caches: list[torch.Tensor], step_id: int = 0
+    ) -> StepOutput:
+        if not len(work):
+            return StepOutput(step_id, b"")
         metadata = AttentionMetadata.build(
-            query_lens=[item.chunk.num_tokens for item in work],
-            seq_lens=[item.end for item in work],
-            block_tables=[item.request.block_table for item in work],
+            query_lens=work.query_lens,
+            seq_lens=work.seq_lens,
+            block_tables=work.block_tables,
             block_size=self.config.block_size,
             device=self.device,
         )
-        input_ids = torch.tensor(token_ids, dtype=torch.int64).to(self.device, non_blocking=True)
+        input_ids = torch.from_numpy(work.input_ids).to(self.device, non_blocking=True)
         hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata))
 
-        producing = [i for i, item in enumerate(work) if item.chunk.produces_token]
-        chunk_ends = list(itertools.accumulate(item.chunk.num_tokens for item in work))
+        producing = work.producing
+        chunk_ends = np.cumsum(work.query_lens)
         prompt_spans = _prompt_logprob_spans(work, chunk_ends)
-        rows = [chunk_ends[i] - 1 for i in producing]
+        rows = (chunk_ends[producing] - 1).tolist()
         for _, first_row, first_position, end_position in prompt_spans:
             rows.extend(range(first_row, first_row + end_position - first_position))
         if not rows:
-            return StepOutput(step_id, [])
+            return StepOutput(step_id, b"")
         logits = self.model.compute_logits(
             hidden.index_select(0, torch.tensor(rows, dtype=torch.int64, device=self.device))
         )
-        sample_logits = logits[: len(producing)]
         logprobs: list[TokenLogprobs | None] = []
         if self.sampler is not None:
-            histories = [work[i].request for i in producing]
-            sampled_tokens = self.sampler.sample(
-                sample_logits,
-                [
-                    SamplingRow(r.sampling, r.generator, TokenHistory(r.token_ids, r.num_prompt_tokens))
-                    for r in histories
-                ],
-            )
-            tokens, logprobs = sampled_tokens.token_ids, sampled_tokens.logprobs
+            tokens, logprobs = self._sample(requests, work, logits[: len(producing)])
         else:
             tokens = torch.empty(len(producing), dtype=torch.int64, device=self.device)
-        sampled: list[int] = self.tp.broadcast_from_first(tokens).tolist() if producing else []
-        for i, token in zip(producing, sampled, strict=True):
-            work[i].request.token_ids.append(token)
+        sampled: list[int] = self.tp.broadcast_from_first(tokens).tolist() if len(producing) else []
+        requests.record_sampled(work, sampled)
         prompt_logprobs = self._prompt_logprobs(work, prompt_spans, logits[len(producing) :])
         for index, _, _, end_position in prompt_spans:  # on every rank, so all compute the same rows
-            work[index].request.next_prompt_logprob_position = end_position
-        return StepOutput(step_id, sampled, logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+            work.states[index].next_prompt_logprob_position = end_position
+        return StepOutput(
+            step_id, np.asarray(sampled, dtype="<u4").tobytes(), logprobs=logprobs, prompt_logprobs=prompt_logprobs
+        )
+
+    def _sample(
+        self, requests: RequestTable, work: StepWork, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, list[TokenLogprobs | None]]:
+        """Greedy argmax for every row; the sampler for the rows that need more (sampling,
+        penalties, logprobs...), so a batch of plain greedy decodes touches no Python objects."""
+        assert self.sampler is not None
+        tokens = logits.argmax(dim=-1)
+        special = np.flatnonzero(requests.needs_sampler[work.rows[work.producing]])
+        if not special.size:
+            return tokens, []
+        states = [work.states[work.producing[i]] for i in special.tolist()]
+        chosen = self.sampler.sample(
+            logits[torch.from_numpy(special).to(logits.device)],
+            [SamplingRow(s.sampling, s.generator, TokenHistory(s.token_ids, s.num_prompt_tokens)) for s in states],
+        )
+        tokens[torch.from_numpy(special).to(tokens.device)] = chosen.token_ids.to(tokens.dtype)
+        if not chosen.logprobs:
+            return tokens, []
+        logprobs: list[TokenLogprobs | None] = [None] * len(work.producing)
+        for i, entry in zip(special.tolist(), chosen.logprobs, strict=True):
+            logprobs[i] = entry
+        return tokens, logprobs
 
     def _prompt_logprobs(
-        self, work: list[ScheduledWork], spans: list[tuple[int, int, int, int]], logits: torch.Tensor
+        self, work: StepWork, spans: list[tuple[int, int, int, int]], logits: torch.Tensor
     ) -> list[PromptLogprobs]:
         """Rank 0 only: the logprobs of each span's prompt tokens, from their rows of `logits`."""
         if self.sampler is None or not spans:
@@ -233,13 +249,13 @@ class ModelRunner:
         found = []
         offset = 0
         for index, _, first_position, end_position in spans:
-            request = work[index].request
+            state = work.states[index]
             count = end_position - first_position
-            targets = torch.tensor(request.token_ids[first_position:end_position], device=logits.device)
+            targets = torch.tensor(state.token_ids[first_position:end_position], device=logits.device)
             tokens = top_logprobs(
-                logits[offset : offset + count], range(count), [request.sampling.prompt_logprobs or 0] * count, targets
+                logits[offset : offset + count], range(count), [state.sampling.prompt_logprobs or 0] * count, targets
             )
-            found.append(PromptLogprobs(work[index].chunk.request_id, first_position, tokens))
+            found.append(PromptLogprobs(int(work.columns.ids[index]), first_position, tokens))
             offset += count
         return found
 
@@ -254,7 +270,7 @@ class ModelRunner:
         allocated_before = torch.cuda.memory_allocated(self.device)
 
         step, num_blocks = largest_step(
-            config.max_num_batched_tokens, config.max_num_seqs, self.model_info.max_model_len, config.block_size
+            config.token_budget, config.max_num_seqs, self.model_info.max_model_len, config.block_size
         )
         scratch = self._allocate_kv_cache(num_blocks)
         scratch_bytes = sum(layer.numel() * layer.element_size() for layer in scratch)
@@ -266,13 +282,13 @@ class ModelRunner:
         )
         try:
             with torch.inference_mode():
-                self._run(profile.apply(step), scratch)
+                self._run(profile, profile.apply(step), scratch)
             torch.cuda.synchronize(self.device)
         except torch.cuda.OutOfMemoryError as error:
             raise ValueError(
                 f"the largest step the engine may send ({len(step.chunks)} requests at "
                 f"{self.model_info.max_model_len} tokens of context) does not fit on the GPU beside the "
-                "weights: lower max_model_len, max_num_seqs or max_num_batched_tokens"
+                "weights: lower max_model_len, max_num_seqs or token_budget"
                 + (" (or use flash-attn with block_size 256)" if self.backend.name == "sdpa" else "")
             ) from error
         activation_peak = torch.cuda.max_memory_allocated(self.device) - allocated_before - scratch_bytes
@@ -301,20 +317,20 @@ class ModelRunner:
             torch.cuda.empty_cache()
 
 
-def _prompt_logprob_spans(work: list[ScheduledWork], chunk_ends: list[int]) -> list[tuple[int, int, int, int]]:
-    """For chunks of requests that ask for prompt logprobs: (work index, first hidden row,
-    first prompt position, end position) of the prompt tokens this chunk's rows predict and
-    that were not reported yet. Row r of a chunk predicts the token after it."""
+def _prompt_logprob_spans(work: StepWork, chunk_ends: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """For entries of requests that ask for prompt logprobs: (entry index, first hidden row,
+    first prompt position, end position) of the prompt tokens this entry's rows predict and
+    that were not reported yet. Row r of an entry predicts the token after it."""
     spans = []
-    for index, item in enumerate(work):
-        request = item.request
-        if request.sampling.prompt_logprobs is None:
+    for index, state in enumerate(work.states):
+        if state.sampling.prompt_logprobs is None:
             continue
-        first = max(item.start + 1, request.next_prompt_logprob_position)
-        end = min(item.end + 1, request.num_prompt_tokens)
+        start = int(work.seq_lens[index] - work.query_lens[index])
+        first = max(start + 1, state.next_prompt_logprob_position)
+        end = min(int(work.seq_lens[index]) + 1, state.num_prompt_tokens)
         if first < end:
-            chunk_start_row = chunk_ends[index] - item.chunk.num_tokens
-            spans.append((index, chunk_start_row + first - 1 - item.start, first, end))
+            chunk_start_row = int(chunk_ends[index] - work.query_lens[index])
+            spans.append((index, chunk_start_row + first - 1 - start, first, end))
     return spans
 
 
@@ -355,7 +371,7 @@ def kv_cache_num_blocks(
 
 
 def largest_step(
-    max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int, block_size: int
+    token_budget: int, max_num_seqs: int, max_model_len: int, block_size: int
 ) -> tuple[StepInput, int]:
     """The most memory-hungry step the engine may send, and the blocks it needs.
 
@@ -367,8 +383,8 @@ def largest_step(
     sampling with top-k and top-p. The requests share one block table of
     ceil(max_model_len / block_size) blocks (nothing reads what the blocks hold)."""
     longest_chunk = max(1, max_model_len - 1)
-    num_seqs = min(max_num_seqs, max_num_batched_tokens)
-    lengths, spare = [], max_num_batched_tokens - num_seqs
+    num_seqs = min(max_num_seqs, token_budget)
+    lengths, spare = [], token_budget - num_seqs
     for _ in range(num_seqs):
         extra = min(spare, longest_chunk - 1)
         lengths.append(1 + extra)
@@ -376,9 +392,9 @@ def largest_step(
     sampling = SamplingParams(temperature=1.0, top_k=50, top_p=0.9)
     num_blocks = math.ceil(max_model_len / block_size)
     prompt = [0] * max_model_len
-    chunks = [
-        ScheduledChunk(request_id, length, max_model_len - length, True, list(range(num_blocks)))
+    entries = [
+        StepEntry(request_id, request_id, length, max_model_len - length, True, range(num_blocks))
         for request_id, length in enumerate(lengths)
     ]
     new_requests = [NewRequest(request_id, prompt, sampling) for request_id in range(num_seqs)]
-    return StepInput(step_id=-1, chunks=chunks, new_requests=new_requests), num_blocks
+    return StepInput.from_entries(-1, entries, new_requests), num_blocks

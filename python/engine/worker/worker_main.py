@@ -57,16 +57,20 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                 eos_token_ids=list(info.eos_token_ids),
                 max_model_len=info.max_model_len,
                 num_kv_blocks=runner.determine_num_kv_blocks(),
+                block_size=info.block_size,
             )
         )
+        idle_since = time.perf_counter()
         while (payload := recv_frame(connection, MAX_COMMAND_BYTES)) is not None:
             match command_decoder.decode(payload):
                 case Execute(step=step):
                     start = time.perf_counter()
                     output = runner.execute(step)
                     output.execute_s = time.perf_counter() - start
+                    output.idle_s = start - idle_since
                     if rank == 0:
                         reply(Executed(output))
+                    idle_since = time.perf_counter()
                 case InitCache(num_blocks=num_blocks):
                     runner.init_kv_cache(num_blocks)
                     reply(CacheReady(rank))

@@ -1,10 +1,11 @@
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use scheduler::{BatchOutputs, NewRequest, Scheduler};
 
+use scheduler_types_py::{invalid_outputs, invalid_request, to_py, to_u32, PySchedulerConfig};
+
 use crate::batch::{PyBatch, PyFinishedRequest, PyRequestState};
-use crate::config::PySchedulerConfig;
-use crate::errors::{invalid_outputs, invalid_request, to_py, to_u32};
 
 /// The iteration-level scheduler: `schedule(now)` decides a batch, `update(batch, ...)` applies
 /// what running it produced.
@@ -24,6 +25,27 @@ fn request_id(value: i64) -> PyResult<u64> {
 
 fn request_ids(values: Vec<i64>) -> PyResult<Vec<u64>> {
     values.into_iter().map(request_id).collect()
+}
+
+fn sampled_tokens(values: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+    if let Ok(bytes) = values.cast::<PyBytes>() {
+        let raw = bytes.as_bytes();
+        if raw.len() % 4 != 0 {
+            return Err(invalid_outputs(format!(
+                "sampled_token_ids as bytes holds little-endian u32s, got {} bytes",
+                raw.len()
+            )));
+        }
+        return Ok(raw
+            .chunks_exact(4)
+            .map(|chunk| u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .collect());
+    }
+    let values: Vec<i64> = values.extract()?;
+    values
+        .into_iter()
+        .map(|token| to_u32("a sampled token id", token, invalid_outputs))
+        .collect()
 }
 
 #[pymethods]
@@ -95,19 +117,17 @@ impl PyScheduler {
     }
 
     /// Applies a batch's outputs: one sampled token per request that `produces_token`, in
-    /// batch order; then the requests the caller stopped and those it aborted.
+    /// batch order (a sequence of ints, or `bytes` of little-endian u32); then the requests the
+    /// caller stopped and those it aborted.
     #[pyo3(signature = (batch, sampled_token_ids, finished_ids = Vec::new(), aborted_ids = Vec::new()))]
     fn update(
         &mut self,
         batch: &Bound<'_, PyBatch>,
-        sampled_token_ids: Vec<i64>,
+        sampled_token_ids: &Bound<'_, PyAny>,
         finished_ids: Vec<i64>,
         aborted_ids: Vec<i64>,
     ) -> PyResult<Vec<PyFinishedRequest>> {
-        let tokens = sampled_token_ids
-            .into_iter()
-            .map(|token| to_u32("a sampled token id", token, invalid_outputs))
-            .collect::<PyResult<Vec<u32>>>()?;
+        let tokens = sampled_tokens(sampled_token_ids)?;
         let finished_ids = request_ids(finished_ids)?;
         let aborted_ids = request_ids(aborted_ids)?;
         let finished = self

@@ -1,5 +1,12 @@
 use crate::request::{BlockId, RequestId};
 
+impl ScheduledRequest {
+    /// End of this request's range in `Batch::all_new_block_ids`.
+    pub fn new_blocks_end(&self) -> u32 {
+        self.new_blocks_end
+    }
+}
+
 /// One request's share of an iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScheduledRequest {
@@ -11,10 +18,24 @@ pub struct ScheduledRequest {
     pub is_prefill: bool,
     /// Whether this iteration samples a token for the request (a decode, or a prefill's last chunk).
     pub produces_token: bool,
-    pub(crate) slot: u32,
+    /// The first batch that holds the request: the caller learns of it here.
+    pub is_new: bool,
+    /// A small integer no other live request has (reused once this one leaves), so a caller
+    /// may keep per-request state in arrays indexed by it.
+    pub slot: u32,
     /// End of this request's range in `Batch::new_block_ids` (it starts where the previous ends).
     pub(crate) new_blocks_end: u32,
     pub(crate) seq: u64,
+    /// The request's preemption count when scheduled: an entry of an older epoch is stale.
+    pub(crate) epoch: u32,
+}
+
+/// A request preempted this iteration: its KV blocks are gone, its tokens kept up to
+/// `num_tokens` (those sampled by batches still in flight are dropped; it is prefilled again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preempted {
+    pub id: RequestId,
+    pub num_tokens: u32,
 }
 
 /// What runs in one iteration. Plain data: the caller may keep it, but must hand it back to
@@ -24,7 +45,10 @@ pub struct Batch {
     pub id: u64,
     pub requests: Vec<ScheduledRequest>,
     /// Requests that lost their KV blocks this iteration; they will be prefilled again.
-    pub preempted_ids: Vec<RequestId>,
+    pub preempted: Vec<Preempted>,
+    /// Requests an earlier batch held that have left the scheduler (finished, stopped,
+    /// aborted) since the previous batch that held any request: the caller may forget them.
+    pub finished_ids: Vec<RequestId>,
     pub(crate) scheduler_id: u64,
     new_block_ids: Vec<BlockId>,
     num_producing: u32,
@@ -35,7 +59,8 @@ impl Batch {
         Batch {
             id,
             requests: Vec::with_capacity(capacity),
-            preempted_ids: Vec::new(),
+            preempted: Vec::new(),
+            finished_ids: Vec::new(),
             scheduler_id,
             new_block_ids: Vec::new(),
             num_producing: 0,
@@ -70,6 +95,15 @@ impl Batch {
             _ => self.requests[index - 1].new_blocks_end as usize,
         };
         &self.new_block_ids[start..self.requests[index].new_blocks_end as usize]
+    }
+
+    /// Every request's new blocks, one after another (`new_blocks_end` ends each one's).
+    pub fn all_new_block_ids(&self) -> &[BlockId] {
+        &self.new_block_ids
+    }
+
+    pub fn preempted_ids(&self) -> Vec<RequestId> {
+        self.preempted.iter().map(|p| p.id).collect()
     }
 
     pub fn len(&self) -> usize {

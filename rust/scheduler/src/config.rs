@@ -56,7 +56,22 @@ impl Policy {
     pub fn reserves_max_length(self) -> bool {
         matches!(self, Policy::Orca | Policy::FasterTransformer)
     }
+
+    /// The token budget when none is given: Sarathi-Serve's chunk of 512 for the chunking policy
+    /// (the others run whole prompts, so a max-length one must fit), never below a full decode
+    /// batch of `max_num_seqs`.
+    pub fn default_token_budget(self, max_num_seqs: u32, max_model_len: u32) -> u32 {
+        let budget = if self.chunks_prefills() {
+            DEFAULT_CHUNK_SIZE
+        } else {
+            max_model_len
+        };
+        budget.max(max_num_seqs)
+    }
 }
+
+/// Sarathi-Serve's default chunk size (its paper's setting for 7B-class models).
+pub const DEFAULT_CHUNK_SIZE: u32 = 512;
 
 /// Which waiting request is admitted first and which running one is preempted first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,17 +126,41 @@ pub struct SchedulerConfig {
     pub enable_prefix_caching: bool,
     pub order: Order,
     pub dynamic_chunking: Option<DynamicChunking>,
-    /// How many scheduled batches may await `update` at once (pipeline stages).
+    /// How many scheduled batches may await `update` at once (pipeline stages, or 2 with
+    /// `async_scheduling`).
     pub max_batches_in_flight: u32,
+    /// Schedule the next batch while the current one runs: requests in flight run again in it,
+    /// as if their batches in flight had produced their tokens (see `scheduler::batching`).
+    pub async_scheduling: bool,
     /// `lightllm`: decode iterations before waiting prompts may interrupt decoding.
     pub max_decode_iters_between_prefills: u32,
+}
+
+/// The knobs a caller (the engine's CLI, a simulator config) may set; `None` takes the
+/// default. This is the one place every default lives: both the engine and the simulator build
+/// their scheduler through `SchedulerConfig::from_knobs`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchedulerKnobs {
+    pub policy: Option<Policy>,
+    pub token_budget: Option<u32>,
+    pub max_num_seqs: Option<u32>,
+    pub max_model_len: Option<u32>,
+    pub block_size: Option<u32>,
+    pub num_blocks: Option<u32>,
+    pub watermark: Option<f64>,
+    pub enable_prefix_caching: Option<bool>,
+    pub order: Option<Order>,
+    pub dynamic_chunking: Option<DynamicChunking>,
+    pub max_batches_in_flight: Option<u32>,
+    pub async_scheduling: Option<bool>,
+    pub max_decode_iters_between_prefills: Option<u32>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
         SchedulerConfig {
             policy: Policy::Sarathi,
-            token_budget: 512,
+            token_budget: DEFAULT_CHUNK_SIZE,
             max_num_seqs: 128,
             max_model_len: 4096,
             block_size: 16,
@@ -131,12 +170,46 @@ impl Default for SchedulerConfig {
             order: Order::Fcfs,
             dynamic_chunking: None,
             max_batches_in_flight: 1,
+            async_scheduling: false,
             max_decode_iters_between_prefills: 10,
         }
     }
 }
 
 impl SchedulerConfig {
+    /// The config the knobs describe, defaults filled in, validated.
+    pub fn from_knobs(knobs: SchedulerKnobs) -> Result<SchedulerConfig> {
+        let defaults = SchedulerConfig::default();
+        let policy = knobs.policy.unwrap_or(defaults.policy);
+        let max_num_seqs = knobs.max_num_seqs.unwrap_or(defaults.max_num_seqs);
+        let max_model_len = knobs.max_model_len.unwrap_or(defaults.max_model_len);
+        let config = SchedulerConfig {
+            policy,
+            token_budget: knobs
+                .token_budget
+                .unwrap_or_else(|| policy.default_token_budget(max_num_seqs, max_model_len)),
+            max_num_seqs,
+            max_model_len,
+            block_size: knobs.block_size.unwrap_or(defaults.block_size),
+            num_blocks: knobs.num_blocks.unwrap_or(defaults.num_blocks),
+            watermark: knobs.watermark.unwrap_or(defaults.watermark),
+            enable_prefix_caching: knobs
+                .enable_prefix_caching
+                .unwrap_or(defaults.enable_prefix_caching),
+            order: knobs.order.unwrap_or(defaults.order),
+            dynamic_chunking: knobs.dynamic_chunking.or(defaults.dynamic_chunking),
+            max_batches_in_flight: knobs
+                .max_batches_in_flight
+                .unwrap_or(defaults.max_batches_in_flight),
+            async_scheduling: knobs.async_scheduling.unwrap_or(defaults.async_scheduling),
+            max_decode_iters_between_prefills: knobs
+                .max_decode_iters_between_prefills
+                .unwrap_or(defaults.max_decode_iters_between_prefills),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let fail = |reason: String| Err(SchedulerError::InvalidConfig(reason));
         for (name, value) in [

@@ -14,9 +14,11 @@ mod prefix_hash;
 mod request;
 mod scheduler;
 
-pub use batch::{Batch, ScheduledRequest};
+pub use batch::{Batch, Preempted, ScheduledRequest};
 pub use block_manager::BlockManager;
-pub use config::{DynamicChunking, Order, Policy, SchedulerConfig};
+pub use config::{
+    DynamicChunking, Order, Policy, SchedulerConfig, SchedulerKnobs, DEFAULT_CHUNK_SIZE,
+};
 pub use error::{Result, SchedulerError};
 pub use request::{
     BlockId, FinishReason, FinishedRequest, NewRequest, RequestId, RequestView, TokenId,

@@ -95,6 +95,8 @@ pub struct FinishedRequest {
     pub num_preemptions: u32,
     /// Prompt tokens found in the prefix cache at the request's first admission (0 without caching).
     pub num_cached_tokens: u32,
+    /// The slot it held (free again now).
+    pub slot: u32,
 }
 
 /// A read-only snapshot of one request's progress.
@@ -143,8 +145,14 @@ pub(crate) struct Request {
     /// Chained hashes of the leading full blocks, as far as they have been computed.
     pub block_hashes: Vec<u64>,
     pub is_running: bool,
-    pub is_in_flight: bool,
+    /// Tokens of this request in batches that await `update`.
+    pub in_flight_tokens: u32,
+    /// Entries of this request in batches that await `update` that sample a token.
+    pub in_flight_outputs: u32,
+    /// Whether any batch has held it (so the caller knows it and must be told when it leaves).
+    pub was_scheduled: bool,
     pub first_scheduled_at: Option<f64>,
+    /// Also the request's epoch: a batch entry from before its last preemption is stale.
     pub num_preemptions: u32,
     pub num_cached_tokens: u32,
 }
@@ -169,7 +177,9 @@ impl Request {
             block_ids: Vec::new(),
             block_hashes: Vec::new(),
             is_running: false,
-            is_in_flight: false,
+            in_flight_tokens: 0,
+            in_flight_outputs: 0,
+            was_scheduled: false,
             first_scheduled_at: None,
             num_preemptions: 0,
             num_cached_tokens: 0,
@@ -182,15 +192,37 @@ impl Request {
     }
 
     #[inline]
+    pub fn is_in_flight(&self) -> bool {
+        self.in_flight_tokens > 0
+    }
+
+    /// The tokens whose KV will be in the cache once every batch in flight has been updated.
+    #[inline]
+    pub fn projected_computed_tokens(&self) -> u32 {
+        self.num_computed_tokens + self.in_flight_tokens
+    }
+
+    /// Prompt and outputs once every batch in flight has been updated (each sampling one).
+    #[inline]
+    pub fn projected_tokens(&self) -> u32 {
+        self.num_tokens() + self.in_flight_outputs
+    }
+
+    #[inline]
+    pub fn projected_output_tokens(&self) -> u32 {
+        self.num_output_tokens + self.in_flight_outputs
+    }
+
+    #[inline]
     pub fn num_uncomputed_tokens(&self) -> u32 {
-        self.num_tokens() - self.num_computed_tokens
+        self.projected_tokens() - self.projected_computed_tokens()
     }
 
     /// A prefill (first pass or recompute after preemption) has more than the one pending
-    /// token of a decode, or has produced nothing yet.
+    /// token of a decode, or has produced nothing yet (counting batches in flight as done).
     #[inline]
     pub fn is_prefill(&self) -> bool {
-        self.num_output_tokens == 0 || self.num_uncomputed_tokens() > 1
+        self.projected_output_tokens() == 0 || self.num_uncomputed_tokens() > 1
     }
 
     pub fn has_token_ids(&self) -> bool {
@@ -210,8 +242,9 @@ impl Request {
         }
     }
 
-    pub fn finished(&self, reason: FinishReason) -> FinishedRequest {
+    pub fn finished(&self, reason: FinishReason, slot: u32) -> FinishedRequest {
         FinishedRequest {
+            slot,
             id: self.id,
             reason,
             num_prompt_tokens: self.num_prompt_tokens,

@@ -144,3 +144,34 @@ fn aborting_a_scheduled_request_before_its_update_is_harmless() {
     assert_eq!(s.request_view(2).unwrap().num_output_tokens, 1);
     s.check_invariants().unwrap();
 }
+
+#[test]
+fn knobs_take_the_defaults_and_the_policy_sets_the_budget() {
+    use scheduler::{SchedulerKnobs, DEFAULT_CHUNK_SIZE};
+    let sarathi = SchedulerConfig::from_knobs(SchedulerKnobs::default()).unwrap();
+    assert_eq!(sarathi, SchedulerConfig::default());
+    assert_eq!(sarathi.token_budget, DEFAULT_CHUNK_SIZE);
+    let many_seqs = SchedulerConfig::from_knobs(SchedulerKnobs {
+        max_num_seqs: Some(1024),
+        ..SchedulerKnobs::default()
+    })
+    .unwrap();
+    assert_eq!(many_seqs.token_budget, 1024);
+    let vllm = SchedulerConfig::from_knobs(SchedulerKnobs {
+        policy: Some(Policy::Vllm),
+        max_model_len: Some(1000),
+        ..SchedulerKnobs::default()
+    })
+    .unwrap();
+    assert_eq!(vllm.token_budget, 1000);
+    let too_small = SchedulerConfig::from_knobs(SchedulerKnobs {
+        policy: Some(Policy::Vllm),
+        token_budget: Some(512),
+        max_model_len: Some(1000),
+        ..SchedulerKnobs::default()
+    });
+    assert!(too_small
+        .unwrap_err()
+        .to_string()
+        .contains("does not chunk prefills"));
+}

@@ -118,7 +118,7 @@ fn a_preempted_request_recomputes_from_its_own_cached_prefix() {
     step(&mut s, 0.0, &[(1, 8, 0, 'p'), (2, 8, 0, 'p')]);
     let batch = s.schedule(0.0).unwrap();
     assert_eq!(entries(&batch), [(1, 1, 8, 'D')]);
-    assert_eq!(batch.preempted_ids, [2]);
+    assert_eq!(batch.preempted_ids(), [2]);
     complete(&mut s, &batch);
     assert_eq!(s.block_manager().num_cached(), 2);
     // B (9 tokens: prompt + 1 output) needs 3 blocks; only its 2 cached ones are available.

@@ -1,6 +1,9 @@
-//! Random sequences of add / schedule / update / abort for every policy. After every step the
-//! blocks are conserved and every batch respects the budgets; a caller that rebuilds block
-//! tables only from batch deltas agrees with the scheduler; in the end every request finishes.
+//! Random sequences of add / schedule / update / abort for every policy, synchronous, with
+//! pipeline stages or with async scheduling. After every step the blocks are conserved and every
+//! batch respects the budgets; a caller that rebuilds block tables only from batch deltas agrees
+//! with the scheduler; a worker that learns of requests only from the batches (new entries,
+//! preemptions, finished ids, running each batch in order and sampling its own tokens) always has
+//! the tokens each entry runs; in the end every request finishes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -36,7 +39,14 @@ fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
         1u32..8,
         8u32..64,
         0u32..40,
-        (0.0f64..0.1, any::<bool>(), any::<bool>(), 1u32..3, 1u32..4),
+        (
+            0.0f64..0.1,
+            any::<bool>(),
+            any::<bool>(),
+            1u32..3,
+            1u32..4,
+            any::<bool>(),
+        ),
         prop::option::of((1u32..64, 1u32..128, 1u32..5)),
     )
         .prop_map(
@@ -50,7 +60,8 @@ fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
                 knobs,
                 dynamic,
             )| {
-                let (watermark, caching, by_priority, in_flight, decode_iters) = knobs;
+                let (watermark, caching, by_priority, in_flight, decode_iters, async_scheduling) =
+                    knobs;
                 let policy = Policy::ALL[policy];
                 let token_budget = if policy.chunks_prefills() {
                     max_num_seqs + extra
@@ -80,6 +91,7 @@ fn config_strategy() -> impl Strategy<Value = SchedulerConfig> {
                     },
                     dynamic_chunking,
                     max_batches_in_flight: in_flight,
+                    async_scheduling: async_scheduling && in_flight > 1,
                     max_decode_iters_between_prefills: decode_iters,
                 }
             },
@@ -108,6 +120,11 @@ struct Harness {
     live: Vec<u64>,
     next_id: u64,
     now: f64,
+    prompts: HashMap<u64, u32>,
+    /// What a worker knows: per request, how many tokens it holds (prompt, then its samples).
+    worker_tokens: HashMap<u64, u32>,
+    /// Requests the worker knows that left the scheduler since the last non-empty batch.
+    unreported: HashSet<u64>,
 }
 
 impl Harness {
@@ -120,6 +137,79 @@ impl Harness {
             live: Vec::new(),
             next_id: 0,
             now: 0.0,
+            prompts: HashMap::new(),
+            worker_tokens: HashMap::new(),
+            unreported: HashSet::new(),
+        }
+    }
+
+    fn left(&mut self, id: u64) {
+        if self.worker_tokens.contains_key(&id) {
+            self.unreported.insert(id);
+        }
+    }
+
+    /// Runs `batch` as a worker would, before any later batch: it learns of new requests from
+    /// the batch alone and must hold every token an entry runs.
+    fn run_on_worker(&mut self, batch: &Batch) {
+        let reported: HashSet<u64> = batch.finished_ids.iter().copied().collect();
+        if batch.is_empty() {
+            assert!(
+                reported.is_empty(),
+                "an empty batch reports finished requests"
+            );
+        } else {
+            assert_eq!(
+                reported,
+                std::mem::take(&mut self.unreported),
+                "finished ids"
+            );
+        }
+        for id in &batch.finished_ids {
+            assert!(
+                self.worker_tokens.remove(id).is_some(),
+                "finished {id} was never sent"
+            );
+            assert!(
+                !self.scheduler.contains(*id),
+                "{id} reported finished while live"
+            );
+        }
+        for preempted in &batch.preempted {
+            let held = self
+                .worker_tokens
+                .get_mut(&preempted.id)
+                .expect("preempted unknown");
+            assert!(preempted.num_tokens <= *held);
+            *held = preempted.num_tokens;
+        }
+        for entry in &batch.requests {
+            if entry.is_new {
+                let prompt = self.prompts[&entry.id];
+                assert!(
+                    self.worker_tokens.insert(entry.id, prompt).is_none(),
+                    "{} new twice",
+                    entry.id
+                );
+            }
+            let held = self
+                .worker_tokens
+                .get_mut(&entry.id)
+                .expect("entry of an unknown request");
+            let end = entry.num_computed_tokens + entry.num_tokens;
+            assert!(
+                end <= *held,
+                "request {} runs to {end} but the worker holds {held}",
+                entry.id
+            );
+            if entry.produces_token {
+                assert_eq!(
+                    end, *held,
+                    "request {} samples after token {end} of {held}",
+                    entry.id
+                );
+                *held += 1;
+            }
         }
     }
 
@@ -147,6 +237,7 @@ impl Harness {
                     let id = self.live.swap_remove(pick % self.live.len());
                     self.scheduler.abort(id).unwrap();
                     self.tables.remove(&id);
+                    self.left(id);
                 }
             }
         }
@@ -175,7 +266,10 @@ impl Harness {
             priority,
         });
         match result {
-            Ok(()) => self.live.push(id),
+            Ok(()) => {
+                self.live.push(id);
+                self.prompts.insert(id, prompt);
+            }
             Err(SchedulerError::InvalidRequest { .. }) => {
                 let admissible = self.config.num_blocks - self.config.watermark_blocks();
                 let too_big = prompt > self.config.max_model_len
@@ -209,7 +303,7 @@ impl Harness {
             "a request appears twice in a batch"
         );
 
-        for &id in &batch.preempted_ids {
+        for &id in &batch.preempted_ids() {
             self.tables.get_mut(&id).unwrap().clear();
         }
         for (index, entry) in batch.requests.iter().enumerate() {
@@ -226,12 +320,13 @@ impl Harness {
             let written = entry.num_computed_tokens + entry.num_tokens;
             assert!(written <= table.len() as u32 * self.config.block_size);
         }
+        self.run_on_worker(&batch);
         let stall_free =
             self.config.policy == Policy::Sarathi && self.config.max_batches_in_flight == 1;
         if stall_free {
             for id in decodes_before {
                 assert!(
-                    scheduled.contains(&id) || batch.preempted_ids.contains(&id),
+                    scheduled.contains(&id) || batch.preempted_ids().contains(&id),
                     "running decode {id} was left out of a sarathi batch"
                 );
             }
@@ -267,6 +362,7 @@ impl Harness {
             assert!(f.num_output_tokens >= 1 || f.reason != scheduler::FinishReason::Length);
             self.tables.remove(&f.id);
             self.live.retain(|&id| id != f.id);
+            self.left(f.id);
         }
     }
 

@@ -115,7 +115,7 @@ fn sarathi_preempts_the_newest_request_when_blocks_run_out() {
     // one of B's blocks; B cannot come back yet (it needs 3 blocks for 9 tokens, 1 is free).
     let batch = s.schedule(0.0).unwrap();
     assert_eq!(entries(&batch), [(1, 1, 8, 'D')]);
-    assert_eq!(batch.preempted_ids, [2]);
+    assert_eq!(batch.preempted_ids(), [2]);
     assert_eq!(batch.new_block_ids(0), [2]);
     complete(&mut s, &batch);
     assert_eq!(s.num_waiting(), 1);

@@ -1,7 +1,6 @@
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::PyErr;
-use scheduler::SchedulerError;
 use simulator::SimulatorError as CoreError;
 
 create_exception!(
@@ -28,12 +27,6 @@ create_exception!(
     SimulatorError,
     "The workload is malformed: mismatched columns, unsorted or negative arrivals, empty requests."
 );
-create_exception!(
-    _simulator,
-    SchedulerConfigError,
-    SimulatorError,
-    "The replica scheduler's config was rejected."
-);
 
 pub fn to_py(error: CoreError) -> PyErr {
     let message = error.to_string();
@@ -41,15 +34,9 @@ pub fn to_py(error: CoreError) -> PyErr {
         CoreError::InvalidCostModel(_) => InvalidCostModelError::new_err(message),
         CoreError::InvalidDeployment(_) => InvalidDeploymentError::new_err(message),
         CoreError::InvalidWorkload(_) => InvalidWorkloadError::new_err(message),
-        CoreError::Scheduler(SchedulerError::InvalidConfig(_)) => {
-            SchedulerConfigError::new_err(message)
-        }
-        CoreError::Scheduler(_) => SimulatorError::new_err(message),
+        // The replicas' scheduler raises the scheduler's own exceptions, as in the engine.
+        CoreError::Scheduler(error) => scheduler_types_py::to_py(error),
     }
-}
-
-pub fn scheduler_config_error(error: SchedulerError) -> PyErr {
-    to_py(CoreError::Scheduler(error))
 }
 
 /// Converts a Python integer argument, naming it when it is out of range.

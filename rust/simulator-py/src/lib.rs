@@ -2,7 +2,6 @@
 
 mod cost_model;
 mod errors;
-mod scheduler_config;
 mod simulation;
 
 use pyo3::prelude::*;
@@ -17,7 +16,7 @@ fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<cost_model::PyCpuOverheads>()?;
     module.add_class::<cost_model::PyIterationPrediction>()?;
     module.add_class::<cost_model::PyCostModel>()?;
-    module.add_class::<scheduler_config::PySchedulerConfig>()?;
+    scheduler_types_py::register(module)?;
     module.add_class::<simulation::PySimulationOutput>()?;
     module.add_function(wrap_pyfunction!(simulation::simulate, module)?)?;
     module.add("SimulatorError", py.get_type::<errors::SimulatorError>())?;
@@ -33,9 +32,10 @@ fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
         "InvalidWorkloadError",
         py.get_type::<errors::InvalidWorkloadError>(),
     )?;
+    // vidur's name for the scheduler's InvalidConfigError.
     module.add(
         "SchedulerConfigError",
-        py.get_type::<errors::SchedulerConfigError>(),
+        module.getattr("InvalidConfigError")?,
     )?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use simulator::{
 
 use crate::cost_model::PyCostModel;
 use crate::errors::{invalid_deployment, invalid_workload, to_py};
-use crate::scheduler_config::PySchedulerConfig;
+use scheduler_types_py::PySchedulerConfig;
 
 /// Little-endian fixed-width numbers that can be copied into a `bytes` column.
 trait Column: Copy {

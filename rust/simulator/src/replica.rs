@@ -82,7 +82,7 @@ impl Replica {
             num_blocks_used: self.scheduler.block_manager().num_used(),
             num_waiting: self.scheduler.num_waiting() as u32,
             num_running: self.scheduler.num_running() as u32,
-            num_preempted: batch.preempted_ids.len() as u32,
+            num_preempted: batch.preempted_ids().len() as u32,
         };
         self.in_flight.push_back(batch);
         Ok(Some(StartedBatch {

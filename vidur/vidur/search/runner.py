@@ -47,9 +47,9 @@ def input_files(config: VidurConfig) -> dict[str, str]:
 
 def point_name(config: DeploymentConfig) -> str:
     r, s, c = config.replica, config.scheduler, config.cluster
-    chunk = f" chunk={s.chunk_size}" if s.policy == "sarathi" else ""
+    budget = f" budget={s.token_budget}" if s.policy == "sarathi" else ""
     layout = f"{r.gpu} tp={r.tensor_parallel} pp={r.pipeline_parallel} x{c.num_replicas}"
-    return f"{layout} {s.policy}{chunk} seqs={s.max_num_seqs}"
+    return f"{layout} {s.policy}{budget} seqs={s.max_num_seqs}"
 
 
 @dataclass(slots=True)

@@ -39,20 +39,27 @@ class AttentionMetadata:
     @staticmethod
     def build(
         *,
-        query_lens: Sequence[int],
-        seq_lens: Sequence[int],
-        block_tables: Sequence[Sequence[int]],
+        query_lens: Sequence[int] | np.ndarray,
+        seq_lens: Sequence[int] | np.ndarray,
+        block_tables: np.ndarray | Sequence[Sequence[int]],
         block_size: int,
         device: torch.device,
     ) -> "AttentionMetadata":
-        """`block_tables[i]` must cover `seq_lens[i]` tokens; the caller has checked that. Blocks
-        past a request's context (a policy may reserve a table for the longest output) are left out."""
+        """`block_tables`: a [requests, blocks] array (a worker's tables, padded) or one list
+        per request; row i must cover `seq_lens[i]` tokens (the caller has checked that). Blocks
+        past the longest context (a policy may reserve a table for the longest output) are left
+        out, and so are those past a request's own context."""
         query = np.asarray(query_lens, dtype=np.int64)
         seq = np.asarray(seq_lens, dtype=np.int64)
-        blocks_needed = [-(-int(n) // block_size) for n in seq]
-        tables = np.zeros((len(block_tables), max(blocks_needed, default=0) or 1), dtype=np.int64)
-        for row, (table, num_blocks) in enumerate(zip(block_tables, blocks_needed, strict=True)):
-            tables[row, :num_blocks] = table[:num_blocks]
+        width = max(1, int(-(-seq.max(initial=0) // block_size)))
+        if isinstance(block_tables, np.ndarray):
+            tables = block_tables[:, :width].astype(np.int64)
+        else:
+            tables = np.zeros((len(block_tables), width), dtype=np.int64)
+            for row, table in enumerate(block_tables):
+                tables[row, : min(width, len(table))] = table[:width]
+        beyond = np.arange(width)[None, :] >= -(-seq[:, None] // block_size)
+        tables[beyond] = 0
 
         request_of_token = np.repeat(np.arange(len(query)), query)
         query_starts = np.concatenate(([0], np.cumsum(query)))

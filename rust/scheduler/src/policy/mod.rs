@@ -20,7 +20,7 @@ pub(crate) fn schedule(scheduler: &mut Scheduler, now: f64, batch: &mut Batch) {
     }
 }
 
-/// One decode token for every running decode that is not already in flight, oldest first,
+/// One decode token for every running decode that may run again (see `scheduler::batching`), oldest first,
 /// preempting from the back of the running list when a new block is needed and none is free.
 /// Notes the running prefills it passes in `scheduler.running_prefills`.
 pub(crate) fn schedule_decodes(scheduler: &mut Scheduler, batch: &mut Batch) {
@@ -30,7 +30,7 @@ pub(crate) fn schedule_decodes(scheduler: &mut Scheduler, batch: &mut Batch) {
     while index < scheduler.running.len() {
         let slot = scheduler.running[index];
         let request = scheduler.request(slot);
-        if request.is_in_flight {
+        if !scheduler.may_run_again(request) {
             index += 1;
             continue;
         }
@@ -40,7 +40,7 @@ pub(crate) fn schedule_decodes(scheduler: &mut Scheduler, batch: &mut Batch) {
             index += 1;
             continue;
         }
-        let needs_block = request.block_ids.len() as u32 * block_size < request.num_tokens();
+        let needs_block = request.block_ids.len() as u32 * block_size < request.projected_tokens();
         if needs_block && !scheduler.reserve_decode_slot(index, batch) {
             continue; // preempted itself; the next request moved into `index`
         }

@@ -1,0 +1,26 @@
+"""The one function that turns a scheduler batch into the step the workers run (see
+`engine.wire.step`): the batch's columns as they come from Rust, plus each new request's prompt
+and sampling parameters. The engine, the tests' harness and the benchmarks all build steps here."""
+
+from collections.abc import Callable
+
+from engine.scheduler import Batch
+from engine.wire.step import NewRequest, StepInput
+
+
+def build_step(step_id: int, batch: Batch, new_request: Callable[[int], NewRequest]) -> StepInput:
+    """`new_request(request_id)`: the full data of a request the workers have not seen yet."""
+    return StepInput(
+        step_id=step_id,
+        ids=batch.ids,
+        slots=batch.slots,
+        num_tokens=batch.num_tokens_per_request,
+        num_computed_tokens=batch.num_computed_tokens,
+        flags=batch.flags,
+        new_block_offsets=batch.new_block_offsets,
+        new_block_ids=batch.new_block_ids,
+        new_requests=[new_request(request_id) for request_id in batch.new_request_ids],
+        preempted_ids=batch.preempted_ids,
+        preempted_num_tokens=batch.preempted_num_tokens,
+        finished_ids=batch.finished_ids,
+    )
