@@ -22,6 +22,7 @@ The last line is one JSON object.
 """
 
 import argparse
+import itertools
 import json
 import math
 import tempfile
@@ -34,7 +35,9 @@ import torch
 from engine.demo_model import build_demo_model
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine.wire.sampling_params import SamplingParams
-from engine.wire.step import NewRequest, ScheduledChunk, StepInput
+from engine.core.step_builder import build_step
+from engine.scheduler import Scheduler, SchedulerConfig
+from engine.wire.step import NewRequest
 
 SHAPES: dict[str, dict[str, Any]] = {
     "llama3-8b": dict(
@@ -103,34 +106,44 @@ def prompts_for(batch: int, prompt_len: int, vocab_size: int) -> list[list[int]]
 
 
 def runner_decode(runner: ModelRunner, prompts: list[list[int]], decode_steps: int, first_id: int) -> float:
-    """Seconds for `decode_steps` decode steps of all prompts (after prefill and 3 warm-up steps)."""
+    """Seconds for `decode_steps` decode steps of all prompts (after prefill and 3 warm-up
+    steps), each step scheduled by the Rust scheduler and built as the engine builds it."""
+    info = runner.model_info
+    assert runner.requests is not None
+    scheduler = Scheduler(
+        SchedulerConfig(
+            token_budget=max(PREFILL_TOKENS_PER_STEP, len(prompts)),
+            max_num_seqs=len(prompts),
+            max_model_len=info.max_model_len,
+            block_size=info.block_size,
+            num_blocks=runner.requests.num_blocks,
+            watermark=0.0,
+        )
+    )
     ids = list(range(first_id, first_id + len(prompts)))
-    blocks_per_request = math.ceil((len(prompts[0]) + decode_steps + 4) / BLOCK_SIZE)
-    tables = {rid: list(range(i * blocks_per_request, (i + 1) * blocks_per_request)) for i, rid in enumerate(ids)}
-    step_id = 0
-    new = [NewRequest(rid, prompt, GREEDY) for rid, prompt in zip(ids, prompts, strict=True)]
-    per_step = max(1, PREFILL_TOKENS_PER_STEP // len(prompts[0]))
-    for start in range(0, len(ids), per_step):
-        group = ids[start : start + per_step]
-        chunks = [ScheduledChunk(rid, len(prompts[0]), 0, True, tables[rid]) for rid in group]
-        runner.execute(StepInput(step_id, chunks, new[start : start + per_step]))
-        step_id += 1
-    length = len(prompts[0]) + 1
+    for request_id, prompt in zip(ids, prompts, strict=True):
+        scheduler.add_request(request_id, prompt_token_ids=prompt, max_new_tokens=decode_steps + 4)
+    prompt_of = dict(zip(ids, prompts, strict=True))
+    step_ids = itertools.count()
 
-    def decode_step() -> None:
-        nonlocal step_id, length
-        chunks = [ScheduledChunk(rid, 1, length - 1, True, []) for rid in ids]
-        runner.execute(StepInput(step_id, chunks))
-        step_id += 1
-        length += 1
+    def step() -> int:
+        batch = scheduler.schedule(0.0)
+        output = runner.execute(
+            build_step(next(step_ids), batch, lambda rid: NewRequest(rid, prompt_of[rid], GREEDY))
+        )
+        scheduler.update(batch, output.sampled_token_ids)
+        return batch.num_decodes
 
-    for _ in range(3):
-        decode_step()
+    while step() < len(prompts):  # prefills, then the first decode of all
+        pass
+    for _ in range(2):
+        step()
     start_time = time.perf_counter()
     for _ in range(decode_steps):
-        decode_step()
+        step()
     elapsed = time.perf_counter() - start_time
-    runner.execute(StepInput(step_id, [], finished_ids=ids))
+    while len(scheduler):
+        step()
     return elapsed
 
 

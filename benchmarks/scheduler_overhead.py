@@ -2,8 +2,10 @@
 
 For N running requests under `sarathi` with 10,000 waiting (prompts of 128 tokens, 64..512
 output tokens, finished requests queued again so the load stays put), measured three ways in
-one run: the Rust core (cargo bench), the same Rust code through the Python binding, and a
-plain-Python implementation of the policy (benchmarks/baseline_sarathi.py).
+one run: the Rust core (cargo bench), the same Rust code through the Python binding, the
+binding with the batch read as the engine reads it (its columns, new requests, preemptions and
+finished ids; tokens handed back as bytes), and a plain-Python implementation of the policy
+(benchmarks/baseline_sarathi.py).
 
 Usage: .venv/bin/python benchmarks/scheduler_overhead.py
 The last line is one JSON object; the `*_us` keys are medians at 1,024 running requests.
@@ -16,6 +18,8 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from engine.scheduler import Scheduler, SchedulerConfig
 
@@ -86,6 +90,27 @@ def binding_us(num_running: int, iterations: int) -> list[float]:
     return time_loop(add, iterate, num_running, iterations)
 
 
+def engine_visible_us(num_running: int, iterations: int) -> list[float]:
+    """The binding with the batch read as the engine reads it: its columns (what the step
+    sends), the new requests' ids and slots, preemptions and finished ids, and the sampled tokens
+    handed back as bytes."""
+    scheduler = Scheduler(SchedulerConfig(policy="sarathi", max_model_len=4096, **knobs(num_running)))
+    tokens = np.full(2 * num_running + 512, 7, dtype="<u4").tobytes()
+
+    def add(request_id: int, output_len: int) -> None:
+        scheduler.add_request(request_id, prompt_len=PROMPT_LEN, max_new_tokens=output_len)
+
+    def iterate() -> list[int]:
+        batch = scheduler.schedule(0.0)
+        columns = (batch.ids, batch.slots, batch.num_tokens_per_request, batch.num_computed_tokens, batch.flags,
+                   batch.new_block_offsets, batch.new_block_ids)
+        _ = (columns, batch.new_request_ids, batch.new_request_slots, batch.preempted_ids,
+             batch.preempted_num_tokens, batch.finished_ids)
+        return [f.id for f in scheduler.update(batch, tokens[: 4 * batch.num_producing])]
+
+    return time_loop(add, iterate, num_running, iterations)
+
+
 def baseline_us(num_running: int, iterations: int) -> list[float]:
     scheduler = PythonSarathiScheduler(watermark=0.01, **knobs(num_running))
     tokens = [7] * (2 * num_running + 512)
@@ -108,20 +133,24 @@ def rust_us() -> dict[int, dict[str, float]]:
 
 def main() -> None:
     rust = rust_us()
-    print(f"{'running':>8} {'rust p50':>10} {'binding p50':>12} {'python p50':>11} {'binding mean':>13} {'python/binding':>15}")
+    print(f"{'running':>8} {'rust p50':>10} {'binding p50':>12} {'engine-visible p50':>19} {'python p50':>11}"
+          f" {'binding mean':>13} {'python/binding':>15}")
     results = {}
     for num_running, (binding_iterations, baseline_iterations) in SIZES.items():
         binding = binding_us(num_running, binding_iterations)
+        visible = engine_visible_us(num_running, binding_iterations)
         baseline = baseline_us(num_running, baseline_iterations)
         row = {
             "rust_us": round(rust[num_running]["median_us"], 2),
             "python_us": round(statistics.median(binding), 2),
+            "engine_visible_us": round(statistics.median(visible), 2),
             "baseline_python_us": round(statistics.median(baseline), 2),
         }
         results[num_running] = row
         print(
-            f"{num_running:>8} {row['rust_us']:>10.1f} {row['python_us']:>12.1f} {row['baseline_python_us']:>11.1f}"
-            f" {statistics.fmean(binding):>13.1f} {row['baseline_python_us'] / row['python_us']:>14.1f}x"
+            f"{num_running:>8} {row['rust_us']:>10.1f} {row['python_us']:>12.1f} {row['engine_visible_us']:>19.1f}"
+            f" {row['baseline_python_us']:>11.1f} {statistics.fmean(binding):>13.1f}"
+            f" {row['baseline_python_us'] / row['python_us']:>14.1f}x"
         )
     per_request = {n: round(r["python_us"] / n * 1000, 1) for n, r in results.items()}
     print(f"binding ns per running request: {per_request}")
