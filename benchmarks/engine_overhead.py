@@ -53,7 +53,7 @@ async def measure(model_dir: Path, max_tokens: int, async_scheduling: bool) -> d
     async with trio.open_nursery() as nursery:
         # One thread for the worker, so the engine process has the other core of a 2-core machine.
         environment = {**CPU_WORKER_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
-        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, 1, environment).run)
+        workers: WorkerGroup = await nursery.start(WorkerGroup(runner, environment).run)
         engine = EngineCore(scheduler, workers, Tokenizer(model_dir), EngineMetrics("bench"))
         await nursery.start(engine.run)
         freeze_startup_heap()  # as the server does once it is up

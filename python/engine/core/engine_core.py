@@ -78,6 +78,10 @@ class EngineCore:
         self._requests: dict[int, EngineRequest] = {}
         self._slots = RequestSlots(self.model.eos_token_ids, self.model.vocab_size)
         self._in_flight: deque[_InFlight] = deque()
+        # Pipeline stages before the last do not sample: each step forwards them the tokens
+        # sampled since the previous step, as (ids, slots, tokens) columns.
+        self._forwards_tokens = self.model.pipeline_parallel_size > 1
+        self._unforwarded: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._ids = itertools.count()
         self._step_ids = itertools.count()
         self._work_available = trio.Event()
@@ -228,9 +232,16 @@ class EngineCore:
             return False
         for slot, request_id in zip(batch.new_request_slots, batch.new_request_ids, strict=True):
             self._slots.take(slot, self._requests[request_id])
-        await self._workers.send(build_step(next(self._step_ids), batch, self._new_request))
+        await self._workers.send(build_step(next(self._step_ids), batch, self._new_request, self._take_forwarded()))
         self._in_flight.append(_InFlight(batch))
         return True
+
+    def _take_forwarded(self) -> tuple[bytes, bytes, bytes]:
+        if not self._unforwarded:
+            return b"", b"", b""
+        ids, slots, tokens = (np.concatenate(parts) for parts in zip(*self._unforwarded, strict=True))
+        self._unforwarded.clear()
+        return ids.astype("<u8").tobytes(), slots.astype("<u4").tobytes(), tokens.astype("<u4").tobytes()
 
     def _new_request(self, request_id: int) -> NewRequest:
         request = self._requests[request_id]
@@ -242,13 +253,12 @@ class EngineCore:
         batch = done.batch
         now = time.time()
         producing = (np.frombuffer(batch.flags, dtype=np.uint8) & PRODUCES_TOKEN) != 0
-        produced = self._slots.produced(
-            np.frombuffer(batch.slots, dtype="<u4")[producing],
-            np.frombuffer(batch.ids, dtype="<u8")[producing],
-            np.frombuffer(output.sampled_token_ids, dtype="<u4"),
-            now,
-            done.dropped,
-        )
+        slots = np.frombuffer(batch.slots, dtype="<u4")[producing]
+        ids = np.frombuffer(batch.ids, dtype="<u8")[producing]
+        tokens = np.frombuffer(output.sampled_token_ids, dtype="<u4")
+        if self._forwards_tokens:
+            self._unforwarded.append((ids, slots, tokens))
+        produced = self._slots.produced(slots, ids, tokens, now, done.dropped)
         self.metrics.tokens(produced.ttfts, produced.tbts)
         requests = self._slots.requests
         if output.logprobs:

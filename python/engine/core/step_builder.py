@@ -8,8 +8,15 @@ from engine.scheduler import Batch
 from engine.wire.step import NewRequest, StepInput
 
 
-def build_step(step_id: int, batch: Batch, new_request: Callable[[int], NewRequest]) -> StepInput:
-    """`new_request(request_id)`: the full data of a request the workers have not seen yet."""
+def build_step(
+    step_id: int,
+    batch: Batch,
+    new_request: Callable[[int], NewRequest],
+    forwarded: tuple[bytes, bytes, bytes] = (b"", b"", b""),
+) -> StepInput:
+    """`new_request(request_id)`: the full data of a request the workers have not seen yet;
+    `forwarded`: (ids, slots, tokens) sampled since the last step, for pipeline stages."""
+    forwarded_ids, forwarded_slots, forwarded_token_ids = forwarded
     return StepInput(
         step_id=step_id,
         ids=batch.ids,
@@ -23,4 +30,7 @@ def build_step(step_id: int, batch: Batch, new_request: Callable[[int], NewReque
         preempted_ids=batch.preempted_ids,
         preempted_num_tokens=batch.preempted_num_tokens,
         finished_ids=batch.finished_ids,
+        forwarded_ids=forwarded_ids,
+        forwarded_slots=forwarded_slots,
+        forwarded_token_ids=forwarded_token_ids,
     )

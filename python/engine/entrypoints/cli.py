@@ -34,7 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--served-model-name", help="the name clients use (default: the directory's name)")
     model.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
     model.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    model.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks (worker processes)")
+    model.add_argument("--tp", type=int, default=1, help="tensor-parallel ranks per pipeline stage")
+    model.add_argument(
+        "--pp", type=int, default=1, help="pipeline stages (the layers split over them; --pp x --tp worker processes)"
+    )
     model.add_argument("--max-model-len", type=int, help="default: the model's maximum")
     model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
 
@@ -158,14 +161,17 @@ def main(argv: list[str] | None = None) -> int:
             max_model_len=max_model_len,
             block_size=args.block_size,
             enable_prefix_caching=args.enable_prefix_caching,
-            async_scheduling=args.async_scheduling,
-            max_batches_in_flight=2 if args.async_scheduling else 1,
+            # Pipeline stages run one batch each, of different requests; one stage overlaps
+            # the next batch's scheduling with the current one (async scheduling).
+            async_scheduling=args.async_scheduling and args.pp == 1,
+            max_batches_in_flight=args.pp if args.pp > 1 else 2 if args.async_scheduling else 1,
         )
         runner = ModelRunnerConfig(
             model=str(model_dir),
             dtype=args.dtype,
             device=args.device,
             tensor_parallel_size=args.tp,
+            pipeline_parallel_size=args.pp,
             max_model_len=scheduler.max_model_len,
             block_size=scheduler.block_size,
             num_kv_blocks=args.num_kv_blocks,

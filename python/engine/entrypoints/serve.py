@@ -98,7 +98,7 @@ class EngineServer:
         rpc_listeners = await bind_rpc(server.host, server.rpc_port)
         tokenizer = Tokenizer(self._model_dir)
         async with trio.open_nursery() as nursery:
-            group = WorkerGroup(self._runner, self._runner.tensor_parallel_size, self._worker_environment)
+            group = WorkerGroup(self._runner, self._worker_environment)
             workers: WorkerGroup = await nursery.start(group.run)
             metrics = EngineMetrics(server.served_model_name)
             engine = EngineCore(self._scheduler, workers, tokenizer, metrics)

@@ -54,6 +54,7 @@ class ModelSummary:
     max_model_len: int
     num_kv_blocks: int
     block_size: int
+    pipeline_parallel_size: int = 1
 
 
 # On CPU, libgomp's default spin-wait keeps torch's threads busy for a while after every forward,
@@ -79,9 +80,11 @@ def _environment(overrides: Mapping[str, str]) -> Iterator[None]:
 class WorkerGroup:
     """`environment`: variables set for the worker processes only (e.g. CPU_WORKER_ENVIRONMENT)."""
 
-    def __init__(self, config: ModelRunnerConfig, num_ranks: int, environment: Mapping[str, str] | None = None):
+    def __init__(self, config: ModelRunnerConfig, environment: Mapping[str, str] | None = None):
         self._config = config
-        self._num_ranks = num_ranks
+        self._num_ranks = config.num_processes
+        # The first tensor-parallel rank of the last pipeline stage samples and answers each step.
+        self._replier = (config.pipeline_parallel_size - 1) * config.tensor_parallel_size
         self._environment = dict(environment or {})
         self._processes: list[multiprocessing.process.BaseProcess] = []
         self._sockets: list[socket.socket] = []
@@ -110,14 +113,20 @@ class WorkerGroup:
                 await self._expect(rank, CacheReady)
             first = readies[0]
             self.model = ModelSummary(
-                first.vocab_size, tuple(first.eos_token_ids), first.max_model_len, num_blocks, first.block_size
+                first.vocab_size,
+                tuple(first.eos_token_ids),
+                first.max_model_len,
+                num_blocks,
+                first.block_size,
+                self._config.pipeline_parallel_size,
             )
             task_status.started(self)
             async with trio.open_nursery() as nursery:
                 for rank in range(self._num_ranks):
                     nursery.start_soon(self._watch_process, rank)
-                for rank in range(1, self._num_ranks):
-                    nursery.start_soon(self._watch, rank)
+                for rank in range(self._num_ranks):
+                    if rank != self._replier:
+                        nursery.start_soon(self._watch, rank)
                 await trio.sleep_forever()  # serve until cancelled (engine shutdown)
         finally:
             with trio.CancelScope(shield=True):
@@ -141,7 +150,7 @@ class WorkerGroup:
             raise WorkerDiedError(self.failure)
         with trio.CancelScope() as scope:
             self._pending = scope
-            executed = await self._expect(0, Executed)
+            executed = await self._expect(self._replier, Executed)
         self._pending = None
         if scope.cancelled_caught:
             raise WorkerDiedError(self.failure or "a model worker died")
@@ -203,7 +212,7 @@ class WorkerGroup:
         return message
 
     async def _watch(self, rank: int) -> None:
-        """Ranks other than 0 never speak after start-up: anything they send means they failed."""
+        """Ranks other than the replier never speak after start-up: anything they send means they failed."""
         try:
             payload = await self._readers[rank].read()
             reason = "it closed its connection" if payload is None else "it reported a failure"

@@ -44,6 +44,7 @@ class ModelRunnerConfig:
     dtype: str = "auto"
     device: str = "cpu"
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     max_model_len: int | None = None
     block_size: int = SCHEDULER_DEFAULTS.block_size
     num_kv_blocks: int | None = None
@@ -55,6 +56,11 @@ class ModelRunnerConfig:
     distributed_init_method: str = "tcp://127.0.0.1:29511"
     seed: int = 0
 
+    @property
+    def num_processes(self) -> int:
+        """One worker process per tensor-parallel rank of each pipeline stage."""
+        return self.tensor_parallel_size * self.pipeline_parallel_size
+
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
@@ -64,6 +70,7 @@ class ModelRunnerConfig:
             raise ValueError(f"attention_backend must be one of {ATTENTION_BACKENDS}, got {self.attention_backend!r}")
         positive = dict(
             tensor_parallel_size=self.tensor_parallel_size,
+            pipeline_parallel_size=self.pipeline_parallel_size,
             block_size=self.block_size,
             token_budget=self.token_budget,
             max_num_seqs=self.max_num_seqs,
@@ -79,7 +86,7 @@ class ModelRunnerConfig:
             raise ValueError(f"kv_cache_memory_gib must be positive, got {self.kv_cache_memory_gib}")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
-        if self.tensor_parallel_size > 1 and not self.distributed_init_method.startswith(("tcp://", "file://")):
+        if self.num_processes > 1 and not self.distributed_init_method.startswith(("tcp://", "file://")):
             raise ValueError(
                 f"distributed_init_method must be a tcp:// or file:// URL, got {self.distributed_init_method!r}"
             )
@@ -102,9 +109,10 @@ class ModelInfo:
     dtype: str
     device: str
     tensor_parallel_size: int
+    pipeline_parallel_size: int
     block_size: int
     attention_backend: str
-    """Bytes one KV block takes on one rank (all layers, keys and values)."""
+    """Bytes one KV block takes on one rank (its stage's layers, keys and values)."""
     kv_cache_bytes_per_block: int
 
     def to_dict(self) -> dict[str, Any]:

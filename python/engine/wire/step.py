@@ -7,6 +7,7 @@ that only its slot, chunk and new KV blocks do. Each worker keeps, per request (
 token ids (prompt, then every sampled token) and the KV block table, and applies a step in this
 order:
 
+0. (stages before the last of a pipeline) the `forwarded_*` tokens: append each to its request.
 1. `finished_ids`: forget these requests (the scheduler dropped them; their slots are free).
 2. `new_requests`: start tracking these, each in its slot.
 3. `preempted_ids`: clear their block tables (their KV is gone; they will be prefilled again)
@@ -60,6 +61,11 @@ class StepInput(msgspec.Struct, array_like=True, gc=False):
     preempted_ids: list[int] = []
     preempted_num_tokens: list[int] = []
     finished_ids: list[int] = []
+    """Tokens earlier steps sampled (`<u8` ids, `<u4` slots, `<u4` tokens), for the workers of
+    pipeline stages before the last, which do not sample: they apply them first."""
+    forwarded_ids: bytes = b""
+    forwarded_slots: bytes = b""
+    forwarded_token_ids: bytes = b""
 
     @property
     def num_entries(self) -> int:

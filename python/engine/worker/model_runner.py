@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from engine.worker.attention import AttentionMetadata, kv_cache_shape, select_ba
 from engine.model_config import ModelConfig, load_model_config
 from engine.worker.model.loader import load_model, resolve_dtype
 from engine.wire.runner_config import ModelInfo, ModelRunnerConfig
-from engine.worker.model.parallel import TensorParallel
+from engine.worker.model.parallel import PipelineStage, TensorParallel, min_over_all_ranks
 from engine.worker.request_table import RequestTable, StepWork
 from engine.worker.logits_processors import TokenHistory
 from engine.worker.sampling import Sampler, SamplingRow, top_logprobs
@@ -39,15 +40,19 @@ DEFAULT_CPU_KV_CACHE_GIB = 1.0
 
 
 class ModelRunner:
-    """Joins the process group (TP > 1: gloo on CPU, NCCL on GPU) and loads rank `rank`'s shard."""
+    """Joins the process group (more than one process: gloo on CPU, NCCL on GPU) and loads its
+    shard: global rank `rank` is tensor-parallel rank `rank % tp` of pipeline stage `rank // tp`."""
 
     def __init__(self, config: ModelRunnerConfig, rank: int = 0) -> None:
         if config.device == "auto":
             config = replace(config, device="cuda" if torch.cuda.is_available() else "cpu")
         self.config = config
-        self.tp = TensorParallel(rank, config.tensor_parallel_size)
         model_config = load_model_config(config.model)
         model_config.check_tensor_parallel(config.tensor_parallel_size)
+        tp_size = config.tensor_parallel_size
+        self.stage = PipelineStage.of(
+            rank // tp_size, config.pipeline_parallel_size, model_config.num_layers, tp_size, rank % tp_size
+        )
         max_model_len = config.max_model_len or model_config.max_position_embeddings
         if max_model_len > model_config.max_position_embeddings:
             raise ValueError(
@@ -63,7 +68,7 @@ class ModelRunner:
             head_dim=model_config.head_dim,
             block_size=config.block_size,
         )
-        self._init_distributed(config, rank)
+        self.tp = TensorParallel(rank % tp_size, tp_size, self._init_distributed(config, rank))
         self.model = load_model(
             Path(config.model),
             model_config,
@@ -72,19 +77,21 @@ class ModelRunner:
             tp=self.tp,
             backend=self.backend,
             max_positions=max_model_len,
+            stage=self.stage,
         )
         self.num_local_kv_heads = self.model.attention_layers[0].num_kv_heads
+        self.hidden_size = model_config.hidden_size
         self.model_info = self._describe(model_config, dtype, max_model_len)
         self.dtype = dtype
-        self.sampler = Sampler(self.device, config.seed, model_config.eos_token_ids) if self.tp.is_first else None
+        # One process samples: the first tensor-parallel rank of the last stage.
+        samples = self.tp.is_first and self.stage.is_last
+        self.sampler = Sampler(self.device, config.seed, model_config.eos_token_ids) if samples else None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: RequestTable | None = None
 
     def _describe(self, model_config: ModelConfig, dtype: torch.dtype, max_model_len: int) -> ModelInfo:
         element_bytes = torch.empty((), dtype=dtype).element_size()
-        kv_bytes_per_token = (
-            2 * model_config.num_layers * self.num_local_kv_heads * model_config.head_dim * element_bytes
-        )
+        kv_bytes_per_token = 2 * self.stage.num_layers * self.num_local_kv_heads * model_config.head_dim * element_bytes
         return ModelInfo(
             architecture=model_config.architecture,
             vocab_size=model_config.vocab_size,
@@ -99,6 +106,7 @@ class ModelRunner:
             dtype=str(dtype).removeprefix("torch."),
             device=self.device.type,
             tensor_parallel_size=self.tp.size,
+            pipeline_parallel_size=self.stage.size,
             block_size=self.config.block_size,
             attention_backend=self.backend.name,
             kv_cache_bytes_per_block=kv_bytes_per_token * self.config.block_size,
@@ -110,22 +118,33 @@ class ModelRunner:
             return torch.device("cpu")
         if not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for, but CUDA is not available")
-        index = cuda_device_index(rank, config.tensor_parallel_size, torch.cuda.device_count())
+        index = cuda_device_index(rank, config.num_processes, torch.cuda.device_count())
         torch.cuda.set_device(index)
         return torch.device("cuda", index)
 
     @staticmethod
-    def _init_distributed(config: ModelRunnerConfig, rank: int) -> None:
-        if config.tensor_parallel_size == 1:
-            return
+    def _init_distributed(config: ModelRunnerConfig, rank: int) -> Any:
+        """Joins the model's processes; returns this stage's tensor-parallel group (None when
+        the default group is it, or there is no group at all)."""
+        if config.num_processes == 1:
+            return None
         if dist.is_initialized():
             raise ValueError("torch.distributed is already initialized in this process; one runner per process")
         dist.init_process_group(
             backend="nccl" if config.device == "cuda" else "gloo",
             init_method=config.distributed_init_method,
-            world_size=config.tensor_parallel_size,
+            world_size=config.num_processes,
             rank=rank,
         )
+        if config.pipeline_parallel_size == 1:
+            return None
+        tp_size = config.tensor_parallel_size
+        # Every process creates every stage's group, in the same order.
+        groups = [
+            dist.new_group(list(range(stage * tp_size, (stage + 1) * tp_size)))
+            for stage in range(config.pipeline_parallel_size)
+        ]
+        return groups[rank // tp_size]
 
     def determine_num_kv_blocks(self) -> int:
         """How many KV blocks fit; every rank calls it and gets the same figure (the smallest rank's)."""
@@ -141,7 +160,7 @@ class ModelRunner:
             raise ValueError(
                 f"no KV block fits: one block takes {self.model_info.kv_cache_bytes_per_block} bytes on this rank"
             )
-        return self.tp.min_over_ranks(num_blocks, self.device)
+        return min_over_all_ranks(num_blocks, self.device)
 
     def init_kv_cache(self, num_blocks: int) -> None:
         if num_blocks < 1:
@@ -159,7 +178,7 @@ class ModelRunner:
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[torch.Tensor]:
         shape = kv_cache_shape(num_blocks, self.config.block_size, self.num_local_kv_heads, self.model_info.head_dim)
-        cache = torch.zeros((self.model_info.num_layers, *shape), dtype=self.dtype, device=self.device)
+        cache = torch.zeros((self.stage.num_layers, *shape), dtype=self.dtype, device=self.device)
         return list(cache.unbind(0))
 
     @torch.inference_mode()
@@ -170,7 +189,7 @@ class ModelRunner:
         if self.requests is None:
             raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
         started = time.perf_counter()
-        work = self.requests.apply(step)
+        work = self.requests.apply(step, takes_forwarded_tokens=not self.stage.is_last)
         output = self._run(self.requests, work, self.kv_caches, step.step_id)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -189,8 +208,16 @@ class ModelRunner:
             block_size=self.config.block_size,
             device=self.device,
         )
-        input_ids = torch.from_numpy(work.input_ids).to(self.device, non_blocking=True)
-        hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata))
+        stage = self.stage
+        input_ids = torch.from_numpy(work.input_ids).to(self.device, non_blocking=True) if stage.is_first else None
+        received = None
+        if not stage.is_first:
+            shape = (len(work.input_ids), self.hidden_size)
+            received = stage.receive_from_previous(shape, self.dtype, self.device)
+        hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata), received)
+        if not stage.is_last:
+            stage.send_to_next(hidden)
+            return StepOutput(step_id, b"")
 
         producing = work.producing
         chunk_ends = np.cumsum(work.query_lens)
@@ -311,7 +338,7 @@ class ModelRunner:
         """Frees the KV cache and the model and leaves the process group."""
         self.kv_caches = []
         self.requests = None
-        if self.tp.size > 1 and dist.is_initialized():
+        if dist.is_initialized():
             dist.destroy_process_group()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()

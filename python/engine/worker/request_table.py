@@ -21,7 +21,7 @@ from engine.wire.step import NewRequest, StepColumns, StepInput
 
 
 @dataclass(slots=True)
-class RequestState:
+class TrackedRequest:
     token_ids: list[int]
     sampling: SamplingParams
     num_prompt_tokens: int
@@ -56,7 +56,7 @@ class StepWork:
     input_ids: np.ndarray
     """Entries that sample a token."""
     producing: np.ndarray
-    states: list[RequestState]
+    states: list[TrackedRequest]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -80,7 +80,7 @@ class RequestTable:
         self.num_blocks = num_blocks
         self.new_generator = new_generator
         self.max_blocks_per_request = -(-max_model_len // block_size)
-        self.states: list[RequestState | None] = []
+        self.states: list[TrackedRequest | None] = []
         self.row_of_id: dict[int, int] = {}
         self._free_rows: list[int] = []
         self.row_of_slot = np.full(0, -1, dtype=np.int64)
@@ -94,7 +94,7 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self.row_of_id)
 
-    def state(self, request_id: int) -> RequestState:
+    def state(self, request_id: int) -> TrackedRequest:
         state = self.states[self.row_of_id[request_id]]
         if state is None:
             raise KeyError(request_id)
@@ -104,8 +104,12 @@ class RequestTable:
         row = self.row_of_id[request_id]
         return self.block_tables[row, : self.table_len[row]].tolist()  # type: ignore[no-any-return]
 
-    def apply(self, step: StepInput) -> StepWork:
-        """Validates `step`, then applies everything but the sampled tokens; returns the entries to run."""
+    def apply(self, step: StepInput, *, takes_forwarded_tokens: bool = False) -> StepWork:
+        """Validates `step`, then applies everything but the sampled tokens; returns the entries
+        to run. `takes_forwarded_tokens`: this worker does not sample (a pipeline stage before
+        the last), so it first appends the tokens the step forwards."""
+        if takes_forwarded_tokens:
+            self._append_forwarded(step)
         columns = step.columns()
         self._validate(step, columns)
         for request_id in step.finished_ids:
@@ -133,6 +137,25 @@ class RequestTable:
         """Appends each producing entry's sampled token to its request."""
         rows = work.rows[work.producing]
         for state, token in zip((work.states[i] for i in work.producing), tokens, strict=True):
+            state.token_ids.append(token)
+        self.num_known_tokens[rows] += 1
+        self.last_token[rows] = tokens
+
+    def _append_forwarded(self, step: StepInput) -> None:
+        ids = np.frombuffer(step.forwarded_ids, dtype="<u8").astype(np.int64)
+        slots = np.frombuffer(step.forwarded_slots, dtype="<u4").astype(np.int64)
+        tokens = np.frombuffer(step.forwarded_token_ids, dtype="<u4").astype(np.int64)
+        if not (len(ids) == len(slots) == len(tokens)):
+            raise ValueError(f"step {step.step_id}: its forwarded columns have different lengths")
+        known = slots < len(self.row_of_slot)
+        rows = np.full(len(slots), -1, dtype=np.int64)
+        rows[known] = self.row_of_slot[slots[known]]
+        live = rows >= 0
+        live[live] &= self.request_ids[rows[live]] == ids[live]  # finished ones are gone
+        rows, tokens = rows[live], tokens[live]
+        for row, token in zip(rows.tolist(), tokens.tolist(), strict=True):
+            state = self.states[row]
+            assert state is not None
             state.token_ids.append(token)
         self.num_known_tokens[rows] += 1
         self.last_token[rows] = tokens
@@ -166,7 +189,7 @@ class RequestTable:
     def _track(self, new: NewRequest, slot: int) -> None:
         seed = new.sampling.seed
         generator = self.new_generator(seed) if self.new_generator is not None and seed is not None else None
-        state = RequestState(list(new.prompt_token_ids), new.sampling, len(new.prompt_token_ids), generator=generator)
+        state = TrackedRequest(list(new.prompt_token_ids), new.sampling, len(new.prompt_token_ids), generator=generator)
         if self._free_rows:
             row = self._free_rows.pop()
             self.states[row] = state

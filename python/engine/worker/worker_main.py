@@ -47,6 +47,7 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
     from engine.worker.model_runner import ModelRunner  # torch is imported in the workers only
 
     runner: ModelRunner | None = None
+    replier = (config.pipeline_parallel_size - 1) * config.tensor_parallel_size
     try:
         runner = ModelRunner(config, rank)
         info = runner.model_info
@@ -68,7 +69,7 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                     output = runner.execute(step)
                     output.execute_s = time.perf_counter() - start
                     output.idle_s = start - idle_since
-                    if rank == 0:
+                    if rank == replier:
                         reply(Executed(output))
                     idle_since = time.perf_counter()
                 case InitCache(num_blocks=num_blocks):

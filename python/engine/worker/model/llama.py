@@ -22,7 +22,7 @@ from engine.worker.model.layers.mlp import GatedMLP
 from engine.worker.model.layers.norm import RMSNorm
 from engine.worker.model.layers.rotary import RotaryEmbedding, apply_rotary
 from engine.worker.model.layers.vocab import ParallelLMHead, VocabParallelEmbedding
-from engine.worker.model.parallel import TensorParallel
+from engine.worker.model.parallel import PipelineStage, TensorParallel
 
 FUSED_CHECKPOINT_NAMES = {
     "q_proj": ("qkv_proj", 0),
@@ -95,55 +95,120 @@ class LlamaDecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    def __init__(self, config: ModelConfig, backend: AttentionBackend[Any], tp: TensorParallel, max_positions: int):
+    """One pipeline stage's part of the decoder: its layers (the others are `nn.Identity`
+    placeholders, so checkpoint names keep their layer index), the embedding on the first
+    stage, the final norm on the last."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        backend: AttentionBackend[Any],
+        tp: TensorParallel,
+        max_positions: int,
+        stage: PipelineStage,
+    ):
         super().__init__()
-        self.embed_tokens = VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp=tp)
-        layers = [LlamaDecoderLayer(config, i, backend, tp) for i in range(config.num_layers)]
-        self.attention_layers = tuple(layer.self_attn.layer for layer in layers)
+        self.stage = stage
+        self.embed_tokens = (
+            VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp=tp) if stage.is_first else None
+        )
+        layers: list[nn.Module] = [
+            LlamaDecoderLayer(config, i, backend, tp) if stage.holds_layer(i) else nn.Identity()
+            for i in range(config.num_layers)
+        ]
+        self.local_layers = [layer for layer in layers if isinstance(layer, LlamaDecoderLayer)]
+        self.attention_layers = tuple(layer.self_attn.layer for layer in self.local_layers)
         self.layers = nn.ModuleList(layers)
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps) if stage.is_last else None
         self.rotary_emb = RotaryEmbedding(config.head_dim, max_positions, config.rope)
 
     def forward(
-        self, token_ids: torch.Tensor, positions: torch.Tensor, kv_caches: Sequence[torch.Tensor], attention: Any
+        self,
+        token_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        kv_caches: Sequence[torch.Tensor],
+        attention: Any,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        hidden = self.embed_tokens(token_ids)
+        """The first stage embeds `token_ids`; a later one continues from the previous stage's
+        `hidden` (its residual stream). The last stage returns normalized final hidden states,
+        the others the residual stream to hand on."""
+        if self.embed_tokens is not None:
+            assert token_ids is not None
+            hidden = self.embed_tokens(token_ids)
+        assert hidden is not None
         cos, sin = self.rotary_emb(positions, hidden.dtype)
         step = StepContext(cos, sin, attention)
         residual = None
-        for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
+        for layer, kv_cache in zip(self.local_layers, kv_caches, strict=True):
             hidden, residual = layer(hidden, residual, step, kv_cache)
-        hidden, _ = self.norm(hidden, residual)
-        return hidden
+        if self.norm is not None:
+            hidden, _ = self.norm(hidden, residual)
+            return hidden
+        # What the next stage's first norm adds up itself: one tensor to hand on, not two.
+        return hidden if residual is None else hidden + residual
 
 
 class LlamaForCausalLM(nn.Module):
     def __init__(
-        self, config: ModelConfig, backend: AttentionBackend[Any], tp: TensorParallel, max_positions: int
+        self,
+        config: ModelConfig,
+        backend: AttentionBackend[Any],
+        tp: TensorParallel,
+        max_positions: int,
+        stage: PipelineStage | None = None,
     ) -> None:
         super().__init__()
+        stage = stage or PipelineStage.of(0, 1, config.num_layers)
         self.config = config
-        self.model = LlamaModel(config, backend, tp, max_positions)
+        self.stage = stage
+        self.model = LlamaModel(config, backend, tp, max_positions, stage)
+        # With one stage a tied head shares the embedding; a last stage of several has no
+        # embedding, so it loads the embedding's weights into a head of its own.
         tied = self.model.embed_tokens if config.tie_word_embeddings else None
-        self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp=tp, tied_to=tied)
+        self.lm_head = ParallelLMHead(config.vocab_size, config.hidden_size, tp=tp, tied_to=tied) if stage.is_last else None
         self.attention_layers = self.model.attention_layers
 
+    @property
+    def shares_embedding_with_head(self) -> bool:
+        return self.config.tie_word_embeddings and self.stage.is_first and self.stage.is_last
+
     def forward(
-        self, token_ids: torch.Tensor, positions: torch.Tensor, kv_caches: Sequence[torch.Tensor], attention: Any
+        self,
+        token_ids: torch.Tensor | None,
+        positions: torch.Tensor,
+        kv_caches: Sequence[torch.Tensor],
+        attention: Any,
+        hidden: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Final hidden states of every token, `[num_tokens, hidden_size]`."""
-        return self.model(token_ids, positions, kv_caches, attention)
+        """On the last stage the final hidden states of every token, `[num_tokens, hidden_size]`;
+        on the others the residual stream for the next stage (see `LlamaModel.forward`)."""
+        return self.model(token_ids, positions, kv_caches, attention, hidden)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Full-vocabulary logits on every rank, `[num_rows, vocab_size]`."""
+        """Full-vocabulary logits on every rank of the last stage, `[num_rows, vocab_size]`."""
+        assert self.lm_head is not None, "only the last pipeline stage computes logits"
         return self.lm_head(hidden)
 
     def checkpoint_target(self, name: str) -> tuple[str, str, int | None] | None:
-        """(module path, parameter name, shard id) where checkpoint tensor `name` goes; None: not needed."""
+        """(module path, parameter name, shard id) where checkpoint tensor `name` goes; None: not
+        needed on this stage."""
         if name.endswith("rotary_emb.inv_freq"):
             return None
-        if name == "lm_head.weight" and self.config.tie_word_embeddings:
-            return None
+        stage = self.stage
+        if name.startswith("model.layers."):
+            if not stage.holds_layer(int(name.split(".")[2])):
+                return None
+        elif name.startswith("model.embed_tokens."):
+            if not stage.is_first:
+                tied_head = self.config.tie_word_embeddings and stage.is_last
+                return ("lm_head", name.rpartition(".")[2], None) if tied_head else None
+        elif name.startswith("model.norm."):
+            if not stage.is_last:
+                return None
+        elif name.startswith("lm_head."):
+            if not stage.is_last or self.config.tie_word_embeddings:
+                return None
         module_path, _, param_name = name.rpartition(".")
         parent, _, leaf = module_path.rpartition(".")
         if leaf in FUSED_CHECKPOINT_NAMES:

@@ -20,7 +20,7 @@ from engine.model_config import ModelConfig
 from engine.worker.model.layers.linear import ColumnParallelLinear
 from engine.worker.model.layers.weights import CheckpointTensor, copy_exact
 from engine.worker.model.llama import LlamaForCausalLM
-from engine.worker.model.parallel import TensorParallel
+from engine.worker.model.parallel import PipelineStage, TensorParallel
 from engine.wire.runner_config import DTYPE_ALIASES
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -120,10 +120,11 @@ def load_model(
     tp: TensorParallel,
     backend: AttentionBackend[Any],
     max_positions: int,
+    stage: PipelineStage | None = None,
 ) -> LlamaForCausalLM:
-    """Builds this rank's shard of the model on `device` in `dtype` and loads its weights."""
+    """Builds this rank's shard of its pipeline stage on `device` in `dtype` and loads its weights."""
     with torch.device(device), _default_dtype(dtype):
-        model = LlamaForCausalLM(config, backend, tp, max_positions)
+        model = LlamaForCausalLM(config, backend, tp, max_positions, stage)
     load_weights(model, Path(model_dir))
     return model.eval()
 
@@ -161,7 +162,7 @@ def _check_complete(model: LlamaForCausalLM, loaded: dict[tuple[str, str], set[i
     missing = []
     for module_path, module in model.named_modules():
         for param_name, _ in module.named_parameters(recurse=False):
-            if module is model.lm_head and model.config.tie_word_embeddings:
+            if module is model.lm_head and model.shares_embedding_with_head:
                 continue
             shards: set[int | None] = (
                 set(range(len(module.parts))) if isinstance(module, ColumnParallelLinear) else {None}
