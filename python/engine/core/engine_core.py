@@ -265,10 +265,10 @@ class EngineCore:
             for slot, token, position in zip(
                 produced.slots.tolist(), produced.tokens.tolist(), produced.positions.tolist(), strict=True
             ):
-                requests[slot].stream.push(token, now, output.logprobs[position])  # type: ignore[union-attr]
+                requests[slot].stream.push(token, now, output.logprobs[position])
         else:
             for slot, token in zip(produced.slots.tolist(), produced.tokens.tolist(), strict=True):
-                requests[slot].stream.push(token, now)  # type: ignore[union-attr]
+                requests[slot].stream.push(token, now)
         for prompt in output.prompt_logprobs:
             if (owner := self._requests.get(prompt.request_id)) is not None:
                 owner.stream.add_prompt_logprobs(len(owner.prompt_token_ids), prompt.first_position, prompt.tokens)

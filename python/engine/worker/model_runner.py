@@ -313,7 +313,7 @@ class ModelRunner:
             torch.cuda.synchronize(self.device)
         except torch.cuda.OutOfMemoryError as error:
             raise ValueError(
-                f"the largest step the engine may send ({len(step.chunks)} requests at "
+                f"the largest step the engine may send ({step.num_entries} requests at "
                 f"{self.model_info.max_model_len} tokens of context) does not fit on the GPU beside the "
                 "weights: lower max_model_len, max_num_seqs or token_budget"
                 + (" (or use flash-attn with block_size 256)" if self.backend.name == "sdpa" else "")

@@ -181,7 +181,7 @@ class RequestTable:
             input_ids[offsets[index] : offsets[index + 1]] = state.token_ids[start[index] : seq_lens[index]]
         producing = np.flatnonzero(columns.produces_token)
         return StepWork(
-            columns, rows, query_lens, seq_lens, block_tables, input_ids, producing, states  # type: ignore[arg-type]
+            columns, rows, query_lens, seq_lens, block_tables, input_ids, producing, states
         )
 
     # ----- state changes -----
