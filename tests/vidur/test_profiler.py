@@ -103,3 +103,50 @@ def test_cuda_device_names_map_to_their_own_gpus_folders() -> None:
         "NVIDIA GeForce RTX 4090": "nvidia_geforce_rtx_4090",
     }
     assert {name: profile_folder(name) for name in names} == names
+
+
+@pytest.fixture(scope="module")
+def cpu_profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model profiled on this CPU under its own name: a device of its own."""
+    root = tmp_path_factory.mktemp("cpu_profiles")
+    (root / "tiny").mkdir()
+    (root / "tiny" / "config.json").write_text(json.dumps(TINY_LLAMA))
+    args = ["profile", "--model", str(root / "tiny"), "--num-tokens", "1", "8", "64", "256"]
+    args += ["--prefill-chunks", "32", "256", "--prefill-contexts", "0", "512"]
+    args += ["--decode-batch-sizes", "1", "8", "--decode-contexts", "64", "1024"]
+    args += ["--repeats", "2", "--warmup", "1", "--device", "cpu", "--output-dir", str(root)]
+    assert main(args) == 0
+    return root
+
+
+def test_a_profiled_device_is_a_device(cpu_profile: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    device = cpu_profile / "compute" / "cpu"
+    spec = json.loads((device / "device.json").read_text())
+    assert spec["name"] == "cpu" and spec["dtype"] == "float32" and spec["num_devices"] == 1
+    assert spec["memory_bandwidth_gb_s"] > 0.1 and spec["matmul_tflops"] > 1e-4 and spec["memory_gib"] > 0.5
+    gpu = get_gpu(str(device))
+    assert (gpu.name, gpu.memory_gib, gpu.peak_bytes_per_s) == ("cpu", spec["memory_gib"], spec["memory_bandwidth_gb_s"] * 1e9)
+    # The engine's own LM head was timed, so the predictor uses it instead of a roofline.
+    profile = read_compute_profile(device / "local" / "tiny" / "mlp.csv", "cpu", "local/tiny")
+    assert ("lm_head", 1) in profile.series and profile.vocab_size == 1000
+    capsys.readouterr()
+    args = ["simulate", "--gpu", str(device), "--model", str(cpu_profile / "tiny"), "--num-requests", "20"]
+    args += ["--set", "workload.lengths.prompt_tokens=100", "--set", "workload.lengths.output_tokens=10"]
+    args += ["--set", "workload.arrivals.rate=2", "--set", "deadlines.prefill=fixed"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "on 1 x 1 cpu (sarathi): 20 requests" in out
+
+
+def test_a_lone_device_refuses_tensor_parallelism_and_a_bad_spec_is_named(
+    cpu_profile: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    device = cpu_profile / "compute" / "cpu"
+    args = ["simulate", "--gpu", str(device), "--model", str(cpu_profile / "tiny"), "--tp", "2", "--num-requests", "5"]
+    assert main(args) == 2
+    assert "profiled alone" in capsys.readouterr().err
+    broken = tmp_path / "compute" / "mystery"
+    broken.mkdir(parents=True)
+    (broken / "device.json").write_text('{"name": "mystery"}')
+    assert main(["simulate", "--gpu", str(broken), "--num-requests", "5"]) == 2
+    assert "missing 'memory_gib'" in capsys.readouterr().err

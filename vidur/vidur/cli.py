@@ -1,4 +1,4 @@
-"""The `vidur` command: simulate, search, profile, predictor, catalogue.
+"""The `vidur` command: simulate, search, profile, predictor, fit-overheads, validate, catalogue.
 
 The only place that reads the environment: `SERVEKIT_DATA` points at the data directory
 (traces/ and profiling/); by default it is `../shared/data` beside the repository.
@@ -20,6 +20,7 @@ from vidur.config import VidurConfig, load_config, profiling_roots
 from vidur.deployment import POLICIES, ROUTERS, plan_deployment
 from vidur.errors import DeploymentError
 from vidur.gpus import CATALOGUE as GPUS
+from vidur.gpus import profiled_device_folder, profiling_root_of
 from vidur.models import CATALOGUE as MODELS
 from vidur.models import get_model
 from vidur.output import score, simulation_summary, write_simulated_run
@@ -101,7 +102,20 @@ def _load(args: argparse.Namespace) -> tuple[VidurConfig, OperatorPredictor, lis
     config = load_config(args.config, _overrides(args), traces_dir=data / "traces")
     base = Path(args.config).parent if args.config else Path(".")
     roots = profiling_roots(config, data, base) + [Path(p) for p in args.profiling_dir]
+    roots += device_roots(config, roots)
     return config, train_predictor(roots), roots
+
+
+def device_roots(config: VidurConfig, roots: list[Path]) -> list[Path]:
+    """The profiling roots of the profiled devices the config names by folder (`--gpu DIR`)."""
+    found = []
+    for gpu in (config.deployment.replica.gpu, *config.search.gpus):
+        folder = profiled_device_folder(gpu)
+        if folder is not None:
+            root = profiling_root_of(folder)
+            if root not in found and root not in [r.resolve() for r in roots]:
+                found.append(root)
+    return found
 
 
 def _print_metrics(metrics: Mapping[str, object], keys: tuple[str, ...]) -> None:
@@ -202,8 +216,12 @@ def profile_command(args: argparse.Namespace) -> int:
         decode_batch_sizes=chosen("decode_batch_sizes"),
         decode_contexts=chosen("decode_contexts"),
         device=args.device,
+        dtype=args.dtype,
+        attention_backend=args.attention_backend,
+        block_size=args.block_size,
+        device_spec=not args.no_device_spec,
     )
-    folder = profile(get_model(args.model), config, Path(args.output_dir), args.device_name)
+    folder = profile(get_model(args.model), config, Path(args.output_dir), args.device_name, args.model)
     print(f"wrote {folder}")
     return 0
 
@@ -221,6 +239,49 @@ def predictor_command(args: argparse.Namespace) -> int:
         "roofline_leave_one_model_out": {gpu: r.as_dict() for gpu, r in transfer.items()},
     }
     print(json.dumps(report, indent=2))
+    return 0
+
+
+def fit_overheads_command(args: argparse.Namespace) -> int:
+    from vidur.overheads_fit import fit_overheads_from_log
+
+    print(fit_overheads_from_log(Path(args.iteration_log)).toml(), end="")
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    import shlex
+
+    from vidur.validate_engine import ValidateConfig, validate
+
+    data = data_dir(args.data_dir)
+    overrides = [f"workload.num_requests={args.num_requests}"] if args.num_requests else []
+    if args.trace:
+        overrides += [f"workload.lengths.kind=trace", f"workload.lengths.trace_path={args.trace}"]
+    config = load_config(args.config, overrides + args.set, traces_dir=data / "traces")
+    report = validate(
+        ValidateConfig(
+            workload=config.workload,
+            output_dir=Path(args.output_dir),
+            engine_args=tuple(shlex.split(args.engine_args or "")),
+            address=args.address,
+            iteration_log=Path(args.iteration_log) if args.iteration_log else None,
+            device_folder=Path(args.device) if args.device else None,
+            loads=tuple(args.loads),
+            profile_repeats=args.profile_repeats,
+            deadlines=config.deadlines,
+        )
+    )
+    print(f"engine capacity {report['capacity_qps']:.3g} requests/s; simulator error per load:")
+    for load in report["loads"]:
+        errors = load["errors"]
+        print(
+            f"  {load['load']:>4.0%} ({load['qps']:.3g} requests/s): normalized latency p50 "
+            f"{errors['normalized_latency_p50']:+.1%} p95 {errors['normalized_latency_p95']:+.1%}, TTFT p50 "
+            f"{errors['ttft_p50']:+.1%}, TBT p50 {errors['tbt_p50']:+.1%}, throughput "
+            f"{errors['request_throughput']:+.1%}"
+        )
+    print(f"wrote {args.output_dir}/validation.json, validation.md")
     return 0
 
 
@@ -253,7 +314,9 @@ def parser() -> argparse.ArgumentParser:
     search.add_argument("--no-progress", action="store_true")
     search.set_defaults(run=search_command)
 
-    profile = commands.add_parser("profile", help="time operators on this device, in Vidur's table format")
+    profile = commands.add_parser(
+        "profile", help="time what the engine runs on this device, in Vidur's table format, with the device's spec"
+    )
     profile.add_argument("--model", required=True)
     profile.add_argument("--tp", type=int, nargs="+", help="tensor-parallel degrees to profile")
     profile.add_argument("--num-tokens", type=int, nargs="+")
@@ -266,6 +329,10 @@ def parser() -> argparse.ArgumentParser:
     profile.add_argument("--decode-contexts", type=int, nargs="+", help="attention: context of each decode")
     profile.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     profile.add_argument("--device-name", help="folder name for this device's profiles")
+    profile.add_argument("--dtype", default="auto", help="as the engine's --dtype (auto: float32 on the CPU)")
+    profile.add_argument("--attention-backend", default="auto", help="as the engine's --attention-backend")
+    profile.add_argument("--block-size", type=int, default=16, help="KV block size, as the engine's --block-size")
+    profile.add_argument("--no-device-spec", action="store_true", help="do not measure and write device.json")
     profile.add_argument("--output-dir", default="profiles")
     profile.set_defaults(run=profile_command)
 
@@ -274,6 +341,30 @@ def parser() -> argparse.ArgumentParser:
     predictor.add_argument("--profiling-dir", action="append", default=[])
     predictor.add_argument("--holdout-every", type=int, default=4)
     predictor.set_defaults(run=predictor_command)
+
+    fit = commands.add_parser("fit-overheads", help="[cpu_overheads] fitted from an engine's --iteration-log")
+    fit.add_argument("iteration_log")
+    fit.set_defaults(run=fit_overheads_command)
+
+    check = commands.add_parser(
+        "validate", help="run a workload against the engine at several loads and simulate the same requests"
+    )
+    check.add_argument("--engine-args", help="arguments for `python -m engine` (validate starts it), one string: "
+                       "--engine-args=\"--num-kv-blocks 512\"")
+    check.add_argument("--address", help="HOST:PORT of a running engine's RPC, instead of starting one")
+    check.add_argument("--iteration-log", help="with --address: the file that engine's --iteration-log writes")
+    check.add_argument("--device", help="the device's profile folder (vidur profile's compute/<device>); "
+                                        "default: profile the engine's device first")
+    check.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.85],
+                       help="fractions of the engine's measured capacity")
+    check.add_argument("--profile-repeats", type=int, default=10)
+    check.add_argument("--config", help="a TOML or YAML config: its [workload] and [deadlines] are used")
+    check.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    check.add_argument("--data-dir")
+    check.add_argument("--trace", help="a trace CSV for request lengths")
+    check.add_argument("--num-requests", type=int, help="requests per load")
+    check.add_argument("--output-dir", default="runs/validate")
+    check.set_defaults(run=validate_command)
 
     catalogue = commands.add_parser("catalogue", help="list the models and GPUs")
     catalogue.set_defaults(run=catalogue_command)
@@ -284,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (ValueError, DeploymentError) as error:
+    except (ValueError, DeploymentError, RuntimeError) as error:
         print(f"vidur: error: {error}", file=sys.stderr)
         return 2
 

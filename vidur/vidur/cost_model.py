@@ -130,6 +130,10 @@ def build_cost_model(
         )
     embedding = predictor.operator_curve(gpu, model, "emb", tp, max_tokens)
     operators.append(OperatorSpec("emb", embedding.curve, 1, "tokens", "first_stage", "compute", embedding.source))
+    # The final norm (and the residual add it starts with) before the LM head, over every token.
+    for name, operator in (("final_add", "add"), ("final_norm", "post_attention_layernorm")):
+        curve = predictor.operator_curve(gpu, model, operator, tp, max_tokens)
+        operators.append(OperatorSpec(name, curve.curve, 1, "tokens", "last_stage", "compute", curve.source))
     lm_head = predictor.operator_curve(gpu, model, "lm_head", tp, max_tokens)
     operators.append(
         OperatorSpec("lm_head", lm_head.curve, 1, "sampled_tokens", "last_stage", "compute", lm_head.source)

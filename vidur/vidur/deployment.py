@@ -28,6 +28,9 @@ class ReplicaConfig:
     pipeline_parallel: int = 1
     memory_utilization: float = 0.9
     gpu_price_per_hour: float | None = None
+    """The exact number of KV blocks per replica (the engine's `--num-kv-blocks`); None: what
+    the memory left after weights and activations holds."""
+    num_kv_blocks: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +39,9 @@ class ReplicaSchedulerConfig:
     knob left at None takes the scheduler core's default, as in the engine. `token_budget` is the
     most tokens of an iteration (the prefill chunk under `sarathi`; by default 512, and for
     policies that never chunk a whole max-length prompt); `max_model_len` defaults to the
-    model's context length."""
+    model's context length. `async_scheduling` (default on, as in the engine) schedules the
+    next batch while the current one runs; as in the engine it applies to one pipeline stage
+    only (a pipeline keeps one batch per stage in flight instead)."""
 
     policy: str | None = None
     token_budget: int | None = None
@@ -48,14 +53,20 @@ class ReplicaSchedulerConfig:
     order: str | None = None
     dynamic_chunking: tuple[int, int, int] | None = None
     max_decode_iters_between_prefills: int | None = None
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
         if self.policy is not None and self.policy not in POLICIES:
             raise DeploymentError(f"unknown scheduler policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
 
-    def resolve(self, max_model_len: int, num_blocks: int | None = None) -> _simulator.SchedulerConfig:
-        """The scheduler config these knobs make (defaults filled in by the scheduler core);
-        raises DeploymentError naming a knob the scheduler refuses."""
+    def resolve(
+        self, max_model_len: int, num_blocks: int | None = None, pipeline_parallel: int = 1
+    ) -> _simulator.SchedulerConfig:
+        """The scheduler config these knobs make (defaults filled in by the scheduler core, the
+        batches in flight as `python -m engine` sets them); raises DeploymentError naming a knob
+        the scheduler refuses."""
+        asynchronous = self.async_scheduling is not False and pipeline_parallel == 1
+        in_flight = pipeline_parallel if pipeline_parallel > 1 else 2 if asynchronous else 1
         try:
             return _simulator.SchedulerConfig(
                 policy=self.policy,
@@ -69,6 +80,8 @@ class ReplicaSchedulerConfig:
                 order=self.order,
                 dynamic_chunking=self.dynamic_chunking,
                 max_decode_iters_between_prefills=self.max_decode_iters_between_prefills,
+                async_scheduling=asynchronous,
+                max_batches_in_flight=in_flight,
             )
         except _simulator.SchedulerError as error:
             raise DeploymentError(str(error)) from None
@@ -129,7 +142,9 @@ class Deployment:
         return self.num_gpus * self.shape.gpu.price_per_hour
 
     def scheduler_config(self) -> _simulator.SchedulerConfig:
-        return self.config.scheduler.resolve(self.max_model_len, self.memory.num_blocks)
+        return self.config.scheduler.resolve(
+            self.max_model_len, self.memory.num_blocks, self.shape.pipeline_parallel
+        )
 
     def describe(self) -> dict[str, object]:
         """What a run's summary records about the deployment."""
@@ -156,7 +171,7 @@ def plan_deployment(config: DeploymentConfig, predictor: OperatorPredictor) -> D
     gpu = get_gpu(replica.gpu, replica.gpu_price_per_hour)
     shape = ReplicaShape(model, gpu, replica.tensor_parallel, replica.pipeline_parallel)
     max_model_len = config.scheduler.max_model_len or model.max_position_embeddings
-    scheduler = config.scheduler.resolve(max_model_len)
+    scheduler = config.scheduler.resolve(max_model_len, pipeline_parallel=replica.pipeline_parallel)
     memory = plan_memory(
         shape,
         block_size=scheduler.block_size,
@@ -164,6 +179,7 @@ def plan_deployment(config: DeploymentConfig, predictor: OperatorPredictor) -> D
         max_num_seqs=scheduler.max_num_seqs,
         max_model_len=max_model_len,
         memory_utilization=replica.memory_utilization,
+        num_blocks=replica.num_kv_blocks,
     )
     cost_model = build_cost_model(shape, predictor, config.cpu_overheads, scheduler.token_budget)
     deployment = Deployment(

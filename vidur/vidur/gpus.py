@@ -3,9 +3,16 @@
 Peak figures are the vendors' datasheet numbers (dense, no sparsity); memory is what
 `nvidia-smi` reports. Prices are illustrative on-demand list prices per GPU-hour (2024 cloud
 offerings); set `price_per_hour` in a config to use your own.
+
+Any device `vidur profile` measured is a device too: `--gpu <root>/compute/<device>` (the folder
+holding its `device.json` and tables) is that device, with the figures measured there (copy
+bandwidth, matrix-product rate, memory), no price (set one with `gpu_price_per_hour`) and no
+interconnect (it was measured alone: one device per replica).
 """
 
+import json
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from vidur.errors import DeploymentError, UnknownGpuError
 
@@ -30,9 +37,14 @@ class GpuSpec:
     reference_gpu: str | None = None
 
     def __post_init__(self) -> None:
-        for field in ("memory_gib", "memory_bandwidth_gb_s", "bf16_tflops", "interconnect_gb_s", "gpus_per_node"):
+        for field in ("memory_gib", "memory_bandwidth_gb_s", "bf16_tflops", "gpus_per_node"):
             if not getattr(self, field) > 0:
                 raise DeploymentError(f"GPU {self.name}: {field} must be positive, got {getattr(self, field)}")
+        if not (self.interconnect_gb_s > 0 or (self.interconnect_gb_s == 0 and self.gpus_per_node == 1)):
+            raise DeploymentError(
+                f"GPU {self.name}: interconnect_gb_s must be positive (0 only for a device alone), "
+                f"got {self.interconnect_gb_s}"
+            )
         if self.price_per_hour < 0:
             raise DeploymentError(f"GPU {self.name}: price_per_hour must not be negative, got {self.price_per_hour}")
 
@@ -82,10 +94,55 @@ def canonical_gpu_name(name: str) -> str:
     return ALIASES.get(key, key)
 
 
+DEVICE_FILE = "device.json"
+
+
+def profiled_device_folder(name: str) -> Path | None:
+    """The folder `name` stands for when it is a profiled device's (it holds a device.json)."""
+    folder = Path(name)
+    return folder if (folder / DEVICE_FILE).is_file() else None
+
+
+def profiling_root_of(folder: Path) -> Path:
+    """The profiling root a device folder (`<root>/compute/<device>`) belongs to."""
+    folder = folder.resolve()
+    if folder.parent.name != "compute":
+        raise UnknownGpuError(f"device folder {folder} is not inside a profiling root's compute/ folder")
+    return folder.parent.parent
+
+
+def read_device_spec(folder: Path) -> GpuSpec:
+    """The spec `vidur profile` measured for the device in `folder`."""
+    path = folder / DEVICE_FILE
+    try:
+        data = json.loads(path.read_text())
+        return GpuSpec(
+            name=folder.resolve().name,
+            memory_gib=float(data["memory_gib"]),
+            memory_bandwidth_gb_s=float(data["memory_bandwidth_gb_s"]),
+            bf16_tflops=float(data["matmul_tflops"]),
+            interconnect_gb_s=0.0,
+            gpus_per_node=1,
+            price_per_hour=0.0,
+            topology="none",
+        )
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        detail = f"missing {error}" if isinstance(error, KeyError) else str(error)
+        raise UnknownGpuError(f"{path} is not a device spec written by `vidur profile`: {detail}") from None
+
+
 def get_gpu(name: str, price_per_hour: float | None = None) -> GpuSpec:
-    """A catalogue GPU by name or alias (case-insensitive), optionally with your own price."""
-    key = canonical_gpu_name(name)
-    if key not in CATALOGUE:
-        raise UnknownGpuError(f"unknown GPU {name!r}; known GPUs: {', '.join(sorted(CATALOGUE))}")
-    spec = CATALOGUE[key]
+    """A catalogue GPU by name or alias (case-insensitive), or a profiled device's folder,
+    optionally with your own price."""
+    folder = profiled_device_folder(name)
+    if folder is not None:
+        spec = read_device_spec(folder)
+    else:
+        key = canonical_gpu_name(name)
+        if key not in CATALOGUE:
+            raise UnknownGpuError(
+                f"unknown GPU {name!r}; known GPUs: {', '.join(sorted(CATALOGUE))}, or a folder "
+                "`vidur profile` wrote (one holding device.json)"
+            )
+        spec = CATALOGUE[key]
     return spec if price_per_hour is None else replace(spec, price_per_hour=price_per_hour)

@@ -135,7 +135,10 @@ def plan_memory(
     max_num_seqs: int,
     max_model_len: int,
     memory_utilization: float = 0.9,
+    num_blocks: int | None = None,
 ) -> MemoryPlan:
+    """`num_blocks`, when given, is the replica's exact number of KV blocks (as the engine's
+    `--num-kv-blocks`), instead of what the memory left after weights and activations holds."""
     if not 0 < memory_utilization <= 1:
         raise DeploymentError(f"memory_utilization must be in (0, 1], got {memory_utilization}")
     gpu, model = shape.gpu, shape.model
@@ -150,7 +153,13 @@ def plan_memory(
             f"({memory_utilization:.0%} of {gpu.memory_gib:g} GiB); use more GPUs per replica or a larger GPU"
         )
     kv_bytes_per_token = shape.kv_bytes_per_token
-    num_blocks = math.floor((usable - weights - activations) / (block_size * kv_bytes_per_token))
+    if num_blocks is None:
+        num_blocks = math.floor((usable - weights - activations) / (block_size * kv_bytes_per_token))
+    elif num_blocks < 1 or num_blocks * block_size * kv_bytes_per_token > usable - weights - activations:
+        raise ModelDoesNotFitError(
+            f"{num_blocks} KV blocks of {block_size} tokens do not fit on {gpu.name} at {layout} beside the "
+            f"weights and activations ({(usable - weights - activations) / GIB:.2f} GiB left)"
+        )
     if num_blocks * block_size < max_model_len:
         raise ModelDoesNotFitError(
             f"{model.name} on {gpu.name} at {layout} leaves room for {num_blocks * block_size} KV tokens, "

@@ -194,11 +194,11 @@ class OperatorPredictor:
     def operator_curve(self, gpu: GpuSpec, model: ModelSpec, operator: str, tp: int, max_tokens: int) -> OperatorCurve:
         """Seconds of one `operator` on one GPU of a `tp`-way layer, by the iteration's tokens."""
         shape = layer_shape(model)
-        if operator != "lm_head":
-            curve = self.profile_curves.get((gpu.name, shape, operator, tp))
-            if curve is not None:
-                profile = self.profiles.compute[(gpu.name, shape)]
-                return OperatorCurve(curve, f"profile {profile.gpu}/{profile.model} tp={tp}")
+        curve = self.profile_curves.get((gpu.name, shape, operator, tp))
+        profile = self.profiles.compute.get((gpu.name, shape))
+        # The LM head's time depends on the vocabulary too, which the layer shape leaves out.
+        if curve is not None and profile is not None and (operator != "lm_head" or profile.vocab_size == model.vocab_size):
+            return OperatorCurve(curve, f"profile {profile.gpu}/{profile.model} tp={tp}")
         roofline, source = self._calibrated_roofline(gpu, operator)
 
         def work(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -238,6 +238,10 @@ class OperatorPredictor:
         """Seconds of one `all_reduce` over `num_workers` GPUs, or one `send_recv` between two
         pipeline stages, by the iteration's tokens."""
         num_workers = max(num_workers, 2)
+        if gpu.interconnect_gb_s == 0:
+            raise MissingProfileError(
+                f"device {gpu.name} was profiled alone (no interconnect measured): it runs one device per replica"
+            )
         if collective == "all_reduce":
             devices_per_node = min(num_workers, gpu.gpus_per_node)
         else:

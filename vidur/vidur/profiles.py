@@ -27,6 +27,8 @@ MLP_OPERATORS = (
     "mlp_down_proj",
     "add",
 )
+# Profiled where present (this project's profiler times the engine's LM head); else a roofline.
+EXTRA_OPERATORS = ("lm_head",)
 MLP_SHAPE_COLUMNS = ("n_head", "n_kv_head", "n_embd", "n_expanded_embd", "use_gated_mlp")
 ATTENTION_KERNELS = ("attn_prefill", "attn_decode", "attn_kv_cache_save")
 COLLECTIVES = ("all_reduce", "send_recv")
@@ -63,6 +65,8 @@ class ComputeProfile:
     shape: LayerShape
     path: Path
     series: dict[tuple[str, int], Series] = field(default_factory=dict)
+    """The vocabulary the `lm_head` series was timed at (None: the table has no such column)."""
+    vocab_size: int | None = None
 
     @property
     def tensor_parallel_degrees(self) -> list[int]:
@@ -147,8 +151,9 @@ def read_compute_profile(path: Path, gpu: str, model: str) -> ComputeProfile:
     )
     tokens = np.array(_column(header, rows, "num_tokens", path), dtype=np.float64)
     degrees = np.array(_column(header, rows, "num_tensor_parallel_workers", path), dtype=np.int64)
-    profile = ComputeProfile(gpu, model, shape, path)
-    for operator in MLP_OPERATORS:
+    vocab_size = int(_column(header, rows, "vocab_size", path)[0]) if "vocab_size" in header else None
+    profile = ComputeProfile(gpu, model, shape, path, vocab_size=vocab_size)
+    for operator in MLP_OPERATORS + EXTRA_OPERATORS:
         name = f"time_stats.{operator}.median"
         if name not in header:
             continue

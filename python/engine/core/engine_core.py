@@ -22,6 +22,7 @@ import trio
 
 from engine.core.detokenizer import IncrementalDetokenizer
 from engine.core.engine_metrics import EngineMetrics, RequestTimes
+from engine.core.iteration_log import IterationLog, IterationRecord, batch_columns
 from engine.core.request_slots import EngineRequest, RequestSlots
 from engine.core.request_stream import EngineFailedError, EngineUnavailableError, RequestOutcome, RequestStream
 from engine.core.step_builder import build_step
@@ -53,13 +54,24 @@ class _InFlight:
     batch: Batch
     """Requests preempted while this batch ran: the scheduler drops their tokens from it."""
     dropped: set[int] = field(default_factory=set)
+    """For the iteration log: when it was scheduled (wall clock), how long scheduling and
+    sending took, whether an earlier step was still running when it was sent."""
+    scheduled_at: float = 0.0
+    schedule_s: float = 0.0
+    queued: bool = False
 
 
 class EngineCore:
     def __init__(
-        self, config: SchedulerConfig, workers: WorkerGroup, tokenizer: Tokenizer, metrics: EngineMetrics
+        self,
+        config: SchedulerConfig,
+        workers: WorkerGroup,
+        tokenizer: Tokenizer,
+        metrics: EngineMetrics,
+        iteration_log: IterationLog | None = None,
     ):
-        """`config`: the scheduler's knobs; its number of KV blocks is what the workers allocated."""
+        """`config`: the scheduler's knobs; its number of KV blocks is what the workers allocated.
+        `iteration_log`: where to record every iteration (see `engine.core.iteration_log`)."""
         if workers.model is None:
             raise ValueError("the workers must be started before the engine")
         self.model = workers.model
@@ -89,6 +101,7 @@ class EngineCore:
         self.failed = trio.Event()
         self.is_draining = False
         self.recent_iterations: deque[IterationTiming] = deque(maxlen=10_000)
+        self._iteration_log = iteration_log
         metrics.read_counters.add(
             ["engine_prefix_cache_queries", "vllm:prefix_cache_queries"],
             "Prompt tokens looked up in the prefix cache",
@@ -198,16 +211,22 @@ class EngineCore:
                 if not await self._send_next():
                     break
             if not self._in_flight:
+                if self._iteration_log is not None:
+                    self._iteration_log.flush()
                 await self._work_available.wait()
                 self._work_available = trio.Event()
                 continue
             host_s = time.perf_counter() - started
             output = await self._workers.receive()
             received = time.perf_counter()
+            received_at = time.time()
             oldest = self._in_flight.popleft()
             num_output_tokens = self._apply(oldest, output)
             batch = oldest.batch
-            host_s += time.perf_counter() - received
+            apply_s = time.perf_counter() - received
+            host_s += apply_s
+            if self._iteration_log is not None:
+                self._log_iteration(oldest, output, received_at, received - output.sent_at, apply_s)
             self.recent_iterations.append(
                 IterationTiming(len(batch), batch.num_tokens, output.execute_s, output.idle_s, host_s)
             )
@@ -221,8 +240,33 @@ class EngineCore:
             )
             self.publish_load()
 
+    def _log_iteration(
+        self, done: _InFlight, output: StepOutput, received_at: float, delivery_s: float, apply_s: float
+    ) -> None:
+        assert self._iteration_log is not None
+        batch = done.batch
+        self._iteration_log.append(
+            IterationRecord(
+                step_id=output.step_id,
+                scheduled_at=done.scheduled_at,
+                completed_at=received_at,
+                **batch_columns(batch),
+                preempted_ids=list(batch.preempted_ids),
+                queued=done.queued,
+                schedule_s=done.schedule_s,
+                apply_s=apply_s,
+                delivery_s=delivery_s if output.sent_at else 0.0,
+                idle_s=output.idle_s,
+                prepare_s=output.prepare_s,
+                forward_s=output.forward_s,
+                execute_s=output.execute_s,
+            )
+        )
+
     async def _send_next(self) -> bool:
         """Schedules a batch and sends it; False when nothing could be scheduled."""
+        scheduled_at = time.time()
+        started = time.perf_counter()
         batch = self.scheduler.schedule(time.monotonic())
         for earlier in self._in_flight:
             earlier.dropped.update(batch.preempted_ids)
@@ -233,7 +277,8 @@ class EngineCore:
         for slot, request_id in zip(batch.new_request_slots, batch.new_request_ids, strict=True):
             self._slots.take(slot, self._requests[request_id])
         await self._workers.send(build_step(next(self._step_ids), batch, self._new_request, self._take_forwarded()))
-        self._in_flight.append(_InFlight(batch))
+        queued = bool(self._in_flight)
+        self._in_flight.append(_InFlight(batch, set(), scheduled_at, time.perf_counter() - started, queued))
         return True
 
     def _take_forwarded(self) -> tuple[bytes, bytes, bytes]:

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_argument("--log-stats-interval", type=float, default=10.0,
                          help="seconds between throughput log lines while busy (0: none)")
     serving.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    serving.add_argument(
+        "--iteration-log",
+        type=Path,
+        help="write one JSON line per iteration (its batch, model and host times) to this file, for "
+        "calibrating and validating the simulator (`vidur fit-overheads`, `vidur validate`)",
+    )
     return parser
 
 
@@ -195,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             failure_exit_delay_s=args.failure_exit_delay,
             access_log=not args.no_access_log,
             throughput_log_interval_s=args.log_stats_interval,
+            iteration_log=args.iteration_log,
         )
         trio.run(_run, model_dir, runner, scheduler, server)
     except Exception as error:

@@ -7,6 +7,7 @@ request fails at once and `run` raises `EngineFailedError` `failure_exit_delay_s
 the process exits non-zero and a supervisor restarts it.
 """
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import trio
 from engine.core.engine_core import EngineCore
 from engine.core.engine_metrics import EngineMetrics
 from engine.core.heap import freeze_startup_heap
+from engine.core.iteration_log import IterationLog, IterationLogHeader, scheduler_fields
 from engine.wire.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.core.request_stream import EngineFailedError
@@ -51,6 +53,8 @@ class ServerConfig:
     failure_exit_delay_s: float = 3.0
     access_log: bool = True
     throughput_log_interval_s: float = 10.0
+    """Where to write one line per iteration (`engine.core.iteration_log`); None: nowhere."""
+    iteration_log: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,46 +101,64 @@ class EngineServer:
         http_sockets = bind_http(http)
         rpc_listeners = await bind_rpc(server.host, server.rpc_port)
         tokenizer = Tokenizer(self._model_dir)
-        async with trio.open_nursery() as nursery:
-            group = WorkerGroup(self._runner, self._worker_environment)
-            workers: WorkerGroup = await nursery.start(group.run)
-            metrics = EngineMetrics(server.served_model_name)
-            engine = EngineCore(self._scheduler, workers, tokenizer, metrics)
-            await nursery.start(engine.run)
-            self.engine = engine
-            prompts = PromptTokenizer(tokenizer, engine.max_model_len)
-            rpc_config = RpcConfig(
-                model_name=server.served_model_name,
-                max_frame_bytes=server.max_frame_bytes,
-                hello_timeout_s=server.hello_timeout_s,
-                api_key=server.api_key,
-            )
-            self._rpc = RpcServer(engine, prompts, rpc_config)
-            nursery.start_soon(self._rpc.serve, rpc_listeners)
-            api_config = ApiConfig(
-                model_name=server.served_model_name, version=engine_version(), body_timeout_s=server.body_timeout_s
-            )
-            api = OpenAIApi(engine, prompts, api_config, metrics.registry)
-            self._front_door = HttpFrontDoor(api.app(), api_key=server.api_key, log_access=server.access_log)
-            await nursery.start(serve_http, self._front_door, http, http_sockets)
-            nursery.start_soon(log_throughput, engine, metrics, server.throughput_log_interval_s)
-            nursery.start_soon(self._exit_after_failure, engine)
-            http_port, rpc_port = bound_port(http_sockets), rpc_listeners[0].socket.getsockname()[1]
-            log.info(
-                "serving %s (%d KV blocks, max_model_len %d, policy %s) on http://%s:%d (OpenAI API)"
-                " and tcp://%s:%d (msgspec RPC); worker pids %s",
-                server.served_model_name,
-                engine.model.num_kv_blocks,
-                engine.max_model_len,
-                self._scheduler.policy,
-                server.host,
-                http_port,
-                server.host,
-                rpc_port,
-                ",".join(map(str, workers.pids)),
-            )
-            freeze_startup_heap()
-            task_status.started(ServingAddresses(http_port, rpc_port, workers.pids))
+        iteration_log = IterationLog(server.iteration_log) if server.iteration_log is not None else None
+        with iteration_log if iteration_log is not None else contextlib.nullcontext():
+            async with trio.open_nursery() as nursery:
+                group = WorkerGroup(self._runner, self._worker_environment)
+                workers: WorkerGroup = await nursery.start(group.run)
+                metrics = EngineMetrics(server.served_model_name)
+                if iteration_log is not None:
+                    iteration_log.start(self._iteration_log_header(workers))
+                engine = EngineCore(self._scheduler, workers, tokenizer, metrics, iteration_log)
+                await nursery.start(engine.run)
+                self.engine = engine
+                prompts = PromptTokenizer(tokenizer, engine.max_model_len)
+                rpc_config = RpcConfig(
+                    model_name=server.served_model_name,
+                    max_frame_bytes=server.max_frame_bytes,
+                    hello_timeout_s=server.hello_timeout_s,
+                    api_key=server.api_key,
+                )
+                self._rpc = RpcServer(engine, prompts, rpc_config)
+                nursery.start_soon(self._rpc.serve, rpc_listeners)
+                api_config = ApiConfig(
+                    model_name=server.served_model_name, version=engine_version(), body_timeout_s=server.body_timeout_s
+                )
+                api = OpenAIApi(engine, prompts, api_config, metrics.registry)
+                self._front_door = HttpFrontDoor(api.app(), api_key=server.api_key, log_access=server.access_log)
+                await nursery.start(serve_http, self._front_door, http, http_sockets)
+                nursery.start_soon(log_throughput, engine, metrics, server.throughput_log_interval_s)
+                nursery.start_soon(self._exit_after_failure, engine)
+                http_port, rpc_port = bound_port(http_sockets), rpc_listeners[0].socket.getsockname()[1]
+                log.info(
+                    "serving %s (%d KV blocks, max_model_len %d, policy %s) on http://%s:%d (OpenAI API)"
+                    " and tcp://%s:%d (msgspec RPC); worker pids %s",
+                    server.served_model_name,
+                    engine.model.num_kv_blocks,
+                    engine.max_model_len,
+                    self._scheduler.policy,
+                    server.host,
+                    http_port,
+                    server.host,
+                    rpc_port,
+                    ",".join(map(str, workers.pids)),
+                )
+                freeze_startup_heap()
+                task_status.started(ServingAddresses(http_port, rpc_port, workers.pids))
+
+    def _iteration_log_header(self, workers: WorkerGroup) -> IterationLogHeader:
+        model = workers.model
+        assert model is not None
+        return IterationLogHeader(
+            model=str(self._model_dir.resolve()),
+            device=model.device,
+            dtype=model.dtype,
+            attention_backend=model.attention_backend,
+            tensor_parallel_size=model.tensor_parallel_size,
+            pipeline_parallel_size=model.pipeline_parallel_size,
+            num_kv_blocks=model.num_kv_blocks,
+            scheduler=scheduler_fields(self._scheduler.with_num_blocks(model.num_kv_blocks)),
+        )
 
     async def drain(self) -> None:
         """Refuses new requests and waits until none is left and every reply has been written,

@@ -55,6 +55,10 @@ class ModelSummary:
     num_kv_blocks: int
     block_size: int
     pipeline_parallel_size: int = 1
+    tensor_parallel_size: int = 1
+    device: str = ""
+    dtype: str = ""
+    attention_backend: str = ""
 
 
 # On CPU, libgomp's default spin-wait keeps torch's threads busy for a while after every forward,
@@ -119,6 +123,10 @@ class WorkerGroup:
                 num_blocks,
                 first.block_size,
                 self._config.pipeline_parallel_size,
+                self._config.tensor_parallel_size,
+                first.device,
+                first.dtype,
+                first.attention_backend,
             )
             task_status.started(self)
             async with trio.open_nursery() as nursery:

@@ -170,10 +170,18 @@ class StepOutput(msgspec.Struct, array_like=True, gc=False):
     step_id: int
     """`<u4`, one per entry that produces a token, in batch order."""
     sampled_token_ids: bytes
-    """Seconds the model forward and sampling took on rank 0."""
+    """Seconds the whole step took on the answering rank: `prepare_s`, the forward pass, sampling."""
     execute_s: float = 0.0
-    """Seconds rank 0 waited for this step after answering the previous one (receiving it included)."""
+    """Seconds that rank waited for this step after answering the previous one (receiving it included)."""
     idle_s: float = 0.0
     """Empty when no request of the step asked for logprobs; else one per sampled token."""
     logprobs: list[TokenLogprobs | None] = []
     prompt_logprobs: list[PromptLogprobs] = []
+    """Seconds from the step's arrival to launching the model (its requests' state, the inputs,
+    the attention backend's per-step preparation)."""
+    prepare_s: float = 0.0
+    """Seconds of the forward pass, from launching the model to its logits (device time on CUDA)."""
+    forward_s: float = 0.0
+    """When the answering rank sent this output (`time.perf_counter()`, CLOCK_MONOTONIC on Linux:
+    the engine process reads the same clock), so the engine can tell how long it took to arrive."""
+    sent_at: float = 0.0

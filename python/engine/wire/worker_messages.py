@@ -26,6 +26,9 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
     max_model_len: int
     num_kv_blocks: int
     block_size: int
+    device: str = ""
+    dtype: str = ""
+    attention_backend: str = ""
 
 
 class CacheReady(msgspec.Struct, tag="cache_ready", array_like=True):

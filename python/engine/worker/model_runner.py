@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from engine.worker.attention import AttentionMetadata, kv_cache_shape, select_backend
+from engine.worker.forward_clock import ForwardClock
 from engine.model_config import ModelConfig, load_model_config
 from engine.worker.model.loader import load_model, resolve_dtype
 from engine.wire.runner_config import ModelInfo, ModelRunnerConfig
@@ -190,15 +191,25 @@ class ModelRunner:
             raise ValueError("execute() needs the KV cache: call init_kv_cache() first")
         started = time.perf_counter()
         work = self.requests.apply(step, takes_forwarded_tokens=not self.stage.is_last)
-        output = self._run(self.requests, work, self.kv_caches, step.step_id)
+        clock = ForwardClock(self.device)
+        output = self._run(self.requests, work, self.kv_caches, step.step_id, clock)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         output.execute_s = time.perf_counter() - started
+        if clock.has_run:
+            output.prepare_s = clock.launched_at - started
+            output.forward_s = clock.elapsed_s()
         return output
 
     def _run(
-        self, requests: RequestTable, work: StepWork, kv_caches: list[torch.Tensor], step_id: int = 0
+        self,
+        requests: RequestTable,
+        work: StepWork,
+        kv_caches: list[torch.Tensor],
+        step_id: int = 0,
+        clock: ForwardClock | None = None,
     ) -> StepOutput:
+        """`clock` (optional) times the forward pass: from launching the model to the logits."""
         if not len(work):
             return StepOutput(step_id, b"")
         metadata = AttentionMetadata.build(
@@ -210,13 +221,18 @@ class ModelRunner:
         )
         stage = self.stage
         input_ids = torch.from_numpy(work.input_ids).to(self.device, non_blocking=True) if stage.is_first else None
+        prepared = self.backend.prepare(metadata)
+        if clock is not None:
+            clock.start()
         received = None
         if not stage.is_first:
             shape = (len(work.input_ids), self.hidden_size)
             received = stage.receive_from_previous(shape, self.dtype, self.device)
-        hidden = self.model(input_ids, metadata.positions, kv_caches, self.backend.prepare(metadata), received)
+        hidden = self.model(input_ids, metadata.positions, kv_caches, prepared, received)
         if not stage.is_last:
             stage.send_to_next(hidden)
+            if clock is not None:
+                clock.stop()
             return StepOutput(step_id, b"")
 
         producing = work.producing
@@ -226,10 +242,14 @@ class ModelRunner:
         for _, first_row, first_position, end_position in prompt_spans:
             rows.extend(range(first_row, first_row + end_position - first_position))
         if not rows:
+            if clock is not None:
+                clock.stop()
             return StepOutput(step_id, b"")
         logits = self.model.compute_logits(
             hidden.index_select(0, torch.tensor(rows, dtype=torch.int64, device=self.device))
         )
+        if clock is not None:
+            clock.stop()
         logprobs: list[TokenLogprobs | None] = []
         if self.sampler is not None:
             tokens, logprobs = self._sample(requests, work, logits[: len(producing)])

@@ -59,6 +59,9 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                 max_model_len=info.max_model_len,
                 num_kv_blocks=runner.determine_num_kv_blocks(),
                 block_size=info.block_size,
+                device=info.device,
+                dtype=info.dtype,
+                attention_backend=info.attention_backend,
             )
         )
         idle_since = time.perf_counter()
@@ -70,6 +73,7 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                     output.execute_s = time.perf_counter() - start
                     output.idle_s = start - idle_since
                     if rank == replier:
+                        output.sent_at = time.perf_counter()
                         reply(Executed(output))
                     idle_since = time.perf_counter()
                 case InitCache(num_blocks=num_blocks):

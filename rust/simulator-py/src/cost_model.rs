@@ -334,6 +334,21 @@ impl PyIterationPrediction {
     fn cpu_after_s(&self) -> f64 {
         self.inner.cpu_after_s
     }
+    /// The engine's share of `cpu_before_s` (scheduling and sending the batch).
+    #[getter]
+    fn engine_before_s(&self) -> f64 {
+        self.inner.engine_before_s
+    }
+    /// The engine's share of `cpu_after_s` (applying the batch's outputs).
+    #[getter]
+    fn engine_after_s(&self) -> f64 {
+        self.inner.engine_after_s
+    }
+    /// The workers' time: their host time before and after the forward pass, and the forward pass.
+    #[getter]
+    fn worker_s(&self) -> f64 {
+        self.inner.worker_before_s() + self.inner.forward_s() + self.inner.worker_after_s()
+    }
     #[getter]
     fn every_stage_s(&self) -> f64 {
         self.inner.every_stage_s

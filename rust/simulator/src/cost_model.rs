@@ -32,8 +32,12 @@ impl From<&scheduler::ScheduledRequest> for BatchEntry {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct IterationTime {
     pub num_stages: u32,
+    /// Host time before the first stage: the engine's (`engine_before_s`) and the workers'.
     pub cpu_before_s: f64,
+    /// Host time after the last stage: the workers' and the engine's (`engine_after_s`).
     pub cpu_after_s: f64,
+    pub engine_before_s: f64,
+    pub engine_after_s: f64,
     /// What every stage runs: its layers' operators and attention.
     pub every_stage_s: f64,
     /// Added to the first stage (the embedding).
@@ -84,6 +88,16 @@ impl IterationTime {
 
     pub fn cpu_s(&self) -> f64 {
         self.cpu_before_s + self.cpu_after_s
+    }
+
+    /// The workers' host time before the first stage (building the model inputs).
+    pub fn worker_before_s(&self) -> f64 {
+        self.cpu_before_s - self.engine_before_s
+    }
+
+    /// The workers' host time after the last stage (sampling).
+    pub fn worker_after_s(&self) -> f64 {
+        self.cpu_after_s - self.engine_after_s
     }
 }
 
@@ -216,6 +230,8 @@ impl CostModel {
             num_stages: self.num_stages,
             cpu_before_s: self.cpu.before_forward(num_seqs),
             cpu_after_s: self.cpu.after_forward(num_seqs, num_sampled),
+            engine_before_s: self.cpu.engine_before(num_seqs),
+            engine_after_s: self.cpu.engine_after(num_seqs),
             every_stage_s: attention_per_stage,
             attention_s: attention_per_stage * stages,
             attention_work: work,

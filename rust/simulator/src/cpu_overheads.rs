@@ -24,7 +24,10 @@ impl LinearCost {
     }
 }
 
-/// The host-side work of an iteration around the GPU forward pass.
+/// The host-side work of an iteration around the GPU forward pass. `schedule` and
+/// `process_outputs` run in the engine's process (which, with async scheduling, does them while
+/// the workers run the previous batch); `prepare_inputs` and `sample` run in the workers, in
+/// series with the forward pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CpuOverheads {
     pub schedule: LinearCost,
@@ -46,5 +49,17 @@ impl CpuOverheads {
     #[inline]
     pub fn after_forward(&self, num_seqs: u32, num_sampled: u32) -> f64 {
         self.sample.time(num_sampled) + self.process_outputs.time(num_seqs)
+    }
+
+    /// The engine's share of `before_forward`: scheduling and sending the batch.
+    #[inline]
+    pub fn engine_before(&self, num_seqs: u32) -> f64 {
+        self.schedule.time(num_seqs)
+    }
+
+    /// The engine's share of `after_forward`: applying the batch's outputs.
+    #[inline]
+    pub fn engine_after(&self, num_seqs: u32) -> f64 {
+        self.process_outputs.time(num_seqs)
     }
 }

@@ -5,12 +5,12 @@ use std::collections::BinaryHeap;
 /// scheduling, so a replica schedules once with everything that happened at that instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EventKind {
-    /// The oldest batch in flight on this replica finished its last stage.
+    /// The oldest batch in flight on this replica finished its last stage: its outputs are ready.
     Completion { replica: u32 },
     /// Request (by workload index) reaches the global router.
     Arrival { request: u32 },
-    /// The replica may be able to start a batch.
-    TrySchedule { replica: u32 },
+    /// The replica's engine takes its turn: schedule a batch or apply outputs.
+    EngineTurn { replica: u32 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -35,7 +35,7 @@ impl EventQueue {
         let rank = match kind {
             EventKind::Completion { .. } => 0,
             EventKind::Arrival { .. } => 1,
-            EventKind::TrySchedule { .. } => 2,
+            EventKind::EngineTurn { .. } => 2,
         };
         let key = Key {
             time_bits: (time + 0.0).to_bits(),
@@ -61,7 +61,7 @@ mod tests {
     fn orders_by_time_then_kind_then_insertion() {
         let mut queue = EventQueue::default();
         queue.push(2.0, EventKind::Arrival { request: 0 });
-        queue.push(1.0, EventKind::TrySchedule { replica: 0 });
+        queue.push(1.0, EventKind::EngineTurn { replica: 0 });
         queue.push(1.0, EventKind::Arrival { request: 1 });
         queue.push(1.0, EventKind::Completion { replica: 3 });
         queue.push(1.0, EventKind::Arrival { request: 2 });
@@ -72,7 +72,7 @@ mod tests {
                 (1.0, EventKind::Completion { replica: 3 }),
                 (1.0, EventKind::Arrival { request: 1 }),
                 (1.0, EventKind::Arrival { request: 2 }),
-                (1.0, EventKind::TrySchedule { replica: 0 }),
+                (1.0, EventKind::EngineTurn { replica: 0 }),
                 (2.0, EventKind::Arrival { request: 0 }),
             ]
         );

@@ -1,6 +1,7 @@
-//! The event loop: arrivals go through the global router to a replica's scheduler; each replica
-//! schedules a batch whenever its first pipeline stage is free, and the batch's tokens come out
-//! when its predicted time has passed.
+//! The event loop: arrivals go through the global router to a replica's scheduler; each
+//! replica's engine takes turns as the real engine's loop does (see `Replica`): schedule a batch
+//! while an in-flight slot is open, else apply the oldest batch's outputs once its predicted time
+//! has passed, which is when its tokens come out.
 
 use scheduler::{NewRequest, SchedulerConfig};
 
@@ -8,7 +9,7 @@ use crate::cost_model::CostModel;
 use crate::error::{Result, SimulatorError};
 use crate::event_queue::{EventKind, EventQueue};
 use crate::records::{IterationRecords, RequestRecords};
-use crate::replica::Replica;
+use crate::replica::{EngineStep, Replica};
 use crate::router::{Router, RouterKind};
 use crate::workload::Workload;
 
@@ -33,7 +34,8 @@ pub struct SimulationOutput {
 }
 
 /// Runs the workload on `num_replicas` identical replicas, each scheduling with
-/// `scheduler_config` (its `max_batches_in_flight` becomes the cost model's stage count).
+/// `scheduler_config` (its `max_batches_in_flight` batches out at once over the cost model's
+/// stages: one per stage, or two on one stage with async scheduling).
 pub fn simulate(
     config: &SimulationConfig,
     scheduler_config: &SchedulerConfig,
@@ -90,8 +92,8 @@ impl Simulation<'_> {
             end_s = now;
             match event {
                 EventKind::Arrival { request } => self.arrive(request, now),
-                EventKind::Completion { replica } => self.complete(replica, now)?,
-                EventKind::TrySchedule { replica } => self.try_schedule(replica, now)?,
+                EventKind::Completion { replica } => self.complete(replica, now),
+                EventKind::EngineTurn { replica } => self.engine_turn(replica, now)?,
             }
         }
         Ok(SimulationOutput {
@@ -126,52 +128,60 @@ impl Simulation<'_> {
         match target.scheduler_mut().add(new) {
             Ok(()) => {
                 self.outstanding[replica as usize] += 1;
-                self.request_schedule(replica, now);
+                if target.is_idle() {
+                    self.request_turn(replica, now);
+                }
             }
             Err(error) => self.requests.rejections.push((request, error.to_string())),
         }
     }
 
-    fn complete(&mut self, replica: u32, now: f64) -> Result<()> {
+    /// The workers handed back a batch's outputs: an engine waiting for them takes its turn.
+    fn complete(&mut self, replica: u32, now: f64) {
+        self.request_turn(replica, now);
+    }
+
+    fn engine_turn(&mut self, replica: u32, now: f64) -> Result<()> {
+        let target = &mut self.replicas[replica as usize];
+        target.is_turn_pending = false;
+        let record = self.record_iterations.then(|| self.iterations.len());
         let requests = &mut self.requests;
-        let finished = self.replicas[replica as usize]
-            .complete_oldest(|id| requests.record_token(id as usize, now))?;
-        for request in &finished {
-            requests.record_finish(request, now);
-        }
-        self.outstanding[replica as usize] -= finished.len() as u32;
-        self.request_schedule(replica, now);
-        Ok(())
-    }
-
-    fn try_schedule(&mut self, replica: u32, now: f64) -> Result<()> {
-        let target = &mut self.replicas[replica as usize];
-        target.is_schedule_pending = false;
-        let Some(started) = target.try_start(now, self.cost)? else {
-            return Ok(());
+        let step = target.engine_step(now, self.cost, record, |id, at| {
+            requests.record_token(id as usize, at)
+        })?;
+        let next_turn_s = match step {
+            EngineStep::Scheduled(started) => {
+                self.num_iterations += 1;
+                self.events
+                    .push(started.outputs_ready_s, EventKind::Completion { replica });
+                if self.record_iterations {
+                    let nominal_end_s = started.outputs_ready_s + started.time.engine_after_s;
+                    self.iterations
+                        .push(started.snapshot, now, nominal_end_s, &started.time);
+                }
+                started.sent_s
+            }
+            EngineStep::Applied(applied) => {
+                for request in &applied.finished {
+                    requests.record_finish(request, applied.applied_s);
+                }
+                self.outstanding[replica as usize] -= applied.finished.len() as u32;
+                if let Some(index) = applied.record {
+                    self.iterations.end_s[index] = applied.applied_s;
+                }
+                applied.applied_s
+            }
+            EngineStep::AwaitingOutputs | EngineStep::Idle => return Ok(()),
         };
-        self.num_iterations += 1;
-        self.events
-            .push(started.completion_s, EventKind::Completion { replica });
-        if self.cost.num_stages() > 1 {
-            target.is_schedule_pending = true;
-            self.events.push(
-                started.first_stage_free_s,
-                EventKind::TrySchedule { replica },
-            );
-        }
-        if self.record_iterations {
-            self.iterations
-                .push(started.snapshot, now, started.completion_s, &started.time);
-        }
+        self.request_turn(replica, next_turn_s);
         Ok(())
     }
 
-    fn request_schedule(&mut self, replica: u32, now: f64) {
+    fn request_turn(&mut self, replica: u32, at: f64) {
         let target = &mut self.replicas[replica as usize];
-        if !target.is_schedule_pending {
-            target.is_schedule_pending = true;
-            self.events.push(now, EventKind::TrySchedule { replica });
+        if !target.is_turn_pending {
+            target.is_turn_pending = true;
+            self.events.push(at, EventKind::EngineTurn { replica });
         }
     }
 }

@@ -152,3 +152,107 @@ fn the_lm_head_runs_only_when_the_batch_samples_a_token() {
     assert_eq!(silent.last_stage_extra_s, 0.0);
     assert_eq!(sampling.last_stage_extra_s, 5e-4);
 }
+
+#[test]
+fn async_scheduling_hides_the_engine_time_behind_the_workers() {
+    // One request decoding alone: synchronously every token costs the engine's time, the
+    // workers' host time and the forward pass in series; with async scheduling the engine
+    // schedules the next decode while the current one runs, so only the workers' part remains.
+    let cost = common::cost_model(1);
+    let (prompt, output) = (100u32, 6u32);
+    let workload = Workload::new(vec![0.0], vec![prompt], vec![output]).unwrap();
+    let run = |asynchronous: bool| {
+        let scheduler = scheduler::SchedulerConfig {
+            async_scheduling: asynchronous,
+            max_batches_in_flight: if asynchronous { 2 } else { 1 },
+            ..common::scheduler_config(Policy::Sarathi)
+        };
+        simulate(
+            &common::config(1, RouterKind::RoundRobin, 0),
+            &scheduler,
+            &cost,
+            &workload,
+        )
+        .unwrap()
+    };
+    let decode = |k: u32| {
+        cost.predict([BatchEntry {
+            num_tokens: 1,
+            num_computed_tokens: prompt + k - 1,
+            is_prefill: false,
+            produces_token: true,
+        }])
+    };
+    let (sync, overlapped) = (run(false), run(true));
+    assert_eq!(sync.requests.num_tokens[0], output);
+    assert_eq!(overlapped.requests.num_tokens[0], output);
+    // The prefill runs on an idle replica either way: every cost in series.
+    assert_eq!(
+        sync.requests.token_times[0],
+        overlapped.requests.token_times[0]
+    );
+    for k in 2..output {
+        let (i, time) = (k as usize, decode(k));
+        let sync_gap = sync.requests.token_times[i] - sync.requests.token_times[i - 1];
+        assert!((sync_gap - time.latency_s()).abs() < 1e-12, "token {k}");
+        // The decode was sent while the one before ran; it starts when that one's last stage
+        // ends and comes out after its own stage, the workers' host time and the engine's
+        // applying of its outputs.
+        let worker_s = time.worker_before_s() + time.forward_s() + time.worker_after_s();
+        let gap = overlapped.requests.token_times[i] - overlapped.requests.token_times[i - 1];
+        assert!(
+            (gap - worker_s).abs() < 1e-12,
+            "token {k}: {gap} vs {worker_s}"
+        );
+    }
+    // Async scheduling never runs more steps than the request needs.
+    assert_eq!(sync.num_iterations, overlapped.num_iterations);
+}
+
+#[test]
+fn a_busy_engine_defers_scheduling_until_it_has_applied_the_outputs() {
+    // With an engine slower than the workers, async scheduling cannot hide it: the decodes
+    // come out one engine round trip (apply, then schedule and send) apart.
+    let base = common::cost_model(1);
+    let slow = simulator::LinearCost::new(5e-3, 0.0).unwrap();
+    let cpu = simulator::CpuOverheads {
+        schedule: slow,
+        process_outputs: slow,
+        ..*base.cpu_overheads()
+    };
+    let cost = simulator::CostModel::new(
+        1,
+        base.layers_per_stage(),
+        base.operators().to_vec(),
+        *base.attention(),
+        cpu,
+        512,
+    )
+    .unwrap();
+    let workload = Workload::new(vec![0.0], vec![100], vec![6]).unwrap();
+    let scheduler = scheduler::SchedulerConfig {
+        async_scheduling: true,
+        max_batches_in_flight: 2,
+        ..common::scheduler_config(Policy::Sarathi)
+    };
+    let out = simulate(
+        &common::config(1, RouterKind::RoundRobin, 0),
+        &scheduler,
+        &cost,
+        &workload,
+    )
+    .unwrap();
+    let times = &out.requests.token_times;
+    // Each turn the engine applies one batch (5 ms), then schedules and sends the next (5 ms)
+    // while the workers, much faster, wait. The last decode needs no successor: its outputs are
+    // applied right after the one before.
+    for k in 1..5 {
+        let gap = times[k] - times[k - 1];
+        assert!((gap - 10e-3).abs() < 1e-12, "token {k}: gap {gap}");
+    }
+    assert!((times[5] - times[4] - 5e-3).abs() < 1e-12);
+    assert_eq!(
+        out.iterations.end_s, *times,
+        "an iteration ends when its outputs are applied"
+    );
+}
