@@ -1,0 +1,114 @@
+"""Attention profiles in either format load, or fail with a ValueError that names the problem."""
+
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+from vidur.cli import main
+from vidur.profiles import load_profiles, read_attention_profile
+
+VIDUR_HEADER = [
+    "time_stats.attn_input_reshape.median",
+    "time_stats.attn_kv_cache_save.median",
+    "time_stats.attn_prefill.median",
+    "time_stats.attn_decode.median",
+    "time_stats.attn_output_reshape.median",
+    "n_embd",
+    "n_q_head",
+    "n_kv_head",
+    "block_size",
+    "num_tensor_parallel_workers",
+    "max_model_len",
+    "batch_size",
+    "prefill_chunk_size",
+    "kv_cache_size",
+    "is_prefill",
+    "attention_backend",
+]
+# Llama-3-8B's shape (32 query heads, 8 KV heads, width 4096): a decode of 4 sequences at TP 2,
+# a prefill chunk at TP 2 (its save and its zero decode time are not read), a decode at TP 16
+# (more GPUs than KV heads: each keeps one), and an FA-style decode row without a save.
+SHAPE = ["4096", "32", "8", "16"]
+FLASHINFER, FLASH_ATTENTION = "AttentionBackend.FLASHINFER", "AttentionBackend.FLASH_ATTENTION"
+VIDUR_ROWS = [
+    ["0.0", "0.003", "0.0", "0.05", "0.002", *SHAPE, "2", "4096", "4", "0", "100", "False", FLASHINFER],
+    ["0.0", "0.2", "0.3", "0.0", "0.0", *SHAPE, "2", "4096", "1", "512", "64", "True", FLASHINFER],
+    ["0.0", "", "", "0.02", "0.001", *SHAPE, "16", "4096", "2", "0", "31", "False", FLASH_ATTENTION],
+]
+
+
+def write_table(path: Path, header: list[str], rows: list[list[str]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        csv.writer(file, lineterminator="\n").writerows([header, *rows])
+    return path
+
+
+def test_a_vidur_format_table_loads_with_each_gpus_share_of_the_heads(tmp_path: Path) -> None:
+    samples = read_attention_profile(write_table(tmp_path / "attention.csv", VIDUR_HEADER, VIDUR_ROWS))
+    shapes = [(s.kernel, s.n_q_head, s.n_kv_head, s.head_dim, s.batch_size, s.num_tokens) for s in samples]
+    assert shapes == [
+        ("attn_decode", 16, 4, 128, 4, 1),
+        ("attn_kv_cache_save", 16, 4, 128, 4, 1),
+        ("attn_prefill", 16, 4, 128, 1, 512),
+        ("attn_decode", 2, 1, 128, 2, 1),
+    ]
+    assert [s.num_context for s in samples] == [100, 100, 64, 31]
+    # A kernel's time includes the reshapes around it; the backend loses its enum prefix.
+    assert [s.time_s for s in samples] == pytest.approx([52e-6, 3e-6, 3e-4, 21e-6])
+    assert [s.backend for s in samples] == ["FLASHINFER"] * 3 + ["FLASH_ATTENTION"]
+
+
+def test_this_projects_format_still_loads(tmp_path: Path) -> None:
+    header = ["n_q_head", "n_kv_head", "head_dim", "batch_size", "num_tokens", "kv_cache_size"]
+    header += [f"time_stats.{kernel}.median" for kernel in ("attn_prefill", "attn_kv_cache_save", "attn_decode")]
+    rows = [["8", "2", "64", "1", "128", "0", "0.5", "0.01", ""], ["8", "2", "64", "16", "1", "300", "", "", "0.2"]]
+    samples = read_attention_profile(write_table(tmp_path / "attention.csv", header, rows))
+    assert [(s.kernel, s.n_q_head, s.num_tokens, s.backend) for s in samples] == [
+        ("attn_prefill", 8, 128, ""),
+        ("attn_kv_cache_save", 8, 128, ""),
+        ("attn_decode", 8, 1, ""),
+    ]
+    assert samples[2].time_s == pytest.approx(2e-4)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("kv_cache_size", None, "has no column 'kv_cache_size'"),
+        ("time_stats.attn_decode.median", "fast", "line 2: time_stats.attn_decode.median is not a number, got 'fast'"),
+        ("batch_size", "4.5", "line 2: batch_size is not an integer, got '4.5'"),
+        ("batch_size", "0", "line 2: batch_size must be at least 1, got '0'"),
+        ("is_prefill", "maybe", "line 2: is_prefill is not True or False, got 'maybe'"),
+        ("num_tensor_parallel_workers", "3", "line 2: 32 query heads do not split over 3 GPUs"),
+        ("n_embd", "4100", "line 2: n_embd 4100 is not a multiple of n_q_head 32"),
+        ("n_embd", "", "line 2: n_embd is not an integer, got ''"),
+    ],
+)
+def test_a_malformed_table_raises_a_value_error_naming_file_and_column(
+    tmp_path: Path, column: str, value: str | None, message: str
+) -> None:
+    index = VIDUR_HEADER.index(column)
+    header = [name for name in VIDUR_HEADER if value is not None or name != column]
+    rows = [list(row) for row in VIDUR_ROWS]
+    for row in rows:
+        if value is None:
+            del row[index]
+        else:
+            row[index] = value
+    path = write_table(tmp_path / "attention.csv", header, rows)
+    with pytest.raises(ValueError, match=f"profile {re.escape(str(path))}.*{re.escape(message)}"):
+        read_attention_profile(path)
+
+
+def test_a_short_row_and_a_bad_profile_on_the_command_line(
+    tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "compute" / "a100" / "org" / "model" / "attention.csv"
+    write_table(path, VIDUR_HEADER, [VIDUR_ROWS[0][:-2]])
+    with pytest.raises(ValueError, match=re.escape(f"profile {path} line 2 has 14 fields for 16 columns")):
+        load_profiles([tmp_path])
+    assert main(["predictor", "--data-dir", str(data_dir), "--profiling-dir", str(tmp_path)]) == 2
+    assert f"vidur: error: profile {path} line 2 has 14 fields" in capsys.readouterr().err
