@@ -1,13 +1,16 @@
-"""Attention profiles in either format load, or fail with a ValueError that names the problem."""
+"""Attention profiles in either format load (or fail with a ValueError that names the problem),
+and the kernel-cost fit recovers known coefficients."""
 
 import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from vidur.attention_costs import KERNEL_TERMS, FittedKernelCost, fit_kernel_cost, work_matrix
 from vidur.cli import main
-from vidur.profiles import load_profiles, read_attention_profile
+from vidur.profiles import AttentionSample, load_profiles, read_attention_profile
 
 VIDUR_HEADER = [
     "time_stats.attn_input_reshape.median",
@@ -112,3 +115,26 @@ def test_a_short_row_and_a_bad_profile_on_the_command_line(
         load_profiles([tmp_path])
     assert main(["predictor", "--data-dir", str(data_dir), "--profiling-dir", str(tmp_path)]) == 2
     assert f"vidur: error: profile {path} line 2 has 14 fields" in capsys.readouterr().err
+
+
+def synthetic_decodes(truth: FittedKernelCost) -> tuple[list[AttentionSample], np.ndarray]:
+    """Decodes of MHA and GQA shapes over batches and contexts, timed by `truth`."""
+    samples = [
+        AttentionSample("attn_decode", q_heads, kv_heads, 128, batch, 1, context, 0.0)
+        for q_heads, kv_heads in ((32, 32), (32, 8), (8, 8), (16, 2))
+        for batch in (1, 3, 16, 64, 200)
+        for context in (31, 500, 2047, 8191)
+    ]
+    return samples, truth.times(work_matrix(samples))
+
+
+def test_the_decode_fit_recovers_known_coefficients() -> None:
+    truth = FittedKernelCost(8e-6, per_token_s=15e-9, per_item_s=25e-9, per_context_token_s=4e-9, per_byte_s=5e-13)
+    samples, times = synthetic_decodes(truth)
+    fitted = fit_kernel_cost(work_matrix(samples), times, KERNEL_TERMS["attn_decode"])
+    assert fitted.coefficients == pytest.approx(truth.coefficients, rel=1e-6, abs=1e-20)
+    # With 3% noise on every time, predictions stay within about the noise.
+    noisy = times * np.random.default_rng(0).lognormal(0, 0.03, len(times))
+    refitted = fit_kernel_cost(work_matrix(samples), noisy, KERNEL_TERMS["attn_decode"])
+    assert np.mean(np.abs(refitted.times(work_matrix(samples)) / times - 1)) < 0.02
+    assert refitted.per_byte_s == pytest.approx(truth.per_byte_s, rel=0.05)
