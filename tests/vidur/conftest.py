@@ -1,4 +1,5 @@
-"""Shared fixtures: the public profiles and traces in ../shared/data, a predictor trained once."""
+"""Shared fixtures: the public profiles and traces in ../shared/data, a predictor trained once on
+the default profiling roots."""
 
 from collections.abc import Callable
 from pathlib import Path
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from vidur import DeploymentConfig, OperatorPredictor, Simulator, Workload, plan_deployment, train_predictor
+from vidur.config import default_profiling_roots
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -20,7 +22,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def predictor(data_dir: Path) -> OperatorPredictor:
-    return train_predictor([data_dir / "profiling"])
+    return train_predictor(default_profiling_roots(data_dir))
 
 
 @pytest.fixture(scope="session")

@@ -101,20 +101,20 @@ def test_a_request_too_long_for_the_replica_fails_alone(llama7b_h100: Simulator)
 def test_bad_cost_model_parts_raise_cost_model_errors() -> None:
     with pytest.raises(InvalidCostModelError, match="knots must be strictly increasing"):
         _simulator.Curve([2.0, 1.0], [1.0, 1.0], 0.0)
-    with pytest.raises(InvalidCostModelError, match="positive finite rates"):
-        _simulator.Roofline(0.0, 1.0, 0.0)
+    with pytest.raises(InvalidCostModelError, match="per_byte_s must be finite and non-negative"):
+        _simulator.KernelCost(per_byte_s=-1e-12)
     with pytest.raises(InvalidCostModelError, match='unknown operator placement "middle"'):
         _simulator.OperatorTerm("x", _simulator.Curve([1.0], [1.0], 0.0), placement="middle")
     with pytest.raises(InvalidCostModelError, match="num_q_heads must be in"):
-        roofline = _simulator.Roofline(1.0, 1.0, 0.0)
+        kernel = _simulator.KernelCost(launch_s=1e-5)
         _simulator.AttentionModel(
             num_q_heads=-1,
             num_kv_heads=1,
             head_dim=1,
             dtype_bytes=2,
-            prefill=roofline,
-            decode=roofline,
-            kv_save=roofline,
+            prefill=kernel,
+            decode=kernel,
+            kv_save=kernel,
         )
 
 

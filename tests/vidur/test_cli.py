@@ -129,6 +129,10 @@ def test_predictor_and_catalogue_commands(data_dir: Path, capsys: pytest.Capture
     report = json.loads(capsys.readouterr().out)
     assert report["interpolation"]["layer_mape"] < 0.05
     assert set(report["roofline_leave_one_model_out"]) == {"a100", "a40", "h100"}
+    attention = report["attention"]
+    assert attention["holdout_every"] == 4 and attention["num_points"] > 1000 and attention["mape"] < 0.1
+    assert attention["gpus"]["a100"]["backend"] == "FLASH_ATTENTION"
+    assert set(attention["gpus"]["h100"]["kernels"]) == {"attn_prefill", "attn_decode"}
     assert main(["catalogue"]) == 0
     listing = capsys.readouterr().out
     assert "mistralai/Mistral-7B-v0.1" in listing and "h200" in listing

@@ -16,14 +16,30 @@ from vidur import (
     get_gpu,
     plan_deployment,
 )
-from vidur.curves import FittedRoofline
+from vidur.attention_costs import FittedKernelCost
 from vidur.predictor import COLLECTIVE_LATENCY_S, RING_EFFICIENCY
 
 Entry = tuple[int, int, bool, bool]
 
 
-def _roofline(r: FittedRoofline, flops: float, bytes_moved: float) -> float:
-    return r.overhead_s + max(flops / r.flops_per_s, bytes_moved / r.bytes_per_s)
+def _kernel_s(
+    k: FittedKernelCost,
+    tokens: float,
+    items: float,
+    max_context: float,
+    context_flops: float,
+    causal_flops: float,
+    bytes_moved: float,
+) -> float:
+    return (
+        k.launch_s
+        + k.per_token_s * tokens
+        + k.per_item_s * items
+        + k.per_context_token_s * max_context
+        + k.per_context_flop_s * context_flops
+        + k.per_causal_flop_s * causal_flops
+        + k.per_byte_s * bytes_moved
+    )
 
 
 def expected_iteration_s(deployment: Deployment, batch: list[Entry]) -> dict[str, float]:
@@ -49,23 +65,30 @@ def expected_iteration_s(deployment: Deployment, batch: list[Entry]) -> dict[str
             communication += seconds * len(on)
     a = spec.attention
     h, kv, d, b = a.num_q_heads, a.num_kv_heads, a.head_dim, a.dtype_bytes
-    prefill_flops = prefill_bytes = 0.0
-    decode_context = num_decodes = num_prefills = 0
-    for num_tokens, context, is_prefill, _ in batch:
-        if is_prefill:
-            pairs = num_tokens * context + num_tokens * (num_tokens + 1) / 2
-            prefill_flops += 4 * h * d * pairs
-            prefill_bytes += b * d * (2 * h * num_tokens + 2 * kv * (context + num_tokens))
-            num_prefills += 1
-        else:
-            decode_context += context + 1
-            num_decodes += 1
-    layer = _roofline(a.kv_save, 0.0, 4 * kv * d * b * tokens)
-    if num_prefills:
-        layer += _roofline(a.prefill, prefill_flops, prefill_bytes)
-    if num_decodes:
-        layer += _roofline(
-            a.decode, 4 * h * d * decode_context, b * d * (2 * kv * decode_context + 2 * h * num_decodes)
+    prefills = [(n, context) for n, context, is_prefill, _ in batch if is_prefill]
+    decode_contexts = [context + 1 for _, context, is_prefill, _ in batch if not is_prefill]
+    layer = _kernel_s(a.kv_save, tokens, 0, 0, 0, 0, 4 * kv * d * b * tokens)
+    if prefills:
+        chunk_tokens = sum(n for n, _ in prefills)
+        layer += _kernel_s(
+            a.prefill,
+            chunk_tokens,
+            chunk_tokens * h,
+            max(n + context for n, context in prefills),
+            sum(4 * h * d * n * context for n, context in prefills),
+            sum(4 * h * d * n * (n + 1) / 2 for n, _ in prefills),
+            sum(b * d * (2 * h * n + 2 * kv * (context + n)) for n, context in prefills),
+        )
+    if decode_contexts:
+        num_decodes, total = len(decode_contexts), sum(decode_contexts)
+        layer += _kernel_s(
+            a.decode,
+            num_decodes,
+            num_decodes * kv,
+            max(decode_contexts),
+            4 * h * d * total,
+            0,
+            b * d * (2 * kv * total + 2 * h * num_decodes),
         )
     stage_s += spec.layers_per_stage * layer
     cpu = spec.cpu_overheads

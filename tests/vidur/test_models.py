@@ -49,7 +49,7 @@ def test_an_explicit_head_dim_is_kept(tmp_path: Path, predictor: OperatorPredict
     )
     assert deployment.shape.kv_bytes_per_token == 2 * 4 * 2 * 64 * 2
     assert deployment.cost_model.attention.head_dim == 64
-    assert deployment.cost_model.build().attention.prefill_work(1, 0)[0] == 4 * 4 * 64 * 1
+    assert deployment.cost_model.build().attention.prefill_work(1, 0).flops == 4 * 4 * 64 * 1
 
     # Without the key, head_dim is hidden / heads as before.
     derived = dict(QWEN3_LIKE)

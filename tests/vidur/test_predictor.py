@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vidur import DeploymentConfig, ModelSpec, OperatorPredictor, ReplicaConfig, get_gpu, get_model, plan_deployment
+from vidur.attention_costs import FittedKernelCost, attention_work
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, non_decreasing
 from vidur.operator_work import MEMORY_BOUND_OPERATORS, layer_shape
-from vidur.predictor import attention_work
 from vidur.profiles import AttentionSample
 from vidur.validation import interpolation_error, roofline_transfer_error
 
@@ -61,17 +61,21 @@ def test_unprofiled_shapes_and_gpus_use_rooflines_that_follow_the_hardware(predi
 def test_attention_prefill_grows_quadratically_and_decode_with_the_kv_read(llama7b_h100: object) -> None:
     cost = llama7b_h100.cost_model  # type: ignore[attr-defined]
     attention = cost.attention
-    f1, _ = attention.prefill_work(1024, 0)
-    f2, _ = attention.prefill_work(2048, 0)
-    assert f2 / f1 == pytest.approx(4.0, rel=0.01)
-    _, b1 = attention.decode_work(1, 1000)
-    _, b2 = attention.decode_work(1, 2000)
-    assert b2 / b1 == pytest.approx(2.0, rel=0.01)
-    # 16x the FLOPs for 4x the chunk; the kernel's launch overhead keeps the ratio a bit lower.
+    assert attention.prefill_work(2048, 0).flops / attention.prefill_work(1024, 0).flops == pytest.approx(4.0, rel=0.01)
+    assert attention.decode_work(1, 2000, 2000).bytes / attention.decode_work(1, 1000, 1000).bytes == pytest.approx(
+        2.0, rel=0.01
+    )
+    # 16x the FLOPs for 4x the chunk: more than linear, less than quadratic (per-token costs).
     kernel = attention.prefill
-    assert kernel.time(*attention.prefill_work(4096, 0)) > 8 * kernel.time(*attention.prefill_work(1024, 0))
-    # A chunk after a long context reads that context: later chunks of a prompt cost more.
-    assert kernel.time(*attention.prefill_work(512, 3584)) > 3 * kernel.time(*attention.prefill_work(512, 0))
+    short, long = (kernel.time(attention.prefill_work(n, 0)) for n in (1024, 4096))
+    assert 4 * short < long < 16 * short
+    # A chunk after a long context attends to it: a prompt's later chunks cost more, by the
+    # FLOPs against the context.
+    first, later = attention.prefill_work(512, 0), attention.prefill_work(512, 3584)
+    assert kernel.time(later) - kernel.time(first) == pytest.approx(
+        later.context_flops * kernel.per_context_flop_s, rel=1e-9
+    )
+    assert kernel.time(later) > 1.5 * kernel.time(first)
 
 
 def test_held_out_error_is_small(predictor: OperatorPredictor) -> None:
@@ -125,22 +129,34 @@ def scaled_table(source: Path, target: Path, factor: float) -> None:
         csv.writer(file, lineterminator="\n").writerows(rows)
 
 
-def synthetic_attention_table(path: Path, truth: FittedRoofline) -> None:
-    """Attention kernels of Llama-2-7B's shape timed by a known roofline."""
+PREFILL_TRUTH = FittedKernelCost(
+    12e-6, per_token_s=20e-9, per_item_s=2e-9, per_context_flop_s=3e-15, per_causal_flop_s=6e-15
+)
+DECODE_TRUTH = FittedKernelCost(9e-6, per_token_s=30e-9, per_item_s=20e-9, per_context_token_s=3e-9, per_byte_s=3e-13)
+SAVE_TRUTH = FittedKernelCost(3e-6, per_byte_s=4e-13)
+
+
+def _ms(truth: FittedKernelCost, sample: AttentionSample) -> float:
+    return truth.to_rust().time(attention_work(sample)) * 1e3
+
+
+def synthetic_attention_table(path: Path) -> None:
+    """Attention kernels of Llama-2-7B's shape at TP 1 and 2, in this project's format, timed by
+    known costs."""
     header = ["n_q_head", "n_kv_head", "head_dim", "batch_size", "num_tokens", "kv_cache_size"]
     header += [f"time_stats.{kernel}.median" for kernel in ("attn_prefill", "attn_decode", "attn_kv_cache_save")]
     rows = []
-    for chunk in (64, 256, 1024, 2048):
-        for context in (0, 1024, 4096):
-            times = [
-                truth.time(*attention_work(AttentionSample(kernel, 32, 32, 128, 1, chunk, context, 0.0))) * 1e3
-                for kernel in ("attn_prefill", "attn_kv_cache_save")
-            ]
-            rows.append([32, 32, 128, 1, chunk, context, times[0], "", times[1]])
-    for batch in (1, 8, 32, 128):
-        for context in (128, 1024, 4096):
-            sample = AttentionSample("attn_decode", 32, 32, 128, batch, 1, context, 0.0)
-            rows.append([32, 32, 128, batch, 1, context, "", truth.time(*attention_work(sample)) * 1e3, ""])
+    for heads in (32, 16):
+        for chunk in (64, 256, 1024, 2048):
+            for context in (0, 1024, 4096):
+                prefill = AttentionSample("attn_prefill", heads, heads, 128, 1, chunk, context, 0.0)
+                save = AttentionSample("attn_kv_cache_save", heads, heads, 128, 1, chunk, context, 0.0)
+                times = [_ms(PREFILL_TRUTH, prefill), "", _ms(SAVE_TRUTH, save)]
+                rows.append([heads, heads, 128, 1, chunk, context, *times])
+        for batch in (1, 8, 32, 128):
+            for context in (128, 1024, 4096):
+                decode = AttentionSample("attn_decode", heads, heads, 128, batch, 1, context, 0.0)
+                rows.append([heads, heads, 128, batch, 1, context, "", _ms(DECODE_TRUTH, decode), ""])
     with path.open("w", newline="") as file:
         csv.writer(file, lineterminator="\n").writerows([header, *rows])
 
@@ -150,11 +166,10 @@ def test_a_gpus_own_profiles_come_before_its_reference_gpus(
 ) -> None:
     folder = tmp_path / "compute" / "h200" / "meta-llama" / "Llama-2-7b-hf"
     scaled_table(data_dir / "profiling" / LLAMA_7B_TABLE, folder / "mlp.csv", 10.0)
-    truth = FittedRoofline(overhead_s=12e-6, flops_per_s=5e14, bytes_per_s=4e12)
-    synthetic_attention_table(folder / "attention.csv", truth)
+    synthetic_attention_table(folder / "attention.csv")
     h100, h200, llama = get_gpu("h100"), get_gpu("h200"), get_model("llama-2-7b")
 
-    both = OperatorPredictor.train([data_dir / "profiling", tmp_path])
+    both = OperatorPredictor.train([data_dir / "profiling", data_dir / "vidur-attention", tmp_path])
     own = both.operator_curve(h200, llama, "mlp_up_proj", 1, 4096)
     assert own.source == "profile h200/meta-llama/Llama-2-7b-hf tp=1"
     on_h100 = predictor.operator_curve(h100, llama, "mlp_up_proj", 1, 4096)
@@ -162,10 +177,10 @@ def test_a_gpus_own_profiles_come_before_its_reference_gpus(
         assert float(own.curve(tokens)) == pytest.approx(10 * float(on_h100.curve(tokens)), rel=1e-9)
     unprofiled_shape = both.operator_curve(h200, get_model("mistral-7b"), "mlp_down_proj", 1, 4096)
     assert unprofiled_shape.source == "roofline fitted on h200 profiles"
-    attention = both.attention_rooflines(h200)
+    attention = both.attention_costs(h200)
     assert attention.source == "calibrated on h200 attention profiles"
     decode = AttentionSample("attn_decode", 32, 32, 128, 16, 1, 2000, 0.0)
-    assert attention.decode.time(*attention_work(decode)) == pytest.approx(truth.time(*attention_work(decode)), 0.02)
+    assert _ms(attention.decode, decode) == pytest.approx(_ms(DECODE_TRUTH, decode), rel=1e-6)
 
     # With only its own profiles configured, an H200 deployment is calibrated on H200 alone.
     alone = OperatorPredictor.train([tmp_path])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from vidur import get_gpu, get_model, train_predictor
+from vidur.attention_costs import TERMS, work_matrix
 from vidur.cli import main
 from vidur.operator_work import layer_shape
-from vidur.predictor import attention_work
 from vidur.profiler import profile_folder
 from vidur.profiles import MLP_OPERATORS, load_profiles, read_attention_profile, read_compute_profile
 
@@ -57,23 +57,21 @@ def test_profiles_are_written_in_vidurs_table_format(profiled: Path) -> None:
 
 
 def test_own_profiles_extend_the_public_ones_and_calibrate_attention(data_dir: Path, profiled: Path) -> None:
-    predictor = train_predictor([data_dir / "profiling", profiled])
+    """Own attention rows come before the public Vidur rows of the same GPU (h100 here)."""
+    predictor = train_predictor([data_dir / "profiling", data_dir / "vidur-attention", profiled])
     tiny = get_model(str(profiled / "tiny"))
     curve = predictor.operator_curve(get_gpu("h100"), tiny, "mlp_up_proj", 2, 512)
     assert curve.source == "profile h100/local/tiny tp=2"
-    rooflines = predictor.attention_rooflines(get_gpu("h100"))
-    assert rooflines.source == "calibrated on h100 attention profiles"
-    # Timings on a shared CPU are too noisy to judge the fit here (test_predictor checks the
-    # fitter on known rooflines); the calibrated kernel must still grow with its work.
-    kernel = rooflines.prefill
-    small, large = (_attention_work_of(predictor, "attn_prefill", pick) for pick in (min, max))
-    assert kernel.time(*large) > kernel.time(*small)
-
-
-def _attention_work_of(predictor: object, kernel: str, pick: object) -> tuple[float, float]:
-    samples = [s for s in predictor.profiles.attention["h100"] if s.kernel == kernel]  # type: ignore[attr-defined]
-    works = [attention_work(s) for s in samples]
-    return pick(works, key=lambda w: w[0])  # type: ignore[operator,no-any-return]
+    costs = predictor.attention_costs(get_gpu("h100"))
+    assert costs.source == "calibrated on h100 attention profiles"
+    assert predictor.attention["h100"].backend == ""
+    # Timings on a shared CPU are too noisy to judge the fit here (test_attention checks the
+    # fitter on known costs); the calibrated kernel must still grow with its work.
+    samples = [s for s in predictor.profiles.attention["h100"] if s.kernel == "attn_prefill" and not s.backend]
+    work = work_matrix(samples)
+    flops = work[:, TERMS.index("context_flop")] + work[:, TERMS.index("causal_flop")]
+    small, large = costs.prefill.times(work[[flops.argmin(), flops.argmax()]])
+    assert large > small
 
 
 def test_a_later_roots_attention_table_replaces_an_earlier_one(profiled: Path, tmp_path: Path) -> None:

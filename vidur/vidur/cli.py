@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 
 from vidur.api import deadlines_for, train_predictor, workload_for
-from vidur.config import VidurConfig, load_config, profiling_roots
+from vidur.config import VidurConfig, default_profiling_roots, load_config, profiling_roots
 from vidur.deployment import POLICIES, ROUTERS, plan_deployment
 from vidur.errors import DeploymentError
 from vidur.gpus import CATALOGUE as GPUS
@@ -27,7 +27,7 @@ from vidur.output import score, simulation_summary, write_simulated_run
 from vidur.predictor import OperatorPredictor
 from vidur.profiles import load_profiles
 from vidur.simulation import Simulator
-from vidur.validation import interpolation_error, roofline_transfer_error
+from vidur.validation import attention_error, interpolation_error, roofline_transfer_error
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -228,7 +228,7 @@ def profile_command(args: argparse.Namespace) -> int:
 
 def predictor_command(args: argparse.Namespace) -> int:
     data = data_dir(args.data_dir)
-    roots = [data / "profiling"] + [Path(p) for p in args.profiling_dir]
+    roots = default_profiling_roots(data) + [Path(p) for p in args.profiling_dir]
     predictor = train_predictor(roots)
     profiles = load_profiles(roots)
     interpolation = interpolation_error(profiles, args.holdout_every)
@@ -237,6 +237,7 @@ def predictor_command(args: argparse.Namespace) -> int:
         "train_s": predictor.train_s,
         "interpolation": interpolation.as_dict(),
         "roofline_leave_one_model_out": {gpu: r.as_dict() for gpu, r in transfer.items()},
+        "attention": attention_error(profiles, args.holdout_every).as_dict(),
     }
     print(json.dumps(report, indent=2))
     return 0

@@ -236,8 +236,15 @@ def load_config(path: str | Path | None, overrides: list[str], *, traces_dir: Pa
     return build_config(data, traces_dir=traces_dir, base_dir=base_dir)
 
 
+def default_profiling_roots(data_dir: Path) -> list[Path]:
+    """The public profiles in the data directory: `profiling/`, then (where it exists) the
+    attention kernel times of `vidur-attention/`."""
+    attention = data_dir / "vidur-attention"
+    return [data_dir / "profiling"] + ([attention] if attention.is_dir() else [])
+
+
 def profiling_roots(config: VidurConfig, data_dir: Path, base_dir: Path) -> list[Path]:
     """The configured profiling roots (relative ones from the config file's folder), else the
     public profiles in the data directory."""
     configured = [p if p.is_absolute() else base_dir / p for p in map(Path, config.predictor.profiling_dirs)]
-    return configured or [data_dir / "profiling"]
+    return configured or default_profiling_roots(data_dir)

@@ -10,7 +10,8 @@ so it can be pickled to worker processes and written into a run's summary.
 from dataclasses import dataclass
 
 from vidur import _simulator
-from vidur.curves import CurveData, FittedRoofline
+from vidur.attention_costs import FittedKernelCost
+from vidur.curves import CurveData
 from vidur.layer import ALL_REDUCES_PER_LAYER, LAYER_OPERATORS
 from vidur.memory_plan import ReplicaShape
 from vidur.predictor import OperatorPredictor
@@ -74,9 +75,9 @@ class AttentionSpec:
     num_kv_heads: int
     head_dim: int
     dtype_bytes: int
-    prefill: FittedRoofline
-    decode: FittedRoofline
-    kv_save: FittedRoofline
+    prefill: FittedKernelCost
+    decode: FittedKernelCost
+    kv_save: FittedKernelCost
     source: str
 
     def to_rust(self) -> _simulator.AttentionModel:
@@ -173,16 +174,16 @@ def build_cost_model(
         operators.append(
             OperatorSpec("send_recv", send_recv.curve, 1, "tokens", "between_stages", "communication", send_recv.source)
         )
-    rooflines = predictor.attention_rooflines(gpu)
+    costs = predictor.attention_costs(gpu)
     attention = AttentionSpec(
         num_q_heads=shape.q_heads_per_gpu,
         num_kv_heads=shape.kv_heads_per_gpu,
         head_dim=model.head_dim,
         dtype_bytes=model.dtype_bytes,
-        prefill=rooflines.prefill,
-        decode=rooflines.decode,
-        kv_save=rooflines.kv_save,
-        source=f"roofline per kernel: {rooflines.source}",
+        prefill=costs.prefill,
+        decode=costs.decode,
+        kv_save=costs.kv_save,
+        source=f"cost per kernel: {costs.source}",
     )
     return CostModelSpec(
         num_stages=shape.pipeline_parallel,

@@ -1,7 +1,6 @@
 """Piecewise-linear time curves fitted to profiled points, and rooflines fitted across shapes."""
 
 import math
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -86,11 +85,6 @@ class FittedRoofline:
         """The same efficiencies on hardware with `flops_factor` x the compute and
         `bytes_factor` x the memory bandwidth."""
         return FittedRoofline(self.overhead_s, self.flops_per_s * flops_factor, self.bytes_per_s * bytes_factor)
-
-    def to_rust(self) -> _simulator.Roofline:
-        """The Rust roofline takes finite rates: an infinite one becomes the largest float, which
-        turns any FLOP count into (practically) no time, and zero FLOPs into exactly none."""
-        return _simulator.Roofline(min(self.flops_per_s, sys.float_info.max), self.bytes_per_s, self.overhead_s)
 
 
 def fit_roofline(flops: np.ndarray, bytes_moved: np.ndarray, time_s: np.ndarray) -> FittedRoofline:

@@ -6,8 +6,8 @@ largest profiled token count by the slope of the upper half. Everything else com
 roofline per (GPU, operator), `overhead + max(FLOPs / F, bytes / B)`, fitted across every
 profiled model on that GPU. Profiles are looked up by the GPU's own name first; only where a GPU
 has none of its own for an operator does it borrow its reference GPU's fitted efficiencies,
-scaled by the ratio of datasheet peaks. Attention is never in the public tables: it is a
-roofline per kernel, calibrated from `attention.csv` profiles (the GPU's own, else its
+scaled by the ratio of datasheet peaks. Attention is a cost model per kernel
+(`vidur.attention_costs`), calibrated from `attention.csv` profiles (the GPU's own, else its
 reference GPU's, scaled) where they exist.
 """
 
@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vidur import _simulator
+from vidur.attention_costs import (
+    DEFAULT_ATTENTION,
+    AttentionFit,
+    FittedKernelCost,
+    default_kernel_cost,
+    fit_attention,
+)
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, sample_roofline
 from vidur.errors import MissingProfileError
 from vidur.gpus import CATALOGUE as GPUS
@@ -26,7 +32,6 @@ from vidur.models import ModelSpec
 from vidur.operator_work import layer_shape, roofline_work
 from vidur.profiles import (
     MLP_OPERATORS,
-    AttentionSample,
     ComputeProfile,
     LayerShape,
     NetworkKey,
@@ -34,14 +39,6 @@ from vidur.profiles import (
     load_profiles,
 )
 
-# Efficiencies (fractions of datasheet peak) the attention kernels are assumed to reach where no
-# attention profile calibrates them: FlashAttention-2 forward reaches 50-70% of peak FLOP/s on
-# long prefills; paged decode kernels stream the KV cache at 60-80% of HBM bandwidth.
-DEFAULT_ATTENTION_EFFICIENCY = {
-    "attn_prefill": (0.55, 0.80, 15e-6),
-    "attn_decode": (0.50, 0.70, 10e-6),
-    "attn_kv_cache_save": (0.50, 0.50, 5e-6),
-}
 # Collectives without a profile: a ring over the interconnect at this fraction of its bandwidth,
 # plus a fixed latency per call.
 RING_EFFICIENCY = 0.7
@@ -58,10 +55,10 @@ class OperatorCurve:
 
 
 @dataclass(frozen=True, slots=True)
-class AttentionRooflines:
-    prefill: FittedRoofline
-    decode: FittedRoofline
-    kv_save: FittedRoofline
+class AttentionCosts:
+    prefill: FittedKernelCost
+    decode: FittedKernelCost
+    kv_save: FittedKernelCost
     source: str
 
 
@@ -90,46 +87,6 @@ def fit_operator_rooflines(profiles: list[ComputeProfile]) -> dict[str, FittedRo
     return rooflines
 
 
-def attention_work(sample: AttentionSample) -> tuple[float, float]:
-    """(FLOPs, bytes) of a profiled attention kernel, by the simulator's own formulas."""
-    unit = _simulator.Roofline(1.0, 1.0, 0.0)
-    model = _simulator.AttentionModel(
-        num_q_heads=sample.n_q_head,
-        num_kv_heads=sample.n_kv_head,
-        head_dim=sample.head_dim,
-        dtype_bytes=2,
-        prefill=unit,
-        decode=unit,
-        kv_save=unit,
-    )
-    batch = sample.batch_size
-    match sample.kernel:
-        case "attn_prefill":
-            flops, bytes_moved = model.prefill_work(sample.num_tokens, sample.num_context)
-            return batch * flops, batch * bytes_moved
-        case "attn_decode":
-            return model.decode_work(batch, batch * (sample.num_context + 1))
-        case _:
-            return model.kv_save_work(batch * sample.num_tokens)
-
-
-def fit_attention(samples: list[AttentionSample]) -> dict[str, FittedRoofline]:
-    fitted = {}
-    for kernel in DEFAULT_ATTENTION_EFFICIENCY:
-        chosen = [s for s in samples if s.kernel == kernel]
-        if len(chosen) < 3:
-            continue
-        work = np.array([attention_work(s) for s in chosen])
-        times = np.array([s.time_s for s in chosen])
-        fitted[kernel] = fit_roofline(work[:, 0], work[:, 1], times)
-    return fitted
-
-
-def _default_attention(gpu: GpuSpec, kernel: str) -> FittedRoofline:
-    flops_efficiency, bytes_efficiency, overhead = DEFAULT_ATTENTION_EFFICIENCY[kernel]
-    return FittedRoofline(overhead, flops_efficiency * gpu.peak_flops, bytes_efficiency * gpu.peak_bytes_per_s)
-
-
 @dataclass(slots=True)
 class OperatorPredictor:
     """Trained state: curves through every profiled series, rooflines per profiled GPU."""
@@ -137,7 +94,7 @@ class OperatorPredictor:
     profiles: ProfileSet
     profile_curves: dict[tuple[str, LayerShape, str, int], CurveData] = field(default_factory=dict)
     rooflines: dict[str, dict[str, FittedRoofline]] = field(default_factory=dict)
-    attention: dict[str, dict[str, FittedRoofline]] = field(default_factory=dict)
+    attention: dict[str, AttentionFit] = field(default_factory=dict)
     network_curves: dict[NetworkKey, CurveData] = field(default_factory=dict)
     train_s: float = 0.0
 
@@ -206,29 +163,31 @@ class OperatorPredictor:
 
         return OperatorCurve(sample_roofline(roofline, work, max(max_tokens, 2)), source)
 
-    def attention_rooflines(self, gpu: GpuSpec) -> AttentionRooflines:
-        """Each kernel's roofline fitted on `gpu`'s own attention profiles, else on its reference
-        GPU's (rescaled to `gpu`'s peaks), else default efficiencies of `gpu`'s peaks."""
-        own = self.attention.get(gpu.name, {})
-        reference = gpu.reference_gpu
-        reference_spec = GPUS.get(reference) if reference is not None else None
-        borrowed = self.attention.get(reference_spec.name, {}) if reference_spec is not None else {}
+    def attention_costs(self, gpu: GpuSpec) -> AttentionCosts:
+        """Each kernel's cost fitted on `gpu`'s own attention profiles, else on its reference
+        GPU's (FLOPs and bytes rescaled to `gpu`'s peaks), else default efficiencies of `gpu`'s
+        peaks."""
+        own = self.attention.get(gpu.name)
+        reference = GPUS.get(gpu.reference_gpu) if gpu.reference_gpu is not None else None
+        borrowed = self.attention.get(reference.name) if reference is not None else None
         kernels = {}
         sources = set()
-        for kernel in DEFAULT_ATTENTION_EFFICIENCY:
-            if kernel in own:
-                kernels[kernel] = own[kernel]
-                sources.add(f"calibrated on {gpu.name} attention profiles")
-            elif kernel in borrowed and reference_spec is not None:
-                kernels[kernel] = borrowed[kernel].rescaled(
-                    gpu.peak_flops / reference_spec.peak_flops,
-                    gpu.peak_bytes_per_s / reference_spec.peak_bytes_per_s,
+        for kernel in DEFAULT_ATTENTION:
+            if own is not None and kernel in own.kernels:
+                kernels[kernel] = own.kernels[kernel]
+                sources.add(f"calibrated on {gpu.name} attention profiles{_backend_note(own)}")
+            elif reference is not None and borrowed is not None and kernel in borrowed.kernels:
+                kernels[kernel] = borrowed.kernels[kernel].rescaled(
+                    gpu.peak_flops / reference.peak_flops, gpu.peak_bytes_per_s / reference.peak_bytes_per_s
                 )
-                sources.add(f"calibrated on {reference} attention profiles, scaled to {gpu.name}'s peaks")
+                sources.add(
+                    f"calibrated on {reference.name} attention profiles{_backend_note(borrowed)}, "
+                    f"scaled to {gpu.name}'s peaks"
+                )
             else:
-                kernels[kernel] = _default_attention(gpu, kernel)
+                kernels[kernel] = default_kernel_cost(gpu, kernel)
                 sources.add("default efficiencies of datasheet peaks")
-        return AttentionRooflines(
+        return AttentionCosts(
             kernels["attn_prefill"], kernels["attn_decode"], kernels["attn_kv_cache_save"], "; ".join(sorted(sources))
         )
 
@@ -260,3 +219,7 @@ class OperatorPredictor:
         ys = tuple(COLLECTIVE_LATENCY_S + seconds_per_token * x for x in xs)
         source = f"ring model over {'inter-node' if inter_node else gpu.topology} links (no profile)"
         return OperatorCurve(CurveData(xs, ys, seconds_per_token), source)
+
+
+def _backend_note(fit: AttentionFit) -> str:
+    return f" ({fit.backend})" if fit.backend else ""

@@ -1,15 +1,16 @@
 """Reading operator profiles in Vidur's table format (times in milliseconds).
 
 A profiling root holds `compute/<gpu>/<org>/<model>/mlp.csv` (MLP-side operators by token count
-and tensor-parallel degree), optionally `attention.csv` beside it (this project's profiler
-writes one), and `network/<topology>/{all_reduce,send_recv}.csv` (collectives by message size).
-Several roots may be given; a later root's table replaces an earlier one, so your own profiles
-override the public ones: an `mlp.csv` replaces the one for the same (GPU, model shape), an
-`attention.csv` the one for the same (GPU, model folder), a collective table the one for the
-same (topology, collective, workers, devices per node).
+and tensor-parallel degree), optionally `attention.csv` beside it (in this project's format, as
+`vidur profile` writes it, or in Vidur's own), and `network/<topology>/{all_reduce,send_recv}.csv`
+(collectives by message size). Several roots may be given; a later root's table replaces an
+earlier one, so your own profiles override the public ones: an `mlp.csv` replaces the one for the
+same (GPU, model shape), an `attention.csv` the one for the same (GPU, model folder), a
+collective table the one for the same (topology, collective, workers, devices per node).
 """
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,8 +76,10 @@ class ComputeProfile:
 
 @dataclass(frozen=True, slots=True)
 class AttentionSample:
-    """One measured attention kernel: a batch of `batch_size` requests, each running
-    `num_tokens` queries (1 for a decode) after `num_context` cached tokens."""
+    """One measured attention kernel on one GPU (heads are that GPU's share): a batch of
+    `batch_size` requests, each running `num_tokens` queries (1 for a decode) after
+    `num_context` cached tokens. `backend` names the attention backend of Vidur-format rows;
+    this project's own profiles name none ("")."""
 
     kernel: str
     n_q_head: int
@@ -86,6 +89,7 @@ class AttentionSample:
     num_tokens: int
     num_context: int
     time_s: float
+    backend: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,28 +170,122 @@ def read_compute_profile(path: Path, gpu: str, model: str) -> ComputeProfile:
     return profile
 
 
-def read_attention_profile(path: Path) -> list[AttentionSample]:
-    """This project's `attention.csv` (see `vidur profile`)."""
-    header, rows = _read_rows(path)
+class _Record:
+    """One row of a table, read by column name; every problem names the file, line and column."""
+
+    def __init__(self, path: Path, line: int, header: list[str], row: list[str]) -> None:
+        if len(row) != len(header):
+            raise ValueError(f"profile {path} line {line} has {len(row)} fields for {len(header)} columns")
+        self.path, self.line = path, line
+        self.values = dict(zip(header, row, strict=True))
+
+    def text(self, column: str) -> str:
+        if column not in self.values:
+            raise ValueError(f"profile {self.path} has no column {column!r}")
+        return self.values[column].strip()
+
+    def _problem(self, column: str, what: str) -> ValueError:
+        return ValueError(f"profile {self.path} line {self.line}: {column} {what}, got {self.values[column]!r}")
+
+    def integer(self, column: str, minimum: int) -> int:
+        try:
+            value = int(self.text(column))
+        except ValueError as error:
+            if column not in self.values:
+                raise
+            raise self._problem(column, "is not an integer") from error
+        if value < minimum:
+            raise self._problem(column, f"must be at least {minimum}")
+        return value
+
+    def boolean(self, column: str) -> bool:
+        value = self.text(column).lower()
+        if value not in ("true", "false", "1", "0"):
+            raise self._problem(column, "is not True or False")
+        return value in ("true", "1")
+
+    def time_s(self, operator: str) -> float | None:
+        """The operator's median time in seconds; None where the table has no such column or
+        the row leaves it empty or zero (Vidur writes 0 for kernels a row did not run)."""
+        column = f"time_stats.{operator}.median"
+        if not self.values.get(column, "").strip():
+            return None
+        try:
+            value = float(self.values[column])
+        except ValueError as error:
+            raise self._problem(column, "is not a number") from error
+        if not (math.isfinite(value) and value >= 0):
+            raise self._problem(column, "must be a non-negative time")
+        return value / 1e3 if value > 0 else None
+
+
+def _check_one_prefill(record: _Record, batch: int) -> None:
+    if batch != 1:
+        raise ValueError(f"profile {record.path} line {record.line}: a prefill row times one sequence, not {batch}")
+
+
+def _own_attention_row(record: _Record) -> list[AttentionSample]:
+    """This project's format (`vidur profile`): heads per GPU, `head_dim`, `num_tokens` queries
+    per sequence, and a time column for each kernel the row ran."""
+    q_heads, kv_heads = record.integer("n_q_head", 1), record.integer("n_kv_head", 1)
+    head_dim, batch = record.integer("head_dim", 1), record.integer("batch_size", 1)
+    tokens, context = record.integer("num_tokens", 1), record.integer("kv_cache_size", 0)
+    if record.time_s("attn_prefill") is not None:
+        _check_one_prefill(record, batch)
+    return [
+        AttentionSample(kernel, q_heads, kv_heads, head_dim, batch, tokens, context, time_s)
+        for kernel in ATTENTION_KERNELS
+        if (time_s := record.time_s(kernel)) is not None
+    ]
+
+
+def _vidur_attention_row(record: _Record) -> list[AttentionSample]:
+    """Vidur's format: the whole model's heads (`n_q_head`, `n_kv_head`) and width (`n_embd`),
+    split over `num_tensor_parallel_workers` GPUs (KV heads replicated where there are fewer
+    than GPUs); a prefill row is one sequence's `prefill_chunk_size` queries, a decode row
+    `batch_size` sequences of one query, each after `kv_cache_size` cached tokens.
+
+    The kernel's time includes the reshapes Vidur times around it (the output reshape is a
+    copy that nothing else in the simulator charges). The KV save is read from decode rows
+    only: in prefill rows (FlashInfer's) it takes up to 0.34 ms for at most 3 MB of keys and
+    values, longer at TP 4 than at TP 1 and growing with the cached context, which is not the
+    cost of the copy (decode rows write hundreds of tokens in 2-5 us)."""
+    workers = record.integer("num_tensor_parallel_workers", 1)
+    q_heads, kv_heads = record.integer("n_q_head", 1), record.integer("n_kv_head", 1)
+    embedding = record.integer("n_embd", 1)
+    where = f"profile {record.path} line {record.line}"
+    if q_heads % workers:
+        raise ValueError(f"{where}: {q_heads} query heads do not split over {workers} GPUs")
+    if embedding % q_heads:
+        raise ValueError(f"{where}: n_embd {embedding} is not a multiple of n_q_head {q_heads}")
+    shape = (q_heads // workers, max(kv_heads // workers, 1), embedding // q_heads)
+    backend = record.text("attention_backend").removeprefix("AttentionBackend.")
+    is_prefill = record.boolean("is_prefill")
+    batch, context = record.integer("batch_size", 1), record.integer("kv_cache_size", 0)
+    if is_prefill:
+        _check_one_prefill(record, batch)
+    kernel = "attn_prefill" if is_prefill else "attn_decode"
+    tokens = record.integer("prefill_chunk_size", 1) if is_prefill else 1
     samples = []
-    for row in rows:
-        record = dict(zip(header, row, strict=True))
-        for kernel in ATTENTION_KERNELS:
-            value = record.get(f"time_stats.{kernel}.median", "")
-            if not value:
-                continue
-            samples.append(
-                AttentionSample(
-                    kernel=kernel,
-                    n_q_head=int(record["n_q_head"]),
-                    n_kv_head=int(record["n_kv_head"]),
-                    head_dim=int(record["head_dim"]),
-                    batch_size=int(record["batch_size"]),
-                    num_tokens=int(record["num_tokens"]),
-                    num_context=int(record["kv_cache_size"]),
-                    time_s=float(value) / 1e3,
-                )
-            )
+    kernel_s = record.time_s(kernel)
+    if kernel_s is not None:
+        reshapes_s = sum(record.time_s(op) or 0.0 for op in ("attn_input_reshape", "attn_output_reshape"))
+        samples.append(AttentionSample(kernel, *shape, batch, tokens, context, kernel_s + reshapes_s, backend))
+    save_s = record.time_s("attn_kv_cache_save")
+    if save_s is not None and not is_prefill:
+        samples.append(AttentionSample("attn_kv_cache_save", *shape, batch, 1, context, save_s, backend))
+    return samples
+
+
+def read_attention_profile(path: Path) -> list[AttentionSample]:
+    """An `attention.csv` in this project's format or in Vidur's (told apart by Vidur's
+    `prefill_chunk_size` column), rows in file order."""
+    header, rows = _read_rows(path)
+    read_row = _vidur_attention_row if "prefill_chunk_size" in header else _own_attention_row
+    samples = []
+    for line, row in enumerate(rows, start=2):
+        if row:
+            samples.extend(read_row(_Record(path, line, header, row)))
     return samples
 
 

@@ -7,6 +7,10 @@
   other models and predict all of this model's points. This is the predictor for shapes that
   were never profiled.
 
+- Attention: for every GPU with attention profiles, every `holdout_every`-th row of each kernel
+  (in file order, of the backend the GPU's fit uses) is held out, the kernel's cost is fitted to
+  the rest, and the held-out rows are predicted.
+
 Errors are reported per operator and for a whole layer (the sum of a layer's operators at one
 token count, the quantity an iteration's time is built from), as mean absolute percentage error.
 """
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vidur.attention_costs import KERNEL_TERMS, fit_kernel_cost, preferred_backend, work_matrix
 from vidur.curves import fit_profile_curve
 from vidur.layer import LAYER_OPERATORS
 from vidur.operator_work import roofline_work
@@ -135,3 +140,63 @@ def roofline_transfer_error(profiles: ProfileSet) -> dict[str, ErrorReport]:
                     collector.add_layer(layer_predicted, actual)
         reports[gpu] = collector.report()
     return reports
+
+
+@dataclass(frozen=True, slots=True)
+class KernelError:
+    mape: float
+    num_points: int
+
+
+@dataclass(frozen=True, slots=True)
+class AttentionErrorReport:
+    """Held-out error per GPU (with the backend its fit uses) and kernel, and over all of them."""
+
+    holdout_every: int
+    backends: dict[str, str]
+    kernels: dict[str, dict[str, KernelError]]
+
+    @property
+    def num_points(self) -> int:
+        return sum(e.num_points for by_kernel in self.kernels.values() for e in by_kernel.values())
+
+    @property
+    def mape(self) -> float | None:
+        """Over every held-out row; None without any."""
+        points = self.num_points
+        if points == 0:
+            return None
+        total = sum(e.mape * e.num_points for by_kernel in self.kernels.values() for e in by_kernel.values())
+        return total / points
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "holdout_every": self.holdout_every,
+            "mape": self.mape,
+            "num_points": self.num_points,
+            "gpus": {
+                gpu: {
+                    "backend": self.backends[gpu],
+                    "kernels": {k: {"mape": e.mape, "num_points": e.num_points} for k, e in by_kernel.items()},
+                }
+                for gpu, by_kernel in self.kernels.items()
+            },
+        }
+
+
+def attention_error(profiles: ProfileSet, holdout_every: int = 4) -> AttentionErrorReport:
+    backends, kernels = {}, {}
+    for gpu, samples in sorted(profiles.attention.items()):
+        backend = preferred_backend({s.backend for s in samples})
+        by_kernel = {}
+        for kernel, terms in KERNEL_TERMS.items():
+            rows = [s for s in samples if s.backend == backend and s.kernel == kernel]
+            held = np.arange(len(rows)) % holdout_every == holdout_every // 2
+            if not held.any() or (~held).sum() < len(terms):
+                continue
+            work, times = work_matrix(rows), np.array([s.time_s for s in rows])
+            cost = fit_kernel_cost(work[~held], times[~held], terms)
+            by_kernel[kernel] = KernelError(mape(cost.times(work[held]), times[held]), int(held.sum()))
+        if by_kernel:
+            backends[gpu], kernels[gpu] = backend, by_kernel
+    return AttentionErrorReport(holdout_every, backends, kernels)

@@ -1,7 +1,7 @@
 use pyo3::prelude::*;
 use simulator::{
-    AttentionModel, AttentionShape, BatchEntry, CostModel, CpuOverheads, IterationTime, LinearCost,
-    OperatorInput, OperatorKind, OperatorTerm, PiecewiseLinear, Placement, Roofline,
+    AttentionModel, AttentionShape, BatchEntry, CostModel, CpuOverheads, IterationTime, KernelCost,
+    KernelWork, LinearCost, OperatorInput, OperatorKind, OperatorTerm, PiecewiseLinear, Placement,
 };
 
 use crate::errors::{invalid_cost_model, to_py, to_u32, with_context};
@@ -41,42 +41,126 @@ impl PyCurve {
     }
 }
 
-/// A kernel's time: `overhead_s + max(flops / flops_per_s, bytes / bytes_per_s)`.
-#[pyclass(frozen, module = "vidur._simulator", name = "Roofline")]
+/// What one kernel launch does, in the quantities its time is linear in.
+#[pyclass(frozen, module = "vidur._simulator", name = "KernelWork")]
 #[derive(Clone)]
-pub struct PyRoofline {
-    pub(crate) inner: Roofline,
+pub struct PyKernelWork {
+    pub(crate) inner: KernelWork,
 }
 
 #[pymethods]
-impl PyRoofline {
-    #[new]
-    fn new(flops_per_s: f64, bytes_per_s: f64, overhead_s: f64) -> PyResult<Self> {
-        let inner = Roofline::new(flops_per_s, bytes_per_s, overhead_s).map_err(to_py)?;
-        Ok(PyRoofline { inner })
-    }
-
-    fn time(&self, flops: f64, bytes: f64) -> f64 {
-        self.inner.time(simulator::Work { flops, bytes })
+impl PyKernelWork {
+    #[getter]
+    fn num_tokens(&self) -> f64 {
+        self.inner.num_tokens
     }
 
     #[getter]
-    fn flops_per_s(&self) -> f64 {
-        self.inner.flops_per_s
+    fn num_items(&self) -> f64 {
+        self.inner.num_items
     }
 
     #[getter]
-    fn bytes_per_s(&self) -> f64 {
-        self.inner.bytes_per_s
+    fn max_context(&self) -> f64 {
+        self.inner.max_context
     }
 
     #[getter]
-    fn overhead_s(&self) -> f64 {
-        self.inner.overhead_s
+    fn context_flops(&self) -> f64 {
+        self.inner.context_flops
+    }
+
+    #[getter]
+    fn causal_flops(&self) -> f64 {
+        self.inner.causal_flops
+    }
+
+    #[getter]
+    fn flops(&self) -> f64 {
+        self.inner.flops()
+    }
+
+    #[getter]
+    fn bytes(&self) -> f64 {
+        self.inner.bytes
     }
 }
 
-/// Per-layer attention on one GPU: prefill, decode and KV-write kernels, each a roofline.
+/// A kernel's time: `launch_s` plus each coefficient times its kind of work.
+#[pyclass(frozen, module = "vidur._simulator", name = "KernelCost")]
+#[derive(Clone)]
+pub struct PyKernelCost {
+    pub(crate) inner: KernelCost,
+}
+
+#[pymethods]
+impl PyKernelCost {
+    #[new]
+    #[pyo3(signature = (*, launch_s = 0.0, per_token_s = 0.0, per_item_s = 0.0, per_context_token_s = 0.0, per_context_flop_s = 0.0, per_causal_flop_s = 0.0, per_byte_s = 0.0))]
+    fn new(
+        launch_s: f64,
+        per_token_s: f64,
+        per_item_s: f64,
+        per_context_token_s: f64,
+        per_context_flop_s: f64,
+        per_causal_flop_s: f64,
+        per_byte_s: f64,
+    ) -> PyResult<Self> {
+        let inner = KernelCost {
+            launch_s,
+            per_token_s,
+            per_item_s,
+            per_context_token_s,
+            per_context_flop_s,
+            per_causal_flop_s,
+            per_byte_s,
+        }
+        .validated()
+        .map_err(to_py)?;
+        Ok(PyKernelCost { inner })
+    }
+
+    fn time(&self, work: &PyKernelWork) -> f64 {
+        self.inner.time(&work.inner)
+    }
+
+    #[getter]
+    fn launch_s(&self) -> f64 {
+        self.inner.launch_s
+    }
+
+    #[getter]
+    fn per_token_s(&self) -> f64 {
+        self.inner.per_token_s
+    }
+
+    #[getter]
+    fn per_item_s(&self) -> f64 {
+        self.inner.per_item_s
+    }
+
+    #[getter]
+    fn per_context_token_s(&self) -> f64 {
+        self.inner.per_context_token_s
+    }
+
+    #[getter]
+    fn per_context_flop_s(&self) -> f64 {
+        self.inner.per_context_flop_s
+    }
+
+    #[getter]
+    fn per_causal_flop_s(&self) -> f64 {
+        self.inner.per_causal_flop_s
+    }
+
+    #[getter]
+    fn per_byte_s(&self) -> f64 {
+        self.inner.per_byte_s
+    }
+}
+
+/// Per-layer attention on one GPU: prefill, decode and KV-write kernels, each a kernel cost.
 #[pyclass(frozen, module = "vidur._simulator", name = "AttentionModel")]
 #[derive(Clone)]
 pub struct PyAttentionModel {
@@ -92,9 +176,9 @@ impl PyAttentionModel {
         num_kv_heads: i64,
         head_dim: i64,
         dtype_bytes: i64,
-        prefill: &PyRoofline,
-        decode: &PyRoofline,
-        kv_save: &PyRoofline,
+        prefill: &PyKernelCost,
+        decode: &PyKernelCost,
+        kv_save: &PyKernelCost,
     ) -> PyResult<Self> {
         let shape = AttentionShape {
             num_q_heads: to_u32("num_q_heads", num_q_heads)?,
@@ -107,48 +191,56 @@ impl PyAttentionModel {
         Ok(PyAttentionModel { inner })
     }
 
-    /// (FLOPs, bytes) of a causal prefill chunk after `num_context` cached tokens.
-    fn prefill_work(&self, num_tokens: i64, num_context: i64) -> PyResult<(f64, f64)> {
-        let work = self.inner.prefill_work(
+    /// The work of a causal prefill chunk after `num_context` cached tokens.
+    fn prefill_work(&self, num_tokens: i64, num_context: i64) -> PyResult<PyKernelWork> {
+        let inner = self.inner.prefill_work(
             to_u32("num_tokens", num_tokens)?,
             to_u32("num_context", num_context)?,
         );
-        Ok((work.flops, work.bytes))
+        Ok(PyKernelWork { inner })
     }
 
-    /// (FLOPs, bytes) of `num_decodes` decodes reading `total_context` cached tokens in all.
-    fn decode_work(&self, num_decodes: i64, total_context: u64) -> PyResult<(f64, f64)> {
-        let work = self
-            .inner
-            .decode_work(to_u32("num_decodes", num_decodes)?, total_context);
-        Ok((work.flops, work.bytes))
+    /// The work of `num_decodes` decodes reading `total_context` cached tokens in all, the
+    /// longest `max_context` (contexts include the new tokens).
+    fn decode_work(
+        &self,
+        num_decodes: i64,
+        total_context: u64,
+        max_context: u64,
+    ) -> PyResult<PyKernelWork> {
+        let inner = self.inner.decode_work(
+            to_u32("num_decodes", num_decodes)?,
+            total_context,
+            max_context,
+        );
+        Ok(PyKernelWork { inner })
     }
 
-    /// (FLOPs, bytes) of writing `num_tokens` new keys and values into the cache.
-    fn kv_save_work(&self, num_tokens: i64) -> PyResult<(f64, f64)> {
-        let work = self
+    /// The work of writing `num_tokens` new keys and values into the cache.
+    fn kv_save_work(&self, num_tokens: i64) -> PyResult<PyKernelWork> {
+        let inner = self
             .inner
             .kv_save_work(u64::from(to_u32("num_tokens", num_tokens)?));
-        Ok((work.flops, work.bytes))
+        Ok(PyKernelWork { inner })
     }
 
     #[getter]
-    fn prefill(&self) -> PyRoofline {
-        PyRoofline {
+    fn prefill(&self) -> PyKernelCost {
+        PyKernelCost {
             inner: self.inner.prefill,
         }
     }
 
     #[getter]
-    fn decode(&self) -> PyRoofline {
-        PyRoofline {
+    fn decode(&self) -> PyKernelCost {
+        PyKernelCost {
             inner: self.inner.decode,
         }
     }
 
     #[getter]
-    fn kv_save(&self) -> PyRoofline {
-        PyRoofline {
+    fn kv_save(&self) -> PyKernelCost {
+        PyKernelCost {
             inner: self.inner.kv_save,
         }
     }
@@ -396,12 +488,12 @@ impl PyIterationPrediction {
     /// One layer's attention FLOPs on one GPU.
     #[getter]
     fn attention_flops(&self) -> f64 {
-        self.inner.attention_work.total().flops
+        self.inner.attention_work.flops()
     }
     /// One layer's attention bytes on one GPU.
     #[getter]
     fn attention_bytes(&self) -> f64 {
-        self.inner.attention_work.total().bytes
+        self.inner.attention_work.bytes()
     }
 
     fn stage_s(&self, stage: i64) -> PyResult<f64> {

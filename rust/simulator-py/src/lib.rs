@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
     module.add_class::<cost_model::PyCurve>()?;
-    module.add_class::<cost_model::PyRoofline>()?;
+    module.add_class::<cost_model::PyKernelWork>()?;
+    module.add_class::<cost_model::PyKernelCost>()?;
     module.add_class::<cost_model::PyAttentionModel>()?;
     module.add_class::<cost_model::PyOperatorTerm>()?;
     module.add_class::<cost_model::PyCpuOverheads>()?;

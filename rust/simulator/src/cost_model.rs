@@ -202,7 +202,7 @@ impl CostModel {
     {
         let mut work = AttentionWork::default();
         let (mut num_sampled, mut num_seqs) = (0u32, 0u32);
-        let (mut num_tokens, mut decode_context) = (0u64, 0u64);
+        let (mut num_tokens, mut decode_context, mut max_decode_context) = (0u64, 0u64, 0u64);
         for entry in entries {
             num_seqs += 1;
             num_tokens += u64::from(entry.num_tokens);
@@ -214,12 +214,15 @@ impl CostModel {
                     .prefill_work(entry.num_tokens, entry.num_computed_tokens);
             } else {
                 work.num_decodes += 1;
-                decode_context +=
-                    u64::from(entry.num_computed_tokens) + u64::from(entry.num_tokens);
+                let context = u64::from(entry.num_computed_tokens) + u64::from(entry.num_tokens);
+                decode_context += context;
+                max_decode_context = max_decode_context.max(context);
             }
         }
         if work.num_decodes > 0 {
-            work.decode = self.attention.decode_work(work.num_decodes, decode_context);
+            work.decode =
+                self.attention
+                    .decode_work(work.num_decodes, decode_context, max_decode_context);
         }
         work.kv_save = self.attention.kv_save_work(num_tokens);
 

@@ -1,7 +1,7 @@
 //! Vidur's simulation core: replicas that run the same scheduler as the serving engine, with
 //! the model forward replaced by a predicted iteration time.
 //!
-//! [`CostModel`] turns a batch into a predicted time (operator curves, an attention roofline,
+//! [`CostModel`] turns a batch into a predicted time (operator curves, attention kernel costs,
 //! CPU overheads, pipeline stages); [`simulate`] runs a [`Workload`] through a router and
 //! replicas and returns per-request token times and per-iteration records.
 
@@ -11,10 +11,10 @@ mod cpu_overheads;
 mod curve;
 mod error;
 mod event_queue;
+mod kernel_cost;
 mod operator;
 mod records;
 mod replica;
-mod roofline;
 mod router;
 mod simulation;
 mod workload;
@@ -24,9 +24,9 @@ pub use cost_model::{BatchEntry, CostModel, IterationTime};
 pub use cpu_overheads::{CpuOverheads, LinearCost};
 pub use curve::PiecewiseLinear;
 pub use error::{Result, SimulatorError};
+pub use kernel_cost::{KernelCost, KernelWork};
 pub use operator::{OperatorInput, OperatorKind, OperatorTerm, Placement};
 pub use records::{IterationRecords, ReplicaSnapshot, RequestRecords};
-pub use roofline::{Roofline, Work};
 pub use router::{RouterKind, SplitMix64};
 pub use simulation::{simulate, SimulationConfig, SimulationOutput};
 pub use workload::Workload;

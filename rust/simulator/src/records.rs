@@ -147,8 +147,8 @@ impl IterationRecords {
         self.attention_s.push(time.attention_s as f32);
         self.communication_s.push(time.communication_s as f32);
         self.cpu_s.push(time.cpu_s() as f32);
-        let work = time.attention_work.total();
-        self.attention_flops.push(work.flops as f32);
-        self.attention_bytes.push(work.bytes as f32);
+        let work = &time.attention_work;
+        self.attention_flops.push(work.flops() as f32);
+        self.attention_bytes.push(work.bytes() as f32);
     }
 }

@@ -2,13 +2,12 @@
 
 use scheduler::{Policy, SchedulerConfig};
 use simulator::{
-    AttentionModel, AttentionShape, CostModel, CpuOverheads, LinearCost, OperatorInput,
-    OperatorKind, OperatorTerm, PiecewiseLinear, Placement, Roofline, RouterKind, SimulationConfig,
-    Workload,
+    AttentionModel, AttentionShape, CostModel, CpuOverheads, KernelCost, LinearCost, OperatorInput,
+    OperatorKind, OperatorTerm, PiecewiseLinear, Placement, RouterKind, SimulationConfig, Workload,
 };
 
 /// A small model whose costs are easy to compute by hand: 1 ms + 10 µs per token per stage,
-/// 0.5 ms LM head, 0.2 ms per stage hop, attention on a slow roofline, 0.1 ms CPU each side.
+/// 0.5 ms LM head, 0.2 ms per stage hop, attention on slow kernels, 0.1 ms CPU each side.
 pub fn cost_model(num_stages: u32) -> CostModel {
     let linear = |base: f64, slope: f64| {
         PiecewiseLinear::new(vec![1.0, 1001.0], vec![base, base + 1000.0 * slope], slope).unwrap()
@@ -42,7 +41,13 @@ pub fn cost_model(num_stages: u32) -> CostModel {
         )
         .unwrap(),
     ];
-    let roofline = Roofline::new(1e12, 1e11, 1e-5).unwrap();
+    let kernel = KernelCost {
+        launch_s: 1e-5,
+        per_context_flop_s: 1e-12,
+        per_causal_flop_s: 1e-12,
+        per_byte_s: 1e-11,
+        ..KernelCost::FREE
+    };
     let attention = AttentionModel::new(
         AttentionShape {
             num_q_heads: 8,
@@ -50,9 +55,9 @@ pub fn cost_model(num_stages: u32) -> CostModel {
             head_dim: 64,
             dtype_bytes: 2,
         },
-        roofline,
-        roofline,
-        roofline,
+        kernel,
+        kernel,
+        kernel,
     )
     .unwrap();
     let cpu = LinearCost::new(5e-5, 1e-6).unwrap();
