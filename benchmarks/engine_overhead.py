@@ -26,7 +26,7 @@ from engine.core.engine_metrics import EngineMetrics
 from engine.core.heap import freeze_startup_heap
 from engine.core.request_stream import RequestOutcome
 from engine.core.tokenizer import Tokenizer
-from engine.executor.worker_group import CPU_WORKER_ENVIRONMENT, WorkerGroup
+from engine.executor.worker_group import WorkerGroup, cpu_worker_environment
 from engine.scheduler import SchedulerConfig
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.wire.sampling_params import SamplingParams
@@ -52,7 +52,7 @@ async def measure(model_dir: Path, max_tokens: int, async_scheduling: bool) -> d
     results = {}
     async with trio.open_nursery() as nursery:
         # One thread for the worker, so the engine process has the other core of a 2-core machine.
-        environment = {**CPU_WORKER_ENVIRONMENT, "OMP_NUM_THREADS": "1"}
+        environment = {**cpu_worker_environment(1), "OMP_NUM_THREADS": "1"}
         workers: WorkerGroup = await nursery.start(WorkerGroup(runner, environment).run)
         engine = EngineCore(scheduler, workers, Tokenizer(model_dir), EngineMetrics("bench"))
         await nursery.start(engine.run)

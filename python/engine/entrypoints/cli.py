@@ -16,7 +16,7 @@ from engine.wire.runner_config import ATTENTION_BACKENDS, ModelRunnerConfig
 from engine.core.request_stream import EngineFailedError
 from engine.scheduler import POLICIES, SchedulerConfig
 from engine.entrypoints.serve import EngineServer, ServerConfig
-from engine.executor.worker_group import CPU_WORKER_ENVIRONMENT
+from engine.executor.worker_group import cpu_worker_environment
 
 log = logging.getLogger("engine")
 
@@ -119,16 +119,16 @@ async def _stop_on_signals(signals: AsyncIterator[int], server: EngineServer, se
                 nursery.start_soon(drain_then_stop)
 
 
-def _worker_environment(device: str) -> dict[str, str]:
+def worker_environment(device: str, num_workers: int) -> dict[str, str]:
     """Worker variables for the device, leaving alone any the user set. `auto` is resolved in
     the workers (PyTorch stays out of this process); an NVIDIA device node stands for CUDA here."""
     on_cpu = device == "cpu" or (device == "auto" and not Path("/dev/nvidiactl").exists())
-    defaults = CPU_WORKER_ENVIRONMENT if on_cpu else {}
+    defaults = cpu_worker_environment(num_workers) if on_cpu else {}
     return {name: value for name, value in defaults.items() if name not in os.environ}
 
 
 async def _run(model_dir: Path, runner: ModelRunnerConfig, scheduler: SchedulerConfig, server: ServerConfig) -> None:
-    environment = _worker_environment(runner.device)
+    environment = worker_environment(runner.device, runner.num_processes)
     engine_server = EngineServer(model_dir, runner, scheduler, server, worker_environment=environment)
     # The receiver stays open until the workers are down, so a second Ctrl-C cannot cut the
     # shutdown short with a KeyboardInterrupt.

@@ -172,7 +172,8 @@ class StepOutput(msgspec.Struct, array_like=True, gc=False):
     sampled_token_ids: bytes
     """Seconds the whole step took on the answering rank: `prepare_s`, the forward pass, sampling."""
     execute_s: float = 0.0
-    """Seconds that rank waited for this step after answering the previous one (receiving it included)."""
+    """Seconds from the end of that rank's previous step to the start of this one: answering the
+    previous one, waiting for this one, receiving it."""
     idle_s: float = 0.0
     """Empty when no request of the step asked for logprobs; else one per sampled token."""
     logprobs: list[TokenLogprobs | None] = []

@@ -64,18 +64,19 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                 attention_backend=info.attention_backend,
             )
         )
-        idle_since = time.perf_counter()
+        previous_end = time.perf_counter()
         while (payload := recv_frame(connection, MAX_COMMAND_BYTES)) is not None:
             match command_decoder.decode(payload):
                 case Execute(step=step):
                     start = time.perf_counter()
                     output = runner.execute(step)
-                    output.execute_s = time.perf_counter() - start
-                    output.idle_s = start - idle_since
+                    # The idle time runs from here: answering, then waiting for the next step.
+                    end = output.sent_at = time.perf_counter()
+                    output.execute_s = end - start
+                    output.idle_s = start - previous_end
                     if rank == replier:
-                        output.sent_at = time.perf_counter()
                         reply(Executed(output))
-                    idle_since = time.perf_counter()
+                    previous_end = end
                 case InitCache(num_blocks=num_blocks):
                     runner.init_kv_cache(num_blocks)
                     reply(CacheReady(rank))

@@ -7,8 +7,9 @@ device (a GPU, or this machine's CPU) with the engine's own operator times.
     DIR/compute/<device>/<org>/<model>/attention.csv  attention through the engine's backend
 
 The operators are the engine's own modules (`engine_layers`) on one tensor-parallel rank's
-shard, at the dtype `python -m engine --dtype` would run; attention is the engine's backend
-(`--attention-backend`, as in the engine) over its paged KV cache (`engine_attention`).
+shard, at the dtype `python -m engine --dtype` would run, each timed where it runs in passes
+through all the layers; attention is the engine's backend (`--attention-backend`, as in the
+engine) over its paged KV cache (`engine_attention`), timed inside those passes too.
 """
 
 import re
@@ -18,8 +19,8 @@ from typing import Any
 
 from vidur.models import ModelSpec
 from vidur.profiler.device_spec import device_name, measure_device, profile_folder, write_device_spec
-from vidur.profiler.engine_attention import AttentionCall, EngineAttention
-from vidur.profiler.engine_layers import layer_operators
+from vidur.profiler.engine_attention import AttentionCall, AttentionStep, EngineAttention
+from vidur.profiler.engine_layers import LayerStack
 from vidur.profiler.engine_model import engine_dtype, engine_model_config
 from vidur.profiler.tables import write_csv
 from vidur.profiler.timer import Timer, time_stats
@@ -72,29 +73,28 @@ def _shape_columns(config: Any, dtype: Any) -> dict[str, object]:
 
 
 def profile_mlp(config: Any, profile_config: ProfileConfig, device: Any, dtype: Any) -> list[dict[str, object]]:
-    import torch
-
     timer = Timer(device, profile_config.warmup, profile_config.repeats)
     rows = []
     for tp in profile_config.tensor_parallel:
+        stack = LayerStack(config, tp, device, dtype)
         for n in profile_config.num_tokens:
             row: dict[str, object] = {}
-            with torch.inference_mode():
-                for name, run in layer_operators(config, tp, n, device, dtype).items():
-                    row.update(time_stats(name, timer.milliseconds(run)))
+            for name, samples in stack.time(n, timer).items():
+                row.update(time_stats(name, samples))
             row.update(_shape_columns(config, dtype), num_tokens=n, num_tensor_parallel_workers=tp)
             rows.append(row)
     return rows
 
 
 def _attention_row(
-    attention: EngineAttention, call: AttentionCall, timer: Timer, tp: int, dtype: Any, hidden_size: int
+    attention: EngineAttention, call: AttentionCall, samples: dict[str, list[float]], tp: int, dtype: Any,
+    hidden_size: int,
 ) -> dict[str, object]:
-    timing = attention.time(call, timer)
     kernel = "attn_prefill" if call.num_tokens > 1 else "attn_decode"
-    save_median = sorted(timing.kv_save)[len(timing.kv_save) // 2]
-    # The forward less its own write: floored at a hundredth of it, against timing noise.
-    attend = [max(forward - save_median, forward / 100) for forward in timing.forward]
+    saves = samples["kv_save"]
+    save_median = sorted(saves)[len(saves) // 2]
+    # The backend's call less its own write: floored at a hundredth of it, against timing noise.
+    attend = [max(forward - save_median, forward / 100) for forward in samples["attention"]]
     return {
         "n_embd": hidden_size,
         "n_q_head": attention.num_heads,
@@ -108,7 +108,7 @@ def _attention_row(
         "num_tokens": call.num_tokens,
         "kv_cache_size": call.num_context,
         "is_prefill": call.num_tokens > 1,
-    } | time_stats(kernel, attend) | time_stats("attn_kv_cache_save", timing.kv_save)
+    } | time_stats(kernel, attend) | time_stats("attn_kv_cache_save", saves)
 
 
 def profile_attention(
@@ -117,6 +117,7 @@ def profile_attention(
     timer = Timer(device, profile_config.warmup, profile_config.repeats)
     rows = []
     for tp in profile_config.tensor_parallel:
+        stack = LayerStack(config, tp, device, dtype)
         attention = EngineAttention(
             config, tp, profile_config.attention_backend, profile_config.block_size, device, dtype
         )
@@ -129,7 +130,9 @@ def profile_attention(
             for batch in profile_config.decode_batch_sizes
             for context in profile_config.decode_contexts
         ]
-        rows += [_attention_row(attention, call, timer, tp, dtype, config.hidden_size) for call in calls]
+        for call in calls:
+            samples = stack.time(call.num_seqs * call.num_tokens, timer, AttentionStep(attention, call))
+            rows.append(_attention_row(attention, call, samples, tp, dtype, config.hidden_size))
     return rows
 
 

@@ -38,6 +38,60 @@ class Timer:
         return samples
 
 
+class _Laps:
+    """Times a pass call by call: `lap(name, fn)` runs `fn` and returns its result. The laps tile
+    the pass: each runs from the end of the one before (the pass's start for the first) to the
+    end of its call, so the glue between calls (views, splits, Python) counts, as it does in the
+    model's forward pass, towards the call after it."""
+
+    def __init__(self, torch: Any, on_cuda: bool) -> None:
+        self.torch, self.on_cuda = torch, on_cuda
+        self.marks: list[tuple[str, Any]] = []
+        self.samples: dict[str, list[float]] = {}
+        self.last = 0.0
+
+    def start(self) -> None:
+        if self.on_cuda:
+            start = self.torch.cuda.Event(enable_timing=True)
+            start.record()
+            self.marks = [("", start)]
+        else:
+            self.last = time.perf_counter()
+
+    def __call__(self, name: str, run: Callable[[], Any]) -> Any:
+        result = run()
+        if self.on_cuda:
+            end = self.torch.cuda.Event(enable_timing=True)
+            end.record()
+            self.marks.append((name, end))
+        else:
+            now = time.perf_counter()
+            self.samples.setdefault(name, []).append((now - self.last) * 1e3)
+            self.last = now
+        return result
+
+    def finish(self) -> None:
+        if self.on_cuda:
+            self.torch.cuda.synchronize()
+            for (_, before), (name, after) in zip(self.marks, self.marks[1:]):
+                self.samples.setdefault(name, []).append(float(before.elapsed_time(after)))
+            self.marks = []
+
+
+def laps(timer: "Timer", one_pass: Callable[[Callable[[str, Callable[[], Any]], Any]], None]) -> dict[str, list[float]]:
+    """Milliseconds of every named call in `one_pass` (see `_Laps`), over `timer.repeats` passes
+    after `timer.warmup` untimed ones."""
+    on_cuda = timer.device.type == "cuda"
+    for _ in range(timer.warmup):
+        one_pass(lambda _, run: run())
+    recorder = _Laps(timer.torch, on_cuda)
+    for _ in range(timer.repeats):
+        recorder.start()
+        one_pass(recorder)
+        recorder.finish()
+    return recorder.samples
+
+
 def time_stats(operator: str, samples: list[float]) -> dict[str, float]:
     """Vidur's `time_stats.<operator>.<stat>` columns, in milliseconds."""
     return {

@@ -27,6 +27,7 @@ class EngineKnobs:
     token_budget: int
     max_num_seqs: int
     max_model_len: int
+    num_workers: int
 
     def profile_arguments(self, output_dir: Path, repeats: int) -> list[str]:
         tokens = sorted({n for n in TOKEN_STEPS if n < self.token_budget} | {self.token_budget})
@@ -81,17 +82,15 @@ def engine_knobs(engine_args: Sequence[str]) -> EngineKnobs:
         token_budget=scheduler.token_budget,
         max_num_seqs=scheduler.max_num_seqs,
         max_model_len=scheduler.max_model_len,
+        num_workers=args.tp * args.pp,
     )
 
 
 def profile_device(knobs: EngineKnobs, output_dir: Path, repeats: int) -> Path:
     """Runs `vidur profile` for the engine's model and device; returns the device's folder."""
-    from engine.executor.worker_group import CPU_WORKER_ENVIRONMENT
+    from engine.entrypoints.cli import worker_environment
 
-    environment = dict(os.environ)
-    on_cpu = knobs.device == "cpu" or (knobs.device == "auto" and not Path("/dev/nvidiactl").exists())
-    if on_cpu:
-        environment = {**CPU_WORKER_ENVIRONMENT, **environment}
+    environment = {**os.environ, **worker_environment(knobs.device, knobs.num_workers)}
     command = [sys.executable, "-m", "vidur.cli", *knobs.profile_arguments(output_dir, repeats)]
     finished = subprocess.run(command, env=environment, capture_output=True, text=True, check=False)
     if finished.returncode != 0:
