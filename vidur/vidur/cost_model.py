@@ -21,14 +21,27 @@ from vidur.predictor import OperatorPredictor
 class CpuOverheadConfig:
     """Host time per iteration, each `(seconds, seconds per sequence)`: per sequence in the batch,
     except `sample`, per sequence that samples a token (a prefill chunk that does not finish its
-    prompt samples nothing). The defaults model a Python engine loop around the Rust scheduler:
-    building input tensors and turning sampled tokens into outputs cost microseconds per
-    sequence, on top of fixed launch costs."""
+    prompt samples nothing). As the engine spends it (`engine.core.engine_core`):
 
-    schedule: tuple[float, float] = (100e-6, 0.5e-6)
-    prepare_inputs: tuple[float, float] = (300e-6, 5e-6)
-    sample: tuple[float, float] = (100e-6, 2e-6)
-    process_outputs: tuple[float, float] = (200e-6, 5e-6)
+    - `schedule`: the engine scheduling, building and sending a step;
+    - `prepare_inputs`: the workers receiving it and building its inputs (before the forward pass);
+    - `sample`: the workers' time after the forward pass (sampling, answering);
+    - `process_outputs`: the outputs reaching the engine and the engine applying them.
+
+    The workers' two are in series with the forward pass; the engine's two, with async
+    scheduling (the default), overlap the workers' running of the batch before.
+
+    The defaults were fitted (`vidur fit-overheads`) on this project's engine's iteration log:
+    the demo model served on the CPU of a 2-vCPU x86 VM, at 85% of its capacity
+    (`benchmarks/fidelity.py`, December 2026). They depend on the host's speed and, for
+    `prepare_inputs`, on the attention backend's per-step preparation: fit your own engine's
+    (`python -m engine --iteration-log FILE`, then `vidur fit-overheads FILE`, or `vidur
+    validate`, which does both)."""
+
+    schedule: tuple[float, float] = (70e-6, 0.0)
+    prepare_inputs: tuple[float, float] = (1.4e-3, 9e-6)
+    sample: tuple[float, float] = (370e-6, 6e-6)
+    process_outputs: tuple[float, float] = (900e-6, 9e-6)
 
     def __post_init__(self) -> None:
         for name in ("schedule", "prepare_inputs", "sample", "process_outputs"):
