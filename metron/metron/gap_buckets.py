@@ -76,9 +76,11 @@ class GapBucket:
 
     def _first_late(self, first: np.ndarray, last: np.ndarray, deadline: np.ndarray, before: np.ndarray) -> np.ndarray:
         """Each run's first late gap: S falls within a run and is below `before` at its `last`,
-        so a bisection finds it; runs leave the search as they are settled."""
+        so a bisection finds it (runs whose first gap is late need none)."""
         late = last.copy()
         on_time = first - 1
+        at_once = self._budget_sum(first, deadline) < before
+        late[at_once] = first[at_once]
         open_runs = np.flatnonzero(late - on_time > 1)
         while len(open_runs) > 0:
             low, high = on_time[open_runs], late[open_runs]
