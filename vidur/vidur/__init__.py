@@ -36,6 +36,7 @@ from vidur.gpus import GpuSpec, get_gpu
 from vidur.models import ModelSpec, get_model
 from vidur.output import score, write_simulated_run
 from vidur.predictor import OperatorPredictor
+from vidur.predictor_cache import cached_predictor
 from vidur.simulation import SimulationResult, Simulator, Workload
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "UnknownModelError",
     "VidurConfig",
     "Workload",
+    "cached_predictor",
     "deadlines_for",
     "get_gpu",
     "get_model",
