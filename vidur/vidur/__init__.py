@@ -12,7 +12,7 @@ from vidur._simulator import (
     SchedulerConfigError,
     SimulatorError,
 )
-from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_for
+from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_config_for, workload_for
 from vidur.config import VidurConfig, load_config
 from vidur.cost_model import CpuOverheadConfig
 from vidur.deployment import (
@@ -74,6 +74,7 @@ __all__ = [
     "score",
     "simulated_prefill_model",
     "train_predictor",
+    "workload_config_for",
     "workload_for",
     "write_simulated_run",
 ]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from vidur.api import deadlines_for, train_predictor, workload_for
+from vidur.api import deadlines_for, train_predictor, workload_config_for, workload_for
 from vidur.config import VidurConfig, load_config, profiling_roots
 from vidur.deployment import POLICIES, ROUTERS, plan_deployment
 from vidur.errors import DeploymentError
@@ -144,7 +144,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             args.output_dir,
             deadlines=deadlines,
             slo=config.slo,
-            workload_config=config.workload,
+            workload_config=workload_config_for(config.workload, deployment),
             trace_max_iterations=config.output.trace_max_iterations,
             plots=config.output.plots,
         )
