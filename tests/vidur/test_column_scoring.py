@@ -96,7 +96,7 @@ def python_csv(columns: dict[str, np.ndarray]) -> str:
 
 
 def test_the_files_are_the_per_request_paths_byte_for_byte(every_outcome: SimulationResult, tmp_path: Path) -> None:
-    deadlines, slo = DeadlineConfig(tbt_s=0.03, ttft_s=0.5), SLOS[1]
+    deadlines, slo = DeadlineConfig(tbt_s=0.03, ttft_s=0.5), SloConfig(max_miss_rate=0.05, p50_scheduling_delay_s=0.5)
     write_simulated_run(every_outcome, tmp_path / "columns", deadlines=deadlines, slo=slo, plots=False)
     records = every_outcome.records(deadlines)
     metrics = summarize(records, slo)
