@@ -1,14 +1,19 @@
 """How fast vidur simulates, and how long its predictor takes to train.
 
 Llama-2-7B on one H100 with `sarathi` (chunk 512) on `splitwise_conv.csv` replayed as recorded
-(arrival times and lengths, prompts clipped to the 4,096-token context as Vidur does): 10,000
-requests, the same at 3x the recorded rate, 100,000 requests (the trace tiled end to end), a
-4-replica TP=4 deployment of Llama-2-70B at 4x the rate, and how the cost grows with the number
-of requests. `wall_s` is the simulation itself (the Rust event loop with the shared scheduler,
-per-token and per-iteration records, handed to numpy); scoring with metron's metrics is timed
-separately, and so is a capacity-search probe's SLO verdict: metron's full scoring against the
-search's verdict from the simulator's columns (the same verdict, `vidur/vidur/slo_check.py`).
-Each figure is the median of a few repeats (the machine is shared).
+(arrival times and lengths; a request longer than the 4,096-token context keeps its output and
+has its prompt shortened, as Vidur does): 10,000 requests, the same at 3x the recorded rate,
+100,000 requests (the trace tiled end to end), a 4-replica TP=4 deployment of Llama-2-70B at 4x
+the rate, and how the cost grows with the number of requests. `wall_s` is the simulation itself
+(the Rust event loop with the shared scheduler, per-token and per-iteration records, handed to
+numpy); scoring with metron's metrics is timed separately (metron's per-request path, and
+vidur's from the simulator's columns), and so is a capacity-search probe's SLO verdict: metron's
+full scoring against the search's verdict from the columns (the same verdict,
+`vidur/vidur/slo_check.py`). `whole_command_s` is `vidur simulate` of the 10,000 requests end to
+end in a fresh process (the run format, iterations.csv, simulation.json and trace.json written,
+plots off, the predictor from its cache), beside Vidur's own whole run of the same requests
+(95 s, as measured for the issue that asked for this figure). Each figure is the median of a few
+repeats (the machine is shared).
 
 Usage: .venv/bin/python benchmarks/vidur_speed.py [--data-dir DIR]
 The last line is one JSON object, for the 10,000-request run.
@@ -18,6 +23,9 @@ import argparse
 import functools
 import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -25,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from metron.deadlines import DeadlineConfig
+from metron.lengths import LengthConfig, request_lengths
 from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
 from metron.traces import read_trace_column
@@ -38,6 +47,7 @@ from vidur import (
     Simulator,
     Workload,
     plan_deployment,
+    score,
     simulated_prefill_model,
     train_predictor,
 )
@@ -46,20 +56,37 @@ from vidur.slo_check import slo_verdict
 from vidur.validation import interpolation_error, roofline_transfer_error
 
 REPEATS = 3
+# Vidur (microsoft/vidur) simulating the same 10,000 requests, from its start to its outputs.
+VIDUR_WHOLE_RUN_S = 95.0
 
 
 def splitwise(trace: Path, num_requests: int, rate_scale: float, max_total_tokens: int) -> Workload:
     """The trace as recorded, tiled end to end when more requests are asked for than it has."""
     arrivals = read_trace_column(trace, "arrived_at")
-    prompts = read_trace_column(trace, "num_prefill_tokens").astype(np.int64)
-    outputs = read_trace_column(trace, "num_decode_tokens").astype(np.int64)
     rows = np.arange(num_requests) % len(arrivals)
     laps = np.arange(num_requests) // len(arrivals)
     span = arrivals[-1] - arrivals[0] + (arrivals[-1] - arrivals[0]) / (len(arrivals) - 1)
     arrival_s = (arrivals[rows] - arrivals[0] + laps * span) / rate_scale
-    prompt = np.minimum(np.maximum(prompts[rows], 1), max_total_tokens - 1)
-    output = np.minimum(np.maximum(outputs[rows], 1), max_total_tokens - prompt)
+    lengths = LengthConfig(kind="trace", trace_path=str(trace), shuffle=False, max_total_tokens=max_total_tokens)
+    prompt, output = request_lengths(lengths, num_requests, np.random.default_rng(0))
     return Workload(np.arange(num_requests), arrival_s, prompt, output, np.zeros(num_requests, dtype=bool))
+
+
+def whole_command_s(data: Path) -> tuple[float, float]:
+    """(whole command, simulation alone) of `vidur simulate` on the 10,000 requests, medians of
+    fresh processes after one that fills the predictor cache."""
+    with tempfile.TemporaryDirectory() as scratch:
+        command = [sys.executable, "-m", "vidur.cli", "simulate", "--data-dir", str(data)]
+        command += ["--trace", "splitwise_conv.csv", "--num-requests", "10000", "--set", "output.plots=false"]
+        command += ["--output-dir", f"{scratch}/run", "--predictor-cache-dir", f"{scratch}/cache"]
+        subprocess.run(command, check=True, capture_output=True)
+        walls, simulations = [], []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            printed = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            walls.append(time.perf_counter() - started)
+            simulations.append(float(printed.splitlines()[-1].split()[2]))  # "time: simulation X s, ..."
+    return statistics.median(walls), statistics.median(simulations)
 
 
 def median_s(run: Callable[[], object]) -> float:
@@ -157,8 +184,11 @@ def main() -> None:
     records = result.records(DeadlineConfig())
     metrics = summarize(records)
     scoring_s = time.perf_counter() - started
+    column_scoring_s = median_s(lambda: score(result, DeadlineConfig()))
+    assert score(result, DeadlineConfig()).metrics == metrics
     print(
-        f"\nscoring the 10,000-request run with metron (records + summary): {scoring_s:.2f} s; "
+        f"\nscoring the 10,000-request run with metron (records + summary): {scoring_s:.2f} s; from the "
+        f"simulator's columns (the same figures): {column_scoring_s:.2f} s; "
         f"TTFT p50 {metrics['ttft_s.p50']:.3f} s, TBT p99 {metrics['tbt_s.p99']:.4f} s"
     )
 
@@ -179,6 +209,12 @@ def main() -> None:
             f"{verdict_s[kind]:.4f} s ({full_s / verdict_s[kind]:.0f}x); probe {probe_sim_s + full_s:.3f} s -> "
             f"{probe_sim_s + verdict_s[kind]:.3f} s"
         )
+    whole_s, command_simulation_s = whole_command_s(data)
+    print(
+        f"\nvidur simulate, 10,000 requests, run written, plots off: {whole_s:.2f} s end to end "
+        f"(the simulation {command_simulation_s:.3f} s of it); Vidur's whole run {VIDUR_WHOLE_RUN_S:.0f} s, "
+        f"{VIDUR_WHOLE_RUN_S / whole_s:.0f}x"
+    )
     print(
         json.dumps(
             {
@@ -190,6 +226,9 @@ def main() -> None:
                 "predictor_heldout_mape": round(heldout.layer_mape, 4),
                 "probe_simulation_s": round(probe_sim_s, 4),
                 "probe_deadline_verdict_s": round(verdict_s["deadline"], 4),
+                "column_scoring_s": round(column_scoring_s, 3),
+                "whole_command_s": round(whole_s, 3),
+                "whole_command_vs_vidur": round(VIDUR_WHOLE_RUN_S / whole_s, 1),
             }
         )
     )

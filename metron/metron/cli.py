@@ -14,7 +14,7 @@ import msgspec
 
 from metron.arrivals import ARRIVAL_KINDS, ArrivalConfig
 from metron.deadlines import DeadlineConfig
-from metron.lengths import LENGTH_KINDS, LengthConfig
+from metron.lengths import CLIP_RULES, LENGTH_KINDS, LengthConfig
 from metron.load_generator import LoadConfig
 from metron.prefill_profile import read_prefill_model
 from metron.prompts import load_tokenizer
@@ -81,6 +81,12 @@ def _workload_arguments(parser: argparse.ArgumentParser, with_rate: bool = True)
     group.add_argument("--length-trace", help="CSV with num_prefill_tokens and num_decode_tokens columns")
     group.add_argument("--in-order", action="store_true", help="trace lengths in file order, not shuffled")
     group.add_argument("--max-total-tokens", type=int, help="clip prompt + output to this (the model's context)")
+    group.add_argument(
+        "--clip",
+        choices=CLIP_RULES,
+        default=LengthConfig().clip,
+        help="what a request longer than --max-total-tokens keeps whole: its output (Vidur's rule) or its prompt",
+    )
 
 
 def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
@@ -206,6 +212,7 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         trace_path=args.length_trace,
         shuffle=not args.in_order,
         max_total_tokens=args.max_total_tokens,
+        clip=args.clip,
     )
     workload = WorkloadConfig(
         num_requests=args.num_requests,

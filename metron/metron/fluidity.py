@@ -13,20 +13,23 @@ deadline and banks a full `D_d`.
 
 How it is computed: the slack follows a Lindley recursion, slack_k = max(0, slack_{k-1} + budget_k)
 with budget_k = deadline_k - delay_k, whose closed form (cumulative sum minus its running minimum)
-lets numpy score many streams, or one stream at many deadlines, in a few array operations. Streams
-of similar length are padded into one 2-D array (padding is gaps of 0, always on time, and
-subtracted from the totals). Times are rounded to integer nanoseconds first, so on-time/late
-decisions at a deadline's exact boundary are exact rather than at the mercy of float rounding.
+lets numpy score many requests in a few array operations. Streams of similar length are padded
+into one 2-D array (padding is budgets of 0, always on time, and subtracted from the totals). The
+decode miss rates behind the fluidity curve and the minimum TBT deadline, evaluated at many
+deadlines per stream, count per run of long gaps instead (`metron.gap_buckets`), with the same
+result. Times are rounded to integer nanoseconds first, so on-time/late decisions at a deadline's
+exact boundary are exact rather than at the mercy of float rounding.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from metron.gap_buckets import gap_buckets
+from metron.padded_streams import pad_rows, similar_length_buckets
+
 _NS = 1_000_000_000
 _SEARCH_RESOLUTION_NS = 1_000
-_BUCKET_GROWTH = 1.25
-_BUCKET_MAX_ELEMENTS = 1 << 20
 
 TokenTimes = Sequence[float] | np.ndarray
 
@@ -54,52 +57,11 @@ def _count(budgets: np.ndarray, tbt_deadlines: np.ndarray, padding: np.ndarray) 
     return missed, total
 
 
-def _buckets(lengths: np.ndarray) -> Iterator[np.ndarray]:
-    """Indices of streams grouped by similar length (the longest at most 25% longer than the
-    shortest, or 16 entries), so padding them to one 2-D array wastes little."""
-    order = np.argsort(lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        shortest = lengths[order[start]]
-        end = start + 1
-        while end < len(order):
-            longest = lengths[order[end]]
-            if longest > max(shortest * _BUCKET_GROWTH, shortest + 16):
-                break
-            if (end - start + 1) * longest > _BUCKET_MAX_ELEMENTS:
-                break
-            end += 1
-        yield order[start:end]
-        start = end
-
-
-def _pad(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    width = max(len(row) for row in rows)
-    padded = np.zeros((len(rows), width), dtype=np.int64)
-    for index, row in enumerate(rows):
-        padded[index, : len(row)] = row
-    return padded, width - np.array([len(row) for row in rows])
-
-
-def _padded_gap_buckets(token_times_s: Sequence[TokenTimes]) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """The streams' gaps between tokens (ns) in `_buckets`, each bucket padded by `_pad`: (stream
-    indices, padded gaps, padding per row). Streams of fewer than two tokens have no gaps and are
-    left out."""
-    gaps = [np.diff(to_ns(times)) for times in token_times_s]
-    lengths = np.array([len(row) for row in gaps])
-    for bucket in _buckets(lengths):
-        bucket = bucket[lengths[bucket] > 0]
-        if len(bucket) > 0:
-            yield bucket, *_pad([gaps[i] for i in bucket])
-
-
-def _pad_flat(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`_pad` of the rows `values[starts[k]:starts[k] + lengths[k]]`."""
-    width = int(lengths.max())
-    padded = np.zeros((len(lengths), width), dtype=np.int64)
-    within_row = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    padded[np.arange(width) < lengths[:, None]] = values[np.repeat(starts, lengths) + within_row]
-    return padded, width - lengths
+def _flat(token_times_s: Sequence[TokenTimes]) -> tuple[np.ndarray, np.ndarray]:
+    """Streams end to end in one array, and each one's length."""
+    streams = [np.asarray(times, dtype=np.float64) for times in token_times_s]
+    flat = np.concatenate(streams) if streams else np.zeros(0)
+    return flat, np.array([len(times) for times in streams], dtype=np.int64)
 
 
 def count_deadlines(
@@ -118,9 +80,7 @@ def count_deadlines_many(
     tbt_deadlines_s: Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray]:
     """`count_deadlines` for many requests at once: (missed, total) arrays."""
-    streams = [np.asarray(times, dtype=np.float64) for times in token_times_s]
-    flat = np.concatenate(streams) if streams else np.zeros(0)
-    lengths = np.array([len(times) for times in streams], dtype=np.int64)
+    flat, lengths = _flat(token_times_s)
     return count_deadlines_flat(arrivals_s, flat, lengths, ttft_deadlines_s, tbt_deadlines_s)
 
 
@@ -156,11 +116,11 @@ def count_deadlines_flat(
     budgets[starts[streaming]] += ttft[streaming] - tbt[streaming]
     missed = np.zeros(len(lengths), dtype=np.int64)
     total = np.zeros(len(lengths), dtype=np.int64)
-    for bucket in _buckets(lengths):
+    for bucket in similar_length_buckets(lengths):
         bucket = bucket[lengths[bucket] > 0]
         if len(bucket) == 0:
             continue
-        padded, padding = _pad_flat(budgets, starts[bucket], lengths[bucket])  # a budget of 0 is on time
+        padded, padding = pad_rows(budgets, starts[bucket], lengths[bucket])  # a budget of 0 is on time
         missed[bucket], total[bucket] = _count(padded, tbt[bucket], padding)
     return missed, total
 
@@ -174,14 +134,20 @@ def decode_miss_rates(token_times_s: TokenTimes, tbt_deadlines_s: Sequence[float
 
 def decode_miss_rate_table(token_times_s: Sequence[TokenTimes], tbt_deadlines_s: Sequence[float]) -> np.ndarray:
     """`decode_miss_rates` of many streams: an array [stream, deadline]."""
+    return decode_miss_rate_table_flat(*_flat(token_times_s), tbt_deadlines_s)
+
+
+def decode_miss_rate_table_flat(
+    token_times_s: np.ndarray, num_tokens: Sequence[int] | np.ndarray, tbt_deadlines_s: Sequence[float]
+) -> np.ndarray:
+    """`decode_miss_rate_table` of streams given end to end in one array (as `count_deadlines_flat`)."""
     deadlines = to_ns(tbt_deadlines_s)
     if np.any(deadlines <= 0):
         raise ValueError("TBT deadlines must be positive")
-    table = np.zeros((len(token_times_s), len(deadlines)))
-    for bucket, padded, padding in _padded_gap_buckets(token_times_s):
-        for column, deadline in enumerate(deadlines):
-            missed, total = _count(deadline - padded, np.full(len(bucket), deadline), padding)
-            table[bucket, column] = missed / total
+    table = np.zeros((len(num_tokens), len(deadlines)))
+    for bucket in gap_buckets(to_ns(token_times_s), np.asarray(num_tokens)):
+        for column, deadline in enumerate(deadlines.tolist()):
+            table[bucket.streams, column] = bucket.miss_rates(np.full(len(bucket.streams), deadline))
     return table
 
 
@@ -193,21 +159,29 @@ def min_tbt_deadline(token_times_s: TokenTimes, max_miss_rate: float = 0.1) -> f
 
 
 def min_tbt_deadlines(token_times_s: Sequence[TokenTimes], max_miss_rate: float = 0.1) -> list[float | None]:
-    """`min_tbt_deadline` of many streams at once. The miss rate never rises as the deadline grows
-    (the slack only grows, lateness only shrinks), so a bisection per stream finds it; all streams
-    of a bucket bisect together."""
+    """`min_tbt_deadline` of many streams at once."""
+    return min_tbt_deadlines_flat(*_flat(token_times_s), max_miss_rate)
+
+
+def min_tbt_deadlines_flat(
+    token_times_s: np.ndarray, num_tokens: Sequence[int] | np.ndarray, max_miss_rate: float = 0.1
+) -> list[float | None]:
+    """`min_tbt_deadlines` of streams given end to end in one array (as `count_deadlines_flat`).
+    The miss rate never rises as the deadline grows (the slack only grows, lateness only
+    shrinks), so a bisection per stream finds it; all streams of a bucket bisect together."""
     if not 0 <= max_miss_rate < 1:
         raise ValueError(f"max_miss_rate must be in [0, 1), got {max_miss_rate}")
-    found: list[float | None] = [None] * len(token_times_s)
-    for bucket, padded, padding in _padded_gap_buckets(token_times_s):
-        high = padded.max(axis=1)  # at the largest gap every token is on time
+    found: list[float | None] = [None] * len(num_tokens)
+    for bucket in gap_buckets(to_ns(token_times_s), np.asarray(num_tokens)):
+        high = bucket.max_gap.copy()  # at the largest gap every token is on time
         low = np.zeros_like(high)  # never passes: a deadline must be positive
         while np.any(searching := high - low > _SEARCH_RESOLUTION_NS):
             middle = np.maximum((low + high) // 2, 1)
-            missed, total = _count(middle[:, None] - padded, middle, padding)
-            passes = missed / total <= max_miss_rate
+            rows = np.flatnonzero(searching)
+            passes = np.zeros(len(high), dtype=bool)
+            passes[rows] = bucket.miss_rates(middle[rows], rows) <= max_miss_rate
             high = np.where(searching & passes, middle, high)
             low = np.where(searching & ~passes, middle, low)
-        for row, index in enumerate(bucket):
-            found[index] = float(high[row]) / _NS
+        for index, deadline_ns in zip(bucket.streams.tolist(), high.tolist(), strict=True):
+            found[index] = float(deadline_ns) / _NS
     return found

@@ -6,6 +6,7 @@ import numpy as np
 from metron.traces import read_trace_column
 
 LENGTH_KINDS = ("fixed", "uniform", "zipf", "trace")
+CLIP_RULES = ("keep_output", "keep_prompt")
 
 
 class LengthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -15,7 +16,9 @@ class LengthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     `trace_path` (`prompt_column`, `output_column`), rows in a seeded random order when `shuffle`
     (wrapping around when more requests than rows are asked for), else in file order.
 
-    `max_total_tokens`, when set, clips every request to fit a model's context: the prompt to at
+    `max_total_tokens`, when set, clips every request to fit a model's context, by the `clip`
+    rule. `keep_output` (Vidur's rule for replayed traces) shortens the prompt to what the output
+    leaves, down to 1 token, and only then the output. `keep_prompt` shortens the prompt to at
     most `max_total_tokens - 1`, then the output to what is left."""
 
     kind: str = "fixed"
@@ -29,6 +32,7 @@ class LengthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     output_column: str = "num_decode_tokens"
     shuffle: bool = True
     max_total_tokens: int | None = None
+    clip: str = "keep_output"
 
     def __post_init__(self) -> None:
         if self.kind not in LENGTH_KINDS:
@@ -53,6 +57,8 @@ class LengthConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError(f"zipf_theta must be positive, got {self.zipf_theta}")
         if self.max_total_tokens is not None and self.max_total_tokens < 2:
             raise ValueError(f"max_total_tokens must be at least 2, got {self.max_total_tokens}")
+        if self.clip not in CLIP_RULES:
+            raise ValueError(f"unknown clip rule {self.clip!r}; choose one of {', '.join(CLIP_RULES)}")
 
 
 def _zipf(rng: np.random.Generator, low: int, high: int, theta: float, size: int) -> np.ndarray:
@@ -89,6 +95,14 @@ def request_lengths(config: LengthConfig, num_requests: int, rng: np.random.Gene
     prompts = np.maximum(np.asarray(prompts, dtype=np.int64), 1)
     outputs = np.maximum(np.asarray(outputs, dtype=np.int64), 1)
     if config.max_total_tokens is not None:
-        prompts = np.minimum(prompts, config.max_total_tokens - 1)
-        outputs = np.minimum(outputs, config.max_total_tokens - prompts)
+        prompts, outputs = _clip(prompts, outputs, config.max_total_tokens, config.clip)
     return prompts, outputs
+
+
+def _clip(prompts: np.ndarray, outputs: np.ndarray, max_total_tokens: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Requests (lengths >= 1) clipped to `max_total_tokens` in all by `rule` (`LengthConfig.clip`)."""
+    if rule == "keep_output":
+        prompts = np.maximum(np.minimum(prompts, max_total_tokens - outputs), 1)
+    else:
+        prompts = np.minimum(prompts, max_total_tokens - 1)
+    return prompts, np.minimum(outputs, max_total_tokens - prompts)

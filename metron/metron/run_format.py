@@ -64,7 +64,7 @@ class Run(msgspec.Struct, frozen=True):
     records: list[RequestRecord]
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, data: bytes | bytearray) -> None:
     temporary = path.with_name(f".{path.name}.partial")
     temporary.write_bytes(data)
     os.replace(temporary, path)
@@ -86,7 +86,7 @@ def write_run(
     for record in records:
         encoder.encode_into(record, lines, -1)
         lines += b"\n"
-    _write_atomically(directory / REQUESTS_FILE, bytes(lines))
+    _write_atomically(directory / REQUESTS_FILE, lines)
 
     summary = {"format": FORMAT, "config": msgspec.to_builtins(config), "metrics": metrics, "slo": slo}
     _write_atomically(directory / SUMMARY_FILE, msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n")

@@ -38,9 +38,13 @@ MISS_RATE_CURVE_DEADLINES_S = tuple(round(float(d), 6) for d in np.geomspace(0.0
 Metrics = dict[str, float | int | list[float] | None]
 
 
-def describe(name: str, values: Iterable[float | None]) -> Metrics:
-    """`name.mean`, `name.min`, `name.p50`, `name.p90`, `name.p99`, `name.max` of the values that are not None."""
-    array = np.array([v for v in values if v is not None], dtype=np.float64)
+def describe(name: str, values: Iterable[float | None] | np.ndarray) -> Metrics:
+    """`name.mean`, `name.min`, `name.p50`, `name.p90`, `name.p99`, `name.max` of the values that
+    are not None (an array is taken as it is: no None in it)."""
+    if isinstance(values, np.ndarray):
+        array = values.astype(np.float64)
+    else:
+        array = np.array([v for v in values if v is not None], dtype=np.float64)
     if len(array) == 0:
         return {f"{name}.{stat}": None for stat in STATS}
     p50, p90, p99 = np.percentile(array, [50, 90, 99])
@@ -54,7 +58,8 @@ def describe(name: str, values: Iterable[float | None]) -> Metrics:
     }
 
 
-def _inverse(value: float | int | list[float] | None) -> float | None:
+def per_second(value: float | int | list[float] | None) -> float | None:
+    """The rate of a positive duration (1 / value); None for anything else."""
     return 1.0 / value if isinstance(value, float | int) and value > 0 else None
 
 
@@ -112,9 +117,9 @@ def summarize(records: Sequence[RequestRecord], slo: SloConfig | None = None) ->
                 values = (getattr(r, name) for r in completed)
         metrics.update(describe(name, values))
 
-    metrics["fluid_token_rate_per_s"] = _inverse(metrics["min_tbt_deadline_s.p99"])
-    metrics["tpot_token_rate_per_s"] = _inverse(metrics["tpot_s.mean"])
-    metrics["p99_tbt_token_rate_per_s"] = _inverse(metrics["tbt_s.p99"])
+    metrics["fluid_token_rate_per_s"] = per_second(metrics["min_tbt_deadline_s.p99"])
+    metrics["tpot_token_rate_per_s"] = per_second(metrics["tpot_s.mean"])
+    metrics["p99_tbt_token_rate_per_s"] = per_second(metrics["tbt_s.p99"])
 
     streams = [r.token_times_s for r in completed if r.output_tokens > 1]
     curve = (

@@ -3,6 +3,7 @@ prompts hit their token counts exactly; the same seed gives the same workload.""
 
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -105,11 +106,41 @@ def test_trace_lengths_come_from_the_columns_in_order_or_shuffled(traces: Path) 
     assert (prompts[0], outputs[0]) == (374, 44)  # the file's first row
     shuffled = LengthConfig(kind="trace", trace_path=str(path), max_total_tokens=1000)
     prompts, outputs = request_lengths(shuffled, 5000, np.random.default_rng(0))
+    unclipped = msgspec.structs.replace(shuffled, max_total_tokens=None)
+    _, unclipped_outputs = request_lengths(unclipped, 5000, np.random.default_rng(0))
+    assert np.all(prompts + outputs <= 1000) and np.all(prompts >= 1)
+    assert len(set(prompts.tolist())) > 200 and np.mean(prompts + outputs == 1000) > 0.1  # clipped, not dropped
+    assert np.array_equal(outputs, np.minimum(unclipped_outputs, 999))  # every output kept that fits
+    keep_prompt = msgspec.structs.replace(shuffled, clip="keep_prompt")
+    prompts, outputs = request_lengths(keep_prompt, 5000, np.random.default_rng(0))
     assert np.all(prompts + outputs <= 1000) and np.all(outputs >= 1)
-    assert len(set(prompts.tolist())) > 200 and np.mean(prompts == 999) > 0.1  # clipped, not dropped
+    assert np.mean(prompts == 999) > 0.1 and np.mean(outputs == 1) > 0.1
+
+
+def test_over_long_requests_keep_their_output_or_their_prompt(tmp_path: Path) -> None:
+    """A 4,096-token context. Rows: fits; 3000 + 2000 (over by 904); a prompt alone too long; an
+    output alone too long; both too long; exactly 4,096."""
+    trace = tmp_path / "lengths.csv"
+    rows = [(100, 50), (3000, 2000), (5000, 100), (10, 5000), (6000, 7000), (4000, 96)]
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{p},{o}\n" for p, o in rows))
+    config = LengthConfig(kind="trace", trace_path=str(trace), shuffle=False, max_total_tokens=4096)
+    assert config.clip == "keep_output"  # Vidur's rule is the default
+    prompts, outputs = request_lengths(config, len(rows), np.random.default_rng(0))
+    # The prompt gives way (down to one token); the output only when it alone fills the context.
+    assert list(zip(prompts.tolist(), outputs.tolist(), strict=True)) == [
+        (100, 50), (2096, 2000), (3996, 100), (1, 4095), (1, 4095), (4000, 96)
+    ]
+    keep_prompt = msgspec.structs.replace(config, clip="keep_prompt")
+    prompts, outputs = request_lengths(keep_prompt, len(rows), np.random.default_rng(0))
+    # The prompt keeps up to 4,095 tokens; the output gets what is left.
+    assert list(zip(prompts.tolist(), outputs.tolist(), strict=True)) == [
+        (100, 50), (3000, 1096), (4095, 1), (10, 4086), (4095, 1), (4000, 96)
+    ]
 
 
 def test_bad_length_configs_say_what_is_wrong(traces: Path) -> None:
+    with pytest.raises(ValueError, match="unknown clip rule 'prompt'; choose one of keep_output, keep_prompt"):
+        LengthConfig(clip="prompt")
     with pytest.raises(ValueError, match="min_prompt_tokens \\(30\\) exceeds prompt_tokens \\(20\\)"):
         LengthConfig(kind="uniform", min_prompt_tokens=30, prompt_tokens=20)
     with pytest.raises(ValueError, match="output_tokens must be at least 1"):

@@ -20,6 +20,14 @@ def data_dir() -> Path:
     return DATA
 
 
+@pytest.fixture(autouse=True)
+def _predictor_cache_in_a_temporary_directory(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `vidur` command caches the trained predictor under $XDG_CACHE_HOME: not the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
 @pytest.fixture(scope="session")
 def predictor(data_dir: Path) -> OperatorPredictor:
     return train_predictor(default_profiling_roots(data_dir))

@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from metron.run_format import read_run
+from metron.traces import read_trace_column
 
 from vidur import Simulator, _simulator
 from vidur.cli import main, parser
@@ -170,3 +172,31 @@ def test_the_command_offers_every_policy_and_router_the_simulator_has(llama7b_h1
             num_replicas=2,
             router=router,
         )
+
+
+def test_simulate_caches_the_predictor_and_prints_both_times(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--data-dir", str(data_dir), "--num-requests", "20", "--predictor-cache-dir", str(tmp_path)]
+    assert main(args) == 0
+    assert len(list(tmp_path.glob("predictor-*.pickle"))) == 1
+    assert main(args) == 0
+    last_line = capsys.readouterr().out.splitlines()[-1]
+    assert last_line.startswith("time: simulation ") and " s, whole command " in last_line
+    assert len(list(tmp_path.glob("predictor-*.pickle"))) == 1
+    assert main([*args[:-2], "--no-predictor-cache"]) == 0
+
+
+def test_over_long_trace_requests_keep_their_output_and_the_run_says_so(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "conv"
+    args = ["simulate", "--data-dir", str(data_dir), "--trace", "splitwise_conv.csv", "--num-requests", "400"]
+    assert main([*args, "--output-dir", str(out), "--set", "output.plots=false"]) == 0
+    run = read_run(out)
+    lengths = run.config["workload"]["lengths"]  # type: ignore[index]
+    assert lengths["clip"] == "keep_output" and lengths["max_total_tokens"] == 4096
+    trace = data_dir / "traces" / "splitwise_conv.csv"
+    prompts = read_trace_column(trace, "num_prefill_tokens")[:400].astype(int)
+    outputs = read_trace_column(trace, "num_decode_tokens")[:400].astype(int)
+    assert (prompts + outputs > 4096).sum() > 10  # some do not fit Llama-2-7B's context
+    assert [r.requested_output_tokens for r in run.records] == outputs.tolist()
+    assert [r.prompt_tokens for r in run.records] == np.minimum(prompts, 4096 - outputs).tolist()

@@ -12,7 +12,7 @@ from vidur._simulator import (
     SchedulerConfigError,
     SimulatorError,
 )
-from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_for
+from vidur.api import deadlines_for, simulated_prefill_model, train_predictor, workload_config_for, workload_for
 from vidur.config import VidurConfig, load_config
 from vidur.cost_model import CpuOverheadConfig
 from vidur.deployment import (
@@ -36,6 +36,7 @@ from vidur.gpus import GpuSpec, get_gpu
 from vidur.models import ModelSpec, get_model
 from vidur.output import score, write_simulated_run
 from vidur.predictor import OperatorPredictor
+from vidur.predictor_cache import cached_predictor
 from vidur.simulation import SimulationResult, Simulator, Workload
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "UnknownModelError",
     "VidurConfig",
     "Workload",
+    "cached_predictor",
     "deadlines_for",
     "get_gpu",
     "get_model",
@@ -72,6 +74,7 @@ __all__ = [
     "score",
     "simulated_prefill_model",
     "train_predictor",
+    "workload_config_for",
     "workload_for",
     "write_simulated_run",
 ]

@@ -1,6 +1,7 @@
 """Type stubs of the Rust extension; `python -m mypy.stubtest vidur._simulator` keeps them honest."""
 
 from collections.abc import Sequence
+from os import PathLike
 from typing import final
 
 __all__ = [
@@ -289,6 +290,7 @@ class SimulationOutput:
     def rejections(self) -> list[tuple[int, str]]: ...
     def request_columns(self) -> dict[str, tuple[str, bytes]]: ...
     def iteration_columns(self) -> dict[str, tuple[str, bytes]]: ...
+    def write_iteration_csv(self, path: str | PathLike[str]) -> None: ...
 
 def simulate(
     *,

@@ -24,13 +24,19 @@ from vidur.simulation import Simulator, Workload
 train_predictor = OperatorPredictor.train
 
 
+def workload_config_for(config: WorkloadConfig, deployment: Deployment) -> WorkloadConfig:
+    """The workload as it runs on `deployment`: requests longer than its context are clipped by
+    the lengths' `clip` rule (by default the output is kept and the prompt shortened, as Vidur
+    does), unless the workload sets its own `max_total_tokens`."""
+    if config.lengths.max_total_tokens is not None:
+        return config
+    lengths: LengthConfig = msgspec.structs.replace(config.lengths, max_total_tokens=deployment.max_model_len)
+    return msgspec.structs.replace(config, lengths=lengths)
+
+
 def workload_for(config: WorkloadConfig, deployment: Deployment) -> Workload:
-    """The workload's requests. Requests longer than the deployment's context are clipped (the
-    prompt first, then the output), unless the workload sets its own `max_total_tokens`."""
-    if config.lengths.max_total_tokens is None:
-        lengths: LengthConfig = msgspec.structs.replace(config.lengths, max_total_tokens=deployment.max_model_len)
-        config = msgspec.structs.replace(config, lengths=lengths)
-    return Workload.from_requests(generate_workload(config))
+    """The workload's requests on `deployment` (`workload_config_for`)."""
+    return Workload.from_requests(generate_workload(workload_config_for(config, deployment)))
 
 
 def simulated_prefill_model(simulator: Simulator, num_lengths: int = 12) -> PrefillModel:

@@ -1,21 +1,22 @@
 """The `vidur` command: simulate, search, profile, predictor, fit-overheads, validate, catalogue.
 
 The only place that reads the environment: `SERVEKIT_DATA` points at the data directory
-(traces/ and profiling/); by default it is `../shared/data` beside the repository.
+(traces/ and profiling/); by default it is `../shared/data` beside the repository. The trained
+predictor is cached in `$XDG_CACHE_HOME/servekit/vidur` (default `~/.cache/servekit/vidur`).
 """
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
 
-from vidur.api import deadlines_for, train_predictor, workload_for
+from vidur.api import deadlines_for, train_predictor, workload_config_for, workload_for
 from vidur.config import VidurConfig, default_profiling_roots, load_config, profiling_roots
 from vidur.deployment import POLICIES, ROUTERS, plan_deployment
 from vidur.errors import DeploymentError
@@ -25,6 +26,7 @@ from vidur.models import CATALOGUE as MODELS
 from vidur.models import get_model
 from vidur.output import score, simulation_summary, write_simulated_run
 from vidur.predictor import OperatorPredictor
+from vidur.predictor_cache import cached_predictor, profile_fingerprint
 from vidur.profiles import load_profiles
 from vidur.simulation import Simulator
 from vidur.validation import attention_error, interpolation_error, roofline_transfer_error
@@ -40,14 +42,26 @@ def data_dir(argument: str | None) -> Path:
     return REPOSITORY.parent / "shared" / "data"
 
 
-def fingerprint(roots: list[Path]) -> str:
-    """Changes whenever a profile file does, so cached search results are never stale."""
-    digest = hashlib.sha256()
-    for root in roots:
-        for path in sorted(root.rglob("*.csv")):
-            stat = path.stat()
-            digest.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
+def predictor_cache_dir(args: argparse.Namespace) -> Path | None:
+    if args.no_predictor_cache:
+        return None
+    if args.predictor_cache_dir:
+        return Path(args.predictor_cache_dir)
+    cache_home = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache_home) / "servekit" / "vidur"
+
+
+def seconds_since_start(started: float, *, whole_process: bool) -> float:
+    """Since the process started (Linux: from /proc, so interpreter start-up and imports count)
+    when it runs just this command, else since `started`."""
+    if whole_process:
+        try:
+            fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+            uptime = float(Path("/proc/uptime").read_text().split()[0])
+            return uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    return time.perf_counter() - started
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +82,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-requests", type=int)
     parser.add_argument("--seed", type=int, help="seeds the workload and the random router")
     parser.add_argument("--output-dir")
+    parser.add_argument(
+        "--predictor-cache-dir", help="where the trained predictor is kept (default: $XDG_CACHE_HOME/servekit/vidur)"
+    )
+    parser.add_argument("--no-predictor-cache", action="store_true", help="train the predictor, do not cache it")
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
@@ -103,7 +121,7 @@ def _load(args: argparse.Namespace) -> tuple[VidurConfig, OperatorPredictor, lis
     base = Path(args.config).parent if args.config else Path(".")
     roots = profiling_roots(config, data, base) + [Path(p) for p in args.profiling_dir]
     roots += device_roots(config, roots)
-    return config, train_predictor(roots), roots
+    return config, cached_predictor(roots, predictor_cache_dir(args)), roots
 
 
 def device_roots(config: VidurConfig, roots: list[Path]) -> list[Path]:
@@ -125,6 +143,7 @@ def _print_metrics(metrics: Mapping[str, object], keys: tuple[str, ...]) -> None
 
 
 def simulate_command(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
     config, predictor, _ = _load(args)
     if args.qps is not None:
         config = dataclasses.replace(config, workload=config.workload.with_rate(args.qps))
@@ -139,7 +158,7 @@ def simulate_command(args: argparse.Namespace) -> int:
             args.output_dir,
             deadlines=deadlines,
             slo=config.slo,
-            workload_config=config.workload,
+            workload_config=workload_config_for(config.workload, deployment),
             trace_max_iterations=config.output.trace_max_iterations,
             plots=config.output.plots,
         )
@@ -171,6 +190,8 @@ def simulate_command(args: argparse.Namespace) -> int:
         print(f"  SLO ({config.slo.kind}): {scored.verdict.describe()}")
     if args.output_dir:
         print(f"wrote {args.output_dir}")
+    whole_s = seconds_since_start(started, whole_process=args.whole_process)
+    print(f"time: simulation {result.wall_s:.3f} s, whole command {whole_s:.2f} s")
     return 0
 
 
@@ -185,7 +206,7 @@ def search_command(args: argparse.Namespace) -> int:
         config,
         predictor,
         cache_dir=cache_dir,
-        fingerprint=fingerprint(roots),
+        fingerprint=profile_fingerprint(roots),
         workers=args.workers or os.cpu_count() or 1,
         progress=not args.no_progress,
     )
@@ -374,6 +395,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.whole_process = argv is None  # the command line itself, not a call from Python
     try:
         return int(args.run(args))
     except (ValueError, DeploymentError, RuntimeError) as error:

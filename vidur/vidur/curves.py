@@ -5,7 +5,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from vidur import _simulator
 
@@ -93,6 +92,8 @@ def fit_roofline(flops: np.ndarray, bytes_moved: np.ndarray, time_s: np.ndarray)
     from rates that would explain a typical point on their own, so neither term starts out
     negligible (a flat start would leave the fit stuck at a constant). Work with no FLOPs at all
     (memory-bound kernels) fits the overhead and the byte rate only; its FLOP rate is infinite."""
+    from scipy.optimize import least_squares  # only training fits; a cached predictor never imports scipy
+
     flops = np.asarray(flops, dtype=np.float64)
     bytes_moved = np.asarray(bytes_moved, dtype=np.float64)
     time_s = np.asarray(time_s, dtype=np.float64)

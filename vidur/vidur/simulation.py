@@ -54,7 +54,8 @@ class Workload:
 class SimulationResult:
     """Per-request columns (workload order): replica, token_offsets, num_tokens, token_times,
     first_scheduled_s, finished_s, finish_reason, num_preemptions. Per-iteration columns: see
-    `vidur._simulator.SimulationOutput.iteration_columns`."""
+    `vidur._simulator.SimulationOutput.iteration_columns`. `output` is the simulator's own
+    record of the run, which writes the iterations as CSV."""
 
     deployment: Deployment
     workload: Workload
@@ -64,6 +65,7 @@ class SimulationResult:
     num_iterations: int
     end_s: float
     wall_s: float
+    output: _simulator.SimulationOutput
 
     def token_times(self, index: int) -> np.ndarray:
         start = int(self.requests["token_offsets"][index])
@@ -142,4 +144,5 @@ class Simulator:
             num_iterations=output.num_iterations,
             end_s=output.end_s,
             wall_s=wall_s,
+            output=output,
         )

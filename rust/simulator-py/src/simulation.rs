@@ -1,8 +1,13 @@
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use simulator::{
-    simulate as core_simulate, IterationRecords, RequestRecords, RouterKind, SimulationConfig,
-    Workload,
+    simulate as core_simulate, ColumnValues, IterationRecords, RequestRecords, RouterKind,
+    SimulationConfig, Workload,
 };
 
 use crate::cost_model::PyCostModel;
@@ -77,28 +82,27 @@ impl PySimulationOutput {
 
     /// Per iteration, in the order batches were scheduled (empty unless recorded).
     fn iteration_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let it = &self.iterations;
         let columns = PyDict::new(py);
-        add_column(&columns, "replica", &it.replica)?;
-        add_column(&columns, "start_s", &it.start_s)?;
-        add_column(&columns, "end_s", &it.end_s)?;
-        add_column(&columns, "num_seqs", &it.num_seqs)?;
-        add_column(&columns, "num_prefill_seqs", &it.num_prefill_seqs)?;
-        add_column(&columns, "num_prefill_tokens", &it.num_prefill_tokens)?;
-        add_column(&columns, "num_decode_tokens", &it.num_decode_tokens)?;
-        add_column(&columns, "num_sampled", &it.num_sampled)?;
-        add_column(&columns, "decode_context_tokens", &it.decode_context_tokens)?;
-        add_column(&columns, "num_preempted", &it.num_preempted)?;
-        add_column(&columns, "num_blocks_used", &it.num_blocks_used)?;
-        add_column(&columns, "num_waiting", &it.num_waiting)?;
-        add_column(&columns, "num_running", &it.num_running)?;
-        add_column(&columns, "forward_s", &it.forward_s)?;
-        add_column(&columns, "attention_s", &it.attention_s)?;
-        add_column(&columns, "communication_s", &it.communication_s)?;
-        add_column(&columns, "cpu_s", &it.cpu_s)?;
-        add_column(&columns, "attention_flops", &it.attention_flops)?;
-        add_column(&columns, "attention_bytes", &it.attention_bytes)?;
+        for (name, column) in self.iterations.columns() {
+            match column {
+                ColumnValues::U32(values) => add_column(&columns, name, values)?,
+                ColumnValues::U64(values) => add_column(&columns, name, values)?,
+                ColumnValues::F32(values) => add_column(&columns, name, values)?,
+                ColumnValues::F64(values) => add_column(&columns, name, values)?,
+            }
+        }
         Ok(columns)
+    }
+
+    /// Writes the per-iteration records to `path` as CSV, numbers as Python writes them. The GIL
+    /// is released while it writes.
+    fn write_iteration_csv(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.detach(|| -> std::io::Result<()> {
+            let mut out = BufWriter::new(File::create(&path)?);
+            self.iterations.write_csv(&mut out)?;
+            out.flush()
+        })
+        .map_err(|error| PyOSError::new_err(format!("cannot write {}: {error}", path.display())))
     }
 
     /// Requests a replica refused, as (workload index, reason).

@@ -108,6 +108,15 @@ pub struct IterationRecords {
     pub attention_bytes: Vec<f32>,
 }
 
+/// One per-iteration column, borrowed with its element type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ColumnValues<'a> {
+    U32(&'a [u32]),
+    U64(&'a [u64]),
+    F32(&'a [f32]),
+    F64(&'a [f64]),
+}
+
 /// A replica's state when a batch was scheduled.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaSnapshot {
@@ -125,6 +134,32 @@ impl IterationRecords {
 
     pub fn is_empty(&self) -> bool {
         self.start_s.is_empty()
+    }
+
+    /// Every column by name, in the order the records are documented and written.
+    pub fn columns(&self) -> [(&'static str, ColumnValues<'_>); 19] {
+        use ColumnValues::{F32, F64, U32, U64};
+        [
+            ("replica", U32(&self.replica)),
+            ("start_s", F64(&self.start_s)),
+            ("end_s", F64(&self.end_s)),
+            ("num_seqs", U32(&self.num_seqs)),
+            ("num_prefill_seqs", U32(&self.num_prefill_seqs)),
+            ("num_prefill_tokens", U64(&self.num_prefill_tokens)),
+            ("num_decode_tokens", U32(&self.num_decode_tokens)),
+            ("num_sampled", U32(&self.num_sampled)),
+            ("decode_context_tokens", U64(&self.decode_context_tokens)),
+            ("num_preempted", U32(&self.num_preempted)),
+            ("num_blocks_used", U32(&self.num_blocks_used)),
+            ("num_waiting", U32(&self.num_waiting)),
+            ("num_running", U32(&self.num_running)),
+            ("forward_s", F32(&self.forward_s)),
+            ("attention_s", F32(&self.attention_s)),
+            ("communication_s", F32(&self.communication_s)),
+            ("cpu_s", F32(&self.cpu_s)),
+            ("attention_flops", F32(&self.attention_flops)),
+            ("attention_bytes", F32(&self.attention_bytes)),
+        ]
     }
 
     pub fn push(&mut self, at: ReplicaSnapshot, start: f64, end: f64, time: &IterationTime) {

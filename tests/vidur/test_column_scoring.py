@@ -1,0 +1,119 @@
+"""Scoring a simulated run from its columns gives exactly what metron's per-request path gives:
+every record field, every summary figure (same keys, same order, same floats), and the same
+files, byte for byte (`iterations.csv` as Python's csv module writes the columns)."""
+
+import csv
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from metron.deadlines import DeadlineConfig
+from metron.run_format import REQUEST_CSV_COLUMNS, write_run
+from metron.slo import SloConfig, evaluate_slo
+from metron.summary import summarize
+
+from vidur import (
+    DeploymentConfig,
+    OperatorPredictor,
+    SimulationResult,
+    Simulator,
+    Workload,
+    plan_deployment,
+    score,
+    simulated_prefill_model,
+    write_simulated_run,
+)
+
+SLOS = [
+    None,
+    SloConfig(kind="deadline", max_miss_rate=0.05, p50_scheduling_delay_s=0.5),
+    SloConfig(kind="tbt_ttft", p99_tbt_s=0.03, p90_ttft_s=1.0),
+    SloConfig(kind="ttft_tpot", p90_ttft_s=0.5, p90_tpot_s=0.02),
+]
+
+
+@pytest.fixture(scope="module")
+def short_context(predictor: OperatorPredictor) -> Simulator:
+    """A 1,024-token context: longer requests end early at the cap or are refused."""
+    base = DeploymentConfig()
+    config = dataclasses.replace(base, scheduler=dataclasses.replace(base.scheduler, max_model_len=1024))
+    return Simulator(plan_deployment(config, predictor))
+
+
+@pytest.fixture(scope="module")
+def every_outcome(short_context: Simulator) -> SimulationResult:
+    """400 requests, some warm-up, some ending early at the context, some refused, under load."""
+    rng = np.random.default_rng(11)
+    num = 400
+    workload = Workload(
+        ids=np.arange(num),
+        arrival_s=np.cumsum(rng.exponential(1 / 12.0, num)),
+        prompt_tokens=rng.integers(20, 1100, num),
+        output_tokens=rng.integers(1, 300, num),
+        warmup=rng.random(num) < 0.05,
+    )
+    result = short_context.run(workload)
+    outcomes = {record.outcome for record in result.records(DeadlineConfig())}
+    assert outcomes == {"finished", "ended_early", "error"}
+    return result
+
+
+@pytest.mark.parametrize("slo", SLOS, ids=["no-slo", "deadline", "tbt_ttft", "ttft_tpot"])
+def test_records_and_summary_equal_metrons(
+    every_outcome: SimulationResult, short_context: Simulator, slo: SloConfig | None
+) -> None:
+    simulated = DeadlineConfig(prefill=simulated_prefill_model(short_context))
+    for deadlines in (DeadlineConfig(tbt_s=0.03, ttft_s=0.5), simulated):
+        records = every_outcome.records(deadlines)
+        scored = score(every_outcome, deadlines, slo)
+        assert scored.records == records
+        expected = summarize(records, slo)
+        assert list(scored.metrics) == list(expected)
+        assert scored.metrics == expected
+        if slo is not None:
+            assert scored.verdict == evaluate_slo(expected, slo)
+
+
+def test_a_run_of_finished_requests_scores_the_same(llama7b_h100: Simulator, make_workload: object) -> None:
+    workload = make_workload(300, 4.0, 5, prompt=(10, 2000), output=(1, 200))  # type: ignore[operator]
+    result = llama7b_h100.run(workload)
+    deadlines = DeadlineConfig(tbt_s=0.02, ttft_s=0.3)
+    scored = score(result, deadlines, SLOS[2])
+    assert scored.records == result.records(deadlines)
+    assert scored.metrics == summarize(result.records(deadlines), SLOS[2])
+
+
+def python_csv(columns: dict[str, np.ndarray]) -> str:
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(list(columns))
+    writer.writerows(zip(*(values.tolist() for values in columns.values()), strict=True))
+    return table.getvalue()
+
+
+def test_the_files_are_the_per_request_paths_byte_for_byte(every_outcome: SimulationResult, tmp_path: Path) -> None:
+    deadlines, slo = DeadlineConfig(tbt_s=0.03, ttft_s=0.5), SloConfig(max_miss_rate=0.05, p50_scheduling_delay_s=0.5)
+    write_simulated_run(every_outcome, tmp_path / "columns", deadlines=deadlines, slo=slo, plots=False)
+    records = every_outcome.records(deadlines)
+    metrics = summarize(records, slo)
+    config = {
+        "target": "vidur",
+        "deployment": every_outcome.deployment.describe(),
+        "workload": None,
+        "deadlines": msgspec.to_builtins(deadlines),
+        "slo": msgspec.to_builtins(slo),
+    }
+    write_run(tmp_path / "records", records, metrics, config, evaluate_slo(metrics, slo))
+    for name in ("requests.jsonl", "summary.json", "summary.csv", "requests.csv"):
+        assert (tmp_path / "columns" / name).read_bytes() == (tmp_path / "records" / name).read_bytes(), name
+    assert (tmp_path / "columns" / "iterations.csv").read_text() == python_csv(every_outcome.iterations)
+    header = (tmp_path / "columns" / "requests.csv").read_text().splitlines()[0]
+    assert header == ",".join(REQUEST_CSV_COLUMNS)
+    trace = json.loads((tmp_path / "columns" / "trace.json").read_text())
+    slices = [event for event in trace["traceEvents"] if event["ph"] == "X"]
+    assert len(slices) == every_outcome.num_iterations
+    assert [s["args"]["num_seqs"] for s in slices] == every_outcome.iterations["num_seqs"].tolist()

@@ -1,0 +1,185 @@
+"""A simulated run's per-request records as columns: every field of the metron `RequestRecord`s
+that `SimulationResult.records(deadlines)` builds, one array per field, computed from the
+simulator's columns with metron's definitions, its deadline counting and the same float
+operations (TTFT = first token - arrival, TPOT = (last - first) / (tokens - 1), fluidity-index =
+1 - missed / total, ...), so every value is identical. `records()` builds the records themselves,
+for metron's writer.
+
+Fields that can be None in a record are NaN here (`scheduling_delay_s`, `ttft_s`, `tpot_s`,
+`e2e_s`, `normalized_latency_s`, `fluidity_index`, `min_tbt_deadline_s`).
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from metron.deadlines import DeadlineConfig
+from metron.fluidity import count_deadlines_flat, min_tbt_deadlines_flat
+from metron.metrics import RequestRecord
+
+from vidur.simulation import SimulationResult
+
+OUTCOMES = ("finished", "ended_early", "error")
+FINISHED, ENDED_EARLY, ERROR = range(len(OUTCOMES))
+NOT_FINISHED = "the simulation ended before the request finished"
+
+
+@dataclass(frozen=True, slots=True)
+class RunColumns:
+    """Per request, in workload order. `token_times_s` holds every request's output token times
+    end to end (request i's are the `num_tokens[i]` after the previous requests'); `outcome`
+    indexes `OUTCOMES`; `errors` says why each failed request failed."""
+
+    ids: np.ndarray
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    requested_output_tokens: np.ndarray
+    warmup: np.ndarray
+    num_tokens: np.ndarray
+    token_times_s: np.ndarray
+    outcome: np.ndarray
+    errors: dict[int, str]
+    scheduling_delay_s: np.ndarray
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    e2e_s: np.ndarray
+    normalized_latency_s: np.ndarray
+    missed_deadlines: np.ndarray
+    total_deadlines: np.ndarray
+    fluidity_index: np.ndarray
+    ttft_deadline_s: np.ndarray
+    tbt_deadline_s: float
+    min_tbt_deadline_s: np.ndarray
+
+    @property
+    def first_token(self) -> np.ndarray:
+        """Where each request's tokens start in `token_times_s`."""
+        return np.cumsum(self.num_tokens) - self.num_tokens
+
+    @property
+    def is_gap(self) -> np.ndarray:
+        """Per entry of `token_times_s` after the first: whether it follows a token of its own
+        request (so `np.diff(token_times_s)[is_gap]` are the TBTs of every request, in order)."""
+        follows = np.ones(len(self.token_times_s), dtype=bool)
+        follows[self.first_token[self.num_tokens > 0]] = False
+        return follows[1:]
+
+    def records(self) -> list[RequestRecord]:
+        """metron's records of the run, exactly as `SimulationResult.records` builds them."""
+        times = self.token_times_s.tolist()
+        gaps = np.diff(self.token_times_s).tolist()
+        starts = self.first_token.tolist()
+        counts = self.num_tokens.tolist()
+
+        def maybe(values: np.ndarray) -> list[float | None]:
+            return [None if math.isnan(value) else value for value in values.tolist()]
+
+        ttft, tpot, e2e = maybe(self.ttft_s), maybe(self.tpot_s), maybe(self.e2e_s)
+        normalized, delays = maybe(self.normalized_latency_s), maybe(self.scheduling_delay_s)
+        fluidity, min_deadlines = maybe(self.fluidity_index), maybe(self.min_tbt_deadline_s)
+        ids, arrivals, prompts = self.ids.tolist(), self.arrival_s.tolist(), self.prompt_tokens.tolist()
+        requested, warmups = self.requested_output_tokens.tolist(), self.warmup.tolist()
+        missed, total = self.missed_deadlines.tolist(), self.total_deadlines.tolist()
+        ttft_deadlines = self.ttft_deadline_s.tolist()
+        outcomes = self.outcome.tolist()
+        records = []
+        for i, start in enumerate(starts):
+            count, outcome = counts[i], OUTCOMES[outcomes[i]]
+            error = f"ended early: {count} of {requested[i]} requested tokens" if outcome == "ended_early" else None
+            records.append(
+                RequestRecord(
+                    id=ids[i],
+                    arrival_s=arrivals[i],
+                    prompt_tokens=prompts[i],
+                    output_tokens=count,
+                    token_times_s=times[start : start + count],
+                    ttft_s=ttft[i],
+                    tbt_s=gaps[start : start + count - 1] if count > 1 else [],
+                    tpot_s=tpot[i],
+                    e2e_s=e2e[i],
+                    normalized_latency_s=normalized[i],
+                    scheduling_delay_s=delays[i],
+                    fluidity_index=fluidity[i],
+                    missed_deadlines=missed[i],
+                    total_deadlines=total[i],
+                    ttft_deadline_s=ttft_deadlines[i],
+                    tbt_deadline_s=self.tbt_deadline_s,
+                    min_tbt_deadline_s=min_deadlines[i],
+                    finished=outcome == "finished",
+                    outcome=outcome,
+                    error=self.errors.get(i, error),
+                    requested_output_tokens=requested[i],
+                    scheduled_arrival_s=arrivals[i],
+                    warmup=warmups[i],
+                )
+            )
+        return records
+
+
+def _received_token_times(result: SimulationResult) -> np.ndarray:
+    """The simulator leaves room for every requested token; the tokens received, end to end."""
+    requests = result.requests
+    num_tokens = requests["num_tokens"].astype(np.int64)
+    offsets = requests["token_offsets"][:-1].astype(np.int64)
+    if np.array_equal(num_tokens, np.diff(requests["token_offsets"].astype(np.int64))):
+        return requests["token_times"]
+    within = np.arange(num_tokens.sum()) - np.repeat(np.cumsum(num_tokens) - num_tokens, num_tokens)
+    return requests["token_times"][np.repeat(offsets, num_tokens) + within]
+
+
+def _ttft_deadlines(deadlines: DeadlineConfig, prompt_tokens: np.ndarray) -> np.ndarray:
+    lengths, inverse = np.unique(prompt_tokens, return_inverse=True)
+    return np.array([deadlines.ttft_deadline_s(length) for length in lengths.tolist()])[inverse]
+
+
+def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColumns:
+    """The run scored against `deadlines`, as metron would score a real run of its workload."""
+    workload, requests = result.workload, result.requests
+    num_tokens = requests["num_tokens"].astype(np.int64)
+    times = _received_token_times(result)
+    errors = {i: reason for i, reason in result.rejections.items()}
+    for i in np.flatnonzero(requests["finish_reason"] == 0).tolist():
+        errors.setdefault(i, NOT_FINISHED)
+    outcome = np.where(num_tokens < workload.output_tokens, ENDED_EARLY, FINISHED)
+    outcome[list(errors)] = ERROR
+
+    first = np.cumsum(num_tokens) - num_tokens
+    streaming, several = num_tokens > 0, num_tokens > 1
+    first_time = np.full(len(num_tokens), np.nan)
+    last_time = np.full(len(num_tokens), np.nan)
+    first_time[streaming] = times[first[streaming]]
+    last_time[streaming] = times[first[streaming] + num_tokens[streaming] - 1]
+    tpot = np.full(len(num_tokens), np.nan)
+    tpot[several] = (last_time[several] - first_time[several]) / (num_tokens[several] - 1)
+    e2e = last_time - workload.arrival_s
+    normalized = np.full(len(num_tokens), np.nan)
+    normalized[streaming] = e2e[streaming] / num_tokens[streaming]
+
+    ttft_deadlines = _ttft_deadlines(deadlines, workload.prompt_tokens)
+    tbt = np.full(len(num_tokens), deadlines.tbt_s)
+    missed, total = count_deadlines_flat(workload.arrival_s, times, num_tokens, ttft_deadlines, tbt)
+    fluidity = np.full(len(num_tokens), np.nan)
+    fluidity[total > 0] = 1.0 - missed[total > 0] / total[total > 0]
+    min_deadlines = min_tbt_deadlines_flat(times, num_tokens, deadlines.target_miss_rate)
+    return RunColumns(
+        ids=workload.ids,
+        arrival_s=workload.arrival_s,
+        prompt_tokens=workload.prompt_tokens,
+        requested_output_tokens=workload.output_tokens,
+        warmup=workload.warmup,
+        num_tokens=num_tokens,
+        token_times_s=times,
+        outcome=outcome,
+        errors=errors,
+        scheduling_delay_s=requests["first_scheduled_s"] - workload.arrival_s,
+        ttft_s=first_time - workload.arrival_s,
+        tpot_s=tpot,
+        e2e_s=e2e,
+        normalized_latency_s=normalized,
+        missed_deadlines=missed,
+        total_deadlines=total,
+        fluidity_index=fluidity,
+        ttft_deadline_s=ttft_deadlines,
+        tbt_deadline_s=deadlines.tbt_s,
+        min_tbt_deadline_s=np.array([np.nan if d is None else d for d in min_deadlines], dtype=np.float64),
+    )

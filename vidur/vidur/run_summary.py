@@ -1,0 +1,122 @@
+"""metron's `summarize(records, slo)` of a simulated run, from its columns (`RunColumns`): the
+same keys in the same order, the same values in the same order into metron's own `describe` (so
+means and percentiles are bit for bit metron's), metron's miss-rate curve. A simulated request
+is never interrupted, so latencies pool exactly the completed ones.
+"""
+
+import numpy as np
+from metron.fluidity import decode_miss_rate_table_flat
+from metron.slo import SloConfig
+from metron.summary import DISTRIBUTIONS, MISS_RATE_CURVE_DEADLINES_S, Metrics, describe, per_second
+
+from vidur.run_columns import ENDED_EARLY, ERROR, FINISHED, RunColumns
+
+
+def _own_p99_tbt(columns: RunColumns, requests: np.ndarray) -> np.ndarray:
+    """Each request's own P99 TBT (0 without gaps), as `np.percentile` of its gaps: requests with
+    as many gaps are stacked, so numpy computes every row as it would the row alone."""
+    gaps = np.diff(columns.token_times_s)
+    num_gaps = np.maximum(columns.num_tokens[requests] - 1, 0)
+    starts = columns.first_token[requests]
+    p99 = np.zeros(len(requests))
+    for count in np.unique(num_gaps[num_gaps > 0]).tolist():
+        rows = np.flatnonzero(num_gaps == count)
+        p99[rows] = np.percentile(gaps[starts[rows, None] + np.arange(count)], 99, axis=1)
+    return p99
+
+
+def _meets_slo(columns: RunColumns, completed: np.ndarray, slo: SloConfig) -> np.ndarray:
+    """metron's `request_meets_slo` of each completed request."""
+    ttft = columns.ttft_s[completed]
+    meets = ~np.isnan(ttft)
+    if slo.p50_scheduling_delay_s is not None:
+        meets &= columns.scheduling_delay_s[completed] <= slo.p50_scheduling_delay_s  # NaN fails
+    match slo.kind:
+        case "deadline":
+            meets &= 1.0 - columns.fluidity_index[completed] <= slo.max_miss_rate
+        case "tbt_ttft":
+            meets &= (ttft <= slo.p90_ttft_s) & (_own_p99_tbt(columns, completed) <= slo.p99_tbt_s)
+        case _:
+            tpot = np.nan_to_num(columns.tpot_s[completed], nan=0.0)
+            meets &= (ttft <= slo.p90_ttft_s) & (tpot <= slo.p90_tpot_s)
+    return meets
+
+
+def _distribution(columns: RunColumns, name: str, measured: np.ndarray, completed: np.ndarray) -> np.ndarray:
+    """The values metron's `summarize` describes under `name`, in its order, None left out."""
+    match name:
+        case "tbt_s":
+            is_completed = np.zeros(len(columns.num_tokens), dtype=bool)
+            is_completed[completed] = True
+            of_completed = np.repeat(is_completed, columns.num_tokens)[1:]
+            return np.diff(columns.token_times_s)[columns.is_gap & of_completed]
+        case "miss_rate":
+            values = 1.0 - columns.fluidity_index[completed]
+        case "send_lag_s":  # sent when scheduled
+            return np.zeros(len(measured))
+        case "prompt_tokens" | "output_tokens":
+            source = columns.prompt_tokens if name == "prompt_tokens" else columns.num_tokens
+            return source[completed]
+        case _:
+            values = getattr(columns, name)[completed]
+    return values[~np.isnan(values)]
+
+
+def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metrics:
+    """Every aggregate figure of the run, equal to `metron.summary.summarize(columns.records(), slo)`."""
+    is_measured = ~columns.warmup
+    measured = np.flatnonzero(is_measured)
+    completed = np.flatnonzero(is_measured & (columns.outcome != ERROR))
+    num_errors = int(np.count_nonzero(is_measured & (columns.outcome == ERROR)))
+    attempted = len(measured)
+
+    streaming = measured[columns.num_tokens[measured] > 0]
+    last_tokens = columns.token_times_s[columns.first_token[streaming] + columns.num_tokens[streaming] - 1]
+    start = float(columns.arrival_s[measured].min()) if len(measured) else None
+    duration = float(last_tokens.max()) - start if len(last_tokens) and start is not None else None
+    rate = 1.0 / duration if duration else None
+
+    num_finished = int(np.count_nonzero(is_measured & (columns.outcome == FINISHED)))
+    num_ended_early = int(np.count_nonzero(is_measured & (columns.outcome == ENDED_EARLY)))
+    metrics: Metrics = {
+        "num_requests": len(measured),
+        "num_warmup_requests": len(columns.warmup) - len(measured),
+        "num_finished": num_finished,
+        "num_ended_early": num_ended_early,
+        "num_errors": num_errors,
+        "num_interrupted": 0,
+        "error_rate": num_errors / attempted if attempted else None,
+        "ended_early_rate": num_ended_early / attempted if attempted else None,
+        "duration_s": duration,
+    }
+    num_output = int(columns.num_tokens[completed].sum())
+    num_prompt = int(columns.prompt_tokens[completed].sum())
+    metrics["request_throughput_per_s"] = len(completed) * rate if rate else None
+    metrics["output_token_throughput_per_s"] = num_output * rate if rate else None
+    metrics["total_token_throughput_per_s"] = (num_output + num_prompt) * rate if rate else None
+    if slo is not None:
+        num_good = int(np.count_nonzero(_meets_slo(columns, completed, slo)))
+        metrics["goodput_per_s"] = num_good * rate if rate else None
+        metrics["slo_attainment"] = num_good / attempted if attempted else None
+    else:
+        metrics["goodput_per_s"] = None
+        metrics["slo_attainment"] = None
+
+    for name in DISTRIBUTIONS:
+        metrics.update(describe(name, _distribution(columns, name, measured, completed)))
+
+    metrics["fluid_token_rate_per_s"] = per_second(metrics["min_tbt_deadline_s.p99"])
+    metrics["tpot_token_rate_per_s"] = per_second(metrics["tpot_s.mean"])
+    metrics["p99_tbt_token_rate_per_s"] = per_second(metrics["tbt_s.p99"])
+
+    streams = completed[columns.num_tokens[completed] > 1]
+    curve = None
+    if len(streams):
+        starts, counts = columns.first_token[streams], columns.num_tokens[streams]
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        times = columns.token_times_s[np.repeat(starts, counts) + within]
+        table = decode_miss_rate_table_flat(times, counts, MISS_RATE_CURVE_DEADLINES_S)
+        curve = np.percentile(table, 99, axis=0).tolist()
+    metrics["miss_rate_curve.tbt_deadline_s"] = list(MISS_RATE_CURVE_DEADLINES_S)
+    metrics["miss_rate_curve.p99_miss_rate"] = curve
+    return metrics
