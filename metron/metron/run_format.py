@@ -87,16 +87,7 @@ def write_run(
         encoder.encode_into(record, lines, -1)
         lines += b"\n"
     _write_atomically(directory / REQUESTS_FILE, lines)
-
-    summary = {"format": FORMAT, "config": msgspec.to_builtins(config), "metrics": metrics, "slo": slo}
-    _write_atomically(directory / SUMMARY_FILE, msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n")
-
-    table = io.StringIO()
-    writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["key", "value"])
-    for key, value in metrics.items():
-        writer.writerow([key, json.dumps(value) if isinstance(value, list) else ("" if value is None else value)])
-    _write_atomically(directory / SUMMARY_CSV, table.getvalue().encode())
+    write_run_summary(directory, metrics, config, slo)
 
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
@@ -106,6 +97,20 @@ def write_run(
         writer.writerow(["" if value is None else value for value in row])
     _write_atomically(directory / REQUESTS_CSV, table.getvalue().encode())
     return directory
+
+
+def write_run_summary(directory: Path, metrics: Metrics, config: object, slo: SloVerdict | None = None) -> None:
+    """summary.json and summary.csv of a run, for a writer that writes its request files itself
+    (vidur writes a simulated run's from its columns)."""
+    summary = {"format": FORMAT, "config": msgspec.to_builtins(config), "metrics": metrics, "slo": slo}
+    _write_atomically(directory / SUMMARY_FILE, msgspec.json.format(msgspec.json.encode(summary), indent=2) + b"\n")
+
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(["key", "value"])
+    for key, value in metrics.items():
+        writer.writerow([key, json.dumps(value) if isinstance(value, list) else ("" if value is None else value)])
+    _write_atomically(directory / SUMMARY_CSV, table.getvalue().encode())
 
 
 def read_summary(directory: str | Path) -> dict[str, object]:

@@ -12,7 +12,7 @@ import msgspec
 import numpy as np
 import pytest
 from metron.deadlines import DeadlineConfig
-from metron.run_format import REQUEST_CSV_COLUMNS, write_run
+from metron.run_format import REQUEST_CSV_COLUMNS, read_records, write_run
 from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
 
@@ -117,3 +117,14 @@ def test_the_files_are_the_per_request_paths_byte_for_byte(every_outcome: Simula
     slices = [event for event in trace["traceEvents"] if event["ph"] == "X"]
     assert len(slices) == every_outcome.num_iterations
     assert [s["args"]["num_seqs"] for s in slices] == every_outcome.iterations["num_seqs"].tolist()
+
+
+def test_error_messages_are_escaped_as_metron_writes_them(every_outcome: SimulationResult, tmp_path: Path) -> None:
+    columns = score(every_outcome, DeadlineConfig(tbt_s=0.03, ttft_s=0.5)).columns
+    odd = ['refused: 5, "too long"', "line\nbreak", "carriage\rreturn", "tab\tbell\x07\x08\x0c", "é ü \u2028 \\"]
+    columns = dataclasses.replace(columns, errors={i: message for i, message in enumerate(odd)})
+    columns.write_request_files(tmp_path / "requests.jsonl", tmp_path / "requests.csv")
+    write_run(tmp_path / "metron", columns.records(), {}, {})
+    for name in ("requests.jsonl", "requests.csv"):
+        assert (tmp_path / name).read_bytes() == (tmp_path / "metron" / name).read_bytes(), name
+    assert [r.error for r in read_records(tmp_path)][: len(odd)] == odd

@@ -27,7 +27,11 @@ __all__ = [
     "SimulatorError",
     "TooManyBatchesInFlightError",
     "UnknownRequestError",
+    "count_deadlines_ns",
+    "decode_miss_rate_table_ns",
+    "min_tbt_deadlines_ns",
     "simulate",
+    "write_request_files",
 ]
 
 class SimulatorError(ValueError): ...
@@ -304,3 +308,16 @@ def simulate(
     seed: int = 0,
     record_iterations: bool = True,
 ) -> SimulationOutput: ...
+
+def count_deadlines_ns(
+    token_times_ns: bytes, num_tokens: bytes, arrivals_ns: bytes, ttft_deadlines_ns: bytes, tbt_deadlines_ns: bytes
+) -> tuple[bytes, bytes]: ...
+def min_tbt_deadlines_ns(token_times_ns: bytes, num_tokens: bytes, max_miss_rate: float) -> bytes: ...
+def decode_miss_rate_table_ns(token_times_ns: bytes, num_tokens: bytes, deadlines_ns: bytes) -> bytes: ...
+def write_request_files(
+    jsonl_path: str | PathLike[str],
+    csv_path: str | PathLike[str],
+    columns: dict[str, bytes],
+    errors: Sequence[tuple[int, str]],
+    tbt_deadline_s: float,
+) -> None: ...

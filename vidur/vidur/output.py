@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 from metron.deadlines import DeadlineConfig
 from metron.metrics import RequestRecord
-from metron.run_format import write_run
+from metron.run_format import REQUESTS_CSV, REQUESTS_FILE, write_run_summary
 from metron.slo import SloConfig, SloVerdict, evaluate_slo
 from metron.summary import Metrics
 
@@ -50,7 +50,10 @@ class ScoredRun:
 def score(result: SimulationResult, deadlines: DeadlineConfig, slo: SloConfig | None = None) -> ScoredRun:
     """metron's records and summary of a simulated run, and the SLO verdict when one is given,
     computed from the simulator's columns (the same values as metron's `summarize(result.records(deadlines))`)."""
-    columns = run_columns(result, deadlines)
+    return _scored(run_columns(result, deadlines), slo)
+
+
+def _scored(columns: RunColumns, slo: SloConfig | None) -> ScoredRun:
     metrics = summarize_columns(columns, slo)
     return ScoredRun(columns, metrics, evaluate_slo(metrics, slo) if slo is not None else None)
 
@@ -117,24 +120,30 @@ def write_simulated_run(
 ) -> ScoredRun:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    with _collector_paused(), ThreadPoolExecutor(max_workers=1) as writer:
-        # The simulator writes iterations.csv with the GIL released, while the run is scored.
+    with _collector_paused(), ThreadPoolExecutor(max_workers=2) as writer:
+        # The simulator writes iterations.csv and the request files with the GIL released, while
+        # the run is scored and its other files written.
         iterations_written = writer.submit(result.output.write_iteration_csv, directory / ITERATIONS_FILE)
-        scored = _write_scored_run(result, directory, deadlines, slo, workload_config, trace_max_iterations, plots)
+        columns = run_columns(result, deadlines)
+        requests_written = writer.submit(columns.write_request_files, directory / REQUESTS_FILE, directory / REQUESTS_CSV)
+        scored = _scored(columns, slo)
+        _write_run_files(result, scored, directory, deadlines, slo, workload_config, trace_max_iterations, plots)
         iterations_written.result()
+        requests_written.result()
     return scored
 
 
-def _write_scored_run(
+def _write_run_files(
     result: SimulationResult,
+    scored: ScoredRun,
     directory: Path,
     deadlines: DeadlineConfig,
     slo: SloConfig | None,
     workload_config: object,
     trace_max_iterations: int,
     plots: bool,
-) -> ScoredRun:
-    scored = score(result, deadlines, slo)
+) -> None:
+    """Everything but iterations.csv and the request files."""
     config = {
         "target": "vidur",
         "deployment": result.deployment.describe(),
@@ -142,14 +151,12 @@ def _write_scored_run(
         "deadlines": msgspec.to_builtins(deadlines),
         "slo": msgspec.to_builtins(slo) if slo is not None else None,
     }
-    records = scored.records
-    write_run(directory, records, scored.metrics, config, scored.verdict)
+    write_run_summary(directory, scored.metrics, config, scored.verdict)
     summary = simulation_summary(result)
     summary["trace_iterations_written"] = write_chrome_trace(result, directory / TRACE_FILE, trace_max_iterations)
     (directory / SIMULATION_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if plots:
         from vidur.plots import plot_iterations, plot_latencies  # matplotlib takes a second to import
 
-        plot_latencies(records, directory / "latencies.png")
+        plot_latencies(scored.records, directory / "latencies.png")
         plot_iterations(result, directory / "iterations.png")
-    return scored

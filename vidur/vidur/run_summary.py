@@ -5,10 +5,10 @@ is never interrupted, so latencies pool exactly the completed ones.
 """
 
 import numpy as np
-from metron.fluidity import decode_miss_rate_table_flat
 from metron.slo import SloConfig
 from metron.summary import DISTRIBUTIONS, MISS_RATE_CURVE_DEADLINES_S, Metrics, describe, per_second
 
+from vidur.stream_deadlines import decode_miss_rate_table
 from vidur.run_columns import ENDED_EARLY, ERROR, FINISHED, RunColumns
 
 
@@ -115,7 +115,7 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
         starts, counts = columns.first_token[streams], columns.num_tokens[streams]
         within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
         times = columns.token_times_s[np.repeat(starts, counts) + within]
-        table = decode_miss_rate_table_flat(times, counts, MISS_RATE_CURVE_DEADLINES_S)
+        table = decode_miss_rate_table(times, counts, MISS_RATE_CURVE_DEADLINES_S)
         curve = np.percentile(table, 99, axis=0).tolist()
     metrics["miss_rate_curve.tbt_deadline_s"] = list(MISS_RATE_CURVE_DEADLINES_S)
     metrics["miss_rate_curve.p99_miss_rate"] = curve

@@ -2,7 +2,9 @@
 
 mod cost_model;
 mod errors;
+mod request_files;
 mod simulation;
+mod stream_deadlines;
 
 use pyo3::prelude::*;
 
@@ -20,6 +22,22 @@ fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
     scheduler_types_py::register(module)?;
     module.add_class::<simulation::PySimulationOutput>()?;
     module.add_function(wrap_pyfunction!(simulation::simulate, module)?)?;
+    module.add_function(wrap_pyfunction!(
+        stream_deadlines::count_deadlines_ns,
+        module
+    )?)?;
+    module.add_function(wrap_pyfunction!(
+        request_files::write_request_files,
+        module
+    )?)?;
+    module.add_function(wrap_pyfunction!(
+        stream_deadlines::min_tbt_deadlines_ns,
+        module
+    )?)?;
+    module.add_function(wrap_pyfunction!(
+        stream_deadlines::decode_miss_rate_table_ns,
+        module
+    )?)?;
     module.add("SimulatorError", py.get_type::<errors::SimulatorError>())?;
     module.add(
         "InvalidCostModelError",

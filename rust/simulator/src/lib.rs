@@ -14,10 +14,13 @@ mod event_queue;
 mod iteration_csv;
 mod kernel_cost;
 mod operator;
+mod python_float;
 mod records;
 mod replica;
+pub mod request_files;
 mod router;
 mod simulation;
+pub mod stream_deadlines;
 mod workload;
 
 pub use attention::{AttentionModel, AttentionShape, AttentionWork};
