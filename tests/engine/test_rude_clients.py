@@ -31,6 +31,16 @@ def strict(tiny_model_dir: Path) -> Iterator[RunningServer]:
     running.stop()
 
 
+@pytest.fixture(scope="module")
+def roomy(tiny_model_dir: Path) -> Iterator[RunningServer]:
+    """A server with the default timeouts, for load that a busy machine may send slowly."""
+    running = start_server(
+        tiny_model_dir, "--num-kv-blocks", "1024", "--max-num-seqs", "64", "--log-stats-interval", "0.5"
+    )
+    yield running
+    running.stop()
+
+
 def still_serves(server: RunningServer) -> None:
     body = {"model": "tiny", "prompt": "still there?", "max_tokens": 2, "ignore_eos": True}
     assert httpx.post(f"{server.url}/v1/completions", json=body, timeout=30).json()["usage"]["completion_tokens"] == 2
@@ -207,14 +217,14 @@ def test_garbage_before_hello_closes_the_rpc_connection(strict: RunningServer) -
         assert recv_frame(sock) is None
 
 
-def test_three_hundred_concurrent_streams_each_get_exactly_their_tokens(strict: RunningServer) -> None:
+def test_three_hundred_concurrent_streams_each_get_exactly_their_tokens(roomy: RunningServer) -> None:
     import trio
 
     counts: dict[int, int] = {}
 
     async def main() -> None:
         limits = httpx.Limits(max_connections=300)
-        async with httpx.AsyncClient(base_url=strict.url, limits=limits, timeout=300) as http:
+        async with httpx.AsyncClient(base_url=roomy.url, limits=limits, timeout=300) as http:
 
             async def one(index: int) -> None:
                 body = {"model": "tiny", "prompt": f"stream {index}", "max_tokens": 10 + index % 7, "stream": True,
@@ -231,6 +241,6 @@ def test_three_hundred_concurrent_streams_each_get_exactly_their_tokens(strict: 
 
     trio.run(main)
     assert counts == {index: 10 + index % 7 for index in range(300)}
-    wait_pool_full(strict)
-    stats = [line for line in strict.log if "engine.stats" in line]
+    wait_pool_full(roomy)
+    stats = [line for line in roomy.log if "engine.stats" in line]
     assert any("generation throughput" in line and "KV cache" in line for line in stats)
