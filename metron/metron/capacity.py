@@ -97,3 +97,9 @@ def cached_verdict(directory: Path, recorded_config: dict[str, object], run_conf
 
 def rate_directory(root: Path, qps: float) -> Path:
     return root / f"qps_{qps:.6g}"
+
+
+def is_capacity_search_file(name: str) -> bool:
+    """Whether an entry of an output directory is one a capacity search writes (a later search
+    reuses them)."""
+    return name in ("capacity.json", "capacity.png", "report.md") or name.startswith("qps_")

@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     _target_arguments(run)
     _workload_arguments(run)
     _scoring_arguments(run)
-    run.add_argument("--output-dir", required=True, type=Path)
+    run.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
+    run.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
     run.add_argument("--no-progress", action="store_true")
 
     capacity = commands.add_parser("capacity", help="the highest QPS meeting the SLO (expanding binary search)")
@@ -126,7 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     capacity.add_argument("--granularity", type=float, default=0.05, help="stop within this fraction of the bound")
     capacity.add_argument("--min-qps", type=float, default=0.01)
     capacity.add_argument("--max-runs", type=int, default=16)
-    capacity.add_argument("--output-dir", required=True, type=Path)
+    capacity.add_argument(
+        "--output-dir", required=True, type=Path, help="new, empty, or an earlier search's (its runs are reused)"
+    )
+    capacity.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
 
     profile = commands.add_parser("profile-prefill", help="TTFT against prompt length at concurrency 1, fitted")
     _target_arguments(profile)
@@ -262,7 +266,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
     config = _run_config(args)
     target = _target(args, config)
-    _prepare_output_dir(args.output_dir)
+    _prepare_output_dir(args.output_dir, args.overwrite)
     total = config.workload.num_requests + config.workload.num_warmup_requests
     with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
         outcome = run_benchmark(config, target, args.output_dir, on_done=lambda _: bar.update(), handle_sigint=True)
@@ -279,8 +283,16 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_output_dir(path: Path) -> None:
-    """Fails before the run, not after it, when the results could not be written."""
+def _prepare_output_dir(path: Path, overwrite: bool, is_own: Callable[[str], bool] = lambda name: False) -> None:
+    """Fails before the run, not after it, when the results could not be written, or would
+    overwrite files (other than those `is_own` names) without `overwrite`."""
+    if path.is_dir() and not overwrite:
+        foreign = sorted(entry.name for entry in path.iterdir() if not is_own(entry.name))
+        if foreign:
+            raise ValueError(
+                f"the output directory {path} already holds {', '.join(foreign[:3])}"
+                f"{' and more' if len(foreign) > 3 else ''}: choose another or pass --overwrite"
+            )
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".metron-write-test"
@@ -300,7 +312,14 @@ def _refusal(records: Sequence[RequestRecord]) -> str | None:
 
 def _command_capacity(args: argparse.Namespace) -> int:
     from metron import plots
-    from metron.capacity import CapacityConfig, CapacityStep, cached_verdict, rate_directory, search_capacity
+    from metron.capacity import (
+        CapacityConfig,
+        CapacityStep,
+        cached_verdict,
+        is_capacity_search_file,
+        rate_directory,
+        search_capacity,
+    )
     from metron.report import write_report
     from metron.runner import run_benchmark
 
@@ -310,7 +329,7 @@ def _command_capacity(args: argparse.Namespace) -> int:
     base = _run_config(args, rate=args.initial_qps)
     if base.workload.arrivals.kind == "static":
         raise ValueError("capacity search needs arrivals with a rate (poisson, gamma or trace), not static")
-    _prepare_output_dir(args.output_dir)
+    _prepare_output_dir(args.output_dir, args.overwrite, is_own=is_capacity_search_file)
 
     def evaluate(qps: float) -> CapacityStep:
         config = msgspec.structs.replace(base, workload=base.workload.with_rate(qps))

@@ -109,3 +109,19 @@ def test_ctrl_c_writes_what_was_measured(scripted_server, tmp_path: Path) -> Non
     assert settled and all(r.output_tokens > 0 for r in settled)
     assert 0 < len(run.records) < 50
     assert json.loads((out / "summary.json").read_text())["metrics"]["num_interrupted"] == len(interrupted)
+
+
+def test_an_output_directory_that_holds_files_is_refused_without_overwrite(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = scripted_server(FAST)
+    out = tmp_path / "out"
+    args = ["run", "--url", server.url, "--model", "m", "--output-tokens", "3", "--output-dir", str(out)]
+    assert metron(*args, "--num-requests", "3").returncode == 0
+    again = metron(*args, "--num-requests", "4")
+    assert again.returncode == 2
+    assert f"the output directory {out} already holds fluidity.png, latency_cdfs.png, report.md and more" in again.stderr
+    assert len(read_run(out).records) == 3
+    assert metron(*args, "--num-requests", "4", "--overwrite").returncode == 0
+    assert len(read_run(out).records) == 4
+    # A capacity search reuses its own earlier runs, but not a directory holding something else.
+    capacity = metron("capacity", "--url", "http://127.0.0.1:9", "--model", "m", "--output-dir", str(out))
+    assert capacity.returncode == 2 and "already holds" in capacity.stderr
