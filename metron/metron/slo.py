@@ -79,15 +79,22 @@ class SloVerdict(msgspec.Struct, frozen=True):
         return ("PASS: " if self.passed else "FAIL: ") + ", ".join(parts)
 
 
-def evaluate_slo(metrics: Mapping[str, object], slo: SloConfig) -> SloVerdict:
+def evaluate_slo(metrics: Mapping[str, object], slo: SloConfig, num_planned: int | None = None) -> SloVerdict:
     """Checks a run's summary metrics (`metron.summary.summarize`) against the SLO. A run with no
-    completed request fails (its percentiles are unknown)."""
+    completed request fails (its percentiles are unknown). With `num_planned`, the measured
+    requests the run was to send, a run that did not complete or fail each of them (it was
+    interrupted) fails too: what it measured cannot speak for the load it did not apply."""
     checks = []
     for key, limit in slo.limits().items():
         value = metrics.get(key)
         number = float(value) if isinstance(value, int | float) else None
         passed = number is not None and number <= limit
         checks.append(SloCheck(key=key, value=number, limit=limit, passed=passed))
+    if num_planned is not None:
+        outcomes = (metrics.get(key) for key in ("num_finished", "num_ended_early", "num_errors"))
+        unmeasured = num_planned - sum(n for n in outcomes if isinstance(n, int))
+        if unmeasured > 0:
+            checks.append(SloCheck(key="num_unmeasured_requests", value=float(unmeasured), limit=0.0, passed=False))
     return SloVerdict(passed=all(check.passed for check in checks), checks=checks)
 
 

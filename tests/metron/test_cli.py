@@ -125,3 +125,26 @@ def test_an_output_directory_that_holds_files_is_refused_without_overwrite(scrip
     # A capacity search reuses its own earlier runs, but not a directory holding something else.
     capacity = metron("capacity", "--url", "http://127.0.0.1:9", "--model", "m", "--output-dir", str(out))
     assert capacity.returncode == 2 and "already holds" in capacity.stderr
+
+
+def test_an_interrupted_run_does_not_pass_its_slo(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    slow = {"first_s": 0.05, "gap_s": 1.0}
+    server = scripted_server({**FAST, "by_request": {f"metron-{i}": slow for i in range(1, 9)}})
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metron.cli", "run", "--url", server.url, "--model", "m", "--num-requests", "9"]
+        + ["--arrivals", "static", "--output-tokens", "30", "--output-dir", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not server.log() and time.monotonic() < deadline:  # the fast request has finished
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "9 requests: 1 finished" in stdout
+    assert "SLO FAIL" in stdout and "num_unmeasured_requests 8 > 0" in stdout
+    assert read_run(out).slo["passed"] is False  # type: ignore[index]
+    assert "SLO verdict: **FAIL**" in (out / "report.md").read_text()
