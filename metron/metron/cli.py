@@ -95,13 +95,35 @@ def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ttft-deadline", type=float, default=2.0, metavar="S", help="D_p without a prefill profile")
     group.add_argument("--prefill-profile", help="profile-prefill output: D_p = predicted prefill + --ttft-slack")
     group.add_argument("--ttft-slack", type=float, default=0.3, metavar="S")
+    group.add_argument(
+        "--fluid-miss-rate",
+        type=float,
+        default=DeadlineConfig().target_miss_rate,
+        help="the miss rate a request may have and still count as fluid (minimum TBT deadline, fluid token rate)",
+    )
     group.add_argument("--slo", choices=SLO_KINDS, default="deadline")
-    group.add_argument("--max-miss-rate", type=float, default=0.1, help="deadline SLO: P99 miss rate limit")
-    group.add_argument("--p99-tbt", type=float, default=0.1, metavar="S", help="tbt_ttft SLO")
-    group.add_argument("--p90-ttft", type=float, default=2.0, metavar="S", help="tbt_ttft and ttft_tpot SLOs")
-    group.add_argument("--p90-tpot", type=float, default=0.1, metavar="S", help="ttft_tpot SLO")
+    slo = SloConfig()
+    group.add_argument("--max-miss-rate", type=float, default=0.1, help="deadline SLO: miss rate limit")
+    group.add_argument("--p99-tbt", type=float, default=0.1, metavar="S", help="tbt_ttft SLO: TBT limit")
+    group.add_argument("--p90-ttft", type=float, default=2.0, metavar="S", help="tbt_ttft and ttft_tpot SLOs: TTFT limit")
+    group.add_argument("--p90-tpot", type=float, default=0.1, metavar="S", help="ttft_tpot SLO: TPOT limit")
     group.add_argument("--p50-scheduling-delay", type=float, metavar="S", help="also require this (engine targets)")
     group.add_argument("--max-error-rate", type=float, default=0.01)
+    for name, limit in (
+        ("miss_rate", "--max-miss-rate"),
+        ("tbt", "--p99-tbt"),
+        ("ttft", "--p90-ttft"),
+        ("tpot", "--p90-tpot"),
+        ("scheduling_delay", "--p50-scheduling-delay"),
+    ):
+        default = getattr(slo, f"{name}_percentile")
+        group.add_argument(
+            f"--{name.replace('_', '-')}-percentile",
+            type=float,
+            default=default,
+            metavar="Q",
+            help=f"the percentile {limit} bounds (default {default:g})",
+        )
     group = parser.add_argument_group("load")
     group.add_argument("--max-concurrency", type=int, help="closed loop: at most this many in flight")
     group.add_argument("--request-timeout", type=float, default=600.0, metavar="S")
@@ -230,6 +252,7 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         ttft_s=args.ttft_deadline,
         prefill=read_prefill_model(args.prefill_profile) if args.prefill_profile else None,
         ttft_slack_s=args.ttft_slack,
+        target_miss_rate=args.fluid_miss_rate,
     )
     slo = SloConfig(
         kind=args.slo,
@@ -239,6 +262,11 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         p90_tpot_s=args.p90_tpot,
         p50_scheduling_delay_s=args.p50_scheduling_delay,
         max_error_rate=args.max_error_rate,
+        miss_rate_percentile=args.miss_rate_percentile,
+        tbt_percentile=args.tbt_percentile,
+        ttft_percentile=args.ttft_percentile,
+        tpot_percentile=args.tpot_percentile,
+        scheduling_delay_percentile=args.scheduling_delay_percentile,
     )
     load = LoadConfig(max_concurrency=args.max_concurrency, request_timeout_s=args.request_timeout)
     return RunConfig(workload=workload, deadlines=deadlines, slo=slo, load=load, tokenizer_path=args.tokenizer)
@@ -253,7 +281,8 @@ def _print_summary(metrics: dict[str, object], verdict: str) -> None:
     )
     for key in ("ttft_s.p50", "ttft_s.p99", "tbt_s.p50", "tbt_s.p99", "tpot_s.mean", "fluidity_index.mean"):
         print(f"  {key:<28}{number(metrics.get(key))}")
-    for key in ("fluid_token_rate_per_s", "tpot_token_rate_per_s", "p99_tbt_token_rate_per_s", "goodput_per_s"):
+    rates = ("fluid_token_rate_per_s", "tpot_token_rate_per_s", "p99_tbt_token_rate_per_s", "goodput_per_s")
+    for key in (*rates, "service_miss_rate"):
         print(f"  {key:<28}{number(metrics.get(key))}")
     print(f"  SLO {verdict}")
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from metron import plots
+from metron.deadlines import DeadlineConfig
 from metron.run_format import Run, read_run
 
 REPORT_FILE = "report.md"
@@ -62,6 +63,16 @@ def _settings(run: Run) -> list[str]:
     return lines
 
 
+def _fluid_miss_rate(run: Run) -> float:
+    """The miss rate at which the run's minimum TBT deadlines were found."""
+    settings = run.config.get("run")
+    deadlines = settings.get("deadlines") if isinstance(settings, dict) else None
+    if not isinstance(deadlines, dict):  # a simulated run records its deadlines at the top
+        deadlines = run.config.get("deadlines")
+    value = deadlines.get("target_miss_rate") if isinstance(deadlines, dict) else None
+    return float(value) if isinstance(value, int | float) else DeadlineConfig().target_miss_rate
+
+
 def write_report(directory: str | Path, title: str | None = None) -> Path:
     """Writes `report.md` and its PNG plots into the run directory; returns the report's path."""
     run = read_run(directory)
@@ -107,8 +118,8 @@ def write_report(directory: str | Path, title: str | None = None) -> Path:
         f"| 1 / P99 TBT (tokens/s) | {number(metrics.get('p99_tbt_token_rate_per_s'))} |",
         f"| P99 send lag (s) | {number(metrics.get('send_lag_s.p99'))} |",
         "",
-        "The fluid token rate is what 99% of requests sustain with at most 10% of deadlines missed; "
-        "TPOT-based rates average stalls away.",
+        f"The fluid token rate is what 99% of requests sustain with at most {_fluid_miss_rate(run):.0%} of deadlines "
+        "missed; TPOT-based rates average stalls away.",
         "",
         "![latency CDFs](latency_cdfs.png)",
         "",
