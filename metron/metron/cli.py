@@ -390,7 +390,7 @@ def _command_capacity(args: argparse.Namespace) -> int:
     )
     note = "" if result.converged else f" (not converged within {search.max_runs} runs)"
     (args.output_dir / "report.md").write_text(
-        f"# metron capacity\n\nCapacity: **{result.capacity_qps:.4g} QPS**{note} under SLO {base.slo}.\n\n"
+        f"# metron capacity\n\nCapacity: **{result.capacity_qps:.4g} QPS**{note} under SLO {base.slo.describe()}.\n\n"
         + "\n".join(
             f"- {s.qps:.4g} QPS: {s.verdict} ([run]({Path(s.directory or '').name}/report.md))" for s in result.steps
         )

@@ -71,6 +71,9 @@ def test_capacity_command_against_a_server_that_slows_with_load(scripted_server,
     assert 0 < result["capacity_qps"] < 32
     assert (out / "capacity.png").is_file() and (out / "report.md").is_file()
     assert all((Path(s["directory"]) / "requests.jsonl").is_file() for s in steps)
+    assert steps[0]["qps"] == 8.0  # --initial-qps itself first
+    report = (out / "report.md").read_text()
+    assert "under SLO P99 miss rate <= 0.1, error rate <= 0.01." in report and "SloConfig" not in report
 
     # Again with the same workload: every run comes from the cache, the answer is the same.
     again = metron("capacity", *args, "--output-dir", str(out))
