@@ -76,7 +76,10 @@ class SloConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             case "deadline":
                 bounds = [("miss_rate", self.miss_rate_percentile, self.max_miss_rate)]
             case "tbt_ttft":
-                bounds = [("tbt_s", self.tbt_percentile, self.p99_tbt_s), ("ttft_s", self.ttft_percentile, self.p90_ttft_s)]
+                bounds = [
+                    ("tbt_s", self.tbt_percentile, self.p99_tbt_s),
+                    ("ttft_s", self.ttft_percentile, self.p90_ttft_s),
+                ]
             case _:
                 bounds = [
                     ("ttft_s", self.ttft_percentile, self.p90_ttft_s),
@@ -98,8 +101,10 @@ class SloConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
     def describe(self) -> str:
         """For people: `P99 miss rate <= 0.1, error rate <= 0.01`."""
-        parts = [f"P{percentile:g} {name.removesuffix('_s').replace('_', ' ')} <= {limit:g}"
-                 for name, percentile, limit in self.bounds()]
+        parts = [
+            f"P{percentile:g} {name.removesuffix('_s').replace('_', ' ')} <= {limit:g}"
+            for name, percentile, limit in self.bounds()
+        ]
         return ", ".join([*parts, f"error rate <= {self.max_error_rate:g}"])
 
 

@@ -2,7 +2,9 @@
 
 `summarize` returns one flat dict whose keys are stable (they are `summary.json`'s `metrics`):
 distributions as `<metric>.<stat>` with stat in mean, min, p50, p90, p99, max (numpy's linear
-interpolation between order statistics), None where nothing was measured. See README.md for the list.
+interpolation between order statistics), None where nothing was measured, plus each percentile an
+SLO checks; `service_miss_rate` is all missed deadlines over all deadlines of the measured
+requests. See README.md for the list.
 
 Warm-up requests are left out of every figure. Latency figures pool the requests that completed
 (finished or ended early); failed and interrupted requests only count in the outcome counts and
