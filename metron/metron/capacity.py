@@ -1,8 +1,8 @@
 """Capacity: the highest request rate (QPS) whose run still meets the SLO.
 
-Expanding binary search (DESIGN.md): start with [0, initial_qps]; run at the midpoint; while
-midpoints pass and nothing has failed yet, double the upper bound; after the first failure, halve
-the interval; stop when it is within `granularity` (relative) of the upper bound. Each rate's run is
+Expanding binary search (DESIGN.md): run at `initial_qps` first and double the rate while runs
+pass; after the first failure, halve the interval between the highest pass and the lowest failure;
+stop when it is within `granularity` (relative) of the upper bound. Each rate's run is
 kept in its own directory and reused when the search meets that rate again with the same workload
 and target (a change of deadlines or SLO rescores the stored records instead of running again).
 """
@@ -56,17 +56,17 @@ def search_capacity(evaluate: Callable[[float], CapacityStep], config: CapacityC
     low, high, expanding = 0.0, config.initial_qps, True
     steps: list[CapacityStep] = []
     seen: dict[float, CapacityStep] = {}
-    while high - low > config.granularity * high and high >= config.min_qps:
+    while (expanding or high - low > config.granularity * high) and high >= config.min_qps:
         if len(steps) >= config.max_runs:
             return CapacityResult(capacity_qps=low, steps=steps, converged=False)
-        qps = float(f"{(low + high) / 2:.6g}")
+        qps = float(f"{high if expanding else (low + high) / 2:.6g}")
         step = seen.get(qps) or evaluate(qps)
         seen[qps] = step
         steps.append(step)
         if step.passed:
             low = qps
             if expanding:
-                high *= 2
+                high = 2 * qps
         else:
             high = qps
             expanding = False
@@ -97,3 +97,9 @@ def cached_verdict(directory: Path, recorded_config: dict[str, object], run_conf
 
 def rate_directory(root: Path, qps: float) -> Path:
     return root / f"qps_{qps:.6g}"
+
+
+def is_capacity_search_file(name: str) -> bool:
+    """Whether an entry of an output directory is one a capacity search writes (a later search
+    reuses them)."""
+    return name in ("capacity.json", "capacity.png", "report.md") or name.startswith("qps_")

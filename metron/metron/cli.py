@@ -7,7 +7,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -95,13 +95,35 @@ def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ttft-deadline", type=float, default=2.0, metavar="S", help="D_p without a prefill profile")
     group.add_argument("--prefill-profile", help="profile-prefill output: D_p = predicted prefill + --ttft-slack")
     group.add_argument("--ttft-slack", type=float, default=0.3, metavar="S")
+    group.add_argument(
+        "--fluid-miss-rate",
+        type=float,
+        default=DeadlineConfig().target_miss_rate,
+        help="the miss rate a request may have and still count as fluid (minimum TBT deadline, fluid token rate)",
+    )
     group.add_argument("--slo", choices=SLO_KINDS, default="deadline")
-    group.add_argument("--max-miss-rate", type=float, default=0.1, help="deadline SLO: P99 miss rate limit")
-    group.add_argument("--p99-tbt", type=float, default=0.1, metavar="S", help="tbt_ttft SLO")
-    group.add_argument("--p90-ttft", type=float, default=2.0, metavar="S", help="tbt_ttft and ttft_tpot SLOs")
-    group.add_argument("--p90-tpot", type=float, default=0.1, metavar="S", help="ttft_tpot SLO")
+    slo = SloConfig()
+    group.add_argument("--max-miss-rate", type=float, default=slo.max_miss_rate, help="deadline SLO: miss rate limit")
+    group.add_argument("--p99-tbt", type=float, default=slo.p99_tbt_s, metavar="S", help="tbt_ttft SLO: TBT limit")
+    group.add_argument("--p90-ttft", type=float, default=slo.p90_ttft_s, metavar="S", help="tbt_ttft, ttft_tpot SLOs: TTFT limit")
+    group.add_argument("--p90-tpot", type=float, default=slo.p90_tpot_s, metavar="S", help="ttft_tpot SLO: TPOT limit")
     group.add_argument("--p50-scheduling-delay", type=float, metavar="S", help="also require this (engine targets)")
     group.add_argument("--max-error-rate", type=float, default=0.01)
+    for name, limit in (
+        ("miss_rate", "--max-miss-rate"),
+        ("tbt", "--p99-tbt"),
+        ("ttft", "--p90-ttft"),
+        ("tpot", "--p90-tpot"),
+        ("scheduling_delay", "--p50-scheduling-delay"),
+    ):
+        default = getattr(slo, f"{name}_percentile")
+        group.add_argument(
+            f"--{name.replace('_', '-')}-percentile",
+            type=float,
+            default=default,
+            metavar="Q",
+            help=f"the percentile {limit} bounds (default {default:g})",
+        )
     group = parser.add_argument_group("load")
     group.add_argument("--max-concurrency", type=int, help="closed loop: at most this many in flight")
     group.add_argument("--request-timeout", type=float, default=600.0, metavar="S")
@@ -115,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     _target_arguments(run)
     _workload_arguments(run)
     _scoring_arguments(run)
-    run.add_argument("--output-dir", required=True, type=Path)
+    run.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
+    run.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
     run.add_argument("--no-progress", action="store_true")
 
     capacity = commands.add_parser("capacity", help="the highest QPS meeting the SLO (expanding binary search)")
@@ -126,7 +149,10 @@ def _parser() -> argparse.ArgumentParser:
     capacity.add_argument("--granularity", type=float, default=0.05, help="stop within this fraction of the bound")
     capacity.add_argument("--min-qps", type=float, default=0.01)
     capacity.add_argument("--max-runs", type=int, default=16)
-    capacity.add_argument("--output-dir", required=True, type=Path)
+    capacity.add_argument(
+        "--output-dir", required=True, type=Path, help="new, empty, or an earlier search's (its runs are reused)"
+    )
+    capacity.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
 
     profile = commands.add_parser("profile-prefill", help="TTFT against prompt length at concurrency 1, fitted")
     _target_arguments(profile)
@@ -226,6 +252,7 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         ttft_s=args.ttft_deadline,
         prefill=read_prefill_model(args.prefill_profile) if args.prefill_profile else None,
         ttft_slack_s=args.ttft_slack,
+        target_miss_rate=args.fluid_miss_rate,
     )
     slo = SloConfig(
         kind=args.slo,
@@ -235,6 +262,11 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         p90_tpot_s=args.p90_tpot,
         p50_scheduling_delay_s=args.p50_scheduling_delay,
         max_error_rate=args.max_error_rate,
+        miss_rate_percentile=args.miss_rate_percentile,
+        tbt_percentile=args.tbt_percentile,
+        ttft_percentile=args.ttft_percentile,
+        tpot_percentile=args.tpot_percentile,
+        scheduling_delay_percentile=args.scheduling_delay_percentile,
     )
     load = LoadConfig(max_concurrency=args.max_concurrency, request_timeout_s=args.request_timeout)
     return RunConfig(workload=workload, deadlines=deadlines, slo=slo, load=load, tokenizer_path=args.tokenizer)
@@ -249,7 +281,8 @@ def _print_summary(metrics: dict[str, object], verdict: str) -> None:
     )
     for key in ("ttft_s.p50", "ttft_s.p99", "tbt_s.p50", "tbt_s.p99", "tpot_s.mean", "fluidity_index.mean"):
         print(f"  {key:<28}{number(metrics.get(key))}")
-    for key in ("fluid_token_rate_per_s", "tpot_token_rate_per_s", "p99_tbt_token_rate_per_s", "goodput_per_s"):
+    rates = ("fluid_token_rate_per_s", "tpot_token_rate_per_s", "p99_tbt_token_rate_per_s", "goodput_per_s")
+    for key in (*rates, "service_miss_rate"):
         print(f"  {key:<28}{number(metrics.get(key))}")
     print(f"  SLO {verdict}")
 
@@ -262,7 +295,7 @@ def _command_run(args: argparse.Namespace) -> int:
 
     config = _run_config(args)
     target = _target(args, config)
-    _prepare_output_dir(args.output_dir)
+    _prepare_output_dir(args.output_dir, args.overwrite)
     total = config.workload.num_requests + config.workload.num_warmup_requests
     with tqdm(total=total, unit="req", disable=args.no_progress, file=sys.stderr) as bar:
         outcome = run_benchmark(config, target, args.output_dir, on_done=lambda _: bar.update(), handle_sigint=True)
@@ -279,8 +312,16 @@ def _command_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare_output_dir(path: Path) -> None:
-    """Fails before the run, not after it, when the results could not be written."""
+def _prepare_output_dir(path: Path, overwrite: bool, is_own: Callable[[str], bool] = lambda name: False) -> None:
+    """Fails before the run, not after it, when the results could not be written, or would
+    overwrite files (other than those `is_own` names) without `overwrite`."""
+    if path.is_dir() and not overwrite:
+        foreign = sorted(entry.name for entry in path.iterdir() if not is_own(entry.name))
+        if foreign:
+            raise ValueError(
+                f"the output directory {path} already holds {', '.join(foreign[:3])}"
+                f"{' and more' if len(foreign) > 3 else ''}: choose another or pass --overwrite"
+            )
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".metron-write-test"
@@ -300,7 +341,14 @@ def _refusal(records: Sequence[RequestRecord]) -> str | None:
 
 def _command_capacity(args: argparse.Namespace) -> int:
     from metron import plots
-    from metron.capacity import CapacityConfig, CapacityStep, cached_verdict, rate_directory, search_capacity
+    from metron.capacity import (
+        CapacityConfig,
+        CapacityStep,
+        cached_verdict,
+        is_capacity_search_file,
+        rate_directory,
+        search_capacity,
+    )
     from metron.report import write_report
     from metron.runner import run_benchmark
 
@@ -310,7 +358,7 @@ def _command_capacity(args: argparse.Namespace) -> int:
     base = _run_config(args, rate=args.initial_qps)
     if base.workload.arrivals.kind == "static":
         raise ValueError("capacity search needs arrivals with a rate (poisson, gamma or trace), not static")
-    _prepare_output_dir(args.output_dir)
+    _prepare_output_dir(args.output_dir, args.overwrite, is_own=is_capacity_search_file)
 
     def evaluate(qps: float) -> CapacityStep:
         config = msgspec.structs.replace(base, workload=base.workload.with_rate(qps))
@@ -342,7 +390,7 @@ def _command_capacity(args: argparse.Namespace) -> int:
     )
     note = "" if result.converged else f" (not converged within {search.max_runs} runs)"
     (args.output_dir / "report.md").write_text(
-        f"# metron capacity\n\nCapacity: **{result.capacity_qps:.4g} QPS**{note} under SLO {base.slo}.\n\n"
+        f"# metron capacity\n\nCapacity: **{result.capacity_qps:.4g} QPS**{note} under SLO {base.slo.describe()}.\n\n"
         + "\n".join(
             f"- {s.qps:.4g} QPS: {s.verdict} ([run]({Path(s.directory or '').name}/report.md))" for s in result.steps
         )

@@ -6,6 +6,9 @@ import msgspec
 
 from metron.prefill_model import PrefillModel
 
+# Deadlines are scored in integer nanoseconds and minimum deadlines found to 1 microsecond.
+MIN_TBT_DEADLINE_S = 1e-6
+
 
 class DeadlineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`tbt_s` is D_d, the deadline of every token after the first. D_p, the first token's deadline,
@@ -21,8 +24,11 @@ class DeadlineConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     target_miss_rate: float = 0.1
 
     def __post_init__(self) -> None:
-        if not (self.tbt_s > 0 and math.isfinite(self.tbt_s)):
-            raise ValueError(f"the TBT deadline (tbt_s) must be a positive number of seconds, got {self.tbt_s}")
+        if not (self.tbt_s >= MIN_TBT_DEADLINE_S and math.isfinite(self.tbt_s)):
+            raise ValueError(
+                f"the TBT deadline (tbt_s) must be a positive number of seconds, at least {MIN_TBT_DEADLINE_S:g}, "
+                f"got {self.tbt_s}"
+            )
         if not (self.ttft_s > 0 and math.isfinite(self.ttft_s)):
             raise ValueError(f"the TTFT deadline (ttft_s) must be a positive number of seconds, got {self.ttft_s}")
         if not (self.ttft_slack_s >= 0 and math.isfinite(self.ttft_slack_s)):

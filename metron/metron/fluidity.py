@@ -30,12 +30,20 @@ from metron.padded_streams import pad_rows, similar_length_buckets
 
 _NS = 1_000_000_000
 _SEARCH_RESOLUTION_NS = 1_000
+# Times in ns stay within int64 with room for their differences: about 146 years.
+MAX_ABS_TIME_S = 2**62 / _NS
 
 TokenTimes = Sequence[float] | np.ndarray
 
 
 def to_ns(seconds: float | TokenTimes) -> np.ndarray:
-    return np.rint(np.asarray(seconds, dtype=np.float64) * _NS).astype(np.int64)
+    """Integer nanoseconds; a ValueError for a NaN, an infinity or a time beyond `MAX_ABS_TIME_S`
+    (in ns they would wrap around, and a bisection over them would never end)."""
+    array = np.asarray(seconds, dtype=np.float64)
+    bad = ~(np.abs(array) <= MAX_ABS_TIME_S)
+    if np.any(bad):
+        raise ValueError(f"times must be finite seconds within +-{MAX_ABS_TIME_S:.3g}, got {array[bad].flat[0]}")
+    return np.rint(array * _NS).astype(np.int64)
 
 
 def _count(budgets: np.ndarray, tbt_deadlines: np.ndarray, padding: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

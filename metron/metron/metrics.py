@@ -20,8 +20,7 @@ import msgspec
 import numpy as np
 
 from metron.deadlines import DeadlineConfig
-from metron.fluidity import count_deadlines_many, min_tbt_deadlines
-
+from metron.fluidity import MAX_ABS_TIME_S, count_deadlines_many, min_tbt_deadlines
 
 
 class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -51,6 +50,10 @@ class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         times = self.token_times_s
         if not np.isfinite(self.arrival_s):
             raise ValueError(f"request {self.id}: arrival_s must be a finite time, got {self.arrival_s}")
+        for name, values in (("token_times_s", times), ("server_token_times_s", self.server_token_times_s or [])):
+            bad = [t for t in values if not abs(t) <= MAX_ABS_TIME_S]
+            if bad:
+                raise ValueError(f"request {self.id}: {name} must be finite times, got {bad[0]}")
         if any(later < earlier for earlier, later in itertools.pairwise(times)):
             raise ValueError(f"request {self.id}: token times must not decrease")
         if times and times[0] < self.arrival_s:

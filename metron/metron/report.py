@@ -2,8 +2,12 @@
 
 from pathlib import Path
 
+import msgspec
+
 from metron import plots
+from metron.deadlines import DeadlineConfig
 from metron.run_format import Run, read_run
+from metron.slo import SloConfig
 
 REPORT_FILE = "report.md"
 
@@ -14,7 +18,9 @@ HEADLINE = (
     ("e2e_s", "end-to-end latency", "s"),
     ("normalized_latency_s", "normalized latency", "s/token"),
     ("scheduling_delay_s", "scheduling delay", "s"),
-    ("fluidity_index", "fluidity-index", ""),
+    # Rather than fluidity-index, whose P99 is the best requests' (higher is better): every row's
+    # tail is its worst.
+    ("miss_rate", "deadline miss rate (1 - fluidity-index)", ""),
     ("min_tbt_deadline_s", "minimum TBT deadline met", "s"),
 )
 
@@ -27,13 +33,43 @@ def number(value: object, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def describe_target(target: dict[str, object]) -> str:
+    """One line for a target's recorded `describe()`: an OpenAI-compatible server, the engine or
+    a simulated deployment."""
+    match target.get("target") or target.get("kind"):
+        case "engine":
+            return f"engine at {target.get('host')}:{target.get('port')}"
+        case "vidur":
+            deployment = target.get("deployment")
+            if isinstance(deployment, dict):
+                return (
+                    f"vidur simulation of {deployment.get('model')} on {deployment.get('num_gpus')} x "
+                    f"{deployment.get('gpu')}"
+                )
+            return "vidur simulation"
+        case kind:
+            return f"{kind} {target.get('url')}, model {target.get('model')}, endpoint {target.get('endpoint')}"
+
+
+def describe_arrivals(arrivals: dict[str, object]) -> str:
+    """Only the settings the arrival kind uses."""
+    match arrivals.get("kind"):
+        case "poisson":
+            return f"poisson at {arrivals.get('rate')} req/s"
+        case "gamma":
+            return f"gamma at {arrivals.get('rate')} req/s, cv {arrivals.get('cv')}"
+        case "trace":
+            return f"trace {arrivals.get('trace_path')} at {arrivals.get('rate_scale')}x"
+        case kind:
+            return str(kind)
+
+
 def _settings(run: Run) -> list[str]:
     config = run.config
     lines = []
     target = config.get("target")
     if isinstance(target, dict):
-        described = ", ".join(f"{k}={target[k]}" for k in ("target", "url", "model", "endpoint") if k in target)
-        lines.append(f"- target: {described}")
+        lines.append(f"- target: {describe_target(target)}")
     elif "simulator" in config:
         lines.append(f"- simulated by {config['simulator']}")
     settings = config.get("run")
@@ -42,16 +78,18 @@ def _settings(run: Run) -> list[str]:
         arrivals, lengths = workload.get("arrivals", {}), workload.get("lengths", {})
         lines.append(
             f"- workload: {workload.get('num_requests')} requests (+{workload.get('num_warmup_requests')} warm-up), "
-            f"seed {workload.get('seed')}; arrivals {arrivals.get('kind')} "
-            f"(rate {arrivals.get('rate')}, cv {arrivals.get('cv')}, trace {arrivals.get('trace_path')}); "
-            f"lengths {lengths.get('kind')}"
+            f"seed {workload.get('seed')}; arrivals {describe_arrivals(arrivals)}; lengths {lengths.get('kind')}"
         )
         deadlines = settings.get("deadlines", {})
         ttft = "prefill model + " + str(deadlines.get("ttft_slack_s")) if deadlines.get("prefill") else None
         lines.append(
             f"- deadlines: D_d = {deadlines.get('tbt_s')} s, D_p = {ttft or str(deadlines.get('ttft_s')) + ' s'}"
         )
-        lines.append(f"- SLO: {settings.get('slo')}")
+        try:
+            slo = msgspec.convert(settings.get("slo", {}), SloConfig).describe()
+        except (msgspec.ValidationError, ValueError):
+            slo = "unreadable"
+        lines.append(f"- SLO: {slo}")
     if config.get("open_loop") is False:
         limit = (settings or {}).get("load", {}).get("max_concurrency") if isinstance(settings, dict) else None
         lines.append(f"- **closed loop**: at most {limit} requests in flight; arrivals waited for a free slot")
@@ -60,6 +98,16 @@ def _settings(run: Run) -> list[str]:
     if config.get("interrupted"):
         lines.append("- **interrupted**: the run was stopped early; figures cover what was measured")
     return lines
+
+
+def _fluid_miss_rate(run: Run) -> float:
+    """The miss rate at which the run's minimum TBT deadlines were found."""
+    settings = run.config.get("run")
+    deadlines = settings.get("deadlines") if isinstance(settings, dict) else None
+    if not isinstance(deadlines, dict):  # a simulated run records its deadlines at the top
+        deadlines = run.config.get("deadlines")
+    value = deadlines.get("target_miss_rate") if isinstance(deadlines, dict) else None
+    return float(value) if isinstance(value, int | float) else DeadlineConfig().target_miss_rate
 
 
 def write_report(directory: str | Path, title: str | None = None) -> Path:
@@ -94,7 +142,13 @@ def write_report(directory: str | Path, title: str | None = None) -> Path:
     for key, label, unit in HEADLINE:
         cells = " | ".join(number(metrics.get(f"{key}.{stat}")) for stat in ("mean", "p50", "p90", "p99", "max"))
         lines.append(f"| {label}{f' ({unit})' if unit else ''} | {cells} |")
+    worst = {stat: metrics.get(f"miss_rate.{stat}") for stat in ("p90", "p99")}
+    tail = {stat: 1 - value if isinstance(value, int | float) else None for stat, value in worst.items()}
     lines += [
+        "",
+        f"fluidity-index: mean {number(metrics.get('fluidity_index.mean'))}, P10 {number(tail['p90'])}, "
+        f"P1 {number(tail['p99'])} (the worst requests); service miss rate "
+        f"{number(metrics.get('service_miss_rate'))} (all deadlines missed / all deadlines).",
         "",
         "| rate | value |",
         "| --- | --- |",
@@ -107,8 +161,8 @@ def write_report(directory: str | Path, title: str | None = None) -> Path:
         f"| 1 / P99 TBT (tokens/s) | {number(metrics.get('p99_tbt_token_rate_per_s'))} |",
         f"| P99 send lag (s) | {number(metrics.get('send_lag_s.p99'))} |",
         "",
-        "The fluid token rate is what 99% of requests sustain with at most 10% of deadlines missed; "
-        "TPOT-based rates average stalls away.",
+        f"The fluid token rate is what 99% of requests sustain with at most {_fluid_miss_rate(run):.0%} of deadlines "
+        "missed; TPOT-based rates average stalls away.",
         "",
         "![latency CDFs](latency_cdfs.png)",
         "",

@@ -72,7 +72,7 @@ async def measure(
     return RunOutcome(
         records=records,
         metrics=metrics,
-        verdict=evaluate_slo(metrics, config.slo),
+        verdict=evaluate_slo(metrics, config.slo, num_planned=config.workload.num_requests),
         interrupted=result.interrupted,
         config=recorded,
         load=result,

@@ -2,7 +2,9 @@
 
 `summarize` returns one flat dict whose keys are stable (they are `summary.json`'s `metrics`):
 distributions as `<metric>.<stat>` with stat in mean, min, p50, p90, p99, max (numpy's linear
-interpolation between order statistics), None where nothing was measured. See README.md for the list.
+interpolation between order statistics), None where nothing was measured, plus each percentile an
+SLO checks; `service_miss_rate` is all missed deadlines over all deadlines of the measured
+requests. See README.md for the list.
 
 Warm-up requests are left out of every figure. Latency figures pool the requests that completed
 (finished or ended early); failed and interrupted requests only count in the outcome counts and
@@ -15,7 +17,7 @@ import numpy as np
 
 from metron.fluidity import decode_miss_rate_table
 from metron.metrics import RequestRecord
-from metron.slo import SloConfig, request_meets_slo
+from metron.slo import SloConfig, percentile_key, request_meets_slo
 
 STATS = ("mean", "min", "p50", "p90", "p99", "max")
 DISTRIBUTIONS = (
@@ -38,24 +40,21 @@ MISS_RATE_CURVE_DEADLINES_S = tuple(round(float(d), 6) for d in np.geomspace(0.0
 Metrics = dict[str, float | int | list[float] | None]
 
 
-def describe(name: str, values: Iterable[float | None] | np.ndarray) -> Metrics:
+def describe(name: str, values: Iterable[float | None] | np.ndarray, percentiles: Iterable[float] = ()) -> Metrics:
     """`name.mean`, `name.min`, `name.p50`, `name.p90`, `name.p99`, `name.max` of the values that
-    are not None (an array is taken as it is: no None in it)."""
+    are not None (an array is taken as it is: no None in it), then `percentile_key(name, q)` of
+    each other percentile q in `percentiles` (an SLO's)."""
     if isinstance(values, np.ndarray):
         array = values.astype(np.float64)
     else:
         array = np.array([v for v in values if v is not None], dtype=np.float64)
+    extra = sorted({float(q) for q in percentiles} - {50.0, 90.0, 99.0})
+    keys = [f"{name}.{stat}" for stat in STATS] + [percentile_key(name, q) for q in extra]
     if len(array) == 0:
-        return {f"{name}.{stat}": None for stat in STATS}
-    p50, p90, p99 = np.percentile(array, [50, 90, 99])
-    return {
-        f"{name}.mean": float(array.mean()),
-        f"{name}.min": float(array.min()),
-        f"{name}.p50": float(p50),
-        f"{name}.p90": float(p90),
-        f"{name}.p99": float(p99),
-        f"{name}.max": float(array.max()),
-    }
+        return dict.fromkeys(keys)
+    p50, p90, p99, *others = np.percentile(array, [50, 90, 99, *extra])
+    figures = [array.mean(), array.min(), p50, p90, p99, array.max(), *others]
+    return {key: float(value) for key, value in zip(keys, figures, strict=True)}
 
 
 def per_second(value: float | int | list[float] | None) -> float | None:
@@ -115,11 +114,13 @@ def summarize(records: Sequence[RequestRecord], slo: SloConfig | None = None) ->
                 values = (r.arrival_s - r.scheduled_arrival_s for r in measured if r.scheduled_arrival_s is not None)
             case _:
                 values = (getattr(r, name) for r in completed)
-        metrics.update(describe(name, values))
+        metrics.update(describe(name, values, slo.percentiles_of(name) if slo is not None else ()))
 
     metrics["fluid_token_rate_per_s"] = per_second(metrics["min_tbt_deadline_s.p99"])
     metrics["tpot_token_rate_per_s"] = per_second(metrics["tpot_s.mean"])
     metrics["p99_tbt_token_rate_per_s"] = per_second(metrics["tbt_s.p99"])
+    num_total = sum(r.total_deadlines for r in measured)
+    metrics["service_miss_rate"] = sum(r.missed_deadlines for r in measured) / num_total if num_total else None
 
     streams = [r.token_times_s for r in completed if r.output_tokens > 1]
     curve = (

@@ -31,9 +31,9 @@ def test_expanding_binary_search_finds_the_threshold() -> None:
     result = search_capacity(evaluate, CapacityConfig(initial_qps=1.0, granularity=0.02))
     assert result.converged
     assert 7.3 * 0.98 <= result.capacity_qps <= 7.3
-    # [0, 1]: 0.5 passes, the bound doubles to 2; 1.25 passes, bound 4; 2.625 passes, bound 8;
-    # 5.3125 passes, bound 16; 10.65625 fails, and bisection takes over.
-    assert asked[:5] == [0.5, 1.25, 2.625, 5.3125, 10.6562]
+    # The initial rate first, doubled while it passes: 1, 2 and 4 pass, 8 fails, and bisection
+    # between 4 and 8 takes over.
+    assert asked[:6] == [1.0, 2.0, 4.0, 8.0, 6.0, 7.0]
     assert all(step.passed == (step.qps <= 7.3) for step in result.steps)
 
 
@@ -71,6 +71,9 @@ def test_capacity_command_against_a_server_that_slows_with_load(scripted_server,
     assert 0 < result["capacity_qps"] < 32
     assert (out / "capacity.png").is_file() and (out / "report.md").is_file()
     assert all((Path(s["directory"]) / "requests.jsonl").is_file() for s in steps)
+    assert steps[0]["qps"] == 8.0  # --initial-qps itself first
+    report = (out / "report.md").read_text()
+    assert "under SLO P99 miss rate <= 0.1, error rate <= 0.01." in report and "SloConfig" not in report
 
     # Again with the same workload: every run comes from the cache, the answer is the same.
     again = metron("capacity", *args, "--output-dir", str(out))

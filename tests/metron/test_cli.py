@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from metron.cli import main
+from metron.fluidity import min_tbt_deadline
 from metron.run_format import read_run
 
 FAST = {"model": "m", "first_s": 0.05, "gap_s": 0.01, "usage": "continuous"}
@@ -109,3 +111,64 @@ def test_ctrl_c_writes_what_was_measured(scripted_server, tmp_path: Path) -> Non
     assert settled and all(r.output_tokens > 0 for r in settled)
     assert 0 < len(run.records) < 50
     assert json.loads((out / "summary.json").read_text())["metrics"]["num_interrupted"] == len(interrupted)
+
+
+def test_an_output_directory_that_holds_files_is_refused_without_overwrite(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = scripted_server(FAST)
+    out = tmp_path / "out"
+    args = ["run", "--url", server.url, "--model", "m", "--output-tokens", "3", "--output-dir", str(out)]
+    assert metron(*args, "--num-requests", "3").returncode == 0
+    again = metron(*args, "--num-requests", "4")
+    assert again.returncode == 2
+    assert f"the output directory {out} already holds fluidity.png, latency_cdfs.png, report.md and more" in again.stderr
+    assert len(read_run(out).records) == 3
+    assert metron(*args, "--num-requests", "4", "--overwrite").returncode == 0
+    assert len(read_run(out).records) == 4
+    # A capacity search reuses its own earlier runs, but not a directory holding something else.
+    capacity = metron("capacity", "--url", "http://127.0.0.1:9", "--model", "m", "--output-dir", str(out))
+    assert capacity.returncode == 2 and "already holds" in capacity.stderr
+
+
+def test_an_interrupted_run_does_not_pass_its_slo(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    slow = {"first_s": 0.05, "gap_s": 1.0}
+    server = scripted_server({**FAST, "by_request": {f"metron-{i}": slow for i in range(1, 9)}})
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "metron.cli", "run", "--url", server.url, "--model", "m", "--num-requests", "9"]
+        + ["--arrivals", "static", "--output-tokens", "30", "--output-dir", str(out), "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not server.log() and time.monotonic() < deadline:  # the fast request has finished
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "9 requests: 1 finished" in stdout
+    assert "SLO FAIL" in stdout and "num_unmeasured_requests 8 > 0" in stdout
+    assert read_run(out).slo["passed"] is False  # type: ignore[index]
+    assert "SLO verdict: **FAIL**" in (out / "report.md").read_text()
+
+
+def test_slo_percentile_and_fluid_miss_rate_flags(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # 20 requests of 4 gaps each; one request's gaps are 0.2 s: 5% of the gaps, above P90, below P99.
+    server = scripted_server({**FAST, "by_request": {"metron-0": {"gap_s": 0.2}}})
+    args = ["--url", server.url, "--model", "m", "--num-requests", "20", "--arrivals", "static"]
+    args += ["--output-tokens", "5", "--slo", "tbt_ttft", "--p99-tbt", "0.05", "--no-progress"]
+    verdicts = {}
+    for percentile in ("90", "99"):
+        out = tmp_path / f"p{percentile}"
+        result = metron("run", *args, "--tbt-percentile", percentile, "--fluid-miss-rate", "0.5", "--output-dir", str(out))
+        assert result.returncode == 0, result.stderr
+        verdicts[percentile] = read_run(out).slo
+        assert f"tbt_s.p{percentile}" in result.stdout
+    assert verdicts["90"]["passed"] is True and verdicts["99"]["passed"] is False  # type: ignore[index]
+
+    run = read_run(tmp_path / "p90")
+    slow = next(r for r in run.records if r.id == 0)
+    assert slow.min_tbt_deadline_s == min_tbt_deadline(slow.token_times_s, 0.5) != min_tbt_deadline(slow.token_times_s)
+    p99 = np.percentile([r.min_tbt_deadline_s for r in run.records], 99)
+    assert run.metrics["fluid_token_rate_per_s"] == pytest.approx(1 / p99)
+    assert "at most 50% of deadlines missed" in (tmp_path / "p90" / "report.md").read_text()

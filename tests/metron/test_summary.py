@@ -110,3 +110,36 @@ def test_an_empty_or_all_failed_run_summarizes_without_crashing() -> None:
     metrics = summarize([])
     assert metrics["num_requests"] == 0 and metrics["ttft_s.p99"] is None and metrics["duration_s"] is None
     assert not evaluate_slo(metrics, SloConfig()).passed
+
+
+def test_service_miss_rate_pools_every_deadline_of_the_measured_requests() -> None:
+    records = request_records(
+        [
+            # Warm-up: its first token is 0.9 s late, 10 missed of 10; left out.
+            RequestTimes(id=0, arrival_s=-5.0, prompt_tokens=1, token_times_s=[-4.0], warmup=True),
+            # On time, on time, then a 0.3 s gap with no slack: 3 missed; 2 met + 3 missed = 5.
+            RequestTimes(id=1, arrival_s=0.0, prompt_tokens=1, token_times_s=[0.1, 0.2, 0.5]),
+            # Both on time: 0 of 2.
+            RequestTimes(id=2, arrival_s=1.0, prompt_tokens=1, token_times_s=[1.05, 1.1]),
+        ],
+        DeadlineConfig(ttft_s=0.1, tbt_s=0.1),
+    )
+    assert [(r.missed_deadlines, r.total_deadlines) for r in records] == [(10, 10), (3, 5), (0, 2)]
+    metrics = summarize(records)
+    assert metrics["service_miss_rate"] == pytest.approx(3 / 7)
+    # Not the mean of the requests' miss rates (3/5 and 0): long requests weigh more.
+    assert metrics["miss_rate.mean"] == pytest.approx(0.3)
+    assert summarize([])["service_miss_rate"] is None
+
+
+def test_slo_percentiles_are_summarized_and_checked() -> None:
+    slo = SloConfig(kind="tbt_ttft", p99_tbt_s=0.25, p90_ttft_s=2.0, tbt_percentile=50, ttft_percentile=99.9)
+    metrics = summarize(small_run(), slo)
+    # Pooled TBTs 0.1, 0.1, 0.3 and TTFTs 0.5, 0.2.
+    assert metrics["tbt_s.p50"] == pytest.approx(0.1) and metrics["ttft_s.p99.9"] == pytest.approx(0.4997)
+    assert list(slo.limits()) == ["tbt_s.p50", "ttft_s.p99.9", "error_rate"]
+    checks = {c.key: c.passed for c in evaluate_slo(metrics, slo).checks}
+    assert checks == {"tbt_s.p50": True, "ttft_s.p99.9": True, "error_rate": False}
+    assert slo.describe() == "P50 tbt <= 0.25, P99.9 ttft <= 2, error rate <= 0.01"
+    with pytest.raises(ValueError, match="tbt_percentile must be in \\[0, 100\\], got 101"):
+        SloConfig(tbt_percentile=101)

@@ -33,6 +33,8 @@ SLOS = [
     SloConfig(kind="deadline", max_miss_rate=0.05, p50_scheduling_delay_s=0.5),
     SloConfig(kind="tbt_ttft", p99_tbt_s=0.03, p90_ttft_s=1.0),
     SloConfig(kind="ttft_tpot", p90_ttft_s=0.5, p90_tpot_s=0.02),
+    SloConfig(kind="tbt_ttft", p99_tbt_s=0.03, p90_ttft_s=1.0, tbt_percentile=95, ttft_percentile=99.9),
+    SloConfig(kind="deadline", miss_rate_percentile=75, p50_scheduling_delay_s=0.5, scheduling_delay_percentile=90),
 ]
 
 
@@ -62,7 +64,7 @@ def every_outcome(short_context: Simulator) -> SimulationResult:
     return result
 
 
-@pytest.mark.parametrize("slo", SLOS, ids=["no-slo", "deadline", "tbt_ttft", "ttft_tpot"])
+@pytest.mark.parametrize("slo", SLOS, ids=["no-slo", "deadline", "tbt_ttft", "ttft_tpot", "tbt_ttft-p95", "deadline-p75"])
 def test_records_and_summary_equal_metrons(
     every_outcome: SimulationResult, short_context: Simulator, slo: SloConfig | None
 ) -> None:

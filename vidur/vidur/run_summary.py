@@ -12,17 +12,17 @@ from vidur.stream_deadlines import decode_miss_rate_table
 from vidur.run_columns import ENDED_EARLY, ERROR, FINISHED, RunColumns
 
 
-def _own_p99_tbt(columns: RunColumns, requests: np.ndarray) -> np.ndarray:
-    """Each request's own P99 TBT (0 without gaps), as `np.percentile` of its gaps: requests with
-    as many gaps are stacked, so numpy computes every row as it would the row alone."""
+def _own_tbt(columns: RunColumns, requests: np.ndarray, percentile: float) -> np.ndarray:
+    """Each request's own TBT percentile (0 without gaps), as `np.percentile` of its gaps: requests
+    with as many gaps are stacked, so numpy computes every row as it would the row alone."""
     gaps = np.diff(columns.token_times_s)
     num_gaps = np.maximum(columns.num_tokens[requests] - 1, 0)
     starts = columns.first_token[requests]
-    p99 = np.zeros(len(requests))
+    own = np.zeros(len(requests))
     for count in np.unique(num_gaps[num_gaps > 0]).tolist():
         rows = np.flatnonzero(num_gaps == count)
-        p99[rows] = np.percentile(gaps[starts[rows, None] + np.arange(count)], 99, axis=1)
-    return p99
+        own[rows] = np.percentile(gaps[starts[rows, None] + np.arange(count)], percentile, axis=1)
+    return own
 
 
 def _meets_slo(columns: RunColumns, completed: np.ndarray, slo: SloConfig) -> np.ndarray:
@@ -35,7 +35,7 @@ def _meets_slo(columns: RunColumns, completed: np.ndarray, slo: SloConfig) -> np
         case "deadline":
             meets &= 1.0 - columns.fluidity_index[completed] <= slo.max_miss_rate
         case "tbt_ttft":
-            meets &= (ttft <= slo.p90_ttft_s) & (_own_p99_tbt(columns, completed) <= slo.p99_tbt_s)
+            meets &= (ttft <= slo.p90_ttft_s) & (_own_tbt(columns, completed, slo.tbt_percentile) <= slo.p99_tbt_s)
         case _:
             tpot = np.nan_to_num(columns.tpot_s[completed], nan=0.0)
             meets &= (ttft <= slo.p90_ttft_s) & (tpot <= slo.p90_tpot_s)
@@ -103,11 +103,15 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
         metrics["slo_attainment"] = None
 
     for name in DISTRIBUTIONS:
-        metrics.update(describe(name, _distribution(columns, name, measured, completed)))
+        percentiles = slo.percentiles_of(name) if slo is not None else ()
+        metrics.update(describe(name, _distribution(columns, name, measured, completed), percentiles))
 
     metrics["fluid_token_rate_per_s"] = per_second(metrics["min_tbt_deadline_s.p99"])
     metrics["tpot_token_rate_per_s"] = per_second(metrics["tpot_s.mean"])
     metrics["p99_tbt_token_rate_per_s"] = per_second(metrics["tbt_s.p99"])
+    num_total = int(columns.total_deadlines[measured].sum())
+    num_missed = int(columns.missed_deadlines[measured].sum())
+    metrics["service_miss_rate"] = num_missed / num_total if num_total else None
 
     streams = completed[columns.num_tokens[completed] > 1]
     curve = None
