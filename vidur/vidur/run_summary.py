@@ -8,8 +8,8 @@ import numpy as np
 from metron.slo import SloConfig
 from metron.summary import DISTRIBUTIONS, MISS_RATE_CURVE_DEADLINES_S, Metrics, describe, per_second
 
-from vidur.stream_deadlines import decode_miss_rate_table
 from vidur.run_columns import ENDED_EARLY, ERROR, FINISHED, RunColumns
+from vidur.stream_deadlines import decode_miss_rate_table
 
 
 def _own_tbt(columns: RunColumns, requests: np.ndarray, percentile: float) -> np.ndarray:
