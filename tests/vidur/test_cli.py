@@ -200,3 +200,12 @@ def test_over_long_trace_requests_keep_their_output_and_the_run_says_so(data_dir
     assert (prompts + outputs > 4096).sum() > 10  # some do not fit Llama-2-7B's context
     assert [r.requested_output_tokens for r in run.records] == outputs.tolist()
     assert [r.prompt_tokens for r in run.records] == np.minimum(prompts, 4096 - outputs).tolist()
+
+
+@pytest.mark.parametrize("qps", ["0", "-1", "nan"])
+@pytest.mark.parametrize("arrivals", [["--trace", "splitwise_conv.csv"], ["--set", "workload.arrivals.kind=poisson"]])
+def test_a_rate_that_is_not_positive_names_the_flag(
+    data_dir: Path, qps: str, arrivals: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--data-dir", str(data_dir), *arrivals, "--qps", qps]) == 2
+    assert f"vidur: error: --qps must be a positive number of requests/s, got {float(qps)}" in capsys.readouterr().err

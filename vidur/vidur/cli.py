@@ -8,6 +8,7 @@ predictor is cached in `$XDG_CACHE_HOME/servekit/vidur` (default `~/.cache/serve
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -144,6 +145,8 @@ def _print_metrics(metrics: Mapping[str, object], keys: tuple[str, ...]) -> None
 
 def simulate_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.qps is not None and not (args.qps > 0 and math.isfinite(args.qps)):
+        raise ValueError(f"--qps must be a positive number of requests/s, got {args.qps}")
     config, predictor, _ = _load(args)
     if args.qps is not None:
         config = dataclasses.replace(config, workload=config.workload.with_rate(args.qps))
