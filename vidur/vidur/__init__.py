@@ -24,6 +24,7 @@ from vidur.deployment import (
     plan_deployment,
 )
 from vidur.errors import (
+    ContextTooLongError,
     DeploymentError,
     MissingProfileError,
     ModelConfigError,
@@ -44,6 +45,7 @@ __all__ = [
     "CpuOverheadConfig",
     "Deployment",
     "DeploymentConfig",
+    "ContextTooLongError",
     "DeploymentError",
     "GpuSpec",
     "InvalidCostModelError",
