@@ -209,3 +209,16 @@ def test_a_rate_that_is_not_positive_names_the_flag(
 ) -> None:
     assert main(["simulate", "--data-dir", str(data_dir), *arrivals, "--qps", qps]) == 2
     assert f"vidur: error: --qps must be a positive number of requests/s, got {float(qps)}" in capsys.readouterr().err
+
+
+def test_simulate_writes_metrons_report_of_the_simulated_run(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["simulate", "--data-dir", str(data_dir), "--num-requests", "30", "--gpu", "a100", "--tp", "2"]
+    assert main([*args, "--set", "workload.lengths.kind=uniform", "--output-dir", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert report.startswith(f"# vidur simulation: {out.name}\n")
+    assert "- target: vidur simulation of meta-llama/Llama-2-7b-hf on 2 x a100\n" in report
+    assert "- workload: 30 requests (+0 warm-up), seed 0; arrivals poisson at 1.0 req/s; lengths uniform\n" in report
+    assert "- SLO: " in report and "- SLO verdict: **PASS**" in report
+    assert "30 requests: 30 finished" in report
+    assert (out / "latency_cdfs.png").stat().st_size > 0

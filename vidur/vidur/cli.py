@@ -191,7 +191,12 @@ def simulate_command(args: argparse.Namespace) -> int:
     _print_metrics(summary["utilization"], ("mfu", "mbu", "busy_fraction"))  # type: ignore[arg-type]
     if scored.verdict is not None:
         print(f"  SLO ({config.slo.kind}): {scored.verdict.describe()}")
-    if args.output_dir:
+    if args.output_dir and config.output.plots:  # metron's report is built around its figures
+        from metron.report import write_report
+
+        report = write_report(args.output_dir, title=f"vidur simulation: {Path(args.output_dir).name}")
+        print(f"wrote {args.output_dir} (report: {report})")
+    elif args.output_dir:
         print(f"wrote {args.output_dir}")
     whole_s = seconds_since_start(started, whole_process=args.whole_process)
     print(f"time: simulation {result.wall_s:.3f} s, whole command {whole_s:.2f} s")
