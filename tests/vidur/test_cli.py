@@ -222,3 +222,20 @@ def test_simulate_writes_metrons_report_of_the_simulated_run(data_dir: Path, tmp
     assert "- SLO: " in report and "- SLO verdict: **PASS**" in report
     assert "30 requests: 30 finished" in report
     assert (out / "latency_cdfs.png").stat().st_size > 0
+
+
+def test_the_catalogue_lists_aliases_and_the_profiled_pairs(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (data_dir / "profiling" / "compute" / "h100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv").is_file()
+    assert main(["catalogue", "--data-dir", str(data_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model = next(line for line in lines if line.strip().startswith("meta-llama/Llama-2-7b-hf "))
+    assert model.endswith("aliases: llama-2-7b")
+    gpu = next(line for line in lines if line.strip().startswith("a100 "))
+    assert gpu.endswith("aliases: a100-80gb, a100_80gb")
+    pairs = lines[lines.index(next(line for line in lines if line.startswith("profiled (GPU, model) pairs"))) :]
+    assert any(line.split()[:2] == ["h100", "meta-llama/Llama-2-7b-hf"] for line in pairs)
+    # Mistral-7B has no tables of its own; Llama-3-8B's fit its layer shape, where there are some.
+    mistral = next(line for line in pairs if line.split()[:2] == ["a100", "mistralai/Mistral-7B-v0.1"])
+    assert "meta-llama/Meta-Llama-3-8B's tables" in mistral
+    assert not any(line.split()[:2] == ["h100", "mistralai/Mistral-7B-v0.1"] for line in pairs)
+    assert any(line.strip().startswith("h200") and "h100's" in line for line in pairs)
