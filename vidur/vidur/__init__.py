@@ -42,10 +42,10 @@ from vidur.simulation import SimulationResult, Simulator, Workload
 
 __all__ = [
     "ClusterConfig",
+    "ContextTooLongError",
     "CpuOverheadConfig",
     "Deployment",
     "DeploymentConfig",
-    "ContextTooLongError",
     "DeploymentError",
     "GpuSpec",
     "InvalidCostModelError",

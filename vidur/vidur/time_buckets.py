@@ -4,9 +4,7 @@ so a plot of a long run shows its trend instead of a solid block of alternating 
 import numpy as np
 
 
-def mean_per_time_bucket(
-    start_s: np.ndarray, values: np.ndarray, bucket_s: float
-) -> tuple[np.ndarray, np.ndarray]:
+def mean_per_time_bucket(start_s: np.ndarray, values: np.ndarray, bucket_s: float) -> tuple[np.ndarray, np.ndarray]:
     """The middle of each bucket `[k * bucket_s, (k + 1) * bucket_s)` from 0 to the last start,
     and the mean of `values` over the iterations starting in it (NaN where none does)."""
     if not bucket_s > 0:
