@@ -64,15 +64,23 @@ def describe_arrivals(arrivals: dict[str, object]) -> str:
             return str(kind)
 
 
+def _target_and_settings(config: dict[str, object]) -> tuple[object, object]:
+    """A metron run records its target's `describe()` and its `run` settings; a run `vidur
+    simulate` wrote records `target` "vidur" with its deployment, workload, deadlines and SLO
+    beside it."""
+    if config.get("target") == "vidur":
+        return {"target": "vidur", "deployment": config.get("deployment")}, config
+    return config.get("target"), config.get("run")
+
+
 def _settings(run: Run) -> list[str]:
     config = run.config
     lines = []
-    target = config.get("target")
+    target, settings = _target_and_settings(config)
     if isinstance(target, dict):
         lines.append(f"- target: {describe_target(target)}")
     elif "simulator" in config:
         lines.append(f"- simulated by {config['simulator']}")
-    settings = config.get("run")
     if isinstance(settings, dict):
         workload = settings.get("workload", {})
         arrivals, lengths = workload.get("arrivals", {}), workload.get("lengths", {})

@@ -26,6 +26,7 @@ from vidur import (
     plan_deployment,
 )
 from vidur import _simulator
+from vidur.cli import main
 
 
 def plan(predictor: OperatorPredictor, **replica: object) -> object:
@@ -123,7 +124,7 @@ def test_config_files_name_unknown_keys(tmp_path: object) -> None:
 
     path = Path(str(tmp_path)) / "bad.toml"
     path.write_text('[replica]\ngpus = "h100"\n')
-    with pytest.raises(ValueError, match=r"\[replica\]: unknown key\(s\) gpus; known keys: gpu, gpu_price_per_hour"):
+    with pytest.raises(ValueError, match=r"\[replica\]: unknown key\(s\) gpus; known keys: allow_longer_context, gpu, gpu_price_per_hour"):
         load_config(path, [])
     with pytest.raises(ValueError, match="unknown section 'replicas'"):
         load_config(None, ["replicas.gpu=a100"])
@@ -164,3 +165,16 @@ def test_batch_sums_do_not_wrap(llama7b_h100: Simulator) -> None:
     two = cost.predict([(largest, 0, False, True), (largest, 0, False, True)])
     assert two.num_tokens == 2 * largest
     assert two.latency_s > one.latency_s
+
+
+def test_a_max_model_len_beyond_the_models_context_needs_the_override(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["simulate", "--data-dir", str(data_dir), "--num-requests", "5", "--set", "workload.lengths.kind=uniform"]
+    assert main([*args, "--set", "scheduler.max_model_len=100000"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vidur: error: scheduler.max_model_len=100000 exceeds meta-llama/Llama-2-7b-hf's context")
+    assert "(max_position_embeddings 4096)" in error and "replica.allow_longer_context = true" in error
+    override = ["--set", "replica.allow_longer_context=true"]
+    assert main([*args, "--set", "scheduler.max_model_len=16384", *override]) == 0
+    assert main([*args, "--set", "scheduler.max_model_len=4096"]) == 0  # the context itself is no override

@@ -200,3 +200,42 @@ def test_over_long_trace_requests_keep_their_output_and_the_run_says_so(data_dir
     assert (prompts + outputs > 4096).sum() > 10  # some do not fit Llama-2-7B's context
     assert [r.requested_output_tokens for r in run.records] == outputs.tolist()
     assert [r.prompt_tokens for r in run.records] == np.minimum(prompts, 4096 - outputs).tolist()
+
+
+@pytest.mark.parametrize("qps", ["0", "-1", "nan"])
+@pytest.mark.parametrize("arrivals", [["--trace", "splitwise_conv.csv"], ["--set", "workload.arrivals.kind=poisson"]])
+def test_a_rate_that_is_not_positive_names_the_flag(
+    data_dir: Path, qps: str, arrivals: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--data-dir", str(data_dir), *arrivals, "--qps", qps]) == 2
+    assert f"vidur: error: --qps must be a positive number of requests/s, got {float(qps)}" in capsys.readouterr().err
+
+
+def test_simulate_writes_metrons_report_of_the_simulated_run(data_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["simulate", "--data-dir", str(data_dir), "--num-requests", "30", "--gpu", "a100", "--tp", "2"]
+    assert main([*args, "--set", "workload.lengths.kind=uniform", "--output-dir", str(out)]) == 0
+    report = (out / "report.md").read_text()
+    assert report.startswith(f"# vidur simulation: {out.name}\n")
+    assert "- target: vidur simulation of meta-llama/Llama-2-7b-hf on 2 x a100\n" in report
+    assert "- workload: 30 requests (+0 warm-up), seed 0; arrivals poisson at 1.0 req/s; lengths uniform\n" in report
+    assert "- SLO: " in report and "- SLO verdict: **PASS**" in report
+    assert "30 requests: 30 finished" in report
+    assert (out / "latency_cdfs.png").stat().st_size > 0
+
+
+def test_the_catalogue_lists_aliases_and_the_profiled_pairs(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert (data_dir / "profiling" / "compute" / "h100" / "meta-llama" / "Llama-2-7b-hf" / "mlp.csv").is_file()
+    assert main(["catalogue", "--data-dir", str(data_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    model = next(line for line in lines if line.strip().startswith("meta-llama/Llama-2-7b-hf "))
+    assert model.endswith("aliases: llama-2-7b")
+    gpu = next(line for line in lines if line.strip().startswith("a100 "))
+    assert gpu.endswith("aliases: a100-80gb, a100_80gb")
+    pairs = lines[lines.index(next(line for line in lines if line.startswith("profiled (GPU, model) pairs"))) :]
+    assert any(line.split()[:2] == ["h100", "meta-llama/Llama-2-7b-hf"] for line in pairs)
+    # Mistral-7B has no tables of its own; Llama-3-8B's fit its layer shape, where there are some.
+    mistral = next(line for line in pairs if line.split()[:2] == ["a100", "mistralai/Mistral-7B-v0.1"])
+    assert "meta-llama/Meta-Llama-3-8B's tables" in mistral
+    assert not any(line.split()[:2] == ["h100", "mistralai/Mistral-7B-v0.1"] for line in pairs)
+    assert any(line.strip().startswith("h200") and "h100's" in line for line in pairs)

@@ -24,6 +24,7 @@ from vidur.deployment import (
     plan_deployment,
 )
 from vidur.errors import (
+    ContextTooLongError,
     DeploymentError,
     MissingProfileError,
     ModelConfigError,
@@ -41,6 +42,7 @@ from vidur.simulation import SimulationResult, Simulator, Workload
 
 __all__ = [
     "ClusterConfig",
+    "ContextTooLongError",
     "CpuOverheadConfig",
     "Deployment",
     "DeploymentConfig",

@@ -8,6 +8,7 @@ predictor is cached in `$XDG_CACHE_HOME/servekit/vidur` (default `~/.cache/serve
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -144,6 +145,8 @@ def _print_metrics(metrics: Mapping[str, object], keys: tuple[str, ...]) -> None
 
 def simulate_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
+    if args.qps is not None and not (args.qps > 0 and math.isfinite(args.qps)):
+        raise ValueError(f"--qps must be a positive number of requests/s, got {args.qps}")
     config, predictor, _ = _load(args)
     if args.qps is not None:
         config = dataclasses.replace(config, workload=config.workload.with_rate(args.qps))
@@ -188,7 +191,12 @@ def simulate_command(args: argparse.Namespace) -> int:
     _print_metrics(summary["utilization"], ("mfu", "mbu", "busy_fraction"))  # type: ignore[arg-type]
     if scored.verdict is not None:
         print(f"  SLO ({config.slo.kind}): {scored.verdict.describe()}")
-    if args.output_dir:
+    if args.output_dir and config.output.plots:  # metron's report is built around its figures
+        from metron.report import write_report
+
+        report = write_report(args.output_dir, title=f"vidur simulation: {Path(args.output_dir).name}")
+        print(f"wrote {args.output_dir} (report: {report})")
+    elif args.output_dir:
         print(f"wrote {args.output_dir}")
     whole_s = seconds_since_start(started, whole_process=args.whole_process)
     print(f"time: simulation {result.wall_s:.3f} s, whole command {whole_s:.2f} s")
@@ -307,16 +315,45 @@ def validate_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def catalogue_command(_: argparse.Namespace) -> int:
+def catalogue_command(args: argparse.Namespace) -> int:
+    from vidur.catalogue import aliases_by_name, profiled_pairs
+    from vidur.gpus import ALIASES as GPU_ALIASES
+    from vidur.models import ALIASES as MODEL_ALIASES
+
+    def aliases(names: list[str]) -> str:
+        return f"  aliases: {', '.join(names)}" if names else ""
+
+    model_aliases, gpu_aliases = aliases_by_name(MODEL_ALIASES), aliases_by_name(GPU_ALIASES)
     print("models:")
     for name, model in MODELS.items():
-        print(f"  {name:<40} {model.num_params / 1e9:6.1f} B params, context {model.max_position_embeddings}")
+        print(
+            f"  {name:<40} {model.num_params / 1e9:6.1f} B params, context {model.max_position_embeddings:<6}"
+            f"{aliases(model_aliases.get(name, []))}"
+        )
     print("GPUs:")
     for name, gpu in GPUS.items():
         print(
             f"  {name:<10} {gpu.memory_gib:6.1f} GiB  {gpu.memory_bandwidth_gb_s:6.0f} GB/s  "
-            f"{gpu.bf16_tflops:6.1f} TFLOP/s  ${gpu.price_per_hour:.2f}/h"
+            f"{gpu.bf16_tflops:6.1f} TFLOP/s  ${gpu.price_per_hour:.2f}/h{aliases(gpu_aliases.get(name, []))}"
         )
+    roots = default_profiling_roots(data_dir(args.data_dir)) + [Path(p) for p in args.profiling_dir]
+    roots = [root for root in roots if root.is_dir()]
+    profiles = load_profiles(roots)
+    print(f"profiled (GPU, model) pairs, in {', '.join(map(str, roots)) or 'no profiling root (none found)'}:")
+    for pair in profiled_pairs(profiles, MODELS):
+        tables = f" ({pair.tables_of}'s tables: the same layer shape)" if pair.tables_of else ""
+        degrees = ", ".join(map(str, pair.tensor_parallel_degrees))
+        print(f"  {pair.gpu:<10} {pair.model:<40} TP {degrees}{tables}")
+    profiled = {gpu for gpu, _ in profiles.compute}
+    for name, gpu in GPUS.items():
+        if name not in profiled:
+            borrowed = (
+                f"{gpu.reference_gpu}'s fitted rooflines, scaled by datasheet peaks"
+                if gpu.reference_gpu in profiled
+                else "nor a reference GPU with profiles (a MissingProfileError)"
+            )
+            print(f"  {name:<10} no tables of its own: {borrowed}")
+    print(f"attention kernels profiled on: {', '.join(sorted(profiles.attention)) or 'none'}")
     return 0
 
 
@@ -388,7 +425,11 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("--output-dir", default="runs/validate")
     check.set_defaults(run=validate_command)
 
-    catalogue = commands.add_parser("catalogue", help="list the models and GPUs")
+    catalogue = commands.add_parser(
+        "catalogue", help="list the models and GPUs, their aliases, and the (GPU, model) pairs with profiles"
+    )
+    catalogue.add_argument("--data-dir", help="holds profiling/ (default: $SERVEKIT_DATA or ../shared/data)")
+    catalogue.add_argument("--profiling-dir", action="append", default=[], help="extra profiles")
     catalogue.set_defaults(run=catalogue_command)
     return root
 

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from vidur import _simulator
 from vidur.cost_model import CostModelSpec, CpuOverheadConfig, build_cost_model
-from vidur.errors import DeploymentError
+from vidur.errors import ContextTooLongError, DeploymentError
 from vidur.gpus import get_gpu
 from vidur.memory_plan import MemoryPlan, ReplicaShape, plan_memory
 from vidur.models import get_model
@@ -20,7 +20,9 @@ ROUTERS = ("round_robin", "least_outstanding", "random")
 @dataclass(frozen=True, slots=True)
 class ReplicaConfig:
     """One replica: a model on `tensor_parallel` x `pipeline_parallel` GPUs. `gpu_price_per_hour`
-    replaces the catalogue price."""
+    replaces the catalogue price. `allow_longer_context` lets the scheduler's `max_model_len`
+    exceed the model's context (`max_position_embeddings`), as a model run with rope scaling
+    does; without it such a `max_model_len` is refused, as the engine refuses it."""
 
     model: str = "meta-llama/Llama-2-7b-hf"
     gpu: str = "h100"
@@ -31,6 +33,7 @@ class ReplicaConfig:
     """The exact number of KV blocks per replica (the engine's `--num-kv-blocks`); None: what
     the memory left after weights and activations holds."""
     num_kv_blocks: int | None = None
+    allow_longer_context: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,12 @@ def plan_deployment(config: DeploymentConfig, predictor: OperatorPredictor) -> D
     gpu = get_gpu(replica.gpu, replica.gpu_price_per_hour)
     shape = ReplicaShape(model, gpu, replica.tensor_parallel, replica.pipeline_parallel)
     max_model_len = config.scheduler.max_model_len or model.max_position_embeddings
+    if max_model_len > model.max_position_embeddings and not replica.allow_longer_context:
+        raise ContextTooLongError(
+            f"scheduler.max_model_len={max_model_len} exceeds {model.name}'s context (max_position_embeddings "
+            f"{model.max_position_embeddings}); set replica.allow_longer_context = true to run it longer, "
+            "as with rope scaling"
+        )
     scheduler = config.scheduler.resolve(max_model_len, pipeline_parallel=replica.pipeline_parallel)
     memory = plan_memory(
         shape,

@@ -23,6 +23,10 @@ class ParallelismError(DeploymentError):
     """A tensor- or pipeline-parallel degree that does not divide the model."""
 
 
+class ContextTooLongError(DeploymentError):
+    """A max_model_len beyond the model's context (max_position_embeddings), not explicitly allowed."""
+
+
 class ModelDoesNotFitError(DeploymentError):
     """The weights, activations and a minimal KV cache do not fit in GPU memory."""
 

@@ -10,6 +10,11 @@ import numpy as np  # noqa: E402
 from metron.metrics import RequestRecord  # noqa: E402
 
 from vidur.simulation import SimulationResult  # noqa: E402
+from vidur.time_buckets import mean_per_time_bucket  # noqa: E402
+
+# More iterations than this are drawn as means per bucket of simulated time, this many buckets.
+MAX_ITERATIONS_DRAWN = 2000
+NUM_TIME_BUCKETS = 500
 
 
 def _cdf(axis: plt.Axes, values: list[float], title: str) -> None:
@@ -39,14 +44,18 @@ def plot_iterations(result: SimulationResult, path: Path) -> None:
     it = result.iterations
     figure, axes = plt.subplots(3, 1, figsize=(12, 9), sharex=True)
     num_blocks = result.deployment.memory.num_blocks
+    end_s = float(it["end_s"].max()) if len(it["end_s"]) else 0.0
+    bucket_s = end_s / NUM_TIME_BUCKETS if len(it["start_s"]) > MAX_ITERATIONS_DRAWN and end_s > 0 else None
     for replica in range(result.deployment.num_replicas):
         mine = it["replica"] == replica
         start = it["start_s"][mine]
         label = f"replica {replica}"
-        axes[0].plot(start, it["num_prefill_tokens"][mine] + it["num_decode_tokens"][mine], lw=0.5, label=label)
+        tokens = it["num_prefill_tokens"][mine].astype(np.int64) + it["num_decode_tokens"][mine]
+        points = mean_per_time_bucket(start, tokens, bucket_s) if bucket_s else (start, tokens)
+        axes[0].plot(*points, lw=0.5 if bucket_s is None else 1.0, label=label)
         axes[1].plot(start, it["num_blocks_used"][mine] / num_blocks, lw=0.5, label=label)
         axes[2].plot(start, it["num_waiting"][mine], lw=0.5, label=label)
-    axes[0].set_ylabel("tokens per iteration")
+    axes[0].set_ylabel("tokens per iteration" + (f"\n(mean per {bucket_s:.3g} s)" if bucket_s else ""))
     axes[1].set_ylabel("KV cache used")
     axes[2].set_ylabel("requests waiting")
     axes[2].set_xlabel("simulated time (s)")
