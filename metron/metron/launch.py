@@ -118,7 +118,7 @@ class LaunchedServer:
 def _answers_200(url: str, timeout_s: float) -> bool:
     try:
         with _DIRECT.open(url, timeout=timeout_s) as response:
-            return response.status == 200
+            return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 
