@@ -7,13 +7,14 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
 
 from metron.arrivals import ARRIVAL_KINDS, ArrivalConfig
 from metron.deadlines import DeadlineConfig
+from metron.launch_capacity import add_launch_arguments
 from metron.lengths import CLIP_RULES, LENGTH_KINDS, LengthConfig
 from metron.load_generator import LoadConfig
 from metron.prefill_profile import read_prefill_model
@@ -153,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir", required=True, type=Path, help="new, empty, or an earlier search's (its runs are reused)"
     )
     capacity.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
+    add_launch_arguments(capacity)
 
     profile = commands.add_parser("profile-prefill", help="TTFT against prompt length at concurrency 1, fitted")
     _target_arguments(profile)
@@ -358,6 +360,8 @@ def _command_capacity(args: argparse.Namespace) -> int:
     base = _run_config(args, rate=args.initial_qps)
     if base.workload.arrivals.kind == "static":
         raise ValueError("capacity search needs arrivals with a rate (poisson, gamma or trace), not static")
+    if args.launch or args.grid:
+        return _capacity_per_launched_configuration(args, base)
     _prepare_output_dir(args.output_dir, args.overwrite, is_own=is_capacity_search_file)
 
     def evaluate(qps: float) -> CapacityStep:
@@ -398,6 +402,22 @@ def _command_capacity(args: argparse.Namespace) -> int:
     )
     print(f"capacity: {result.capacity_qps:.4g} QPS{note}; wrote {args.output_dir}")
     return 0
+
+
+def _capacity_per_launched_configuration(args: argparse.Namespace, base: RunConfig) -> int:
+    from metron.launch_capacity import capacity_per_configuration, is_launch_file, launch_plan, launched_arguments
+
+    plan = launch_plan(args)
+    _prepare_output_dir(plan.root, args.overwrite, is_own=lambda name: is_launch_file(name, plan.grid))
+    example = {**plan.grid.combinations()[0], "port": "1", "rpc_port": "2"}
+    _target(launched_arguments(args, example, plan.root), base)  # its flags, checked before launching
+
+    def search(values: Mapping[str, str], directory: Path) -> None:
+        _command_capacity(launched_arguments(args, values, directory))
+
+    rows = capacity_per_configuration(plan, search)
+    print(f"wrote {plan.root / 'launch.md'}")
+    return EXIT_TARGET if any(row.failure is not None for row in rows) else 0
 
 
 def _command_profile(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """A real OpenAI-compatible HTTP server for tests: streams SSE tokens at scripted times.
 
-Run: python scripted_server.py SCRIPT_JSON [LOG_PATH]. It prints its port on stdout, then serves
-on 127.0.0.1 until killed. The script (JSON):
+Run: python scripted_server.py SCRIPT_JSON [LOG_PATH] [--port N]. It prints its port on stdout (a
+free one unless --port), then serves on 127.0.0.1 until killed; GET /health answers 200 once it
+listens. SCRIPT_JSON is the script's JSON text or a file holding it:
     {"model": "scripted",
      "events": [[seconds_after_receipt, num_tokens], ...],   # or, instead of events:
      "first_s": 0.05, "gap_s": 0.01,                           # max_tokens tokens, one per event,
@@ -14,10 +15,11 @@ at its scripted time (asyncio's sleeps wake up to 1 ms late), and the log file g
 request: its id, receipt time and each event's send time (time.perf_counter()).
 """
 
+import argparse
 import asyncio
 import json
-import sys
 import time
+from pathlib import Path
 
 
 def scripted_events(script: dict, max_tokens: int, prompt_words: int) -> list[tuple[float, int]]:
@@ -61,6 +63,10 @@ class Server:
                     name, _, value = line.decode().partition(":")
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                if method == "GET" and path == "/health":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if method == "GET" and path.endswith("/models"):
                     data = json.dumps({"data": [{"id": self.script.get("model", "scripted")}]}).encode()
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
@@ -135,8 +141,14 @@ class Server:
 
 
 async def main() -> None:
-    server = Server(json.loads(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
-    listener = await asyncio.start_server(server.handle, "127.0.0.1", 0, backlog=1024)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("script", help="JSON text, or a file holding it")
+    parser.add_argument("log_path", nargs="?")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    script = json.loads(args.script if args.script.lstrip().startswith("{") else Path(args.script).read_text())
+    server = Server(script, args.log_path)
+    listener = await asyncio.start_server(server.handle, "127.0.0.1", args.port, backlog=1024)
     print(listener.sockets[0].getsockname()[1], flush=True)
     async with listener:
         await listener.serve_forever()
