@@ -139,11 +139,13 @@ class LoadGenerator:
                 error = f"no end of stream within {self.config.request_timeout_s} s"
             except TargetError as failure:
                 error = str(failure)
-            except trio.Cancelled:
-                interrupted = True
-                raise
             except Exception as failure:  # a fault in the target's code still ends only this request
                 error = f"{type(failure).__name__}: {failure}"
+            except BaseException:
+                # Cancelled, also wrapped in a group by a nursery inside the target (trio's
+                # open_tcp_stream cancelled while it connects).
+                interrupted = True
+                raise
             finally:
                 if slots is not None:
                     slots.release()
