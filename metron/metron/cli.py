@@ -126,6 +126,7 @@ def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
         )
     group = parser.add_argument_group("load")
     group.add_argument("--max-concurrency", type=int, help="closed loop: at most this many in flight")
+    group.add_argument("--max-seconds", type=float, metavar="S", help="stop a run this long after it starts")
     group.add_argument("--request-timeout", type=float, default=600.0, metavar="S")
 
 
@@ -268,7 +269,9 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         tpot_percentile=args.tpot_percentile,
         scheduling_delay_percentile=args.scheduling_delay_percentile,
     )
-    load = LoadConfig(max_concurrency=args.max_concurrency, request_timeout_s=args.request_timeout)
+    load = LoadConfig(
+        max_concurrency=args.max_concurrency, max_seconds=args.max_seconds, request_timeout_s=args.request_timeout
+    )
     return RunConfig(workload=workload, deadlines=deadlines, slo=slo, load=load, tokenizer_path=args.tokenizer)
 
 
@@ -302,6 +305,8 @@ def _command_run(args: argparse.Namespace) -> int:
     report = write_report(args.output_dir)
     _print_summary(outcome.metrics, outcome.verdict.describe())
     print(f"wrote {args.output_dir} (report: {report})")
+    if outcome.load.cut:
+        print(f"cut at --max-seconds {args.max_seconds}: requests in flight were aborted", file=sys.stderr)
     if outcome.interrupted:
         print("interrupted: the run directory holds what was measured", file=sys.stderr)
         return EXIT_INTERRUPTED
