@@ -1,4 +1,4 @@
-"""`metron`: run, capacity, profile-prefill, report, compare. The only place that reads the
+"""`metron`: run, benchmark, capacity, profile-prefill, report, compare. The only place that reads the
 environment (the API key, SERVEKIT_DATA) and turns errors into exit codes:
 0 done, 2 bad arguments or input, 3 target unreachable or refusing, 130 interrupted (what was
 measured is written first)."""
@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from metron.arrivals import ARRIVAL_KINDS, ArrivalConfig
+from metron.benchmark_command import add_profile_arguments, command_benchmark, profile_config
 from metron.deadlines import DeadlineConfig
 from metron.lengths import CLIP_RULES, LENGTH_KINDS, LengthConfig
 from metron.load_generator import LoadConfig
@@ -141,6 +142,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
     run.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
     run.add_argument("--no-progress", action="store_true")
+
+    benchmark = commands.add_parser(
+        "benchmark", help="a load profile (GuideLLM's): a run directory per level, sweep.json, sweep.md, plots"
+    )
+    _target_arguments(benchmark)
+    _workload_arguments(benchmark)
+    _scoring_arguments(benchmark)
+    add_profile_arguments(benchmark)
+    benchmark.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
+    benchmark.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
+    benchmark.add_argument("--no-progress", action="store_true")
 
     capacity = commands.add_parser("capacity", help="the highest QPS meeting the SLO (expanding binary search)")
     _target_arguments(capacity)
@@ -344,6 +356,14 @@ def _refusal(records: Sequence[RequestRecord]) -> str | None:
     return None
 
 
+def _command_benchmark(args: argparse.Namespace) -> int:
+    profile = profile_config(args)
+    base = _run_config(args)
+    _target(args, base)  # its arguments are checked before anything is written
+    _prepare_output_dir(args.output_dir, args.overwrite)
+    return command_benchmark(args, profile, base, lambda config: _target(args, config), _refusal)
+
+
 def _command_capacity(args: argparse.Namespace) -> int:
     from metron import plots
     from metron.capacity import (
@@ -434,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         match args.command:
             case "run":
                 return _command_run(args)
+            case "benchmark":
+                return _command_benchmark(args)
             case "capacity":
                 return _command_capacity(args)
             case "profile-prefill":
