@@ -1,5 +1,5 @@
-"""`metron`: run, benchmark, capacity, profile-prefill, report, compare. The only place that reads the
-environment (the API key, SERVEKIT_DATA) and turns errors into exit codes:
+"""`metron`: run, benchmark, capacity, profile-prefill, report, compare. The only place that
+reads the environment (the API key, SERVEKIT_DATA) and turns errors into exit codes:
 0 done, 2 bad arguments or input, 3 target unreachable or refusing, 130 interrupted (what was
 measured is written first)."""
 

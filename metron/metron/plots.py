@@ -1,6 +1,6 @@
 """The figures people look at, as PNG files (matplotlib, no display needed)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -104,7 +104,7 @@ def capacity_path(steps: Sequence[tuple[float, bool]], capacity_qps: float, path
 
 
 def against_load(
-    loads: Sequence[float], panels: dict[str, dict[str, Sequence[float | None]]], load_label: str, path: Path
+    loads: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[float | None]]], load_label: str, path: Path
 ) -> Path:
     """One panel per figure (its title -> {line label -> one value per load}), each against the
     load of a profile's levels: latency percentiles or throughput against rate or concurrency."""

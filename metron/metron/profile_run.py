@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 from tqdm import tqdm
 
-from metron.metrics import RequestRecord
+from metron.metrics import RequestRecord, RequestTimes
 from metron.profiles import Level, ProfileConfig, level_config, planned_levels, sweep_levels
 from metron.report import number, write_report
 from metron.runner import RunConfig, run_benchmark
@@ -75,7 +75,10 @@ def _run_level(
     """The level's summary, whether Ctrl-C stopped it, and the target's refusal, if any."""
     config = level_config(base, level)
     directory = output_dir / level.name
-    outcome = run_benchmark(config, make_target(config), directory, on_done=lambda _: on_done(), handle_sigint=True)
+    def done(_: RequestTimes) -> None:
+        on_done()
+
+    outcome = run_benchmark(config, make_target(config), directory, on_done=done, handle_sigint=True)
     write_report(directory, title=f"metron {level.profile} level: {level.name}")
     summary = summarize_level(level, level.name, outcome.metrics, outcome.load.cut)
     return summary, outcome.interrupted, refusal(outcome.records)

@@ -101,6 +101,4 @@ def level_config(base: RunConfig, level: Level) -> RunConfig:
     else:
         arrivals = ArrivalConfig(kind="poisson" if level.profile == "poisson" else "constant", rate=level.rate)
     load = msgspec.structs.replace(base.load, max_concurrency=level.concurrency)
-    return msgspec.structs.replace(
-        base, workload=msgspec.structs.replace(workload, arrivals=arrivals), load=load
-    )
+    return msgspec.structs.replace(base, workload=msgspec.structs.replace(workload, arrivals=arrivals), load=load)

@@ -82,8 +82,8 @@ def write_sweep(output_dir: Path, profile: ProfileConfig, levels: Sequence[Level
     points = [x for x, _ in plotted]
     plots.against_load(points, curves, label, output_dir / LATENCY_PLOT)
     rates = {
-        "request throughput (req/s)": {"measured": [level.request_throughput_per_s for _, level in plotted]},
-        "output token throughput (tokens/s)": {"measured": [level.output_token_throughput_per_s for _, level in plotted]},
+        "request throughput (req/s)": {"measured": [lv.request_throughput_per_s for _, lv in plotted]},
+        "output token throughput (tokens/s)": {"measured": [lv.output_token_throughput_per_s for _, lv in plotted]},
     }
     plots.against_load(points, rates, label, output_dir / THROUGHPUT_PLOT)
 
@@ -95,7 +95,7 @@ def write_sweep(output_dir: Path, profile: ProfileConfig, levels: Sequence[Level
         "| --- " * 12 + "|",
     ]
     for level in levels:
-        latencies = " | ".join(number(level.latencies[f"{name}.{stat}"]) for name, _ in LATENCIES for stat in ("p50", "p99"))
+        latencies = " | ".join(number(value) for value in level.latencies.values())
         cut = " (cut at --max-seconds)" if level.cut_at_max_seconds else ""
         lines.append(
             f"| [{level.name}]({level.directory}/report.md){cut} | {number(level.rate)} | {number(level.concurrency)} "
