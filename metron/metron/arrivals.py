@@ -8,13 +8,13 @@ import numpy as np
 
 from metron.traces import read_trace_column
 
-ARRIVAL_KINDS = ("poisson", "gamma", "static", "trace")
+ARRIVAL_KINDS = ("poisson", "constant", "gamma", "static", "trace")
 
 
 class ArrivalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """`poisson`: exponential gaps at `rate` requests/s. `gamma`: gamma-distributed gaps at `rate`
-    with coefficient of variation `cv` (cv = 1 is Poisson; larger is burstier). `static`: every
-    request at t = 0. `trace`: the `trace_column` of the CSV at `trace_path` (seconds), shifted to
+    """`poisson`: exponential gaps at `rate` requests/s. `constant`: even gaps of 1 / `rate`.
+    `gamma`: gamma-distributed gaps at `rate` with coefficient of variation `cv` (cv = 1 is
+    Poisson; larger is burstier). `static`: every request at t = 0. `trace`: the `trace_column` of the CSV at `trace_path` (seconds), shifted to
     start at 0 and replayed `rate_scale` times faster than recorded."""
 
     kind: str = "poisson"
@@ -27,7 +27,7 @@ class ArrivalConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     def __post_init__(self) -> None:
         if self.kind not in ARRIVAL_KINDS:
             raise ValueError(f"unknown arrival kind {self.kind!r}; choose one of {', '.join(ARRIVAL_KINDS)}")
-        if self.kind in ("poisson", "gamma") and not (self.rate > 0 and np.isfinite(self.rate)):
+        if self.kind in ("poisson", "constant", "gamma") and not (self.rate > 0 and np.isfinite(self.rate)):
             raise ValueError(f"arrival rate must be a positive number of requests/s, got {self.rate}")
         if self.kind == "gamma" and not (self.cv > 0 and np.isfinite(self.cv)):
             raise ValueError(f"gamma arrivals need a positive coefficient of variation (cv), got {self.cv}")
@@ -62,6 +62,8 @@ def arrival_times(config: ArrivalConfig, num_requests: int, rng: np.random.Gener
     match config.kind:
         case "poisson":
             gaps = rng.exponential(1.0 / config.rate, num_requests - 1)
+        case "constant":
+            gaps = np.full(num_requests - 1, 1.0 / config.rate)
         case "gamma":
             shape = 1.0 / config.cv**2
             gaps = rng.gamma(shape, 1.0 / (config.rate * shape), num_requests - 1)

@@ -1,5 +1,5 @@
-"""`metron`: run, capacity, profile-prefill, report, compare. The only place that reads the
-environment (the API key, SERVEKIT_DATA) and turns errors into exit codes:
+"""`metron`: run, benchmark, capacity, profile-prefill, report, compare. The only place that
+reads the environment (the API key, SERVEKIT_DATA) and turns errors into exit codes:
 0 done, 2 bad arguments or input, 3 target unreachable or refusing, 130 interrupted (what was
 measured is written first)."""
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import msgspec
 
 from metron.arrivals import ARRIVAL_KINDS, ArrivalConfig
+from metron.benchmark_command import add_profile_arguments, command_benchmark, profile_config
 from metron.deadlines import DeadlineConfig
 from metron.launch_capacity import add_launch_arguments
 from metron.lengths import CLIP_RULES, LENGTH_KINDS, LengthConfig
@@ -127,6 +128,7 @@ def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
         )
     group = parser.add_argument_group("load")
     group.add_argument("--max-concurrency", type=int, help="closed loop: at most this many in flight")
+    group.add_argument("--max-seconds", type=float, metavar="S", help="stop a run this long after it starts")
     group.add_argument("--request-timeout", type=float, default=600.0, metavar="S")
 
 
@@ -141,6 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
     run.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
     run.add_argument("--no-progress", action="store_true")
+
+    benchmark = commands.add_parser(
+        "benchmark", help="a load profile (GuideLLM's): a run directory per level, sweep.json, sweep.md, plots"
+    )
+    _target_arguments(benchmark)
+    _workload_arguments(benchmark)
+    _scoring_arguments(benchmark)
+    add_profile_arguments(benchmark)
+    benchmark.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
+    benchmark.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
+    benchmark.add_argument("--no-progress", action="store_true")
 
     capacity = commands.add_parser("capacity", help="the highest QPS meeting the SLO (expanding binary search)")
     _target_arguments(capacity)
@@ -270,7 +283,9 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         tpot_percentile=args.tpot_percentile,
         scheduling_delay_percentile=args.scheduling_delay_percentile,
     )
-    load = LoadConfig(max_concurrency=args.max_concurrency, request_timeout_s=args.request_timeout)
+    load = LoadConfig(
+        max_concurrency=args.max_concurrency, max_seconds=args.max_seconds, request_timeout_s=args.request_timeout
+    )
     return RunConfig(workload=workload, deadlines=deadlines, slo=slo, load=load, tokenizer_path=args.tokenizer)
 
 
@@ -304,6 +319,8 @@ def _command_run(args: argparse.Namespace) -> int:
     report = write_report(args.output_dir)
     _print_summary(outcome.metrics, outcome.verdict.describe())
     print(f"wrote {args.output_dir} (report: {report})")
+    if outcome.load.cut:
+        print(f"cut at --max-seconds {args.max_seconds}: requests in flight were aborted", file=sys.stderr)
     if outcome.interrupted:
         print("interrupted: the run directory holds what was measured", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -339,6 +356,14 @@ def _refusal(records: Sequence[RequestRecord]) -> str | None:
     if measured and all(r.outcome == "error" for r in measured):
         return measured[0].error or "unknown error"
     return None
+
+
+def _command_benchmark(args: argparse.Namespace) -> int:
+    profile = profile_config(args)
+    base = _run_config(args)
+    _target(args, base)  # its arguments are checked before anything is written
+    _prepare_output_dir(args.output_dir, args.overwrite)
+    return command_benchmark(args, profile, base, lambda config: _target(args, config), _refusal)
 
 
 def _command_capacity(args: argparse.Namespace) -> int:
@@ -449,6 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         match args.command:
             case "run":
                 return _command_run(args)
+            case "benchmark":
+                return _command_benchmark(args)
             case "capacity":
                 return _command_capacity(args)
             case "profile-prefill":

@@ -7,7 +7,8 @@ record keeps both when it was due and when it went out, so any lag shows). The o
 for a free slot, which the run's configuration and report state.
 
 Stopping (Ctrl-C with `handle_sigint`, or `stop()`) cancels in-flight requests; they are kept as
-`interrupted` with the tokens they had, and requests not yet sent are left out.
+`interrupted` with the tokens they had, and requests not yet sent are left out. `max_seconds`
+ends a run the same way at that time after its start, and the result says it was cut.
 """
 
 import gc
@@ -28,9 +29,11 @@ from metron.workload import RequestSpec
 class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`spin_s`: the dispatcher sleeps until this long before an arrival, then yields to other
     tasks in a loop until the arrival time, because the event loop's sleeps wake up to 1 ms late
-    (epoll counts whole milliseconds). 0 turns the spin off."""
+    (epoll counts whole milliseconds). 0 turns the spin off. `max_seconds`: the run stops this
+    long after its first arrival is due, whatever is still running or not yet sent."""
 
     max_concurrency: int | None = None
+    max_seconds: float | None = None
     request_timeout_s: float = 600.0
     start_delay_s: float = 0.1
     spin_s: float = 0.001
@@ -38,6 +41,8 @@ class LoadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def __post_init__(self) -> None:
         if self.max_concurrency is not None and self.max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {self.max_concurrency}")
+        if self.max_seconds is not None and not (self.max_seconds > 0 and math.isfinite(self.max_seconds)):
+            raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
         if not (self.request_timeout_s > 0 and math.isfinite(self.request_timeout_s)):
             raise ValueError(f"request_timeout_s must be positive, got {self.request_timeout_s}")
         if not self.start_delay_s >= 0:
@@ -55,6 +60,8 @@ class LoadResult(msgspec.Struct):
     interrupted: bool
     origin_perf_counter_s: float
     """`time.perf_counter()` at the run's time 0, to line records up with other processes' clocks."""
+    cut: bool = False
+    """Whether `max_seconds` ended the run before every request was done."""
 
 
 class _Recorder:
@@ -91,6 +98,7 @@ class LoadGenerator:
         self.config = config
         self._cancel_scope: trio.CancelScope | None = None
         self._stopped = False
+        self._cut = False
 
     def stop(self) -> None:
         """Ends the run now, keeping what was measured."""
@@ -139,11 +147,13 @@ class LoadGenerator:
                 error = f"no end of stream within {self.config.request_timeout_s} s"
             except TargetError as failure:
                 error = str(failure)
-            except trio.Cancelled:
-                interrupted = True
-                raise
             except Exception as failure:  # a fault in the target's code still ends only this request
                 error = f"{type(failure).__name__}: {failure}"
+            except BaseException:
+                # Cancelled, also wrapped in a group by a nursery inside the target (trio's
+                # open_tcp_stream cancelled while it connects).
+                interrupted = True
+                raise
             finally:
                 if slots is not None:
                     slots.release()
@@ -182,6 +192,11 @@ class LoadGenerator:
                 async for _ in signals:
                     self.stop()
 
+        async def cut_at_max_seconds(scope: trio.CancelScope, max_seconds: float) -> None:
+            await trio.sleep_until(origin + max_seconds)
+            self._cut = True
+            scope.cancel()
+
         with trio.CancelScope() as scope:
             self._cancel_scope = scope
             if self._stopped:
@@ -189,6 +204,8 @@ class LoadGenerator:
             async with trio.open_nursery() as nursery:
                 if handle_sigint:
                     nursery.start_soon(watch_sigint)
+                if self.config.max_seconds is not None:
+                    nursery.start_soon(cut_at_max_seconds, scope, self.config.max_seconds)
                 async with trio.open_nursery() as requests_nursery:
                     await dispatch(requests_nursery)
                 nursery.cancel_scope.cancel()
@@ -196,6 +213,7 @@ class LoadGenerator:
             measured=[measured[key] for key in sorted(measured)],
             interrupted=self._stopped,
             origin_perf_counter_s=origin_perf_counter,
+            cut=self._cut,
         )
 
 

@@ -1,6 +1,6 @@
 """The figures people look at, as PNG files (matplotlib, no display needed)."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -97,6 +97,28 @@ def capacity_path(steps: Sequence[tuple[float, bool]], capacity_qps: float, path
     axis.set_ylabel("request rate (QPS)")
     axis.grid(alpha=0.3)
     axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def against_load(
+    loads: Sequence[float], panels: Mapping[str, Mapping[str, Sequence[float | None]]], load_label: str, path: Path
+) -> Path:
+    """One panel per figure (its title -> {line label -> one value per load}), each against the
+    load of a profile's levels: latency percentiles or throughput against rate or concurrency."""
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    order = np.argsort(loads, kind="stable")
+    for axis, (title, lines) in zip(axes[0], panels.items(), strict=True):
+        for label, values in lines.items():
+            ys = [np.nan if values[i] is None else values[i] for i in order]
+            axis.plot([loads[i] for i in order], ys, marker="o", label=label)
+        axis.set_xlabel(load_label)
+        axis.set_ylabel(title)
+        axis.grid(alpha=0.3)
+        if len(lines) > 1:
+            axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

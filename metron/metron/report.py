@@ -56,6 +56,8 @@ def describe_arrivals(arrivals: dict[str, object]) -> str:
     match arrivals.get("kind"):
         case "poisson":
             return f"poisson at {arrivals.get('rate')} req/s"
+        case "constant":
+            return f"constant at {arrivals.get('rate')} req/s"
         case "gamma":
             return f"gamma at {arrivals.get('rate')} req/s, cv {arrivals.get('cv')}"
         case "trace":
@@ -105,6 +107,12 @@ def _settings(run: Run) -> list[str]:
         lines.append("- prompt lengths are approximate (no tokenizer was given)")
     if config.get("interrupted"):
         lines.append("- **interrupted**: the run was stopped early; figures cover what was measured")
+    if config.get("cut_at_max_seconds"):
+        load = settings.get("load", {}) if isinstance(settings, dict) else {}
+        lines.append(
+            f"- **cut at --max-seconds {load.get('max_seconds')}**: requests in flight were aborted (counted as "
+            "interrupted), those not yet sent were left out; figures cover what was measured"
+        )
     return lines
 
 

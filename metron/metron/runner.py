@@ -68,6 +68,7 @@ async def measure(
         "prompt_lengths_exact": exact,
         "open_loop": config.load.is_open_loop,
         "interrupted": result.interrupted,
+        "cut_at_max_seconds": result.cut,
     }
     return RunOutcome(
         records=records,
