@@ -67,7 +67,7 @@ class LoadResult(msgspec.Struct):
 class _Recorder:
     """The TokenSink of one request: stamps token arrivals on the run's clock."""
 
-    __slots__ = ("origin", "token_times", "server_times", "delay", "server_prompt_tokens")
+    __slots__ = ("origin", "token_times", "server_times", "delay", "server_prompt_tokens", "server_cached_tokens", "texts")
 
     def __init__(self, origin: float) -> None:
         self.origin = origin
@@ -75,6 +75,8 @@ class _Recorder:
         self.server_times: list[float] = []
         self.delay: float | None = None
         self.server_prompt_tokens: int | None = None
+        self.server_cached_tokens: int | None = None
+        self.texts: list[str] = []
 
     def now(self) -> float:
         return trio.current_time() - self.origin
@@ -90,6 +92,12 @@ class _Recorder:
 
     def prompt_tokens(self, count: int) -> None:
         self.server_prompt_tokens = count
+
+    def cached_prompt_tokens(self, count: int) -> None:
+        self.server_cached_tokens = count
+
+    def answer_text(self, text: str) -> None:
+        self.texts.append(text)
 
 
 class LoadGenerator:
@@ -172,6 +180,7 @@ class LoadGenerator:
                     scheduled_arrival_s=spec.arrival_s,
                     warmup=spec.warmup,
                     server_token_times_s=recorder.server_times or None,
+                    cached_prompt_tokens=recorder.server_cached_tokens,
                 )
                 measured[spec.id] = times
                 if on_done is not None and not interrupted:
