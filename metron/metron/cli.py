@@ -91,11 +91,15 @@ def _workload_arguments(parser: argparse.ArgumentParser, with_rate: bool = True)
         help="what a request longer than --max-total-tokens keeps whole: its output (Vidur's rule) or its prompt",
     )
     group = parser.add_argument_group("shared prefixes")
-    group.add_argument("--shared-prefix-tokens", type=int, default=0, metavar="N", help="one system prompt of N tokens first in every prompt")
+    group.add_argument(
+        "--shared-prefix-tokens", type=int, default=0, metavar="N", help="one system prompt of N tokens before every prompt"
+    )
     group.add_argument("--sessions", type=int, metavar="K", help="K multi-turn sessions of --turns requests each")
-    group.add_argument("--turns", type=int, default=1, metavar="T", help="requests per session: each continues the one before")
-    group.add_argument("--think-time", type=float, default=0.0, metavar="S", help="between a turn's answer and the next turn")
-    group.add_argument("--prompts-file", type=Path, metavar="PATH", help="JSONL of prompts, chat messages or ShareGPT conversations")
+    group.add_argument("--turns", type=int, default=1, metavar="T", help="requests per session, each continuing the last")
+    group.add_argument("--think-time", type=float, default=0.0, metavar="S", help="from a turn's answer to the next turn")
+    group.add_argument(
+        "--prompts-file", type=Path, metavar="PATH", help="JSONL of prompts, chat messages or ShareGPT conversations"
+    )
 
 
 def _scoring_arguments(parser: argparse.ArgumentParser) -> None:

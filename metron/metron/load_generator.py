@@ -73,7 +73,9 @@ class LoadResult(msgspec.Struct):
 class _Recorder:
     """The TokenSink of one request: stamps token arrivals on the run's clock."""
 
-    __slots__ = ("origin", "token_times", "server_times", "delay", "server_prompt_tokens", "server_cached_tokens", "texts")
+    __slots__ = (
+        "origin", "token_times", "server_times", "delay", "server_prompt_tokens", "server_cached_tokens", "texts"
+    )
 
     def __init__(self, origin: float) -> None:
         self.origin = origin

@@ -22,7 +22,7 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         if self.num_turns < 1:
             raise ValueError(f"a session needs at least 1 turn (--turns), got {self.num_turns}")
         if not (self.think_time_s >= 0 and math.isfinite(self.think_time_s)):
-            raise ValueError(f"the think time (--think-time) must be a non-negative number of seconds, got {self.think_time_s}")
+            raise ValueError(f"the think time (--think-time) must be a non-negative number, got {self.think_time_s}")
 
     def num_sessions(self, num_requests: int) -> int:
         return -(-num_requests // self.num_turns)
