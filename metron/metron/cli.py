@@ -21,6 +21,7 @@ from metron.load_generator import LoadConfig
 from metron.prefill_profile import read_prefill_model
 from metron.prompts import load_tokenizer
 from metron.runner import RunConfig
+from metron.sessions import SessionConfig
 from metron.slo import SLO_KINDS, SloConfig
 from metron.targets.base import Target, TargetError
 from metron.targets.openai import ENDPOINTS, OpenAIConfig, OpenAITarget
@@ -65,7 +66,7 @@ def _target_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _workload_arguments(parser: argparse.ArgumentParser, with_rate: bool = True) -> None:
     group = parser.add_argument_group("workload")
-    group.add_argument("--num-requests", type=int, default=100)
+    group.add_argument("--num-requests", type=int, help="measured requests (default 100; with --sessions: K x --turns)")
     group.add_argument("--warmup-requests", type=int, default=0, help="extra requests first, left out of figures")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--arrivals", choices=ARRIVAL_KINDS, default="poisson")
@@ -88,6 +89,16 @@ def _workload_arguments(parser: argparse.ArgumentParser, with_rate: bool = True)
         choices=CLIP_RULES,
         default=LengthConfig().clip,
         help="what a request longer than --max-total-tokens keeps whole: its output (Vidur's rule) or its prompt",
+    )
+    group = parser.add_argument_group("shared prefixes")
+    group.add_argument(
+        "--shared-prefix-tokens", type=int, default=0, metavar="N", help="one system prompt of N tokens before every prompt"
+    )
+    group.add_argument("--sessions", type=int, metavar="K", help="K multi-turn sessions of --turns requests each")
+    group.add_argument("--turns", type=int, default=1, metavar="T", help="requests per session, each continuing the last")
+    group.add_argument("--think-time", type=float, default=0.0, metavar="S", help="from a turn's answer to the next turn")
+    group.add_argument(
+        "--prompts-file", type=Path, metavar="PATH", help="JSONL of prompts, chat messages or ShareGPT conversations"
     )
 
 
@@ -201,6 +212,8 @@ def _target(args: argparse.Namespace, config: RunConfig | None) -> Target:
 
             if config is None:
                 raise ValueError("the vidur target simulates a workload: use it with run or capacity")
+            if config.workload.sessions.num_turns > 1 or config.prompts_path is not None:
+                raise ValueError("the vidur target does not simulate sessions (--turns) or a --prompts-file yet")
             requests = generate_workload(config.workload)
             return VidurTarget.from_config(args.vidur_config, args.vidur_set, _data_dir(args.data_dir), requests)
     if not args.url or not args.model:
@@ -256,11 +269,13 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
         clip=args.clip,
     )
     workload = WorkloadConfig(
-        num_requests=args.num_requests,
+        num_requests=_num_requests(args),
         num_warmup_requests=args.warmup_requests,
         seed=args.seed,
         arrivals=arrivals,
         lengths=lengths,
+        shared_prefix_tokens=args.shared_prefix_tokens,
+        sessions=SessionConfig(num_turns=args.turns, think_time_s=args.think_time),
     )
     deadlines = DeadlineConfig(
         tbt_s=args.tbt_deadline,
@@ -286,7 +301,26 @@ def _run_config(args: argparse.Namespace, rate: float = 1.0) -> RunConfig:
     load = LoadConfig(
         max_concurrency=args.max_concurrency, max_seconds=args.max_seconds, request_timeout_s=args.request_timeout
     )
-    return RunConfig(workload=workload, deadlines=deadlines, slo=slo, load=load, tokenizer_path=args.tokenizer)
+    if args.prompts_file is not None and not args.prompts_file.is_file():
+        raise ValueError(f"the prompts file (--prompts-file) {args.prompts_file} does not exist")
+    return RunConfig(
+        workload=workload,
+        deadlines=deadlines,
+        slo=slo,
+        load=load,
+        tokenizer_path=args.tokenizer,
+        prompts_path=str(args.prompts_file) if args.prompts_file else None,
+    )
+
+
+def _num_requests(args: argparse.Namespace) -> int:
+    if args.sessions is None:
+        return 100 if args.num_requests is None else args.num_requests
+    if args.num_requests is not None:
+        raise ValueError("give --sessions or --num-requests, not both (a session holds --turns requests)")
+    if args.sessions < 1 or args.turns < 1:
+        raise ValueError(f"--sessions and --turns must be at least 1, got {args.sessions} and {args.turns}")
+    return args.sessions * args.turns
 
 
 def _print_summary(metrics: dict[str, object], verdict: str) -> None:

@@ -6,6 +6,11 @@ record keeps both when it was due and when it went out, so any lag shows). The o
 `max_concurrency` turns this into a closed loop for studies that want one: an arrival then waits
 for a free slot, which the run's configuration and report state.
 
+A session's later turn (a request that `follows_id` another) is the one dependency: it is not
+sent at a time of its own but `think_time_s` after the request it follows has ended, its prompt
+given as the new user message only and continued from the prompt and answer text before it
+(`metron.sessions.next_prompt`). An interrupted turn ends its session.
+
 Stopping (Ctrl-C with `handle_sigint`, or `stop()`) cancels in-flight requests; they are kept as
 `interrupted` with the tokens they had, and requests not yet sent are left out. `max_seconds`
 ends a run the same way at that time after its start, and the result says it was cut.
@@ -22,6 +27,7 @@ import msgspec
 import trio
 
 from metron.metrics import RequestTimes
+from metron.sessions import next_prompt
 from metron.targets.base import StreamRequest, Target, TargetError
 from metron.workload import RequestSpec
 
@@ -67,7 +73,9 @@ class LoadResult(msgspec.Struct):
 class _Recorder:
     """The TokenSink of one request: stamps token arrivals on the run's clock."""
 
-    __slots__ = ("origin", "token_times", "server_times", "delay", "server_prompt_tokens")
+    __slots__ = (
+        "origin", "token_times", "server_times", "delay", "server_prompt_tokens", "server_cached_tokens", "texts"
+    )
 
     def __init__(self, origin: float) -> None:
         self.origin = origin
@@ -75,6 +83,8 @@ class _Recorder:
         self.server_times: list[float] = []
         self.delay: float | None = None
         self.server_prompt_tokens: int | None = None
+        self.server_cached_tokens: int | None = None
+        self.texts: list[str] = []
 
     def now(self) -> float:
         return trio.current_time() - self.origin
@@ -90,6 +100,12 @@ class _Recorder:
 
     def prompt_tokens(self, count: int) -> None:
         self.server_prompt_tokens = count
+
+    def cached_prompt_tokens(self, count: int) -> None:
+        self.server_cached_tokens = count
+
+    def answer_text(self, text: str) -> None:
+        self.texts.append(text)
 
 
 class LoadGenerator:
@@ -112,7 +128,8 @@ class LoadGenerator:
         on_done: Callable[[RequestTimes], None] | None = None,
         handle_sigint: bool = False,
     ) -> LoadResult:
-        """Sends each (request, prompt) at its arrival time; returns what was measured, in id order."""
+        """Sends each (request, prompt) at its arrival time (a session's later turn after the turn
+        before it); returns what was measured, in id order."""
         with _older_objects_out_of_the_collectors_sight():
             return await self._run(requests, on_done, handle_sigint)
 
@@ -126,8 +143,16 @@ class LoadGenerator:
         origin = trio.current_time() + self.config.start_delay_s
         origin_perf_counter = time.perf_counter() + (origin - trio.current_time())
         slots = trio.Semaphore(self.config.max_concurrency) if self.config.max_concurrency else None
+        followers = {spec.follows_id: (spec, message) for spec, message in requests if spec.follows_id is not None}
 
-        async def one(spec: RequestSpec, prompt: str) -> None:
+        async def follow(spec: RequestSpec, prompt: str, nursery: trio.Nursery) -> None:
+            due = trio.current_time() + spec.think_time_s
+            await trio.sleep_until(due)
+            if slots is not None:
+                await slots.acquire()
+            await one(msgspec.structs.replace(spec, arrival_s=due - origin), prompt, nursery)
+
+        async def one(spec: RequestSpec, prompt: str, nursery: trio.Nursery) -> None:
             recorder = _Recorder(origin)
             sent = recorder.now()
             error: str | None = None
@@ -172,20 +197,25 @@ class LoadGenerator:
                     scheduled_arrival_s=spec.arrival_s,
                     warmup=spec.warmup,
                     server_token_times_s=recorder.server_times or None,
+                    cached_prompt_tokens=recorder.server_cached_tokens,
                 )
                 measured[spec.id] = times
                 if on_done is not None and not interrupted:
                     on_done(times)
+                if spec.id in followers and not interrupted:
+                    follower, message = followers[spec.id]
+                    nursery.start_soon(follow, follower, next_prompt(prompt, "".join(recorder.texts), message), nursery)
 
         async def dispatch(nursery: trio.Nursery) -> None:
-            for spec, prompt in sorted(requests, key=lambda pair: (pair[0].arrival_s, pair[0].id)):
+            firsts = [(spec, prompt) for spec, prompt in requests if spec.follows_id is None]
+            for spec, prompt in sorted(firsts, key=lambda pair: (pair[0].arrival_s, pair[0].id)):
                 due = origin + spec.arrival_s
                 await trio.sleep_until(due - self.config.spin_s)
                 while trio.current_time() < due:
                     await trio.lowlevel.checkpoint()
                 if slots is not None:
                     await slots.acquire()
-                nursery.start_soon(one, spec, prompt)
+                nursery.start_soon(one, spec, prompt, nursery)
 
         async def watch_sigint() -> None:
             with trio.open_signal_receiver(signal.SIGINT) as signals:

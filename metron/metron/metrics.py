@@ -30,8 +30,9 @@ class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     otherwise a request with fewer tokens than `requested_output_tokens` ended early.
     `prompt_tokens` is the server's count where the target reports it, else the workload's
     (`requested_prompt_tokens`).
-    `scheduling_delay_s` (queueing before its first iteration) and `server_token_times_s` (the
-    server's own clock, one per token) are None where the target does not say."""
+    `scheduling_delay_s` (queueing before its first iteration), `server_token_times_s` (the
+    server's own clock, one per token) and `cached_prompt_tokens` (prompt tokens the server's
+    prefix cache held) are None where the target does not say."""
 
     id: int
     arrival_s: float
@@ -45,6 +46,7 @@ class RequestTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scheduled_arrival_s: float | None = None
     warmup: bool = False
     server_token_times_s: list[float] | None = None
+    cached_prompt_tokens: int | None = None
 
     def validate(self) -> None:
         times = self.token_times_s
@@ -85,7 +87,9 @@ class RequestRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     `outcome == "finished"`. Latency fields are None where no token arrived (and TPOT where only
     one did); `tbt_s` holds the gaps between consecutive tokens (0 for tokens that arrived in the
     same streamed event). `arrival_s` is when the request was sent; `scheduled_arrival_s` when the
-    workload wanted it sent."""
+    workload wanted it sent. `cached_prompt_tokens`: the prompt tokens the server's prefix cache
+    held, where the server says (None otherwise); it comes last, after the fields vidur's request
+    file writer knows."""
 
     id: int
     arrival_s: float
@@ -112,6 +116,7 @@ class RequestRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     scheduled_arrival_s: float | None = None
     warmup: bool = False
     server_token_times_s: list[float] | None = None
+    cached_prompt_tokens: int | None = None
 
     @property
     def miss_rate(self) -> float | None:
@@ -189,6 +194,7 @@ def _record(
         scheduled_arrival_s=arrival if request.scheduled_arrival_s is None else request.scheduled_arrival_s,
         warmup=request.warmup,
         server_token_times_s=request.server_token_times_s,
+        cached_prompt_tokens=request.cached_prompt_tokens,
     )
 
 
@@ -207,6 +213,7 @@ def measured_times(record: RequestRecord) -> RequestTimes:
         scheduled_arrival_s=record.scheduled_arrival_s,
         warmup=record.warmup,
         server_token_times_s=record.server_token_times_s,
+        cached_prompt_tokens=record.cached_prompt_tokens,
     )
 
 

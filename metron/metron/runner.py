@@ -10,23 +10,27 @@ import trio
 from metron.deadlines import DeadlineConfig
 from metron.load_generator import LoadConfig, LoadGenerator, LoadResult
 from metron.metrics import RequestRecord, RequestTimes, request_records
-from metron.prompts import PromptBuilder, load_tokenizer
+from metron.prompts import PREFIX_SEPARATOR, PromptBuilder, load_tokenizer
+from metron.prompts_file import read_prompts_file
 from metron.run_format import write_run
 from metron.slo import SloConfig, SloVerdict, evaluate_slo
 from metron.summary import Metrics, summarize
 from metron.targets.base import Target
-from metron.workload import WorkloadConfig, generate_workload
+from metron.workload import RequestSpec, WorkloadConfig, generate_workload
 
 
 class RunConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`tokenizer_path`: the target's `tokenizer.json`, for prompts of exact length (and token
-    counting where the server reports no counts)."""
+    counting where the server reports no counts). `prompts_path`: a JSONL file of the user's
+    prompts (`metron.prompts_file`) sent instead of synthetic ones; the workload still draws the
+    arrivals and output lengths, and the prompt lengths are the file's."""
 
     workload: WorkloadConfig
     deadlines: DeadlineConfig = DeadlineConfig()
     slo: SloConfig = SloConfig()
     load: LoadConfig = LoadConfig()
     tokenizer_path: str | None = None
+    prompts_path: str | None = None
 
 
 class RunOutcome(msgspec.Struct):
@@ -38,13 +42,40 @@ class RunOutcome(msgspec.Struct):
     load: LoadResult
 
 
-def build_prompts(config: RunConfig) -> tuple[list[tuple[object, str]], bool]:
-    """Every request of the workload with its prompt text, and whether prompt lengths are exact."""
+def build_prompts(config: RunConfig) -> tuple[list[tuple[RequestSpec, str]], bool]:
+    """Every request of the workload with its prompt text (a session's later turn: its new user
+    message), and whether the prompt lengths of first turns are exact."""
+    workload = config.workload
     tokenizer = load_tokenizer(config.tokenizer_path) if config.tokenizer_path else None
-    builder = PromptBuilder(tokenizer, seed=config.workload.seed)
-    specs = generate_workload(config.workload)
-    prompts = [builder.build(spec.id, spec.prompt_tokens) for spec in specs]
-    return list(zip(specs, (p.text for p in prompts), strict=True)), all(p.exact for p in prompts)
+    conversations = read_prompts_file(config.prompts_path) if config.prompts_path else None
+    builder = PromptBuilder(tokenizer, seed=workload.seed)
+    prefix = builder.shared_prefix(workload.shared_prefix_tokens) if workload.shared_prefix_tokens else None
+    drawn = {spec.id: spec for spec in generate_workload(workload)}
+    built: dict[int, tuple[RequestSpec, str]] = {}
+    exact = prefix is None or prefix.exact
+    for request_id in sorted(drawn):
+        spec = drawn[request_id]
+        turn = workload.sessions.turn_of(request_id)
+        if conversations is None and turn == 0:
+            prompt = builder.build(request_id, spec.prompt_tokens, prefix.text if prefix else "")
+            built[request_id] = (spec, prompt.text)
+            exact = exact and prompt.exact
+        elif conversations is None:
+            before = drawn[request_id - 1]
+            message = builder.build(request_id, spec.prompt_tokens - before.prompt_tokens - before.output_tokens)
+            built[request_id] = (spec, message.text)
+        elif turn == 0:
+            conversation = conversations[request_id // workload.sessions.num_turns % len(conversations)]
+            text = (prefix.text + PREFIX_SEPARATOR if prefix else "") + conversation.first_prompt()
+            built[request_id] = (msgspec.structs.replace(spec, prompt_tokens=builder.count(text)), text)
+            exact = exact and tokenizer is not None
+        else:
+            conversation = conversations[request_id // workload.sessions.num_turns % len(conversations)]
+            text = conversation.user_message(turn)
+            before_spec = built[request_id - 1][0]
+            estimate = before_spec.prompt_tokens + before_spec.output_tokens + builder.count(text)
+            built[request_id] = (msgspec.structs.replace(spec, prompt_tokens=estimate), text)
+    return [built[spec_id] for spec_id in drawn], exact
 
 
 async def measure(
@@ -54,11 +85,12 @@ async def measure(
     handle_sigint: bool = False,
     generator: LoadGenerator | None = None,
 ) -> RunOutcome:
-    """Checks the target is there (raising TargetUnreachable if not), then runs the workload."""
-    await target.check()
+    """Builds the prompts (a ValueError for bad input comes first), checks the target is there
+    (raising TargetUnreachable if not), then runs the workload."""
     requests, exact = build_prompts(config)
+    await target.check()
     generator = generator or LoadGenerator(target, config.load)
-    result = await generator.run(requests, on_done=on_done, handle_sigint=handle_sigint)  # type: ignore[arg-type]
+    result = await generator.run(requests, on_done=on_done, handle_sigint=handle_sigint)
     records = request_records(result.measured, config.deadlines)
     metrics = summarize(records, config.slo)
     recorded = {

@@ -62,6 +62,18 @@ def per_second(value: float | int | list[float] | None) -> float | None:
     return 1.0 / value if isinstance(value, float | int) and value > 0 else None
 
 
+def cached_prompt_figures(completed: Sequence[RequestRecord]) -> Metrics:
+    """The prompt tokens the server's prefix cache held, in all and as a fraction of the prompt
+    tokens of the requests whose server said (both None where none did)."""
+    reported = [r for r in completed if r.cached_prompt_tokens is not None]
+    num_prompt = sum(r.prompt_tokens for r in reported)
+    num_cached = sum(r.cached_prompt_tokens or 0 for r in reported)
+    return {
+        "cached_prompt_tokens_total": num_cached if reported else None,
+        "cached_prompt_fraction": num_cached / num_prompt if num_prompt else None,
+    }
+
+
 def summarize(records: Sequence[RequestRecord], slo: SloConfig | None = None) -> Metrics:
     """Every aggregate figure of a run. With an `slo`, goodput counts the requests that meet it."""
     measured = [r for r in records if not r.warmup]
@@ -121,6 +133,7 @@ def summarize(records: Sequence[RequestRecord], slo: SloConfig | None = None) ->
     metrics["p99_tbt_token_rate_per_s"] = per_second(metrics["tbt_s.p99"])
     num_total = sum(r.total_deadlines for r in measured)
     metrics["service_miss_rate"] = sum(r.missed_deadlines for r in measured) / num_total if num_total else None
+    metrics.update(cached_prompt_figures(completed))
 
     streams = [r.token_times_s for r in completed if r.output_tokens > 1]
     curve = (

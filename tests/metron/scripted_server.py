@@ -9,10 +9,11 @@ listens. SCRIPT_JSON is the script's JSON text or a file holding it:
      "gap_per_stream_s": 0.0,                                  # each gap longer by this per open stream
      "prefill_s_per_word": 0.0,                                # added to every event time
      "usage": "continuous" | "final" | "logprobs" | "none",      # usage.prompt_tokens: the prompt's words
+     "cached_tokens": null,                                    # or N: usage.prompt_tokens_details.cached_tokens
      "status": 200, "error_after_events": null}
 Keys of "by_request" (X-Request-Id values) override the script per request. Each event is sent
 at its scripted time (asyncio's sleeps wake up to 1 ms late), and the log file gets one JSON line per
-request: its id, receipt time and each event's send time (time.perf_counter()).
+request: its id, prompt, receipt time and each event's send time (time.perf_counter()).
 """
 
 import argparse
@@ -95,11 +96,11 @@ class Server:
         events = scripted_events(script, body["max_tokens"], num_prompt_tokens)
         self.num_streams += 1
         try:
-            await self.send_events(script, events, chat, request_id, received, writer, num_prompt_tokens)
+            await self.send_events(script, events, chat, request_id, received, writer, num_prompt_tokens, prompt)
         finally:
             self.num_streams -= 1
 
-    async def send_events(self, script, events, chat, request_id, received, writer, num_prompt_tokens) -> None:  # type: ignore[no-untyped-def]
+    async def send_events(self, script, events, chat, request_id, received, writer, num_prompt_tokens, prompt) -> None:  # type: ignore[no-untyped-def]
         usage = script.get("usage", "continuous")
         sent, produced, delay = [], 0, 0.0
         for index, (at, count) in enumerate(events):
@@ -131,12 +132,14 @@ class Server:
             if usage in ("final", "continuous"):
                 final = {"prompt_tokens": num_prompt_tokens, "completion_tokens": produced,
                          "total_tokens": produced + num_prompt_tokens}
+                if script.get("cached_tokens") is not None:
+                    final["prompt_tokens_details"] = {"cached_tokens": script["cached_tokens"]}
                 writer.write(event({"id": request_id, "choices": [], "usage": final}))
             writer.write(chunk(b"data: [DONE]\n\n"))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         if self.log:
-            self.log.write(json.dumps({"id": request_id, "received": received, "sent": sent}) + "\n")
+            self.log.write(json.dumps({"id": request_id, "prompt": prompt, "received": received, "sent": sent}) + "\n")
             self.log.flush()
 
 

@@ -112,6 +112,8 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
     num_total = int(columns.total_deadlines[measured].sum())
     num_missed = int(columns.missed_deadlines[measured].sum())
     metrics["service_miss_rate"] = num_missed / num_total if num_total else None
+    # The simulator does not cache prefixes (yet): no request reports cached prompt tokens.
+    metrics.update(dict.fromkeys(("cached_prompt_tokens_total", "cached_prompt_fraction")))
 
     streams = completed[columns.num_tokens[completed] > 1]
     curve = None

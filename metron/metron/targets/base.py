@@ -46,6 +46,14 @@ class TokenSink(Protocol):
         """The server's own count of the prompt's tokens, where it reports one."""
         ...
 
+    def cached_prompt_tokens(self, count: int) -> None:
+        """How many of the prompt's tokens the server's prefix cache held, where it reports it."""
+        ...
+
+    def answer_text(self, text: str) -> None:
+        """More of the output's text, in order (a session's next turn continues from it)."""
+        ...
+
 
 class Target(abc.ABC):
     """Use as `async with target:`; `check` before a run, then `stream` per request.

@@ -83,6 +83,8 @@ class EngineTarget(Target):
         try:
             async with self._client.generate(request.prompt, sampling) as generation:
                 async for chunk in generation:
+                    if chunk.text:
+                        sink.answer_text(chunk.text)
                     # Tokens that came together arrived together (when the client read the
                     # frame, not when this task woke), each stamped by the server.
                     arrived = chunk.client_time - wall_minus_run
@@ -93,5 +95,6 @@ class EngineTarget(Target):
             raise TargetError(str(error)) from error
         if result is not None:
             sink.prompt_tokens(result.num_prompt_tokens)
+            sink.cached_prompt_tokens(result.num_cached_tokens)
             if result.first_scheduled_time is not None:
                 sink.scheduling_delay(result.first_scheduled_time - result.arrival_time)

@@ -146,6 +146,7 @@ class OpenAITarget(Target):
         events: list[StreamEvent] = []
         final_tokens: int | None = None
         prompt_tokens: int | None = None
+        cached_tokens: int | None = None
         done = False
         try:
             async with self._client.request(
@@ -167,6 +168,8 @@ class OpenAITarget(Target):
                             final_tokens = usage["completion_tokens"]
                         if usage.get("prompt_tokens") is not None:
                             prompt_tokens = usage["prompt_tokens"]
+                        if usage.get("cached_tokens") is not None:
+                            cached_tokens = usage["cached_tokens"]
                         if stream_event is not None:
                             events.append(stream_event)
         except HttpError as error:
@@ -175,6 +178,8 @@ class OpenAITarget(Target):
             self._report(events, final_tokens, sink, allow_failure=not done)
             if prompt_tokens is not None:
                 sink.prompt_tokens(prompt_tokens)
+            if cached_tokens is not None:
+                sink.cached_prompt_tokens(cached_tokens)
         if not done:
             raise TargetError("the stream closed before [DONE]")
 
@@ -190,9 +195,12 @@ class OpenAITarget(Target):
         for event, count in zip(events, counts, strict=True):
             if count > 0:
                 sink.tokens(count, at=event.received_s)
+            if event.text:
+                sink.answer_text(event.text)
 
     def _parse(self, data: str, received_s: float) -> tuple[StreamEvent | None, dict[str, int]]:
-        """(the event's tokens, its usage's integer counts) of one SSE data payload."""
+        """(the event's tokens, its usage's integer counts) of one SSE data payload; `cached_tokens`
+        is the usage's `prompt_tokens_details.cached_tokens` (vLLM's, OpenAI's and the engine's)."""
         try:
             payload = json.loads(data)
         except json.JSONDecodeError as error:
@@ -205,6 +213,9 @@ class OpenAITarget(Target):
             raise TargetError(f"the server reported an error mid-stream: {message}")
         usage = payload.get("usage")
         counts = {k: v for k, v in usage.items() if isinstance(v, int)} if isinstance(usage, dict) else {}
+        details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+        if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+            counts["cached_tokens"] = details["cached_tokens"]
         usage_tokens = counts.get("completion_tokens")
         choices = payload.get("choices") or []
         if not choices:
