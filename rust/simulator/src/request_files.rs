@@ -201,6 +201,8 @@ impl RequestColumns<'_> {
             field(&mut line, "warmup");
             line.push_str(if self.warmup[i] { "true" } else { "false" });
             field(&mut line, "server_token_times_s");
+            line.push_str("null");
+            field(&mut line, "cached_prompt_tokens"); // a simulated run caches no prefix
             line.push_str("null}\n");
         }
         line
@@ -360,7 +362,8 @@ mod tests {
             r#""scheduling_delay_s":null,"fluidity_index":1.0,"missed_deadlines":0,"total_deadlines":2,"#,
             r#""ttft_deadline_s":0.00001,"tbt_deadline_s":0.05,"min_tbt_deadline_s":0.125,"finished":false,"#,
             r#""outcome":"ended_early","error":"ended \"early\"\n","requested_output_tokens":3,"#,
-            r#""requested_prompt_tokens":null,"scheduled_arrival_s":0.5,"warmup":false,"server_token_times_s":null}"#,
+            r#""requested_prompt_tokens":null,"scheduled_arrival_s":0.5,"warmup":false,"server_token_times_s":null,"#,
+            r#""cached_prompt_tokens":null}"#,
             "\n"
         );
         assert_eq!(String::from_utf8(out).unwrap(), expected);
