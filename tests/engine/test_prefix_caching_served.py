@@ -1,12 +1,15 @@
 """`--enable-prefix-caching` through the served engine: a repeated prompt computes only what the
 cache lacks, reports it in `/metrics` and in `usage`, and returns the same text as a server
-without the cache; `n` samples share the prompt's blocks."""
+without the cache; `n` samples share the prompt's blocks; metron measures a shared prefix as
+cached prompt tokens over both of its engine-facing targets."""
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from metron.cli import main as metron_main
 
 from support.engine_server import RunningServer, metric, start_server, wait_pool_full
 
@@ -67,4 +70,34 @@ def test_prompt_logprobs_bypass_the_cache(caching: RunningServer) -> None:
     assert computed(caching) - before == 100  # every prompt position is computed for its logprob
     logprobs = reply["choices"][0]["logprobs"]["token_logprobs"]  # type: ignore[index]
     assert logprobs[0] is None and all(value is not None for value in logprobs[1:])
+    wait_pool_full(caching)
+
+
+@pytest.mark.parametrize("target", ["engine", "openai"])
+def test_metron_measures_a_shared_prefix_as_cached_prompt_tokens(
+    caching: RunningServer, server: RunningServer, tiny_model_dir: Path, tmp_path: Path, target: str
+) -> None:
+    def run(on: RunningServer, name: str) -> list[dict[str, object]]:
+        address = (
+            ["--target", "engine", "--engine", f"{on.host}:{on.rpc_port}"]
+            if target == "engine"
+            else ["--url", on.url, "--model", "tiny"]
+        )
+        code = metron_main([
+            "run", *address, "--tokenizer", str(tiny_model_dir / "tokenizer.json"), "--num-requests", "5",
+            "--arrivals", "constant", "--rate", "4", "--prompt-tokens", "40", "--output-tokens", "4",
+            "--shared-prefix-tokens", "64", "--no-progress", "--output-dir", str(tmp_path / name),
+        ])
+        assert code == 0
+        lines = (tmp_path / name / "requests.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    cached = run(caching, "cached")
+    # Requests after the first start once it has filled the cache: the prefix's 4 full blocks hit.
+    assert all(record["cached_prompt_tokens"] >= 64 for record in cached[1:]), cached
+    summary = json.loads((tmp_path / "cached" / "summary.json").read_text())["metrics"]
+    assert summary["cached_prompt_tokens_total"] == sum(record["cached_prompt_tokens"] for record in cached)
+    uncached = run(server, "uncached")
+    # Without the cache the RPC reports 0 cached tokens and the OpenAI reply no prompt_tokens_details.
+    assert {record["cached_prompt_tokens"] for record in uncached} == ({0} if target == "engine" else {None})
     wait_pool_full(caching)
