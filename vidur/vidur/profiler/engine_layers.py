@@ -23,20 +23,9 @@ from typing import Any
 
 from vidur.profiler.engine_attention import AttentionStep
 from vidur.profiler.timer import Timer, laps
+from vidur.profiles import EXTRA_OPERATORS, MLP_OPERATORS
 
-OPERATORS = (
-    "emb",
-    "input_layernorm",
-    "attn_pre_proj",
-    "attn_rope",
-    "attn_post_proj",
-    "post_attention_layernorm",
-    "mlp_up_proj",
-    "mlp_act",
-    "mlp_down_proj",
-    "add",
-    "lm_head",
-)
+OPERATORS = MLP_OPERATORS + EXTRA_OPERATORS
 
 
 def _randomize(*modules: Any) -> None:
