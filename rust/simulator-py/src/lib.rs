@@ -1,5 +1,6 @@
 //! Python face of the simulator crate: type conversion and error mapping only.
 
+mod byte_columns;
 mod cost_model;
 mod errors;
 mod request_files;

@@ -10,37 +10,13 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use simulator::request_files::RequestColumns;
 
-fn column<T>(
-    columns: &HashMap<String, Vec<u8>>,
-    name: &str,
-    size: usize,
-    decode: impl Fn(&[u8]) -> T,
-) -> PyResult<Vec<T>> {
+use crate::byte_columns::{decode, Column};
+
+fn column<T: Column>(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult<Vec<T>> {
     let bytes = columns
         .get(name)
         .ok_or_else(|| PyValueError::new_err(format!("the request columns lack {name}")))?;
-    if bytes.len() % size != 0 {
-        return Err(PyValueError::new_err(format!(
-            "{name} is not a column of {size}-byte values"
-        )));
-    }
-    Ok(bytes.chunks_exact(size).map(decode).collect())
-}
-
-fn ints(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult<Vec<i64>> {
-    column(columns, name, 8, |b| {
-        i64::from_le_bytes(b.try_into().expect("8 bytes"))
-    })
-}
-
-fn floats(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult<Vec<f64>> {
-    column(columns, name, 8, |b| {
-        f64::from_le_bytes(b.try_into().expect("8 bytes"))
-    })
-}
-
-fn bytes(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult<Vec<u8>> {
-    column(columns, name, 1, |b| b[0])
+    decode(name, bytes)
 }
 
 /// Writes through a temporary name and renames, so a reader never sees half a file.
@@ -76,35 +52,35 @@ pub fn write_request_files(
     errors: Vec<(usize, String)>,
     tbt_deadline_s: f64,
 ) -> PyResult<()> {
-    let ids = ints(&columns, "ids")?;
+    let ids = column::<i64>(&columns, "ids")?;
     let (prompt, requested) = (
-        ints(&columns, "prompt_tokens")?,
-        ints(&columns, "requested_output_tokens")?,
+        column::<i64>(&columns, "prompt_tokens")?,
+        column::<i64>(&columns, "requested_output_tokens")?,
     );
     let (num_tokens, missed) = (
-        ints(&columns, "num_tokens")?,
-        ints(&columns, "missed_deadlines")?,
+        column::<i64>(&columns, "num_tokens")?,
+        column::<i64>(&columns, "missed_deadlines")?,
     );
-    let total = ints(&columns, "total_deadlines")?;
+    let total = column::<i64>(&columns, "total_deadlines")?;
     let (arrival, times) = (
-        floats(&columns, "arrival_s")?,
-        floats(&columns, "token_times_s")?,
+        column::<f64>(&columns, "arrival_s")?,
+        column::<f64>(&columns, "token_times_s")?,
     );
     let (ttft, tpot, e2e) = (
-        floats(&columns, "ttft_s")?,
-        floats(&columns, "tpot_s")?,
-        floats(&columns, "e2e_s")?,
+        column::<f64>(&columns, "ttft_s")?,
+        column::<f64>(&columns, "tpot_s")?,
+        column::<f64>(&columns, "e2e_s")?,
     );
-    let normalized = floats(&columns, "normalized_latency_s")?;
-    let delay = floats(&columns, "scheduling_delay_s")?;
-    let fluidity = floats(&columns, "fluidity_index")?;
-    let ttft_deadline = floats(&columns, "ttft_deadline_s")?;
-    let min_deadline = floats(&columns, "min_tbt_deadline_s")?;
-    let warmup: Vec<bool> = bytes(&columns, "warmup")?
+    let normalized = column::<f64>(&columns, "normalized_latency_s")?;
+    let delay = column::<f64>(&columns, "scheduling_delay_s")?;
+    let fluidity = column::<f64>(&columns, "fluidity_index")?;
+    let ttft_deadline = column::<f64>(&columns, "ttft_deadline_s")?;
+    let min_deadline = column::<f64>(&columns, "min_tbt_deadline_s")?;
+    let warmup: Vec<bool> = column::<u8>(&columns, "warmup")?
         .into_iter()
         .map(|b| b != 0)
         .collect();
-    let outcome = bytes(&columns, "outcome")?;
+    let outcome = column::<u8>(&columns, "outcome")?;
     let mut error = vec![None; ids.len()];
     for (index, message) in &errors {
         *error.get_mut(*index).ok_or_else(|| {

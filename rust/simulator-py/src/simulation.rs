@@ -4,49 +4,19 @@ use std::path::PathBuf;
 
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::PyDict;
 use simulator::{
     simulate as core_simulate, ColumnValues, IterationRecords, RequestRecords, RouterKind,
     SimulationConfig, Workload,
 };
 
+use crate::byte_columns::{encode, Column};
 use crate::cost_model::PyCostModel;
 use crate::errors::{invalid_deployment, invalid_workload, to_py};
 use scheduler_types_py::PySchedulerConfig;
 
-/// Little-endian fixed-width numbers that can be copied into a `bytes` column.
-trait Column: Copy {
-    const DTYPE: &'static str;
-    const SIZE: usize;
-    fn write(self, out: &mut [u8]);
-}
-
-macro_rules! column {
-    ($type:ty, $dtype:literal) => {
-        impl Column for $type {
-            const DTYPE: &'static str = $dtype;
-            const SIZE: usize = std::mem::size_of::<$type>();
-            fn write(self, out: &mut [u8]) {
-                out.copy_from_slice(&self.to_le_bytes());
-            }
-        }
-    };
-}
-
-column!(f64, "<f8");
-column!(f32, "<f4");
-column!(u64, "<u8");
-column!(u32, "<u4");
-column!(u8, "|u1");
-
 fn add_column<T: Column>(columns: &Bound<'_, PyDict>, name: &str, values: &[T]) -> PyResult<()> {
-    let py = columns.py();
-    let bytes = PyBytes::new_with(py, values.len() * T::SIZE, |out| {
-        for (value, chunk) in values.iter().zip(out.chunks_exact_mut(T::SIZE)) {
-            value.write(chunk);
-        }
-        Ok(())
-    })?;
+    let bytes = encode(columns.py(), values.iter().copied());
     columns.set_item(name, (T::DTYPE, bytes))
 }
 

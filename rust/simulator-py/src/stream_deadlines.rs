@@ -8,28 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use simulator::stream_deadlines::Streams;
 
-fn int64_column(name: &str, bytes: &[u8]) -> PyResult<Vec<i64>> {
-    if bytes.len() % 8 != 0 {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be int64 values, got {} bytes",
-            bytes.len()
-        )));
-    }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|chunk| i64::from_le_bytes(chunk.try_into().expect("chunks of 8 bytes")))
-        .collect())
-}
-
-fn float64_bytes<'py>(py: Python<'py>, values: &[f64]) -> Bound<'py, PyBytes> {
-    PyBytes::new_with(py, values.len() * 8, |out| {
-        for (value, chunk) in values.iter().zip(out.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&value.to_le_bytes());
-        }
-        Ok(())
-    })
-    .expect("filling a new bytes object cannot fail")
-}
+use crate::byte_columns::{decode, encode};
 
 /// Each part of `streams` through `work`, one thread per part, results in stream order.
 fn on_every_core<T: Send>(
@@ -52,19 +31,6 @@ fn on_every_core<T: Send>(
     })
 }
 
-fn int64_bytes<'py>(
-    py: Python<'py>,
-    values: impl ExactSizeIterator<Item = i64>,
-) -> Bound<'py, PyBytes> {
-    PyBytes::new_with(py, values.len() * 8, |out| {
-        for (value, chunk) in values.zip(out.chunks_exact_mut(8)) {
-            chunk.copy_from_slice(&value.to_le_bytes());
-        }
-        Ok(())
-    })
-    .expect("filling a new bytes object cannot fail")
-}
-
 /// Each stream's (missed, total) deadlines, as two int64 byte columns. `token_times_ns`,
 /// `num_tokens` and the per-stream `arrivals_ns`, `ttft_deadlines_ns` (>= 0) and
 /// `tbt_deadlines_ns` (> 0) are int64 bytes, streams end to end.
@@ -77,11 +43,11 @@ pub fn count_deadlines_ns<'py>(
     ttft_deadlines_ns: &[u8],
     tbt_deadlines_ns: &[u8],
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    let times = int64_column("token_times_ns", token_times_ns)?;
-    let counts = int64_column("num_tokens", num_tokens)?;
-    let arrivals = int64_column("arrivals_ns", arrivals_ns)?;
-    let ttft = int64_column("ttft_deadlines_ns", ttft_deadlines_ns)?;
-    let tbt = int64_column("tbt_deadlines_ns", tbt_deadlines_ns)?;
+    let times = decode::<i64>("token_times_ns", token_times_ns)?;
+    let counts = decode::<i64>("num_tokens", num_tokens)?;
+    let arrivals = decode::<i64>("arrivals_ns", arrivals_ns)?;
+    let ttft = decode::<i64>("ttft_deadlines_ns", ttft_deadlines_ns)?;
+    let tbt = decode::<i64>("tbt_deadlines_ns", tbt_deadlines_ns)?;
     for (name, column) in [
         ("arrivals_ns", &arrivals),
         ("ttft_deadlines_ns", &ttft),
@@ -109,8 +75,8 @@ pub fn count_deadlines_ns<'py>(
     });
     let counted = counted.map_err(PyValueError::new_err)?;
     Ok((
-        int64_bytes(py, counted.iter().map(|&(missed, _)| missed)),
-        int64_bytes(py, counted.iter().map(|&(_, total)| total)),
+        encode(py, counted.iter().map(|&(missed, _)| missed)),
+        encode(py, counted.iter().map(|&(_, total)| total)),
     ))
 }
 
@@ -128,8 +94,8 @@ pub fn min_tbt_deadlines_ns<'py>(
             "max_miss_rate must be in [0, 1), got {max_miss_rate}"
         )));
     }
-    let times = int64_column("token_times_ns", token_times_ns)?;
-    let counts = int64_column("num_tokens", num_tokens)?;
+    let times = decode::<i64>("token_times_ns", token_times_ns)?;
+    let counts = decode::<i64>("num_tokens", num_tokens)?;
     let found = py.detach(|| -> Result<Vec<f64>, String> {
         let streams = Streams::new(&times, &counts)?;
         Ok(on_every_core(&streams, |part| {
@@ -139,7 +105,10 @@ pub fn min_tbt_deadlines_ns<'py>(
                 .collect()
         }))
     });
-    Ok(float64_bytes(py, &found.map_err(PyValueError::new_err)?))
+    Ok(encode(
+        py,
+        found.map_err(PyValueError::new_err)?.into_iter(),
+    ))
 }
 
 /// Each stream's decode miss rate at each of `deadlines_ns` (int64 bytes, each > 0), as
@@ -151,9 +120,9 @@ pub fn decode_miss_rate_table_ns<'py>(
     num_tokens: &[u8],
     deadlines_ns: &[u8],
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let times = int64_column("token_times_ns", token_times_ns)?;
-    let counts = int64_column("num_tokens", num_tokens)?;
-    let deadlines = int64_column("deadlines_ns", deadlines_ns)?;
+    let times = decode::<i64>("token_times_ns", token_times_ns)?;
+    let counts = decode::<i64>("num_tokens", num_tokens)?;
+    let deadlines = decode::<i64>("deadlines_ns", deadlines_ns)?;
     if let Some(deadline) = deadlines.iter().find(|&&deadline| deadline <= 0) {
         return Err(PyValueError::new_err(format!(
             "TBT deadlines must be positive, got {deadline} ns"
@@ -165,5 +134,8 @@ pub fn decode_miss_rate_table_ns<'py>(
             part.miss_rate_table(&deadlines)
         }))
     });
-    Ok(float64_bytes(py, &table.map_err(PyValueError::new_err)?))
+    Ok(encode(
+        py,
+        table.map_err(PyValueError::new_err)?.into_iter(),
+    ))
 }

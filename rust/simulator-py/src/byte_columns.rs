@@ -1,0 +1,65 @@
+//! Columns that cross to Python as little-endian bytes (`numpy.frombuffer` reads them, and
+//! `ndarray.tobytes()` makes them).
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// A fixed-width number stored little-endian in a bytes column.
+pub trait Column: Copy {
+    /// Its numpy dtype, and its name for people.
+    const DTYPE: &'static str;
+    const NAME: &'static str;
+    const SIZE: usize;
+    fn write(self, out: &mut [u8]);
+    fn read(bytes: &[u8]) -> Self;
+}
+
+macro_rules! column {
+    ($type:ty, $dtype:literal, $name:literal) => {
+        impl Column for $type {
+            const DTYPE: &'static str = $dtype;
+            const NAME: &'static str = $name;
+            const SIZE: usize = std::mem::size_of::<$type>();
+            fn write(self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
+            }
+            fn read(bytes: &[u8]) -> Self {
+                <$type>::from_le_bytes(bytes.try_into().expect("a chunk of the value's size"))
+            }
+        }
+    };
+}
+
+column!(f64, "<f8", "float64");
+column!(f32, "<f4", "float32");
+column!(i64, "<i8", "int64");
+column!(u64, "<u8", "uint64");
+column!(u32, "<u4", "uint32");
+column!(u8, "|u1", "uint8");
+
+/// The values of column `name`; a ValueError when its length is no whole number of them.
+pub fn decode<T: Column>(name: &str, bytes: &[u8]) -> PyResult<Vec<T>> {
+    if bytes.len() % T::SIZE != 0 {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be {} values, got {} bytes",
+            T::NAME,
+            bytes.len()
+        )));
+    }
+    Ok(bytes.chunks_exact(T::SIZE).map(T::read).collect())
+}
+
+/// `values` as a new bytes object.
+pub fn encode<'py, T: Column>(
+    py: Python<'py>,
+    values: impl ExactSizeIterator<Item = T>,
+) -> Bound<'py, PyBytes> {
+    PyBytes::new_with(py, values.len() * T::SIZE, |out| {
+        for (value, chunk) in values.zip(out.chunks_exact_mut(T::SIZE)) {
+            value.write(chunk);
+        }
+        Ok(())
+    })
+    .expect("filling a new bytes object cannot fail")
+}
