@@ -14,6 +14,7 @@ from engine.demo_model import build_demo_model
 from engine.worker.model.parallel import PipelineStage
 from support.engine_server import RunningServer, start_server, wait_pool_full
 from support.hf_reference import hf_greedy
+from support.served_greedy import served_greedy
 
 PROMPTS = [[3, 17, 42, 99, 7], list(range(10, 60)), [5] * 3, list(range(200, 290, 3))]
 NEW_TOKENS = 10
@@ -28,21 +29,6 @@ def test_layers_split_evenly_the_first_stages_taking_the_rest() -> None:
         PipelineStage.of(0, 5, 4)
 
 
-async def served_greedy(server: RunningServer) -> dict[int, list[int]]:
-    sampling = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
-    served: dict[int, list[int]] = {}
-    async with connect(server.host, server.rpc_port) as client:
-
-        async def run(index: int) -> None:
-            _, token_ids, _ = await client.complete(sampling=sampling, prompt_token_ids=PROMPTS[index])
-            served[index] = token_ids
-
-        async with trio.open_nursery() as nursery:
-            for index in range(len(PROMPTS)):
-                nursery.start_soon(run, index)
-    return served
-
-
 @pytest.mark.parametrize("layout", [["--pp", "2"], ["--pp", "2", "--tp", "2"]], ids=["pp2", "pp2-tp2"])
 async def test_pipeline_stages_give_transformers_greedy_tokens(tiny_model_dir: Path, layout: list[str]) -> None:
     # A small token budget: prompts are prefilled in chunks while other requests decode.
@@ -50,7 +36,7 @@ async def test_pipeline_stages_give_transformers_greedy_tokens(tiny_model_dir: P
                           *layout)
     try:
         assert len(server.worker_pids) == 2 * (2 if "--tp" in layout else 1)
-        served = await served_greedy(server)
+        served = await served_greedy(server, PROMPTS, NEW_TOKENS)
         assert served == {i: hf_greedy(tiny_model_dir, p, NEW_TOKENS) for i, p in enumerate(PROMPTS)}
         wait_pool_full(server)
     finally:
@@ -62,7 +48,7 @@ async def test_a_tied_head_on_the_last_stage_loads_the_embedding(tmp_path: Path)
                              hidden_size=64, intermediate_size=160, num_layers=2, num_heads=4, num_kv_heads=2)
     server = start_server(model, "--num-kv-blocks", "64", "--pp", "2")
     try:
-        served = await served_greedy(server)
+        served = await served_greedy(server, PROMPTS, NEW_TOKENS)
         assert served == {i: hf_greedy(model, p, NEW_TOKENS) for i, p in enumerate(PROMPTS)}
     finally:
         server.stop()

@@ -5,30 +5,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-import transformers
-import trio
 
-from engine.client import connect
-from engine.wire.sampling_params import SamplingParams
 from support.engine_server import RunningServer, start_server
+from support.hf_reference import hf_greedy
+from support.served_greedy import served_greedy
 
 PROMPTS = [[3, 17, 42, 99, 7], list(range(10, 40)), [5] * 3, list(range(200, 290, 3))]
 NEW_TOKENS = 12
-
-
-def transformers_greedy(model_dir: Path, prompt: list[int]) -> list[int]:
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    with torch.no_grad():
-        output = model.generate(
-            torch.tensor([prompt]),
-            max_new_tokens=NEW_TOKENS,
-            min_new_tokens=NEW_TOKENS,
-            do_sample=False,
-            pad_token_id=0,
-        )
-    return output[0, len(prompt) :].tolist()
-
 
 VARIANTS = {"reference": ["--attention-backend", "reference"], "synchronous": ["--no-async-scheduling"]}
 
@@ -46,16 +29,6 @@ def served_by(request: pytest.FixtureRequest, server: RunningServer, tiny_model_
 
 
 async def test_concurrent_greedy_requests_match_transformers(served_by: RunningServer, tiny_model_dir: Path) -> None:
-    served: dict[int, list[int]] = {}
-    sampling = SamplingParams(max_tokens=NEW_TOKENS, temperature=0.0, ignore_eos=True)
-    async with connect(served_by.host, served_by.rpc_port) as client:
-
-        async def run(index: int) -> None:
-            _, token_ids, _ = await client.complete(sampling=sampling, prompt_token_ids=PROMPTS[index])
-            served[index] = token_ids
-
-        async with trio.open_nursery() as nursery:
-            for index in range(len(PROMPTS)):
-                nursery.start_soon(run, index)
-    expected = {index: transformers_greedy(tiny_model_dir, prompt) for index, prompt in enumerate(PROMPTS)}
+    served = await served_greedy(served_by, PROMPTS, NEW_TOKENS)
+    expected = {index: hf_greedy(tiny_model_dir, prompt, NEW_TOKENS) for index, prompt in enumerate(PROMPTS)}
     assert served == expected
