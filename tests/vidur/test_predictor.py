@@ -11,7 +11,7 @@ from vidur import DeploymentConfig, ModelSpec, OperatorPredictor, ReplicaConfig,
 from vidur.attention_costs import FittedKernelCost, attention_work
 from vidur.curves import CurveData, FittedRoofline, fit_profile_curve, fit_roofline, non_decreasing
 from vidur.operator_work import MEMORY_BOUND_OPERATORS, layer_shape
-from vidur.profiles import AttentionSample
+from vidur.profiles import AttentionSample, load_profiles
 from vidur.validation import interpolation_error, roofline_transfer_error
 
 LLAMA_7B_TABLE = Path("compute/h100/meta-llama/Llama-2-7b-hf/mlp.csv")
@@ -32,7 +32,7 @@ def test_curve_semantics_match_the_rust_curve() -> None:
 
 def test_profiled_operators_interpolate_and_extrapolate_linearly(predictor: OperatorPredictor) -> None:
     gpu, model = get_gpu("h100"), get_model("llama-2-7b")
-    series = predictor.profiles.compute[("h100", layer_shape(model))].series[("mlp_up_proj", 1)]
+    series = predictor.profiles.compute[("h100", "meta-llama/Llama-2-7b-hf")].series[("mlp_up_proj", 1)]
     predicted = predictor.operator_curve(gpu, model, "mlp_up_proj", 1, 4096)
     assert predicted.source == "profile h100/meta-llama/Llama-2-7b-hf tp=1"
     assert np.mean(np.abs(predicted.curve(series.x) / series.time_s - 1)) < 0.02
@@ -40,6 +40,32 @@ def test_profiled_operators_interpolate_and_extrapolate_linearly(predictor: Oper
     at_4k, at_8k, at_16k = (float(predicted.curve(n)) for n in (4096, 8192, 16384))
     assert at_8k == pytest.approx(2 * at_4k, rel=0.15)
     assert at_16k - at_8k == pytest.approx(2 * (at_8k - at_4k), rel=1e-9)
+
+
+def test_models_of_one_layer_shape_each_use_their_own_table(predictor: OperatorPredictor) -> None:
+    # Llama-2-70B and Llama-3-70B share a layer shape; both are profiled on the A100.
+    gpu = get_gpu("a100")
+    for name, folder in (("llama-2-70b", "meta-llama/Llama-2-70b-hf"), ("llama-3-70b", "meta-llama/Meta-Llama-3-70B")):
+        model = get_model(name)
+        assert predictor.operator_curve(gpu, model, "mlp_up_proj", 4, 4096).source == f"profile a100/{folder} tp=4"
+        table = predictor.profiles.compute[("a100", folder)].series[("mlp_up_proj", 4)]
+        predicted = predictor.operator_curve(gpu, model, "mlp_up_proj", 4, 4096).curve(table.x)
+        assert np.mean(np.abs(predicted / table.time_s - 1)) < 0.02
+    # A model of that shape with no folder of its own uses one of them.
+    unprofiled = ModelSpec("my-70b", 80, 8192, 64, 8, 28672, 32000, 4096)
+    assert predictor.operator_curve(gpu, unprofiled, "mlp_up_proj", 4, 4096).source.startswith("profile a100/meta-llama/")
+
+
+def test_a_later_roots_table_replaces_every_earlier_table_of_its_shape(data_dir: Path, tmp_path: Path) -> None:
+    public = data_dir / "profiling"
+    own = tmp_path / "compute" / "a100" / "my-org" / "my-70b"
+    own.mkdir(parents=True)
+    (own / "mlp.csv").write_text((public / "compute/a100/meta-llama/Llama-2-70b-hf/mlp.csv").read_text())
+    profiles = load_profiles([public, tmp_path])
+    folders = {folder for gpu, folder in profiles.compute if gpu == "a100"}
+    assert "my-org/my-70b" in folders
+    assert not folders & {"meta-llama/Llama-2-70b-hf", "meta-llama/Meta-Llama-3-70B"}
+    assert "meta-llama/Llama-2-7b-hf" in folders
 
 
 def test_unprofiled_shapes_and_gpus_use_rooflines_that_follow_the_hardware(predictor: OperatorPredictor) -> None:

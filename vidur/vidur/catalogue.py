@@ -1,7 +1,7 @@
 """What `vidur catalogue` shows: each catalogue entry's aliases, and which (GPU, model) pairs
 the profiling roots hold tables for. A catalogue model counts as profiled on a GPU when an
 `mlp.csv` there has its layer shape (the predictor matches tables by shape, so Mistral-7B runs
-on Llama-3-8B's)."""
+on Llama-3-8B's; a model whose own folder is profiled uses its own)."""
 
 from dataclasses import dataclass
 
@@ -28,12 +28,19 @@ class ProfiledPair:
 
 
 def profiled_pairs(profiles: ProfileSet, models: dict[str, ModelSpec]) -> list[ProfiledPair]:
-    """Every catalogue model with tables of its shape on a GPU, and every profiled model folder
-    that is no catalogue model's shape, by GPU then model."""
+    """Every catalogue model with tables of its shape on a GPU (the ones the predictor uses for
+    it), and every profiled model folder that no catalogue model uses, by GPU then model."""
     pairs = []
-    for (gpu, shape), profile in profiles.compute.items():
-        matching = [name for name, model in models.items() if layer_shape(model) == shape]
-        degrees = profile.tensor_parallel_degrees
-        for name in matching or [profile.model]:
-            pairs.append(ProfiledPair(gpu, name, degrees, None if name == profile.model else profile.model))
+    used = set()
+    for gpu in sorted({gpu for gpu, _ in profiles.compute}):
+        for name, model in models.items():
+            profile = profiles.compute_profile(gpu, layer_shape(model), model.profile_path)
+            if profile is None:
+                continue
+            used.add((gpu, profile.model))
+            own = profile.model in (name, model.profile_path)
+            pairs.append(ProfiledPair(gpu, name, profile.tensor_parallel_degrees, None if own else profile.model))
+    for (gpu, folder), profile in profiles.compute.items():
+        if (gpu, folder) not in used:
+            pairs.append(ProfiledPair(gpu, folder, profile.tensor_parallel_degrees, None))
     return sorted(pairs, key=lambda pair: (pair.gpu, pair.model))

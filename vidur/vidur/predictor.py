@@ -33,7 +33,6 @@ from vidur.operator_work import layer_shape, roofline_work
 from vidur.profiles import (
     MLP_OPERATORS,
     ComputeProfile,
-    LayerShape,
     NetworkKey,
     ProfileSet,
     load_profiles,
@@ -92,7 +91,7 @@ class OperatorPredictor:
     """Trained state: curves through every profiled series, rooflines per profiled GPU."""
 
     profiles: ProfileSet
-    profile_curves: dict[tuple[str, LayerShape, str, int], CurveData] = field(default_factory=dict)
+    profile_curves: dict[tuple[str, str, str, int], CurveData] = field(default_factory=dict)
     rooflines: dict[str, dict[str, FittedRoofline]] = field(default_factory=dict)
     attention: dict[str, AttentionFit] = field(default_factory=dict)
     network_curves: dict[NetworkKey, CurveData] = field(default_factory=dict)
@@ -108,10 +107,10 @@ class OperatorPredictor:
 
     def _fit(self) -> None:
         by_gpu: dict[str, list[ComputeProfile]] = {}
-        for (gpu, shape), profile in self.profiles.compute.items():
+        for (gpu, model_folder), profile in self.profiles.compute.items():
             by_gpu.setdefault(gpu, []).append(profile)
             for (operator, tp), series in profile.series.items():
-                self.profile_curves[(gpu, shape, operator, tp)] = fit_profile_curve(series.x, series.time_s)
+                self.profile_curves[(gpu, model_folder, operator, tp)] = fit_profile_curve(series.x, series.time_s)
         for gpu, profiles in by_gpu.items():
             self.rooflines[gpu] = fit_operator_rooflines(profiles)
         for gpu, samples in self.profiles.attention.items():
@@ -151,8 +150,8 @@ class OperatorPredictor:
     def operator_curve(self, gpu: GpuSpec, model: ModelSpec, operator: str, tp: int, max_tokens: int) -> OperatorCurve:
         """Seconds of one `operator` on one GPU of a `tp`-way layer, by the iteration's tokens."""
         shape = layer_shape(model)
-        curve = self.profile_curves.get((gpu.name, shape, operator, tp))
-        profile = self.profiles.compute.get((gpu.name, shape))
+        profile = self.profiles.compute_profile(gpu.name, shape, model.profile_path)
+        curve = self.profile_curves.get((gpu.name, profile.model, operator, tp)) if profile is not None else None
         # The LM head's time depends on the vocabulary too, which the layer shape leaves out.
         if curve is not None and profile is not None and (operator != "lm_head" or profile.vocab_size == model.vocab_size):
             return OperatorCurve(curve, f"profile {profile.gpu}/{profile.model} tp={tp}")

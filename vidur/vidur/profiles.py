@@ -4,9 +4,11 @@ A profiling root holds `compute/<gpu>/<org>/<model>/mlp.csv` (MLP-side operators
 and tensor-parallel degree), optionally `attention.csv` beside it (in this project's format, as
 `vidur profile` writes it, or in Vidur's own), and `network/<topology>/{all_reduce,send_recv}.csv`
 (collectives by message size). Several roots may be given; a later root's table replaces an
-earlier one, so your own profiles override the public ones: an `mlp.csv` replaces the one for the
-same (GPU, model shape), an `attention.csv` the one for the same (GPU, model folder), a
-collective table the one for the same (topology, collective, workers, devices per node).
+earlier one, so your own profiles override the public ones: an `mlp.csv` replaces every earlier
+root's tables of the same (GPU, model shape), an `attention.csv` the one for the same (GPU, model
+folder), a collective table the one for the same (topology, collective, workers, devices per node).
+Tables of one shape in the same root are all kept (Llama-2-70B and Llama-3-70B share a layer
+shape); a model uses its own folder's, else the last one read.
 """
 
 import csv
@@ -308,12 +310,22 @@ def read_network_profile(path: Path, topology: str) -> dict[NetworkKey, Series]:
 class ProfileSet:
     """Every table found under the given roots."""
 
-    compute: dict[tuple[str, LayerShape], ComputeProfile] = field(default_factory=dict)
+    """By (GPU, model folder)."""
+    compute: dict[tuple[str, str], ComputeProfile] = field(default_factory=dict)
     attention: dict[str, list[AttentionSample]] = field(default_factory=dict)
     network: dict[NetworkKey, Series] = field(default_factory=dict)
 
     def compute_for_gpu(self, gpu: str) -> list[ComputeProfile]:
         return [profile for (name, _), profile in self.compute.items() if name == gpu]
+
+    def compute_profile(self, gpu: str, shape: LayerShape, model_folder: str | None) -> ComputeProfile | None:
+        """The table a model of `shape` uses on `gpu`: its own folder's, else the last one of
+        that shape."""
+        own = self.compute.get((gpu, model_folder)) if model_folder is not None else None
+        if own is not None and own.shape == shape:
+            return own
+        same_shape = [profile for profile in self.compute_for_gpu(gpu) if profile.shape == shape]
+        return same_shape[-1] if same_shape else None
 
 
 def load_profiles(roots: list[Path]) -> ProfileSet:
@@ -323,11 +335,16 @@ def load_profiles(roots: list[Path]) -> ProfileSet:
     for root in roots:
         if not root.is_dir():
             raise ValueError(f"profiling directory {root} does not exist")
-        for path in sorted(root.glob("compute/*/*/*/mlp.csv")):
-            gpu = path.parts[-4]
-            model = "/".join(path.parts[-3:-1])
-            profile = read_compute_profile(path, gpu, model)
-            profiles.compute[(gpu, profile.shape)] = profile
+        read = [
+            read_compute_profile(path, path.parts[-4], "/".join(path.parts[-3:-1]))
+            for path in sorted(root.glob("compute/*/*/*/mlp.csv"))
+        ]
+        replaced = {(profile.gpu, profile.shape) for profile in read}
+        for key, earlier in list(profiles.compute.items()):
+            if (earlier.gpu, earlier.shape) in replaced:
+                del profiles.compute[key]
+        for profile in read:
+            profiles.compute[(profile.gpu, profile.model)] = profile
         for path in sorted(root.glob("compute/*/*/*/attention.csv")):
             attention[(path.parts[-4], "/".join(path.parts[-3:-1]))] = read_attention_profile(path)
         for path in sorted(root.glob("network/*/*.csv")):
