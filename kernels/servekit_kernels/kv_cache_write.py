@@ -1,0 +1,102 @@
+"""Writing a step's new keys and values into the paged KV cache.
+
+The cache of one layer is `key_cache`, `value_cache`: `[num_blocks, block_size, num_kv_heads,
+head_dim]` each (the engine's `kv_cache[0]` and `kv_cache[1]`). Token `t` goes to slot
+`slot_mapping[t]` = block id * block_size + offset in the block; a negative slot (a padded row)
+writes nothing.
+"""
+
+import torch
+import triton
+import triton.language as tl
+
+from servekit_kernels._tiles import padded
+
+
+def write_kv_cache_reference(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    kept = slot_mapping >= 0
+    slots = slot_mapping[kept].long()
+    key_cache.view(-1, *key_cache.shape[2:])[slots] = key[kept]
+    value_cache.view(-1, *value_cache.shape[2:])[slots] = value[kept]
+
+
+@triton.jit
+def _write_kv_cache_kernel(
+    key_ptr,
+    value_ptr,
+    key_cache_ptr,
+    value_cache_ptr,
+    slot_mapping_ptr,
+    stride_key_token,
+    stride_key_head,
+    stride_value_token,
+    stride_value_head,
+    stride_cache_block,
+    stride_cache_slot,
+    stride_cache_head,
+    block_size,
+    NUM_KV_HEADS: tl.constexpr,
+    HEAD_DIM: tl.constexpr,
+    HEADS_PAD: tl.constexpr,
+    DIM_PAD: tl.constexpr,
+):
+    token = tl.program_id(0)
+    slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
+    if slot >= 0:
+        heads = tl.arange(0, HEADS_PAD)[:, None]
+        dims = tl.arange(0, DIM_PAD)[None, :]
+        mask = (heads < NUM_KV_HEADS) & (dims < HEAD_DIM)
+        destination = (slot // block_size) * stride_cache_block + (slot % block_size) * stride_cache_slot
+        destination += heads * stride_cache_head + dims
+        key = tl.load(key_ptr + token * stride_key_token + heads * stride_key_head + dims, mask=mask)
+        value = tl.load(value_ptr + token * stride_value_token + heads * stride_value_head + dims, mask=mask)
+        tl.store(key_cache_ptr + destination, key, mask=mask)
+        tl.store(value_cache_ptr + destination, value, mask=mask)
+
+
+def write_kv_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """`key`, `value`: `[num_tokens, num_kv_heads, head_dim]` (rows may be strided, as slices of a
+    fused QKV projection are); the caches as described above, contiguous in their last two dims."""
+    num_tokens, num_kv_heads, head_dim = key.shape
+    if value.shape != key.shape or key_cache.shape[2:] != key.shape[1:] or value_cache.shape != key_cache.shape:
+        raise ValueError(
+            f"key {tuple(key.shape)} and value {tuple(value.shape)} do not fit caches "
+            f"{tuple(key_cache.shape)} / {tuple(value_cache.shape)}"
+        )
+    if slot_mapping.shape != (num_tokens,):
+        raise ValueError(f"slot_mapping must hold one slot per token ({num_tokens}), got {tuple(slot_mapping.shape)}")
+    if key.stride(2) != 1 or value.stride(2) != 1 or key_cache.stride(3) != 1 or key_cache.stride() != value_cache.stride():
+        raise ValueError("key, value and the caches must be contiguous in head_dim, the caches laid out alike")
+    if num_tokens == 0:
+        return
+    _write_kv_cache_kernel[(num_tokens,)](
+        key,
+        value,
+        key_cache,
+        value_cache,
+        slot_mapping,
+        key.stride(0),
+        key.stride(1),
+        value.stride(0),
+        value.stride(1),
+        key_cache.stride(0),
+        key_cache.stride(1),
+        key_cache.stride(2),
+        key_cache.shape[1],
+        NUM_KV_HEADS=num_kv_heads,
+        HEAD_DIM=head_dim,
+        HEADS_PAD=padded(num_kv_heads),
+        DIM_PAD=padded(head_dim),
+    )
