@@ -26,6 +26,9 @@ def write_kv_cache_reference(
     value_cache.view(-1, *value_cache.shape[2:])[slots] = value[kept]
 
 
+TOKENS_PER_PROGRAM = 16
+
+
 @triton.jit
 def _write_kv_cache_kernel(
     key_ptr,
@@ -33,6 +36,7 @@ def _write_kv_cache_kernel(
     key_cache_ptr,
     value_cache_ptr,
     slot_mapping_ptr,
+    num_tokens,
     stride_key_token,
     stride_key_head,
     stride_value_token,
@@ -45,19 +49,22 @@ def _write_kv_cache_kernel(
     HEAD_DIM: tl.constexpr,
     HEADS_PAD: tl.constexpr,
     DIM_PAD: tl.constexpr,
+    TOKENS: tl.constexpr,
 ):
-    token = tl.program_id(0)
-    slot = tl.load(slot_mapping_ptr + token).to(tl.int64)
-    if slot >= 0:
-        heads = tl.arange(0, HEADS_PAD)[:, None]
-        dims = tl.arange(0, DIM_PAD)[None, :]
-        mask = (heads < NUM_KV_HEADS) & (dims < HEAD_DIM)
-        destination = (slot // block_size) * stride_cache_block + (slot % block_size) * stride_cache_slot
-        destination += heads * stride_cache_head + dims
-        key = tl.load(key_ptr + token * stride_key_token + heads * stride_key_head + dims, mask=mask)
-        value = tl.load(value_ptr + token * stride_value_token + heads * stride_value_head + dims, mask=mask)
-        tl.store(key_cache_ptr + destination, key, mask=mask)
-        tl.store(value_cache_ptr + destination, value, mask=mask)
+    # Row: a token; column c: element c % DIM_PAD of KV head c // DIM_PAD.
+    tokens = tl.program_id(0) * TOKENS + tl.arange(0, TOKENS)
+    slots = tl.load(slot_mapping_ptr + tokens, mask=tokens < num_tokens, other=-1).to(tl.int64)
+    columns = tl.arange(0, HEADS_PAD * DIM_PAD)
+    heads = columns // DIM_PAD
+    dims = columns % DIM_PAD
+    mask = (slots >= 0)[:, None] & ((heads < NUM_KV_HEADS) & (dims < HEAD_DIM))[None, :]
+    destination = ((slots // block_size) * stride_cache_block + (slots % block_size) * stride_cache_slot)[:, None]
+    destination += (heads * stride_cache_head + dims)[None, :]
+    rows = tokens.to(tl.int64)[:, None]
+    key = tl.load(key_ptr + rows * stride_key_token + (heads * stride_key_head + dims)[None, :], mask=mask)
+    value = tl.load(value_ptr + rows * stride_value_token + (heads * stride_value_head + dims)[None, :], mask=mask)
+    tl.store(key_cache_ptr + destination, key, mask=mask)
+    tl.store(value_cache_ptr + destination, value, mask=mask)
 
 
 def write_kv_cache(
@@ -81,12 +88,13 @@ def write_kv_cache(
         raise ValueError("key, value and the caches must be contiguous in head_dim, the caches laid out alike")
     if num_tokens == 0:
         return
-    _write_kv_cache_kernel[(num_tokens,)](
+    _write_kv_cache_kernel[(triton.cdiv(num_tokens, TOKENS_PER_PROGRAM),)](
         key,
         value,
         key_cache,
         value_cache,
         slot_mapping,
+        num_tokens,
         key.stride(0),
         key.stride(1),
         value.stride(0),
@@ -99,4 +107,5 @@ def write_kv_cache(
         HEAD_DIM=head_dim,
         HEADS_PAD=padded(num_kv_heads),
         DIM_PAD=padded(head_dim),
+        TOKENS=TOKENS_PER_PROGRAM,
     )

@@ -97,12 +97,15 @@ def _decode_split_kernel(
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     seq_len = tl.load(seq_lens_ptr + seq)
-    first = 0
+    start = 0
     if sliding_window > 0:
-        first = tl.maximum(seq_len - sliding_window, 0)
-    split_len = tl.cdiv(tl.cdiv(seq_len - first, num_splits), TILE_SIZE) * TILE_SIZE
-    start = first + split * split_len
-    end = tl.minimum(start + split_len, seq_len)
+        start = tl.maximum(seq_len - sliding_window, 0)
+    end = seq_len
+    if not SINGLE_SPLIT:
+        # Ranges of whole tiles; the last splits of a short context stay empty.
+        tiles_per_split = ((seq_len - start + TILE_SIZE - 1) // TILE_SIZE + num_splits - 1) // num_splits
+        start += split * tiles_per_split * TILE_SIZE
+        end = tl.minimum(start + tiles_per_split * TILE_SIZE, seq_len)
 
     heads = tl.arange(0, GROUP_PAD)
     dims = tl.arange(0, DIM_PAD)
@@ -117,15 +120,17 @@ def _decode_split_kernel(
     running_max = tl.full([GROUP_PAD], float("-inf"), tl.float32)
     running_sum = tl.zeros([GROUP_PAD], tl.float32)
     accumulated = tl.zeros([GROUP_PAD, DIM_PAD], tl.float32)
+    key_base = key_cache_ptr + kv_head * stride_cache_head + dims[None, :]
+    value_base = value_cache_ptr + kv_head * stride_cache_head + dims[None, :]
+    table = block_tables_ptr + seq * stride_table_row
     for tile_start in range(start, end, TILE_SIZE):
         positions = tile_start + tl.arange(0, TILE_SIZE)
         valid = positions < end
-        blocks = tl.load(block_tables_ptr + seq * stride_table_row + positions // block_size, mask=valid, other=0)
-        offsets = blocks.to(tl.int64) * stride_cache_block + (positions % block_size) * stride_cache_slot
-        offsets += kv_head * stride_cache_head
+        blocks = tl.load(table + positions // block_size, mask=valid, other=0).to(tl.int64)
+        offsets = (blocks * stride_cache_block + (positions % block_size) * stride_cache_slot)[:, None]
         kv_mask = valid[:, None] & dim_mask[None, :]
-        keys = tl.load(key_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        values = tl.load(value_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        keys = tl.load(key_base + offsets, mask=kv_mask, other=0.0)
+        values = tl.load(value_base + offsets, mask=kv_mask, other=0.0)
         scores = tl.dot(query, tl.trans(keys), input_precision=PRECISION) * scale_log2
         scores = tl.where(valid[None, :], scores, float("-inf"))
         new_max = tl.maximum(running_max, tl.max(scores, axis=1))

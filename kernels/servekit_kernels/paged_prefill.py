@@ -141,15 +141,17 @@ def _prefill_kernel(
     running_max = tl.full([BLOCK_Q * GROUP_PAD], float("-inf"), tl.float32)
     running_sum = tl.zeros([BLOCK_Q * GROUP_PAD], tl.float32)
     accumulated = tl.zeros([BLOCK_Q * GROUP_PAD, DIM_PAD], tl.float32)
+    key_base = key_cache_ptr + kv_head * stride_cache_head + dims[None, :]
+    value_base = value_cache_ptr + kv_head * stride_cache_head + dims[None, :]
+    table = block_tables_ptr + request * stride_table_row
     for tile_start in range(first, last, TILE_SIZE):
         positions = tile_start + tl.arange(0, TILE_SIZE)
         valid = positions < last
-        blocks = tl.load(block_tables_ptr + request * stride_table_row + positions // block_size, mask=valid, other=0)
-        offsets = blocks.to(tl.int64) * stride_cache_block + (positions % block_size) * stride_cache_slot
-        offsets += kv_head * stride_cache_head
+        blocks = tl.load(table + positions // block_size, mask=valid, other=0).to(tl.int64)
+        offsets = (blocks * stride_cache_block + (positions % block_size) * stride_cache_slot)[:, None]
         kv_mask = valid[:, None] & dim_mask[None, :]
-        keys = tl.load(key_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
-        values = tl.load(value_cache_ptr + offsets[:, None] + dims[None, :], mask=kv_mask, other=0.0)
+        keys = tl.load(key_base + offsets, mask=kv_mask, other=0.0)
+        values = tl.load(value_base + offsets, mask=kv_mask, other=0.0)
         scores = tl.dot(query, tl.trans(keys), input_precision=PRECISION) * scale_log2
         visible = valid[None, :] & (positions[None, :] <= query_positions[:, None])
         if sliding_window > 0:
