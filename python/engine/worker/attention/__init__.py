@@ -36,7 +36,7 @@ def select_backend(
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}: expected one of {BACKENDS}")
     if name == "auto":
-        name = _auto_backend(device, dtype, head_dim)
+        name = auto_backend_name(device, dtype, head_dim)
     if name == "flash":
         return FlashAttention(device, dtype, head_dim, block_size)
     if name == "triton":
@@ -46,7 +46,8 @@ def select_backend(
     return SdpaAttention()
 
 
-def _auto_backend(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
+def auto_backend_name(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
+    """What `auto` picks: flash, else triton on CUDA, else sdpa."""
     if flash_unsupported_reason(device, dtype, head_dim) is None:
         return "flash"
     if device.type == "cuda" and triton_unsupported_reason(device, dtype, head_dim) is None:
@@ -63,6 +64,7 @@ __all__ = [
     "ReferenceAttention",
     "SdpaAttention",
     "TritonAttention",
+    "auto_backend_name",
     "kv_cache_shape",
     "select_backend",
     "write_kv",
