@@ -5,7 +5,8 @@ num_kv_heads, head_dim]` (the engine's `kv_cache[0]`, `kv_cache[1]`), addressed 
 tables `[num_seqs, max_blocks]` int32 and slots (block id * block_size + offset).
 
 On a machine without a GPU the kernels run in Triton's interpreter: set `TRITON_INTERPRET=1`
-before this package is imported, and pass CPU tensors.
+before this package is imported, and pass CPU tensors, float32 or float16 (the interpreter's
+bfloat16 arithmetic is wrong, so bfloat16 is checked on GPUs only).
 """
 
 from servekit_kernels._interpreter_fix import fix_interpreter_loop_bounds

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from engine.model_config import RopeConfig
 from engine.worker.model.layers.norm import RMSNorm
 from engine.worker.model.layers.rotary import RotaryEmbedding, apply_rotary, inverse_frequencies
-from paged_cases import DEVICE
+from paged_cases import DEVICE, assert_close
 from servekit_kernels import (
     rms_norm,
     rms_norm_reference,
@@ -20,10 +20,6 @@ from servekit_kernels import (
 )
 
 DTYPES = [torch.float32, torch.float16]
-
-
-def tolerance(dtype: torch.dtype) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 2e-3, "atol": 2e-3}
 
 
 def randn(seed: int, *shape: int, dtype: torch.dtype) -> torch.Tensor:
@@ -41,7 +37,7 @@ def test_rms_norm_matches_reference_and_the_engine_layer(dtype: torch.dtype, hid
     given = residual if with_residual else None
     normalized, summed = rms_norm(hidden, layer.weight.detach(), 1e-5, given)
     for expected in (rms_norm_reference(hidden, layer.weight.detach(), 1e-5, given), layer(hidden, given)):
-        torch.testing.assert_close(normalized, expected[0], **tolerance(dtype))
+        assert_close(normalized, expected[0], dtype, half_limit=2e-3)
         assert torch.equal(summed, expected[1])
 
 
@@ -50,8 +46,8 @@ def test_rms_norm_matches_reference_and_the_engine_layer(dtype: torch.dtype, hid
 def test_silu_and_mul_matches_reference(dtype: torch.dtype, width: int) -> None:
     gate_up = randn(3, 4, 2 * width, dtype=dtype)
     expected = F.silu(gate_up[:, :width].float()) * gate_up[:, width:].float()
-    torch.testing.assert_close(silu_and_mul(gate_up), silu_and_mul_reference(gate_up), **tolerance(dtype))
-    torch.testing.assert_close(silu_and_mul(gate_up).float(), expected, **tolerance(dtype))
+    assert_close(silu_and_mul(gate_up), silu_and_mul_reference(gate_up), dtype, half_limit=2e-3)
+    assert_close(silu_and_mul(gate_up).float(), expected, dtype, half_limit=2e-3)
 
 
 LLAMA3 = RopeConfig(theta=500000.0, type="llama3", factor=8.0, original_max_position_embeddings=64)
@@ -70,8 +66,8 @@ def test_rotary_matches_reference_and_the_engine_layer(dtype: torch.dtype, head_
     layer = apply_rotary(query.float(), key.float(), cos, sin)
     rotated = rotary_embedding(query.clone(), key.clone(), positions, inv_freq)
     for got, want, engine in zip(rotated, expected, layer, strict=True):
-        torch.testing.assert_close(got, want, **tolerance(dtype))
-        torch.testing.assert_close(got.float(), engine, **{"rtol": 2e-3, "atol": 2e-3})
+        assert_close(got, want, dtype, half_limit=2e-3)
+        torch.testing.assert_close(got.float(), engine, rtol=2e-3, atol=2e-3)
 
 
 def test_bad_inputs_are_named() -> None:

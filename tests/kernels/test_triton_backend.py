@@ -17,6 +17,7 @@ from engine.worker.attention import (
     kv_cache_shape,
     select_backend,
 )
+from engine.worker.attention.flash import is_flash_attn_available
 from engine.worker.attention.triton_attention import triton_unsupported_reason
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine_model.harness import generate, random_prompts
@@ -76,7 +77,7 @@ def test_model_greedy_identical_to_reference_backend(tiny_model: Path) -> None:
     def greedy(backend: str) -> dict[int, list[int]]:
         runner = ModelRunner(ModelRunnerConfig(model=str(tiny_model), attention_backend=backend, num_kv_blocks=16))
         assert runner.model_info.attention_backend == backend
-        generation = generate(runner, prompts, 6, token_budget=16, max_num_seqs=4)
+        generation = generate(runner, prompts, 5, token_budget=16, max_num_seqs=4)
         assert generation.num_mixed_steps > 0
         return generation.outputs
 
@@ -85,11 +86,14 @@ def test_model_greedy_identical_to_reference_backend(tiny_model: Path) -> None:
 
 def test_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    # Without flash-attn (not installed here), auto takes triton on CUDA, never on the CPU.
-    assert auto_backend_name(cuda, torch.bfloat16, 128) == "triton"
+    # Without flash-attn, auto takes triton on CUDA (no GPU needed to decide), never on the CPU.
+    assert auto_backend_name(cuda, torch.bfloat16, 128) == ("flash" if is_flash_attn_available() else "triton")
     assert auto_backend_name(cpu, torch.float32, 128) == "sdpa"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
     assert select_backend("triton", device=cpu, dtype=torch.float32, head_dim=64, block_size=16).name == "triton"
     assert triton_unsupported_reason(cuda, torch.float64, 64) == "it takes float32, float16 or bfloat16, not torch.float64"
+    assert triton_unsupported_reason(cuda, torch.bfloat16, 128) is None
+    assert "interpreter computes bfloat16 wrongly" in str(triton_unsupported_reason(cpu, torch.bfloat16, 64))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(ValueError, match=r"'triton' cannot run: it runs on CUDA, or on the CPU under Triton's "
                                          r"interpreter \(TRITON_INTERPRET=1\), not on cpu"):

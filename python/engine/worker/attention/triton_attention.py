@@ -4,8 +4,8 @@ attention covers every decode and one of paged prefill attention every prefill c
 reading the block tables directly, so no context is ever gathered.
 
 Runs on CUDA GPUs; on the CPU only under Triton's interpreter (`TRITON_INTERPRET=1` in the
-worker's environment), which is slow and meant for tests. Any block size, GQA/MQA, sliding
-windows, float32, float16 and bfloat16.
+worker's environment), which is slow and meant for tests, and there in float32 or float16 only.
+Any block size, GQA/MQA, sliding windows, float32, float16 and (on CUDA) bfloat16.
 
 Decodes split their contexts flash-decoding style; given `max_model_len`, the number of splits
 depends only on the number of decodes, the KV heads, `max_model_len` and the device, never on
@@ -14,7 +14,7 @@ the step's lengths.
 
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -40,7 +40,8 @@ def triton_unsupported_reason(device: torch.device, dtype: torch.dtype, head_dim
     import triton
 
     if device.type == "cpu" and triton.knobs.runtime.interpret:
-        return None
+        # Its bfloat16 arithmetic is wrong (a plain 16x16 dot is off by orders of magnitude).
+        return "Triton's interpreter computes bfloat16 wrongly: use float32 or float16" if dtype == torch.bfloat16 else None
     return f"it runs on CUDA, or on the CPU under Triton's interpreter (TRITON_INTERPRET=1), not on {device.type}"
 
 
@@ -82,7 +83,7 @@ class TritonAttention(AttentionBackend[TritonPlan]):
             raise ValueError(f"attention backend 'triton' cannot run: {reason}")
         import servekit_kernels
 
-        self._kernels: Any = servekit_kernels
+        self._kernels: ModuleType = servekit_kernels
         self.max_model_len = max_model_len
         # The interpreter runs programs one after another: there, fewer is faster.
         self.num_programs = (
