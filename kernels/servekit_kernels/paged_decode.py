@@ -8,8 +8,8 @@ token (whose key and value are already in the cache). Query head `h` reads KV he
 `h // (num_heads // num_kv_heads)` (grouped- and multi-query attention). With a sliding window
 a query sees only the last `sliding_window` keys. A sequence of length 0 (a padded row) gets zeros.
 
-Flash-decoding: the context of each sequence is split into `num_splits` ranges that separate
-programs attend to (so one long sequence still fills the GPU), each keeping its running maximum
+Flash-decoding: the context of each sequence is split into `num_splits` ranges of whole tiles
+that separate programs attend to (so one long sequence still fills the GPU), each keeping its running maximum
 and sum of exponentials; a second kernel merges the ranges. The grid depends only on the batch
 size and `num_splits`, never on the lengths, so a captured CUDA graph replays it for any lengths.
 """
@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from servekit_kernels._tiles import MIN_DOT, check_dtype, dot_precision, padded
+from servekit_kernels._tiles import MIN_DOT, check_paged_attention, dot_precision, padded
 
 TILE = 64
 # Splits shorter than this do not pay for their share of the merge.
@@ -204,17 +204,9 @@ def paged_decode_attention(
 ) -> torch.Tensor:
     """`query` `[num_seqs, num_heads, head_dim]`; returns (or fills `output`, same shape) the
     attention of each query over its sequence's context. See the module docstring."""
-    check_dtype("query", query)
+    check_paged_attention(query, key_cache, value_cache)
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = key_cache.shape[2]
-    if key_cache.dtype != query.dtype or value_cache.dtype != query.dtype:
-        raise ValueError(f"the caches must have the query's dtype {query.dtype}, not {key_cache.dtype}")
-    if key_cache.shape[3] != head_dim or value_cache.shape != key_cache.shape or num_heads % num_kv_heads:
-        raise ValueError(
-            f"query {tuple(query.shape)} does not fit caches {tuple(key_cache.shape)} / {tuple(value_cache.shape)}"
-        )
-    if key_cache.stride() != value_cache.stride() or key_cache.stride(3) != 1 or query.stride(2) != 1:
-        raise ValueError("query and the caches must be contiguous in head_dim, the caches laid out alike")
     if block_tables.dim() != 2 or block_tables.shape[0] != num_seqs or seq_lens.shape != (num_seqs,):
         raise ValueError(
             f"block_tables {tuple(block_tables.shape)} and seq_lens {tuple(seq_lens.shape)} "

@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from servekit_kernels._tiles import MIN_DOT, check_dtype, dot_precision, padded
+from servekit_kernels._tiles import MIN_DOT, check_paged_attention, dot_precision, padded
 
 TILE = 32
 # Query rows (tokens x heads of a group) per program.
@@ -191,18 +191,10 @@ def paged_prefill_attention(
     """Returns (or fills the rows of `output` the requests own) the attention of every query row;
     see the module docstring. `tiles`: `prefill_tiles(query_lens, block_q(group))` on the device
     (built here from `query_start_loc` when not given, which reads it back to the host)."""
-    check_dtype("query", query)
+    check_paged_attention(query, key_cache, value_cache)
     num_heads, head_dim = query.shape[1:]
     num_seqs = seq_lens.shape[0]
     num_kv_heads = key_cache.shape[2]
-    if key_cache.dtype != query.dtype or value_cache.dtype != query.dtype:
-        raise ValueError(f"the caches must have the query's dtype {query.dtype}, not {key_cache.dtype}")
-    if key_cache.shape[3] != head_dim or value_cache.shape != key_cache.shape or num_heads % num_kv_heads:
-        raise ValueError(
-            f"query {tuple(query.shape)} does not fit caches {tuple(key_cache.shape)} / {tuple(value_cache.shape)}"
-        )
-    if key_cache.stride() != value_cache.stride() or key_cache.stride(3) != 1 or query.stride(2) != 1:
-        raise ValueError("query and the caches must be contiguous in head_dim, the caches laid out alike")
     if block_tables.dim() != 2 or block_tables.shape[0] != num_seqs or query_start_loc.shape != (num_seqs + 1,):
         raise ValueError(
             f"block_tables {tuple(block_tables.shape)} and query_start_loc {tuple(query_start_loc.shape)} must "
