@@ -51,8 +51,9 @@ def decode_inputs(case: PagedCase, num_heads: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize(("head_dim", "group", "block_size", "dtype"), GRID)
 def test_decode_matches_reference(head_dim: int, group: int, block_size: int, dtype: torch.dtype) -> None:
-    """Ragged contexts: one token, exactly one block, one past a block, several tiles."""
-    seq_lens = [1, block_size, block_size + 1, 70]
+    """Ragged contexts: one token, exactly one block, one past a block, several blocks (several
+    tiles: the split test)."""
+    seq_lens = [1, block_size, block_size + 1, 60]
     case = paged_case(0, seq_lens, num_kv_heads=1, head_dim=head_dim, block_size=block_size, dtype=dtype, device=DEVICE)
     query = decode_inputs(case, group, 1)
     args = (query, case.key_cache, case.value_cache, case.block_tables, case.seq_lens, head_dim**-0.5)
