@@ -2,7 +2,6 @@
 tiny model through `ModelRunner` greedy-identical to the reference backend, and its selection."""
 
 import random
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
