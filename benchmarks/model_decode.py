@@ -34,6 +34,7 @@ import torch
 
 from engine.demo_model import build_demo_model
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
+from engine.wire.runner_config import ATTENTION_BACKENDS
 from engine.wire.sampling_params import SamplingParams
 from engine.core.step_builder import build_step
 from engine.scheduler import Scheduler, SchedulerConfig
@@ -66,7 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-sizes", default=None, help="comma-separated; default 1,64 on cuda, 1,16 on cpu")
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--decode-steps", type=int, default=None, help="default 128 on cuda, 32 on cpu")
-    parser.add_argument("--attention-backend", default="auto")
+    parser.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
     parser.add_argument("--model-dir", type=Path, default=None, help="build (or reuse) the model here")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size; the best counts")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")

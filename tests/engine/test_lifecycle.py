@@ -221,7 +221,7 @@ def test_the_attention_backends_offered_are_the_ones_that_exist() -> None:
     result = subprocess.run([sys.executable, "-m", "engine", "--attention-backend", "torch"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "invalid choice: 'torch' (choose from 'auto', 'reference', 'sdpa', 'flash')" in result.stderr
+    assert "invalid choice: 'torch' (choose from 'auto', 'reference', 'sdpa', 'flash', 'triton')" in result.stderr
 
 
 TORCH_GUARD = '''

@@ -131,12 +131,13 @@ class EngineServer:
                 nursery.start_soon(self._exit_after_failure, engine)
                 http_port, rpc_port = bound_port(http_sockets), rpc_listeners[0].socket.getsockname()[1]
                 log.info(
-                    "serving %s (%d KV blocks, max_model_len %d, policy %s) on http://%s:%d (OpenAI API)"
-                    " and tcp://%s:%d (msgspec RPC); worker pids %s",
+                    "serving %s (%d KV blocks, max_model_len %d, policy %s, attention %s) on http://%s:%d "
+                    "(OpenAI API) and tcp://%s:%d (msgspec RPC); worker pids %s",
                     server.served_model_name,
                     engine.model.num_kv_blocks,
                     engine.max_model_len,
                     self._scheduler.policy,
+                    engine.model.attention_backend,
                     server.host,
                     http_port,
                     server.host,

@@ -11,7 +11,7 @@ from engine.scheduler import SchedulerConfig
 
 SCHEDULER_DEFAULTS = SchedulerConfig()
 
-ATTENTION_BACKENDS = ("auto", "reference", "sdpa", "flash")
+ATTENTION_BACKENDS = ("auto", "reference", "sdpa", "flash", "triton")
 DEVICES = ("auto", "cpu", "cuda")
 # Accepted dtype names, each with the torch dtype it means.
 DTYPE_ALIASES = {

@@ -68,6 +68,7 @@ class ModelRunner:
             dtype=dtype,
             head_dim=model_config.head_dim,
             block_size=config.block_size,
+            max_model_len=max_model_len,
         )
         self.tp = TensorParallel(rank % tp_size, tp_size, self._init_distributed(config, rank))
         self.model = load_model(
