@@ -1,3 +1,5 @@
+use std::cmp::Reverse;
+
 use crate::error::{Result, SimulatorError};
 
 /// How the global scheduler picks a replica for each arriving request.
@@ -8,13 +10,17 @@ pub enum RouterKind {
     LeastOutstanding,
     /// Uniformly at random from a seeded generator.
     Random,
+    /// The replica whose prefix cache holds the most of the request's prompt; among those,
+    /// the least outstanding (lowest id on ties). Needs prefix caching.
+    PrefixAffinity,
 }
 
 impl RouterKind {
-    pub const ALL: [RouterKind; 3] = [
+    pub const ALL: [RouterKind; 4] = [
         RouterKind::RoundRobin,
         RouterKind::LeastOutstanding,
         RouterKind::Random,
+        RouterKind::PrefixAffinity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -22,6 +28,7 @@ impl RouterKind {
             RouterKind::RoundRobin => "round_robin",
             RouterKind::LeastOutstanding => "least_outstanding",
             RouterKind::Random => "random",
+            RouterKind::PrefixAffinity => "prefix_affinity",
         }
     }
 
@@ -78,8 +85,10 @@ impl Router {
         }
     }
 
-    /// `outstanding[i]` is replica i's number of unfinished requests.
-    pub fn pick(&mut self, outstanding: &[u32]) -> u32 {
+    /// `outstanding[i]` is replica i's number of unfinished requests; `cached_tokens(i)` how
+    /// many of the request's prompt tokens replica i's prefix cache holds (asked only by
+    /// `PrefixAffinity`).
+    pub fn pick(&mut self, outstanding: &[u32], cached_tokens: impl Fn(usize) -> u32) -> u32 {
         let num_replicas = outstanding.len() as u32;
         match self.kind {
             RouterKind::RoundRobin => {
@@ -93,6 +102,11 @@ impl Router {
                 .min_by_key(|&(index, &count)| (count, index))
                 .map_or(0, |(index, _)| index as u32),
             RouterKind::Random => self.rng.below(num_replicas),
+            RouterKind::PrefixAffinity => outstanding
+                .iter()
+                .enumerate()
+                .min_by_key(|&(index, &count)| (Reverse(cached_tokens(index)), count, index))
+                .map_or(0, |(index, _)| index as u32),
         }
     }
 }
@@ -101,29 +115,45 @@ impl Router {
 mod tests {
     use super::*;
 
+    fn no_cache(_: usize) -> u32 {
+        0
+    }
+
     #[test]
     fn round_robin_cycles_from_replica_zero() {
         let mut router = Router::new(RouterKind::RoundRobin, 0);
-        let picks: Vec<_> = (0..5).map(|_| router.pick(&[0, 0, 0])).collect();
+        let picks: Vec<_> = (0..5).map(|_| router.pick(&[0, 0, 0], no_cache)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1]);
     }
 
     #[test]
     fn least_outstanding_takes_the_lowest_id_on_ties() {
         let mut router = Router::new(RouterKind::LeastOutstanding, 0);
-        assert_eq!(router.pick(&[3, 1, 1, 2]), 1);
-        assert_eq!(router.pick(&[0, 0]), 0);
+        assert_eq!(router.pick(&[3, 1, 1, 2], no_cache), 1);
+        assert_eq!(router.pick(&[0, 0], no_cache), 0);
     }
 
     #[test]
     fn random_is_seeded_and_covers_every_replica() {
         let picks = |seed| {
             let mut router = Router::new(RouterKind::Random, seed);
-            (0..1000).map(|_| router.pick(&[0; 4])).collect::<Vec<_>>()
+            (0..1000)
+                .map(|_| router.pick(&[0; 4], no_cache))
+                .collect::<Vec<_>>()
         };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));
         let counts = (0..4).map(|r| picks(7).iter().filter(|&&p| p == r).count());
         assert!(counts.into_iter().all(|count| (200..300).contains(&count)));
+    }
+
+    #[test]
+    fn prefix_affinity_takes_the_most_cached_then_the_least_outstanding() {
+        let mut router = Router::new(RouterKind::PrefixAffinity, 0);
+        let cached = [16, 48, 48, 0];
+        assert_eq!(router.pick(&[0, 5, 2, 0], |i| cached[i]), 2);
+        assert_eq!(router.pick(&[0, 2, 2, 0], |i| cached[i]), 1);
+        assert_eq!(router.pick(&[3, 1, 1, 0], no_cache), 3);
+        assert_eq!(router.pick(&[1, 1], no_cache), 0);
     }
 }
