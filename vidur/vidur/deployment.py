@@ -14,7 +14,7 @@ from vidur.models import get_model
 from vidur.predictor import OperatorPredictor
 
 POLICIES = ("sarathi", "vllm", "orca", "faster_transformer", "lightllm")
-ROUTERS = ("round_robin", "least_outstanding", "random")
+ROUTERS = ("round_robin", "least_outstanding", "random", "prefix_affinity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,9 @@ class ReplicaSchedulerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    """`seed` drives the random router; nothing else in a simulation is random."""
+    """`seed` drives the random router; nothing else in a simulation is random.
+    `prefix_affinity` sends a request to the replica whose prefix cache holds the most of its
+    prompt (then the least outstanding); it needs `scheduler.enable_prefix_caching`."""
 
     num_replicas: int = 1
     router: str = "round_robin"
