@@ -116,6 +116,13 @@ class DeploymentConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cpu_overheads: CpuOverheadConfig = field(default_factory=CpuOverheadConfig)
 
+    def __post_init__(self) -> None:
+        if self.cluster.router == "prefix_affinity" and not self.scheduler.enable_prefix_caching:
+            raise DeploymentError(
+                'cluster.router = "prefix_affinity" routes by the replicas\' prefix caches: '
+                "it needs scheduler.enable_prefix_caching = true"
+            )
+
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (tuples as lists), so it compares equal after a round trip through a file."""
         return json.loads(json.dumps(asdict(self)))  # type: ignore[no-any-return]
