@@ -94,7 +94,9 @@ class ReplicaSchedulerConfig:
 class ClusterConfig:
     """`seed` drives the random router; nothing else in a simulation is random.
     `prefix_affinity` sends a request to the replica whose prefix cache holds the most of its
-    prompt (then the least outstanding); it needs `scheduler.enable_prefix_caching`."""
+    prompt (then the least outstanding), or to the least outstanding while the busiest replica
+    has more than 32 requests outstanding beyond the idlest; it needs
+    `scheduler.enable_prefix_caching`."""
 
     num_replicas: int = 1
     router: str = "round_robin"

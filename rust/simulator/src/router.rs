@@ -11,7 +11,11 @@ pub enum RouterKind {
     /// Uniformly at random from a seeded generator.
     Random,
     /// The replica whose prefix cache holds the most of the request's prompt; among those,
-    /// the least outstanding (lowest id on ties). Needs prefix caching.
+    /// the least outstanding (lowest id on ties). While the replicas are out of balance (the
+    /// busiest has more than [`AFFINITY_MAX_IMBALANCE`] requests outstanding beyond the
+    /// idlest), the least outstanding, as SGLang's cache-aware router does: otherwise a prefix
+    /// every request shares (a system prompt) keeps every request on the replica that computed
+    /// it first. Needs prefix caching.
     PrefixAffinity,
 }
 
@@ -45,6 +49,10 @@ impl RouterKind {
             })
     }
 }
+
+/// How far apart (in requests outstanding) the busiest and the idlest replica may be before the
+/// prefix-affinity router balances instead (SGLang's `balance_abs_threshold`).
+pub const AFFINITY_MAX_IMBALANCE: u32 = 32;
 
 /// SplitMix64: a tiny generator whose output depends only on the seed, on every platform.
 #[derive(Debug, Clone)]
@@ -96,19 +104,31 @@ impl Router {
                 self.next = (self.next + 1) % num_replicas;
                 replica
             }
-            RouterKind::LeastOutstanding => outstanding
-                .iter()
-                .enumerate()
-                .min_by_key(|&(index, &count)| (count, index))
-                .map_or(0, |(index, _)| index as u32),
+            RouterKind::LeastOutstanding => least_outstanding(outstanding),
             RouterKind::Random => self.rng.below(num_replicas),
-            RouterKind::PrefixAffinity => outstanding
-                .iter()
-                .enumerate()
-                .min_by_key(|&(index, &count)| (Reverse(cached_tokens(index)), count, index))
-                .map_or(0, |(index, _)| index as u32),
+            RouterKind::PrefixAffinity => {
+                let busiest = outstanding.iter().max().copied().unwrap_or(0);
+                let idlest = outstanding.iter().min().copied().unwrap_or(0);
+                if busiest - idlest > AFFINITY_MAX_IMBALANCE {
+                    return least_outstanding(outstanding);
+                }
+                outstanding
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|&(index, &count)| (Reverse(cached_tokens(index)), count, index))
+                    .map_or(0, |(index, _)| index as u32)
+            }
         }
     }
+}
+
+/// The replica with the fewest requests outstanding, the lowest id on ties.
+fn least_outstanding(outstanding: &[u32]) -> u32 {
+    outstanding
+        .iter()
+        .enumerate()
+        .min_by_key(|&(index, &count)| (count, index))
+        .map_or(0, |(index, _)| index as u32)
 }
 
 #[cfg(test)]
@@ -155,5 +175,8 @@ mod tests {
         assert_eq!(router.pick(&[0, 2, 2, 0], |i| cached[i]), 1);
         assert_eq!(router.pick(&[3, 1, 1, 0], no_cache), 3);
         assert_eq!(router.pick(&[1, 1], no_cache), 0);
+        // Out of balance (34 - 1 > 32): the least outstanding, whatever the cache holds.
+        assert_eq!(router.pick(&[34, 32, 2, 1], |i| cached[i]), 3);
+        assert_eq!(router.pick(&[33, 32, 2, 1], |i| cached[i]), 2);
     }
 }
