@@ -10,13 +10,18 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+import trio
+import trio.testing
 from metron.arrivals import ArrivalConfig
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
+from metron.load_generator import LoadConfig
+from metron.runner import RunConfig, measure
 from metron.run_format import write_run
 from metron.sessions import SessionConfig
 from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
+from metron.targets.vidur import VidurTarget
 from metron.workload import WorkloadConfig, generate_workload
 
 from vidur import DeploymentConfig, OperatorPredictor, SimulationResult, Simulator, Workload, plan_deployment, score
@@ -123,6 +128,28 @@ def test_without_the_cache_nothing_is_cached_and_prefill_costs_more(
     assert score(uncached, deadlines).metrics["cached_prompt_fraction"] is None
     ttft = [score(run, deadlines).metrics["ttft_s.p50"] for run in (cached_run, uncached)]
     assert ttft[0] < 0.8 * ttft[1]  # type: ignore[operator]
+
+
+def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_them(
+    predictor: OperatorPredictor, cached_run: SimulationResult
+) -> None:
+    target = VidurTarget(simulator(predictor, caching=True), generate_workload(SESSIONS), SESSIONS.shared_prefix_tokens)
+    deadlines = DeadlineConfig(tbt_s=0.03, ttft_s=0.5)
+    config = RunConfig(workload=SESSIONS, deadlines=deadlines, load=LoadConfig(spin_s=0.0, start_delay_s=0.0))
+
+    async def run() -> object:
+        async with target:
+            return await measure(config, target)
+
+    outcome = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    measured = sorted(outcome.records, key=lambda r: r.id)  # type: ignore[attr-defined]
+    simulated = sorted(cached_run.records(deadlines), key=lambda r: r.id)
+    assert [r.id for r in measured] == [r.id for r in simulated]
+    for real, sim in zip(measured, simulated, strict=True):
+        assert real.arrival_s == pytest.approx(sim.arrival_s, abs=1e-9)
+        assert real.token_times_s == pytest.approx(sim.token_times_s, abs=1e-9)
+        assert (real.outcome, real.cached_prompt_tokens) == (sim.outcome, sim.cached_prompt_tokens)
+    assert outcome.metrics["cached_prompt_fraction"] == summarize(simulated)["cached_prompt_fraction"]  # type: ignore[attr-defined]
 
 
 CONFIG = """
