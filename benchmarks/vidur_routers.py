@@ -21,6 +21,7 @@ from metron.arrivals import ArrivalConfig
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
 from metron.sessions import SessionConfig
+from metron.summary import Metrics
 from metron.workload import WorkloadConfig
 
 from vidur import ClusterConfig, DeploymentConfig, Simulator, plan_deployment, score, train_predictor, workload_for
@@ -29,6 +30,13 @@ from vidur.deployment import ROUTERS
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TURNS = 4
+FIGURES = (
+    "cached_prompt_fraction",
+    "ttft_s.p50",
+    "ttft_s.p99",
+    "request_throughput_per_s",
+    "output_token_throughput_per_s",
+)
 
 
 def workload(num_sessions: int, rate: float, shared_prefix_tokens: int) -> WorkloadConfig:
@@ -36,7 +44,9 @@ def workload(num_sessions: int, rate: float, shared_prefix_tokens: int) -> Workl
         num_requests=num_sessions * TURNS,
         seed=0,
         arrivals=ArrivalConfig(kind="poisson", rate=rate),
-        lengths=LengthConfig(kind="uniform", min_prompt_tokens=50, prompt_tokens=400, min_output_tokens=50, output_tokens=300),
+        lengths=LengthConfig(
+            kind="uniform", min_prompt_tokens=50, prompt_tokens=400, min_output_tokens=50, output_tokens=300
+        ),
         shared_prefix_tokens=shared_prefix_tokens,
         sessions=SessionConfig(num_turns=TURNS, think_time_s=5.0),
     )
@@ -51,8 +61,10 @@ def main() -> None:
     predictor = train_predictor(default_profiling_roots(args.data_dir))
     base = DeploymentConfig()
     runs = [(router, True) for router in ROUTERS] + [("round_robin", False)]
-    figures: dict[str, dict[str, dict[str, float | None]]] = {}
-    print("| workload | router | prefix cache | hit rate | TTFT P50 (s) | TTFT P99 (s) | requests/s | output tokens/s |")
+    figures: dict[str, dict[str, Metrics]] = {}
+    print(
+        "| workload | router | prefix cache | hit rate | TTFT P50 (s) | TTFT P99 (s) | requests/s | output tokens/s |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for prefix in (0, 1000):
         name = f"{args.sessions} sessions x {TURNS} turns" + (f", {prefix}-token system prompt" if prefix else "")
@@ -66,10 +78,8 @@ def main() -> None:
             simulator = Simulator(plan_deployment(config, predictor))
             result = simulator.run(workload_for(workload(args.sessions, args.rate, prefix), simulator.deployment))
             metrics = score(result, DeadlineConfig()).metrics
-            keys = ("cached_prompt_fraction", "ttft_s.p50", "ttft_s.p99", "request_throughput_per_s")
-            row = {key: metrics[key] for key in (*keys, "output_token_throughput_per_s")}
-            label = router if caching else f"{router} (no cache)"
-            figures[name][label] = row  # type: ignore[assignment]
+            row = {key: metrics[key] for key in FIGURES}
+            figures[name][router if caching else f"{router} (no cache)"] = row
             hit = "-" if row["cached_prompt_fraction"] is None else f"{row['cached_prompt_fraction']:.3f}"
             print(
                 f"| {name} | `{router}` | {'on' if caching else 'off'} | {hit} | {row['ttft_s.p50']:.3f} | "

@@ -36,7 +36,9 @@ SESSIONS = WorkloadConfig(
     num_warmup_requests=6,
     seed=2,
     arrivals=ArrivalConfig(kind="poisson", rate=3.0),
-    lengths=LengthConfig(kind="uniform", min_prompt_tokens=20, prompt_tokens=300, min_output_tokens=1, output_tokens=150),
+    lengths=LengthConfig(
+        kind="uniform", min_prompt_tokens=20, prompt_tokens=300, min_output_tokens=1, output_tokens=150
+    ),
     shared_prefix_tokens=200,
     sessions=SessionConfig(num_turns=4, think_time_s=1.5),
 )
@@ -103,7 +105,8 @@ def test_the_run_scores_as_metron_scores_the_same_records(cached_run: Simulation
     completed = [r for r in records if not r.warmup and r.outcome != "error"]
     hit_rate = sum(r.cached_prompt_tokens or 0 for r in completed) / sum(r.prompt_tokens for r in completed)
     assert metrics["cached_prompt_fraction"] == hit_rate and 0.5 < hit_rate < 0.9
-    assert metrics["send_lag_s.max"] > 1.5  # a later turn waits for the turn before
+    lag = metrics["send_lag_s.max"]
+    assert isinstance(lag, float) and lag > 1.5  # a later turn waits for the turn before
     write_simulated_run(cached_run, tmp_path / "columns", deadlines=deadlines, slo=slo, plots=False)
     config = {
         "target": "vidur",
@@ -127,7 +130,7 @@ def test_without_the_cache_nothing_is_cached_and_prefill_costs_more(
     assert {r.cached_prompt_tokens for r in records} == {None}
     assert score(uncached, deadlines).metrics["cached_prompt_fraction"] is None
     ttft = [score(run, deadlines).metrics["ttft_s.p50"] for run in (cached_run, uncached)]
-    assert ttft[0] < 0.8 * ttft[1]  # type: ignore[operator]
+    assert isinstance(ttft[0], float) and isinstance(ttft[1], float) and ttft[0] < 0.8 * ttft[1]
 
 
 def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_them(
@@ -149,7 +152,8 @@ def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_
         assert real.arrival_s == pytest.approx(sim.arrival_s, abs=1e-9)
         assert real.token_times_s == pytest.approx(sim.token_times_s, abs=1e-9)
         assert (real.outcome, real.cached_prompt_tokens) == (sim.outcome, sim.cached_prompt_tokens)
-    assert outcome.metrics["cached_prompt_fraction"] == summarize(simulated)["cached_prompt_fraction"]  # type: ignore[attr-defined]
+    hit_rate = summarize(simulated)["cached_prompt_fraction"]
+    assert outcome.metrics["cached_prompt_fraction"] == hit_rate  # type: ignore[attr-defined]
 
 
 CONFIG = """
@@ -175,7 +179,8 @@ think_time_s = 1.0
 def test_the_command_reports_the_hit_rate(data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "sessions.toml"
     config.write_text(CONFIG)
-    code = main(["simulate", "--config", str(config), "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "run")])
+    run = tmp_path / "run"
+    code = main(["simulate", "--config", str(config), "--data-dir", str(data_dir), "--output-dir", str(run)])
     assert code == 0
     lines = [json.loads(line) for line in (tmp_path / "run" / "requests.jsonl").read_text().splitlines()]
     # First turns: 164 prompt tokens, 4 blocks of the system prompt cached once the first has run;
@@ -187,5 +192,6 @@ def test_the_command_reports_the_hit_rate(data_dir: Path, tmp_path: Path, capsys
     metrics = json.loads((tmp_path / "run" / "summary.json").read_text())["metrics"]
     expected = sum(line["cached_prompt_tokens"] for line in lines) / sum(line["prompt_tokens"] for line in lines)
     assert metrics["cached_prompt_fraction"] == pytest.approx(expected)
-    assert f"| prefix cache hit rate (cached / prompt tokens) | {expected:.4g} |" in (tmp_path / "run" / "report.md").read_text()
+    report = (run / "report.md").read_text()
+    assert f"| prefix cache hit rate (cached / prompt tokens) | {expected:.4g} |" in report
     assert "cached_prompt_fraction" in capsys.readouterr().out

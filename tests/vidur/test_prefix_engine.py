@@ -62,7 +62,7 @@ def test_the_simulator_finds_the_engines_cached_tokens_request_by_request(
     config = dataclasses.replace(
         base,
         replica=ReplicaConfig(model=str(model_dir / "config.json"), gpu="h100", num_kv_blocks=NUM_KV_BLOCKS),
-        scheduler=dataclasses.replace(base.scheduler, enable_prefix_caching=True, **KNOBS),
+        scheduler=dataclasses.replace(base.scheduler, enable_prefix_caching=True, **KNOBS),  # type: ignore[arg-type]
     )
     result = Simulator(plan_deployment(config, predictor)).run(workload)
     assert not result.rejections
@@ -72,7 +72,8 @@ def test_the_simulator_finds_the_engines_cached_tokens_request_by_request(
     order = sorted(range(len(workload)), key=lambda i: result.workload.arrival_s[i])
     # The four sessions open before any goes on (so their turns compete for blocks), and the
     # simulated replica ends each request before the next is sent, as the engine will.
-    assert workload.follows is not None and (workload.follows[order[:4]] == -1).all()
+    follows = workload.follows
+    assert follows is not None and (follows[order[:4]] == -1).all()
     finished, sent_at = result.requests["finished_s"][order], result.workload.arrival_s[order]
     assert (finished[:-1] < sent_at[1:]).all()
     sent: dict[int, list[int]] = {}  # what the engine got and answered, by workload index
@@ -82,7 +83,7 @@ def test_the_simulator_finds_the_engines_cached_tokens_request_by_request(
         async with connect(engine.host, engine.rpc_port) as client:
             for index in order:
                 prompt = workload.prompt_token_ids(index)
-                before = int(workload.follows[index])
+                before = int(follows[index])
                 if before >= 0:
                     history = len(workload.prompt_token_ids(before)) + int(workload.output_tokens[before])
                     prompt = sent[before] + prompt[history:]

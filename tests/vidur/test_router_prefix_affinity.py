@@ -64,7 +64,9 @@ def test_on_multi_turn_sessions_every_turn_stays_with_its_conversation(predictor
         num_requests=200,
         seed=5,
         arrivals=ArrivalConfig(kind="poisson", rate=4.0),
-        lengths=LengthConfig(kind="uniform", min_prompt_tokens=20, prompt_tokens=300, min_output_tokens=20, output_tokens=120),
+        lengths=LengthConfig(
+            kind="uniform", min_prompt_tokens=20, prompt_tokens=300, min_output_tokens=20, output_tokens=120
+        ),
         sessions=SessionConfig(num_turns=4, think_time_s=2.0),
     )
     workload = Workload.from_requests(generate_workload(config))

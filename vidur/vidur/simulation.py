@@ -127,7 +127,8 @@ class SimulationResult:
         counts = columns["num_tokens"].tolist()
         delays = (columns["first_scheduled_s"] - workload.arrival_s).tolist()
         reasons = columns["finish_reason"].tolist()
-        scheduled = (workload.arrival_s if workload.scheduled_arrival_s is None else workload.scheduled_arrival_s).tolist()
+        scheduled = workload.arrival_s if workload.scheduled_arrival_s is None else workload.scheduled_arrival_s
+        scheduled_s = scheduled.tolist()
         cached_column = self.cached_prompt_tokens()
         cached = [None] * len(workload) if cached_column is None else cached_column.tolist()
         measured = []
@@ -145,7 +146,7 @@ class SimulationResult:
                     requested_output_tokens=int(workload.output_tokens[index]),
                     scheduling_delay_s=None if math.isnan(delay) else delay,
                     error=error,
-                    scheduled_arrival_s=scheduled[index],
+                    scheduled_arrival_s=scheduled_s[index],
                     warmup=bool(workload.warmup[index]),
                     cached_prompt_tokens=None if cached[index] == -1 else cached[index],
                 )
@@ -193,7 +194,8 @@ class Simulator:
         wall_s = time.perf_counter() - started
         requests = _columns(output.request_columns())
         if workload.follows is not None:
-            workload = dataclasses.replace(workload, arrival_s=requests["arrival_s"], scheduled_arrival_s=workload.arrival_s)
+            scheduled = workload.arrival_s
+            workload = dataclasses.replace(workload, arrival_s=requests["arrival_s"], scheduled_arrival_s=scheduled)
         return SimulationResult(
             deployment=self.deployment,
             workload=workload,
