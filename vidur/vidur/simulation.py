@@ -1,7 +1,8 @@
 """Running a workload on a deployment, and what came out, per request in metron's terms.
 
 simulator = Simulator(plan_deployment(config, predictor))
-result = simulator.run(Workload.from_requests(generate_workload(workload_config), workload_config.shared_prefix_tokens))
+requests = generate_workload(workload_config)
+result = simulator.run(Workload.from_requests(requests, workload_config.shared_prefix_tokens))
 records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestRecord
 """
 
@@ -24,12 +25,13 @@ from vidur.deployment import Deployment
 class Workload:
     """Requests as columns, sorted by arrival. Plain numpy arrays (picklable).
 
-    Prompts may share prefixes, as metron's do (their token ids: `simulator::prefix_workload`): every first
-    turn starts with the same `shared_prefix_tokens`, and a session's later turn `follows` an
-    earlier request (its index here; -1 for none) and is sent `think_time_s` after that one
-    ended; its `arrival_s` is then only the earliest it could go. A simulation's result holds
-    the workload as sent: `arrival_s` when each request went, `scheduled_arrival_s` the
-    workload's own times (None where they are the same)."""
+    Prompts may share prefixes, as metron's do (the simulator builds their token ids:
+    `rust/simulator/src/prefix_workload.rs`): every first turn starts with the same
+    `shared_prefix_tokens`, and a session's later turn `follows` an earlier request (its index
+    here; -1 for none) and is sent `think_time_s` after that one ended; its `arrival_s` is then
+    only the earliest it could go. A simulation's result holds the workload as sent: `arrival_s`
+    when each request went, `scheduled_arrival_s` the workload's own times (None where they are
+    the same)."""
 
     ids: np.ndarray
     arrival_s: np.ndarray
