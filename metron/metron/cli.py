@@ -212,10 +212,12 @@ def _target(args: argparse.Namespace, config: RunConfig | None) -> Target:
 
             if config is None:
                 raise ValueError("the vidur target simulates a workload: use it with run or capacity")
-            if config.workload.sessions.num_turns > 1 or config.prompts_path is not None:
-                raise ValueError("the vidur target does not simulate sessions (--turns) or a --prompts-file yet")
+            if config.prompts_path is not None:
+                raise ValueError("the vidur target does not simulate a --prompts-file yet")
             requests = generate_workload(config.workload)
-            return VidurTarget.from_config(args.vidur_config, args.vidur_set, _data_dir(args.data_dir), requests)
+            data_dir = _data_dir(args.data_dir)
+            shared = config.workload.shared_prefix_tokens
+            return VidurTarget.from_config(args.vidur_config, args.vidur_set, data_dir, requests, shared)
     if not args.url or not args.model:
         raise ValueError("the openai target needs --url and --model")
     try:

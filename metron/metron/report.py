@@ -126,6 +126,14 @@ def _fluid_miss_rate(run: Run) -> float:
     return float(value) if isinstance(value, int | float) else DeadlineConfig().target_miss_rate
 
 
+def _prefix_cache_row(metrics: dict[str, object]) -> list[str]:
+    """The prefix cache's hit rate, where the server (or the simulator) reported cached tokens."""
+    fraction = metrics.get("cached_prompt_fraction")
+    if fraction is None:
+        return []
+    return [f"| prefix cache hit rate (cached / prompt tokens) | {number(fraction)} |"]
+
+
 def write_report(directory: str | Path, title: str | None = None) -> Path:
     """Writes `report.md` and its PNG plots into the run directory; returns the report's path."""
     run = read_run(directory)
@@ -172,6 +180,7 @@ def write_report(directory: str | Path, title: str | None = None) -> Path:
         f"| output token throughput (tokens/s) | {number(metrics.get('output_token_throughput_per_s'))} |",
         f"| total token throughput (tokens/s) | {number(metrics.get('total_token_throughput_per_s'))} |",
         f"| goodput (req/s meeting the SLO) | {number(metrics.get('goodput_per_s'))} |",
+        *_prefix_cache_row(metrics),
         f"| fluid token generation rate (tokens/s) | {number(metrics.get('fluid_token_rate_per_s'))} |",
         f"| 1 / mean TPOT (tokens/s) | {number(metrics.get('tpot_token_rate_per_s'))} |",
         f"| 1 / P99 TBT (tokens/s) | {number(metrics.get('p99_tbt_token_rate_per_s'))} |",

@@ -146,7 +146,8 @@ def test_a_malformed_deployment_raises_a_deployment_error_once_prefixed(llama7b_
     with pytest.raises(InvalidDeploymentError) as router:
         run(router="fastest")
     assert str(router.value) == (
-        'invalid deployment: unknown router "fastest"; expected one of round_robin, least_outstanding, random'
+        'invalid deployment: unknown router "fastest"; expected one of round_robin, least_outstanding, random, '
+        "prefix_affinity"
     )
     with pytest.raises(InvalidDeploymentError, match="^invalid deployment: a deployment needs at least one replica$"):
         run(num_replicas=0)

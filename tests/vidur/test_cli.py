@@ -1,5 +1,6 @@
 """The `vidur` command end to end: config files (TOML and YAML) with overrides, outputs, errors."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -162,10 +163,11 @@ def test_the_command_offers_every_policy_and_router_the_simulator_has(llama7b_h1
         parser().parse_args(["simulate", "--policy", "fifo"])
     for policy in POLICIES:
         _simulator.SchedulerConfig(policy=policy, token_budget=4096, max_model_len=4096)
-    for router in ROUTERS:
+    caching = dataclasses.replace(llama7b_h100.deployment.config.scheduler, enable_prefix_caching=True)
+    for router in ROUTERS:  # prefix_affinity needs the prefix cache
         _simulator.simulate(
             cost_model=llama7b_h100.cost_model,
-            scheduler=llama7b_h100.deployment.scheduler_config(),
+            scheduler=caching.resolve(4096, 1024),
             arrival_times=[0.0],
             num_prompt_tokens=[10],
             num_output_tokens=[1],

@@ -30,6 +30,7 @@ __all__ = [
     "count_deadlines_ns",
     "decode_miss_rate_table_ns",
     "min_tbt_deadlines_ns",
+    "prompt_token_ids",
     "simulate",
     "write_request_files",
 ]
@@ -307,7 +308,18 @@ def simulate(
     router: str = "round_robin",
     seed: int = 0,
     record_iterations: bool = True,
+    shared_prefix_tokens: int = 0,
+    follows: Sequence[int] | None = None,
+    think_time_s: Sequence[float] | None = None,
 ) -> SimulationOutput: ...
+def prompt_token_ids(
+    *,
+    num_prompt_tokens: Sequence[int],
+    num_output_tokens: Sequence[int],
+    request: int,
+    shared_prefix_tokens: int = 0,
+    follows: Sequence[int] | None = None,
+) -> list[int]: ...
 
 def count_deadlines_ns(
     token_times_ns: bytes, num_tokens: bytes, arrivals_ns: bytes, ttft_deadlines_ns: bytes, tbt_deadlines_ns: bytes

@@ -36,7 +36,8 @@ def workload_config_for(config: WorkloadConfig, deployment: Deployment) -> Workl
 
 def workload_for(config: WorkloadConfig, deployment: Deployment) -> Workload:
     """The workload's requests on `deployment` (`workload_config_for`)."""
-    return Workload.from_requests(generate_workload(workload_config_for(config, deployment)))
+    requests = generate_workload(workload_config_for(config, deployment))
+    return Workload.from_requests(requests, config.shared_prefix_tokens)
 
 
 def simulated_prefill_model(simulator: Simulator, num_lengths: int = 12) -> PrefillModel:

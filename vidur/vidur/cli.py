@@ -186,7 +186,8 @@ def simulate_command(args: argparse.Namespace) -> int:
             "fluidity_index.mean",
             "request_throughput_per_s",
             "output_token_throughput_per_s",
-        ),
+        )
+        + (("cached_prompt_fraction",) if scored.metrics.get("cached_prompt_fraction") is not None else ()),
     )
     _print_metrics(summary["utilization"], ("mfu", "mbu", "busy_fraction"))  # type: ignore[arg-type]
     if scored.verdict is not None:

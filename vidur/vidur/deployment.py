@@ -14,7 +14,7 @@ from vidur.models import get_model
 from vidur.predictor import OperatorPredictor
 
 POLICIES = ("sarathi", "vllm", "orca", "faster_transformer", "lightllm")
-ROUTERS = ("round_robin", "least_outstanding", "random")
+ROUTERS = ("round_robin", "least_outstanding", "random", "prefix_affinity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,11 @@ class ReplicaSchedulerConfig:
 
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
-    """`seed` drives the random router; nothing else in a simulation is random."""
+    """`seed` drives the random router; nothing else in a simulation is random.
+    `prefix_affinity` sends a request to the replica whose prefix cache holds the most of its
+    prompt (then the least outstanding), or to the least outstanding while the busiest replica
+    has more than 32 requests outstanding beyond the idlest; it needs
+    `scheduler.enable_prefix_caching`."""
 
     num_replicas: int = 1
     router: str = "round_robin"
@@ -113,6 +117,13 @@ class DeploymentConfig:
     scheduler: ReplicaSchedulerConfig = field(default_factory=ReplicaSchedulerConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     cpu_overheads: CpuOverheadConfig = field(default_factory=CpuOverheadConfig)
+
+    def __post_init__(self) -> None:
+        if self.cluster.router == "prefix_affinity" and not self.scheduler.enable_prefix_caching:
+            raise DeploymentError(
+                'cluster.router = "prefix_affinity" routes by the replicas\' prefix caches: '
+                "it needs scheduler.enable_prefix_caching = true"
+            )
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready (tuples as lists), so it compares equal after a round trip through a file."""

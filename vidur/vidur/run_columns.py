@@ -30,7 +30,9 @@ NOT_FINISHED = "the simulation ended before the request finished"
 class RunColumns:
     """Per request, in workload order. `token_times_s` holds every request's output token times
     end to end (request i's are the `num_tokens[i]` after the previous requests'); `outcome`
-    indexes `OUTCOMES`; `errors` says why each failed request failed."""
+    indexes `OUTCOMES`; `errors` says why each failed request failed. `scheduled_arrival_s`:
+    when the workload wanted each sent, None where `arrival_s`; `cached_prompt_tokens`: -1 for
+    None, the whole column None when the run caches no prefix."""
 
     ids: np.ndarray
     arrival_s: np.ndarray
@@ -52,6 +54,8 @@ class RunColumns:
     ttft_deadline_s: np.ndarray
     tbt_deadline_s: float
     min_tbt_deadline_s: np.ndarray
+    scheduled_arrival_s: np.ndarray | None = None
+    cached_prompt_tokens: np.ndarray | None = None
 
     @property
     def first_token(self) -> np.ndarray:
@@ -97,6 +101,10 @@ class RunColumns:
         columns = {name: column(getattr(self, name), "<i8") for name in ints}
         columns |= {name: column(getattr(self, name), "<f8") for name in floats}
         columns |= {name: column(getattr(self, name), "u1") for name in ("warmup", "outcome")}
+        if self.scheduled_arrival_s is not None:
+            columns["scheduled_arrival_s"] = column(self.scheduled_arrival_s, "<f8")
+        if self.cached_prompt_tokens is not None:
+            columns["cached_prompt_tokens"] = column(self.cached_prompt_tokens, "<i8")
         _simulator.write_request_files(jsonl_path, csv_path, columns, self.error_messages(), self.tbt_deadline_s)
 
     def records(self) -> list[RequestRecord]:
@@ -117,6 +125,8 @@ class RunColumns:
         missed, total = self.missed_deadlines.tolist(), self.total_deadlines.tolist()
         ttft_deadlines = self.ttft_deadline_s.tolist()
         outcomes = self.outcome.tolist()
+        scheduled = arrivals if self.scheduled_arrival_s is None else self.scheduled_arrival_s.tolist()
+        cached = [-1] * len(ids) if self.cached_prompt_tokens is None else self.cached_prompt_tokens.tolist()
         records = []
         for i, start in enumerate(starts):
             count, outcome = counts[i], OUTCOMES[outcomes[i]]
@@ -144,8 +154,9 @@ class RunColumns:
                     outcome=outcome,
                     error=self.errors.get(i, error),
                     requested_output_tokens=requested[i],
-                    scheduled_arrival_s=arrivals[i],
+                    scheduled_arrival_s=scheduled[i],
                     warmup=warmups[i],
+                    cached_prompt_tokens=None if cached[i] == -1 else cached[i],
                 )
             )
         return records
@@ -216,4 +227,6 @@ def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColum
         ttft_deadline_s=ttft_deadlines,
         tbt_deadline_s=deadlines.tbt_s,
         min_tbt_deadline_s=min_tbt_deadlines_s(times, num_tokens, deadlines.target_miss_rate),
+        scheduled_arrival_s=workload.scheduled_arrival_s,
+        cached_prompt_tokens=result.cached_prompt_tokens(),
     )

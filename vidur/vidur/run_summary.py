@@ -52,14 +52,29 @@ def _distribution(columns: RunColumns, name: str, measured: np.ndarray, complete
             return np.diff(columns.token_times_s)[columns.is_gap & of_completed]
         case "miss_rate":
             values = 1.0 - columns.fluidity_index[completed]
-        case "send_lag_s":  # sent when scheduled
-            return np.zeros(len(measured))
+        case "send_lag_s":  # sent when scheduled, but a session's later turn when the turn before ended
+            if columns.scheduled_arrival_s is None:
+                return np.zeros(len(measured))
+            return columns.arrival_s[measured] - columns.scheduled_arrival_s[measured]
         case "prompt_tokens" | "output_tokens":
             source = columns.prompt_tokens if name == "prompt_tokens" else columns.num_tokens
             return source[completed]
         case _:
             values = getattr(columns, name)[completed]
     return values[~np.isnan(values)]
+
+
+def _cached_prompt_figures(columns: RunColumns, completed: np.ndarray) -> Metrics:
+    """metron's `cached_prompt_figures` of the completed requests (None without prefix caching)."""
+    if columns.cached_prompt_tokens is None:
+        return dict.fromkeys(("cached_prompt_tokens_total", "cached_prompt_fraction"))
+    reported = completed[columns.cached_prompt_tokens[completed] >= 0]
+    num_prompt = int(columns.prompt_tokens[reported].sum())
+    num_cached = int(columns.cached_prompt_tokens[reported].sum())
+    return {
+        "cached_prompt_tokens_total": num_cached if len(reported) else None,
+        "cached_prompt_fraction": num_cached / num_prompt if num_prompt else None,
+    }
 
 
 def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metrics:
@@ -112,8 +127,7 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
     num_total = int(columns.total_deadlines[measured].sum())
     num_missed = int(columns.missed_deadlines[measured].sum())
     metrics["service_miss_rate"] = num_missed / num_total if num_total else None
-    # The simulator does not cache prefixes (yet): no request reports cached prompt tokens.
-    metrics.update(dict.fromkeys(("cached_prompt_tokens_total", "cached_prompt_fraction")))
+    metrics.update(_cached_prompt_figures(columns, completed))
 
     streams = completed[columns.num_tokens[completed] > 1]
     curve = None

@@ -1,10 +1,12 @@
 """Running a workload on a deployment, and what came out, per request in metron's terms.
 
 simulator = Simulator(plan_deployment(config, predictor))
-result = simulator.run(Workload.from_requests(generate_workload(workload_config)))
+requests = generate_workload(workload_config)
+result = simulator.run(Workload.from_requests(requests, workload_config.shared_prefix_tokens))
 records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestRecord
 """
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -21,29 +23,67 @@ from vidur.deployment import Deployment
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """Requests as columns, sorted by arrival. Plain numpy arrays (picklable)."""
+    """Requests as columns, sorted by arrival. Plain numpy arrays (picklable).
+
+    Prompts may share prefixes, as metron's do (the simulator builds their token ids:
+    `rust/simulator/src/prefix_workload.rs`): every first turn starts with the same
+    `shared_prefix_tokens`, and a session's later turn `follows` an earlier request (its index
+    here; -1 for none) and is sent `think_time_s` after that one ended; its `arrival_s` is then
+    only the earliest it could go. A simulation's result holds the workload as sent: `arrival_s`
+    when each request went, `scheduled_arrival_s` the workload's own times (None where they are
+    the same)."""
 
     ids: np.ndarray
     arrival_s: np.ndarray
     prompt_tokens: np.ndarray
     output_tokens: np.ndarray
     warmup: np.ndarray
+    shared_prefix_tokens: int = 0
+    follows: np.ndarray | None = None
+    think_time_s: np.ndarray | None = None
+    scheduled_arrival_s: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = len(self.ids)
         for name in ("arrival_s", "prompt_tokens", "output_tokens", "warmup"):
             if len(getattr(self, name)) != n:
                 raise ValueError(f"workload column {name} has {len(getattr(self, name))} entries, expected {n}")
+        for name in ("follows", "think_time_s", "scheduled_arrival_s"):
+            column = getattr(self, name)
+            if column is not None and len(column) != n:
+                raise ValueError(f"workload column {name} has {len(column)} entries, expected {n}")
+        if (self.follows is None) != (self.think_time_s is None):
+            raise ValueError("a workload with sessions needs both follows and think_time_s")
 
     @classmethod
-    def from_requests(cls, requests: Sequence[RequestSpec]) -> "Workload":
+    def from_requests(cls, requests: Sequence[RequestSpec], shared_prefix_tokens: int = 0) -> "Workload":
+        """`requests` (metron's), their prompts after a system prompt of `shared_prefix_tokens`."""
         ordered = sorted(requests, key=lambda r: (r.arrival_s, r.id))
+        sessions = {}
+        if any(r.follows_id is not None for r in ordered):
+            index = {r.id: i for i, r in enumerate(ordered)}
+            sessions = {
+                "follows": np.array([-1 if r.follows_id is None else index[r.follows_id] for r in ordered]),
+                "think_time_s": np.array([r.think_time_s for r in ordered], dtype=np.float64),
+            }
         return cls(
             ids=np.array([r.id for r in ordered], dtype=np.int64),
             arrival_s=np.array([r.arrival_s for r in ordered], dtype=np.float64),
             prompt_tokens=np.array([r.prompt_tokens for r in ordered], dtype=np.int64),
             output_tokens=np.array([r.output_tokens for r in ordered], dtype=np.int64),
             warmup=np.array([r.warmup for r in ordered], dtype=bool),
+            shared_prefix_tokens=shared_prefix_tokens,
+            **sessions,
+        )
+
+    def prompt_token_ids(self, index: int) -> list[int]:
+        """The token ids the simulator gives request `index`'s prompt under prefix caching."""
+        return _simulator.prompt_token_ids(
+            num_prompt_tokens=self.prompt_tokens.tolist(),
+            num_output_tokens=self.output_tokens.tolist(),
+            request=index,
+            shared_prefix_tokens=self.shared_prefix_tokens,
+            follows=None if self.follows is None else self.follows.tolist(),
         )
 
     def __len__(self) -> int:
@@ -53,7 +93,8 @@ class Workload:
 @dataclass(slots=True)
 class SimulationResult:
     """Per-request columns (workload order): replica, token_offsets, num_tokens, token_times,
-    first_scheduled_s, finished_s, finish_reason, num_preemptions. Per-iteration columns: see
+    first_scheduled_s, finished_s, finish_reason, num_preemptions, arrival_s (when it was sent),
+    cached_prompt_tokens. `workload` is the workload as sent. Per-iteration columns: see
     `vidur._simulator.SimulationOutput.iteration_columns`. `output` is the simulator's own
     record of the run, which writes the iterations as CSV."""
 
@@ -66,6 +107,15 @@ class SimulationResult:
     end_s: float
     wall_s: float
     output: _simulator.SimulationOutput
+    caches_prefixes: bool = False
+
+    def cached_prompt_tokens(self) -> np.ndarray | None:
+        """Per request the prompt tokens its replica's prefix cache held at its first admission,
+        -1 for one that failed; None when the replicas cache no prefix."""
+        if not self.caches_prefixes:
+            return None
+        failed = self.requests["finish_reason"] == 0
+        return np.where(failed, -1, self.requests["cached_prompt_tokens"].astype(np.int64))
 
     def token_times(self, index: int) -> np.ndarray:
         start = int(self.requests["token_offsets"][index])
@@ -79,6 +129,10 @@ class SimulationResult:
         counts = columns["num_tokens"].tolist()
         delays = (columns["first_scheduled_s"] - workload.arrival_s).tolist()
         reasons = columns["finish_reason"].tolist()
+        scheduled = workload.arrival_s if workload.scheduled_arrival_s is None else workload.scheduled_arrival_s
+        scheduled_s = scheduled.tolist()
+        cached_column = self.cached_prompt_tokens()
+        cached = [None] * len(workload) if cached_column is None else cached_column.tolist()
         measured = []
         for index in range(len(workload)):
             error = self.rejections.get(index)
@@ -94,7 +148,9 @@ class SimulationResult:
                     requested_output_tokens=int(workload.output_tokens[index]),
                     scheduling_delay_s=None if math.isnan(delay) else delay,
                     error=error,
+                    scheduled_arrival_s=scheduled_s[index],
                     warmup=bool(workload.warmup[index]),
+                    cached_prompt_tokens=None if cached[index] == -1 else cached[index],
                 )
             )
         return measured
@@ -133,16 +189,24 @@ class Simulator:
             router=cluster.router,
             seed=cluster.seed,
             record_iterations=record_iterations,
+            shared_prefix_tokens=workload.shared_prefix_tokens,
+            follows=None if workload.follows is None else workload.follows.tolist(),
+            think_time_s=None if workload.think_time_s is None else workload.think_time_s.tolist(),
         )
         wall_s = time.perf_counter() - started
+        requests = _columns(output.request_columns())
+        if workload.follows is not None:
+            scheduled = workload.arrival_s
+            workload = dataclasses.replace(workload, arrival_s=requests["arrival_s"], scheduled_arrival_s=scheduled)
         return SimulationResult(
             deployment=self.deployment,
             workload=workload,
-            requests=_columns(output.request_columns()),
+            requests=requests,
             iterations=_columns(output.iteration_columns()),
             rejections=dict(output.rejections),
             num_iterations=output.num_iterations,
             end_s=output.end_s,
             wall_s=wall_s,
             output=output,
+            caches_prefixes=self._scheduler.enable_prefix_caching,
         )

@@ -23,14 +23,25 @@ if TYPE_CHECKING:
 
 
 class VidurTarget(Target):
-    def __init__(self, simulator: "Simulator", requests: Sequence[RequestSpec]) -> None:
+    """`requests` as `generate_workload` made them, after a system prompt of
+    `shared_prefix_tokens` (what a replica with prefix caching finds cached)."""
+
+    def __init__(
+        self, simulator: "Simulator", requests: Sequence[RequestSpec], shared_prefix_tokens: int = 0
+    ) -> None:
         self.simulator = simulator
         self.requests = list(requests)
+        self.shared_prefix_tokens = shared_prefix_tokens
         self._simulated: dict[int, RequestTimes] | None = None
 
     @classmethod
     def from_config(
-        cls, config_path: str | Path | None, overrides: list[str], data_dir: Path, requests: Sequence[RequestSpec]
+        cls,
+        config_path: str | Path | None,
+        overrides: list[str],
+        data_dir: Path,
+        requests: Sequence[RequestSpec],
+        shared_prefix_tokens: int = 0,
     ) -> "VidurTarget":
         """A deployment from a vidur config file (TOML or YAML) with `section.key=value`
         overrides; `data_dir` holds the public profiles (`profiling/`) unless the config names
@@ -45,7 +56,7 @@ class VidurTarget(Target):
             deployment = plan_deployment(config.deployment, predictor)
         except DeploymentError as error:
             raise TargetError(f"vidur cannot simulate this deployment: {error}") from None
-        return cls(Simulator(deployment), requests)
+        return cls(Simulator(deployment), requests, shared_prefix_tokens)
 
     def describe(self) -> dict[str, object]:
         return {"kind": "vidur", "deployment": self.simulator.deployment.describe()}
@@ -57,7 +68,8 @@ class VidurTarget(Target):
     def _simulate(self) -> dict[int, RequestTimes]:
         from vidur.simulation import Workload
 
-        result = self.simulator.run(Workload.from_requests(self.requests), record_iterations=False)
+        workload = Workload.from_requests(self.requests, self.shared_prefix_tokens)
+        result = self.simulator.run(workload, record_iterations=False)
         return {times.id: times for times in result.measured()}
 
     async def stream(self, request: StreamRequest, sink: TokenSink) -> None:
@@ -72,6 +84,8 @@ class VidurTarget(Target):
         shift = sink.now() - simulated.arrival_s
         if simulated.scheduling_delay_s is not None:
             sink.scheduling_delay(simulated.scheduling_delay_s)
+        if simulated.cached_prompt_tokens is not None:
+            sink.cached_prompt_tokens(simulated.cached_prompt_tokens)
         origin = trio.current_time() - sink.now()
         for token_time in simulated.token_times_s:
             at = token_time + shift

@@ -156,3 +156,19 @@ fn without_token_ids_nothing_is_queried() {
     step(&mut s, 0.0, &[(1, 10, 0, 'p')]);
     assert_eq!(s.prefix_cache_stats(), Default::default());
 }
+
+#[test]
+fn the_cached_prefix_of_a_prompt_is_counted_without_admitting_it() {
+    let mut s = caching_scheduler(16);
+    assert_eq!(s.num_cached_prefix_tokens(&[1, 2, 3, 4, 5]), 0);
+    add_tokens(&mut s, 1, (1..=10).collect(), 1);
+    step(&mut s, 0.0, &[(1, 10, 0, 'p')]);
+    // Blocks [1..4] and [5..8] are cached; a prompt that diverges in the second block finds one.
+    assert_eq!(s.num_cached_prefix_tokens(&(1..=12).collect::<Vec<_>>()), 8);
+    assert_eq!(s.num_cached_prefix_tokens(&[1, 2, 3, 4, 5, 6, 0, 8, 9]), 4);
+    // The last token's block is never a hit, as at admission.
+    assert_eq!(s.num_cached_prefix_tokens(&(1..=8).collect::<Vec<_>>()), 4);
+    assert_eq!(s.num_cached_prefix_tokens(&[]), 0);
+    assert_eq!(s.block_manager().num_cached(), 2);
+    s.check_invariants().unwrap();
+}

@@ -3,6 +3,7 @@
 mod byte_columns;
 mod cost_model;
 mod errors;
+mod prefix_workload;
 mod request_files;
 mod simulation;
 mod stream_deadlines;
@@ -23,6 +24,7 @@ fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
     scheduler_types_py::register(module)?;
     module.add_class::<simulation::PySimulationOutput>()?;
     module.add_function(wrap_pyfunction!(simulation::simulate, module)?)?;
+    module.add_function(wrap_pyfunction!(prefix_workload::prompt_token_ids, module)?)?;
     module.add_function(wrap_pyfunction!(
         stream_deadlines::count_deadlines_ns,
         module

@@ -19,6 +19,16 @@ fn column<T: Column>(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult
     decode(name, bytes)
 }
 
+fn optional_column<T: Column>(
+    columns: &HashMap<String, Vec<u8>>,
+    name: &str,
+) -> PyResult<Option<Vec<T>>> {
+    columns
+        .contains_key(name)
+        .then(|| column(columns, name))
+        .transpose()
+}
+
 /// Writes through a temporary name and renames, so a reader never sees half a file.
 fn write_atomically(
     path: &Path,
@@ -42,7 +52,8 @@ fn write_atomically(
 /// prompt_tokens, requested_output_tokens, num_tokens, missed_deadlines, total_deadlines;
 /// float64 arrival_s, token_times_s, ttft_s, tpot_s, e2e_s, normalized_latency_s,
 /// scheduling_delay_s, fluidity_index, ttft_deadline_s, min_tbt_deadline_s (NaN for None);
-/// uint8 warmup, outcome), `errors` as (request index, message).
+/// uint8 warmup, outcome; optional: float64 scheduled_arrival_s where not arrival_s, int64
+/// cached_prompt_tokens, -1 for None), `errors` as (request index, message).
 #[pyfunction]
 pub fn write_request_files(
     py: Python<'_>,
@@ -81,6 +92,8 @@ pub fn write_request_files(
         .map(|b| b != 0)
         .collect();
     let outcome = column::<u8>(&columns, "outcome")?;
+    let scheduled = optional_column::<f64>(&columns, "scheduled_arrival_s")?;
+    let cached = optional_column::<i64>(&columns, "cached_prompt_tokens")?;
     let mut error = vec![None; ids.len()];
     for (index, message) in &errors {
         *error.get_mut(*index).ok_or_else(|| {
@@ -108,6 +121,8 @@ pub fn write_request_files(
         ttft_deadline_s: &ttft_deadline,
         tbt_deadline_s,
         min_tbt_deadline_s: &min_deadline,
+        scheduled_arrival_s: scheduled.as_deref(),
+        cached_prompt_tokens: cached.as_deref(),
     };
     requests.check().map_err(PyValueError::new_err)?;
     py.detach(|| {

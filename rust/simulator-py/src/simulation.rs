@@ -13,6 +13,7 @@ use simulator::{
 use crate::byte_columns::{encode, Column};
 use crate::cost_model::PyCostModel;
 use crate::errors::{invalid_deployment, invalid_workload, to_py};
+use crate::prefix_workload::with_prefix_sharing;
 use scheduler_types_py::PySchedulerConfig;
 
 fn add_column<T: Column>(columns: &Bound<'_, PyDict>, name: &str, values: &[T]) -> PyResult<()> {
@@ -35,7 +36,8 @@ pub struct PySimulationOutput {
 #[pymethods]
 impl PySimulationOutput {
     /// Per request (workload order): replica, token_offsets (one more than requests),
-    /// num_tokens, token_times, first_scheduled_s, finished_s, finish_reason, num_preemptions.
+    /// num_tokens, token_times, first_scheduled_s, finished_s, finish_reason, num_preemptions,
+    /// arrival_s (when it was sent), cached_prompt_tokens.
     fn request_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let r = &self.requests;
         let columns = PyDict::new(py);
@@ -47,6 +49,8 @@ impl PySimulationOutput {
         add_column(&columns, "finished_s", &r.finished_s)?;
         add_column(&columns, "finish_reason", &r.finish_reason)?;
         add_column(&columns, "num_preemptions", &r.num_preemptions)?;
+        add_column(&columns, "arrival_s", &r.arrival_s)?;
+        add_column(&columns, "cached_prompt_tokens", &r.num_cached_tokens)?;
         Ok(columns)
     }
 
@@ -110,6 +114,9 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
     router = "round_robin",
     seed = 0,
     record_iterations = true,
+    shared_prefix_tokens = 0,
+    follows = None,
+    think_time_s = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
@@ -123,6 +130,9 @@ pub fn simulate(
     router: &str,
     seed: u64,
     record_iterations: bool,
+    shared_prefix_tokens: i64,
+    follows: Option<Vec<i64>>,
+    think_time_s: Option<Vec<f64>>,
 ) -> PyResult<PySimulationOutput> {
     let workload = Workload::new(
         arrival_times,
@@ -130,6 +140,7 @@ pub fn simulate(
         to_u32_column("num_output_tokens", num_output_tokens)?,
     )
     .map_err(to_py)?;
+    let workload = with_prefix_sharing(workload, shared_prefix_tokens, follows, think_time_s)?;
     let num_replicas = u32::try_from(num_replicas).map_err(|_| {
         invalid_deployment(format!(
             "num_replicas must be in 0..=4294967295, got {num_replicas}"

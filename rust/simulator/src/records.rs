@@ -24,6 +24,11 @@ pub struct RequestRecords {
     pub num_preemptions: Vec<u32>,
     /// Requests the replica refused, with the reason.
     pub rejections: Vec<(u32, String)>,
+    /// When it was sent (a session's later turn: its think time after the turn before ended);
+    /// NaN if never.
+    pub arrival_s: Vec<f64>,
+    /// Prompt tokens the prefix cache held at its first admission.
+    pub num_cached_tokens: Vec<u32>,
 }
 
 impl RequestRecords {
@@ -46,6 +51,8 @@ impl RequestRecords {
             finish_reason: vec![0; n],
             num_preemptions: vec![0; n],
             rejections: Vec::new(),
+            arrival_s: vec![f64::NAN; n],
+            num_cached_tokens: vec![0; n],
         }
     }
 
@@ -64,6 +71,7 @@ impl RequestRecords {
         self.finished_s[request] = time;
         self.first_scheduled_s[request] = finished.first_scheduled_at.unwrap_or(f64::NAN);
         self.num_preemptions[request] = finished.num_preemptions;
+        self.num_cached_tokens[request] = finished.num_cached_tokens;
         self.finish_reason[request] = match finished.reason {
             FinishReason::Length => 1,
             FinishReason::Stop => 2,

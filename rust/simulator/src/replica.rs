@@ -97,6 +97,10 @@ impl Replica {
         })
     }
 
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
     pub fn scheduler_mut(&mut self) -> &mut Scheduler {
         &mut self.scheduler
     }

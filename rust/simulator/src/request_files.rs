@@ -39,6 +39,10 @@ pub struct RequestColumns<'a> {
     pub ttft_deadline_s: &'a [f64],
     pub tbt_deadline_s: f64,
     pub min_tbt_deadline_s: &'a [f64],
+    /// When the workload wanted each request sent, where not `arrival_s` (a session's later turns).
+    pub scheduled_arrival_s: Option<&'a [f64]>,
+    /// Prompt tokens found cached, -1 for None; None: the run caches no prefix.
+    pub cached_prompt_tokens: Option<&'a [i64]>,
 }
 
 impl RequestColumns<'_> {
@@ -67,6 +71,14 @@ impl RequestColumns<'_> {
             ("total_deadlines", self.total_deadlines.len()),
             ("ttft_deadline_s", self.ttft_deadline_s.len()),
             ("min_tbt_deadline_s", self.min_tbt_deadline_s.len()),
+            (
+                "scheduled_arrival_s",
+                self.scheduled_arrival_s.map_or(n, <[f64]>::len),
+            ),
+            (
+                "cached_prompt_tokens",
+                self.cached_prompt_tokens.map_or(n, <[i64]>::len),
+            ),
         ];
         if let Some((name, length)) = lengths.iter().find(|(_, length)| *length != n) {
             return Err(format!("{name} has {length} values for {n} requests"));
@@ -197,15 +209,23 @@ impl RequestColumns<'_> {
             field(&mut line, "requested_prompt_tokens");
             line.push_str("null");
             field(&mut line, "scheduled_arrival_s");
-            floats.push_json(&mut line, self.arrival_s[i]);
+            floats.push_json(&mut line, self.scheduled_arrival(i));
             field(&mut line, "warmup");
             line.push_str(if self.warmup[i] { "true" } else { "false" });
             field(&mut line, "server_token_times_s");
             line.push_str("null");
-            field(&mut line, "cached_prompt_tokens"); // a simulated run caches no prefix
-            line.push_str("null}\n");
+            field(&mut line, "cached_prompt_tokens");
+            match self.cached_prompt_tokens.map_or(-1, |cached| cached[i]) {
+                -1 => line.push_str("null"),
+                cached => push_display(&mut line, cached),
+            }
+            line.push_str("}\n");
         }
         line
+    }
+
+    fn scheduled_arrival(&self, i: usize) -> f64 {
+        self.scheduled_arrival_s.unwrap_or(self.arrival_s)[i]
     }
 
     /// `requests.csv`.
@@ -218,7 +238,7 @@ impl RequestColumns<'_> {
             line.push(',');
             floats.push(&mut line, self.arrival_s[i]);
             line.push(',');
-            floats.push(&mut line, self.arrival_s[i]); // scheduled_arrival_s
+            floats.push(&mut line, self.scheduled_arrival(i));
             line.push(',');
             push_display(&mut line, self.prompt_tokens[i]);
             line.push_str(",,"); // requested_prompt_tokens: None
@@ -347,6 +367,8 @@ mod tests {
             ttft_deadline_s: &[1e-5],
             tbt_deadline_s: 0.05,
             min_tbt_deadline_s: &[0.125],
+            scheduled_arrival_s: None,
+            cached_prompt_tokens: None,
         }
     }
 
@@ -393,6 +415,8 @@ mod tests {
             ttft_deadline_s: &[1.0; 4],
             tbt_deadline_s: 0.5,
             min_tbt_deadline_s: &[0.25, f64::NAN, f64::NAN, 1.0],
+            scheduled_arrival_s: None,
+            cached_prompt_tokens: None,
         };
         columns.check().unwrap();
         let written = |threads| {
@@ -431,5 +455,33 @@ mod tests {
             columns.check().unwrap_err(),
             "tpot_s has 0 values for 1 requests"
         );
+    }
+
+    #[test]
+    fn a_later_turn_keeps_its_scheduled_arrival_and_its_cached_prompt_tokens() {
+        let mut columns = one_request(&[0.75, 0.875], None);
+        columns.scheduled_arrival_s = Some(&[0.25]);
+        columns.cached_prompt_tokens = Some(&[48]);
+        let mut out = Vec::new();
+        columns.write_jsonl(&mut out, 1).unwrap();
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.contains(r#""arrival_s":0.5,"#), "{line}");
+        assert!(line.ends_with(r#""scheduled_arrival_s":0.25,"warmup":false,"server_token_times_s":null,"cached_prompt_tokens":48}
+"#), "{line}");
+        let mut out = Vec::new();
+        columns.write_csv(&mut out).unwrap();
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .nth(1)
+            .unwrap()
+            .starts_with("7,0.5,0.25,12,"));
+        columns.cached_prompt_tokens = Some(&[-1]);
+        let mut out = Vec::new();
+        columns.write_jsonl(&mut out, 1).unwrap();
+        assert!(String::from_utf8(out).unwrap().ends_with(
+            r#""cached_prompt_tokens":null}
+"#
+        ));
     }
 }

@@ -1,3 +1,5 @@
+use std::cmp::Reverse;
+
 use crate::error::{Result, SimulatorError};
 
 /// How the global scheduler picks a replica for each arriving request.
@@ -8,13 +10,21 @@ pub enum RouterKind {
     LeastOutstanding,
     /// Uniformly at random from a seeded generator.
     Random,
+    /// The replica whose prefix cache holds the most of the request's prompt; among those,
+    /// the least outstanding (lowest id on ties). While the replicas are out of balance (the
+    /// busiest has more than [`AFFINITY_MAX_IMBALANCE`] requests outstanding beyond the
+    /// idlest), the least outstanding, as SGLang's cache-aware router does: otherwise a prefix
+    /// every request shares (a system prompt) keeps every request on the replica that computed
+    /// it first. Needs prefix caching.
+    PrefixAffinity,
 }
 
 impl RouterKind {
-    pub const ALL: [RouterKind; 3] = [
+    pub const ALL: [RouterKind; 4] = [
         RouterKind::RoundRobin,
         RouterKind::LeastOutstanding,
         RouterKind::Random,
+        RouterKind::PrefixAffinity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -22,6 +32,7 @@ impl RouterKind {
             RouterKind::RoundRobin => "round_robin",
             RouterKind::LeastOutstanding => "least_outstanding",
             RouterKind::Random => "random",
+            RouterKind::PrefixAffinity => "prefix_affinity",
         }
     }
 
@@ -38,6 +49,10 @@ impl RouterKind {
             })
     }
 }
+
+/// How far apart (in requests outstanding) the busiest and the idlest replica may be before the
+/// prefix-affinity router balances instead (SGLang's `balance_abs_threshold`).
+pub const AFFINITY_MAX_IMBALANCE: u32 = 32;
 
 /// SplitMix64: a tiny generator whose output depends only on the seed, on every platform.
 #[derive(Debug, Clone)]
@@ -78,8 +93,10 @@ impl Router {
         }
     }
 
-    /// `outstanding[i]` is replica i's number of unfinished requests.
-    pub fn pick(&mut self, outstanding: &[u32]) -> u32 {
+    /// `outstanding[i]` is replica i's number of unfinished requests; `cached_tokens(i)` how
+    /// many of the request's prompt tokens replica i's prefix cache holds (asked only by
+    /// `PrefixAffinity`).
+    pub fn pick(&mut self, outstanding: &[u32], cached_tokens: impl Fn(usize) -> u32) -> u32 {
         let num_replicas = outstanding.len() as u32;
         match self.kind {
             RouterKind::RoundRobin => {
@@ -87,43 +104,79 @@ impl Router {
                 self.next = (self.next + 1) % num_replicas;
                 replica
             }
-            RouterKind::LeastOutstanding => outstanding
-                .iter()
-                .enumerate()
-                .min_by_key(|&(index, &count)| (count, index))
-                .map_or(0, |(index, _)| index as u32),
+            RouterKind::LeastOutstanding => least_outstanding(outstanding),
             RouterKind::Random => self.rng.below(num_replicas),
+            RouterKind::PrefixAffinity => {
+                let busiest = outstanding.iter().max().copied().unwrap_or(0);
+                let idlest = outstanding.iter().min().copied().unwrap_or(0);
+                if busiest - idlest > AFFINITY_MAX_IMBALANCE {
+                    return least_outstanding(outstanding);
+                }
+                outstanding
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|&(index, &count)| (Reverse(cached_tokens(index)), count, index))
+                    .map_or(0, |(index, _)| index as u32)
+            }
         }
     }
+}
+
+/// The replica with the fewest requests outstanding, the lowest id on ties.
+fn least_outstanding(outstanding: &[u32]) -> u32 {
+    outstanding
+        .iter()
+        .enumerate()
+        .min_by_key(|&(index, &count)| (count, index))
+        .map_or(0, |(index, _)| index as u32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn no_cache(_: usize) -> u32 {
+        0
+    }
+
     #[test]
     fn round_robin_cycles_from_replica_zero() {
         let mut router = Router::new(RouterKind::RoundRobin, 0);
-        let picks: Vec<_> = (0..5).map(|_| router.pick(&[0, 0, 0])).collect();
+        let picks: Vec<_> = (0..5).map(|_| router.pick(&[0, 0, 0], no_cache)).collect();
         assert_eq!(picks, [0, 1, 2, 0, 1]);
     }
 
     #[test]
     fn least_outstanding_takes_the_lowest_id_on_ties() {
         let mut router = Router::new(RouterKind::LeastOutstanding, 0);
-        assert_eq!(router.pick(&[3, 1, 1, 2]), 1);
-        assert_eq!(router.pick(&[0, 0]), 0);
+        assert_eq!(router.pick(&[3, 1, 1, 2], no_cache), 1);
+        assert_eq!(router.pick(&[0, 0], no_cache), 0);
     }
 
     #[test]
     fn random_is_seeded_and_covers_every_replica() {
         let picks = |seed| {
             let mut router = Router::new(RouterKind::Random, seed);
-            (0..1000).map(|_| router.pick(&[0; 4])).collect::<Vec<_>>()
+            (0..1000)
+                .map(|_| router.pick(&[0; 4], no_cache))
+                .collect::<Vec<_>>()
         };
         assert_eq!(picks(7), picks(7));
         assert_ne!(picks(7), picks(8));
         let counts = (0..4).map(|r| picks(7).iter().filter(|&&p| p == r).count());
         assert!(counts.into_iter().all(|count| (200..300).contains(&count)));
+    }
+
+    #[test]
+    fn prefix_affinity_takes_the_most_cached_then_the_least_outstanding() {
+        let mut router = Router::new(RouterKind::PrefixAffinity, 0);
+        let cached = [16, 48, 48, 0];
+        assert_eq!(router.pick(&[0, 5, 2, 0], |i| cached[i]), 2);
+        assert_eq!(router.pick(&[0, 2, 2, 0], |i| cached[i]), 1);
+        assert_eq!(router.pick(&[3, 1, 1, 0], no_cache), 3);
+        assert_eq!(router.pick(&[1, 1], no_cache), 0);
+        // Out of balance (34 - 1 > 32): the least outstanding, whatever the cache holds.
+        assert_eq!(router.pick(&[34, 32, 2, 1], |i| cached[i]), 3);
+        assert_eq!(router.pick(&[33, 32, 2, 1], |i| cached[i]), 2);
     }
 }

@@ -8,6 +8,7 @@ use scheduler::{NewRequest, SchedulerConfig};
 use crate::cost_model::CostModel;
 use crate::error::{Result, SimulatorError};
 use crate::event_queue::{EventKind, EventQueue};
+use crate::prefix_workload::{prompt_token_ids, Sessions};
 use crate::records::{IterationRecords, RequestRecords};
 use crate::replica::{EngineStep, Replica};
 use crate::router::{Router, RouterKind};
@@ -47,6 +48,11 @@ pub fn simulate(
             "a deployment needs at least one replica".into(),
         ));
     }
+    if config.router == RouterKind::PrefixAffinity && !scheduler_config.enable_prefix_caching {
+        return Err(SimulatorError::InvalidDeployment(
+            "the prefix_affinity router needs the scheduler's enable_prefix_caching".into(),
+        ));
+    }
     let replicas = (0..config.num_replicas)
         .map(|id| Replica::new(id, scheduler_config, cost.num_stages()))
         .collect::<Result<Vec<_>>>()?;
@@ -61,6 +67,8 @@ pub fn simulate(
         record_iterations: config.record_iterations,
         outstanding: vec![0; config.num_replicas as usize],
         num_iterations: 0,
+        sessions: Sessions::new(workload),
+        caching: scheduler_config.enable_prefix_caching,
     };
     simulation.run()
 }
@@ -77,14 +85,19 @@ struct Simulation<'a> {
     /// Unfinished requests per replica, as the router sees them.
     outstanding: Vec<u32>,
     num_iterations: u64,
+    sessions: Sessions,
+    /// Whether requests carry token ids (their prompts' sharing structure).
+    caching: bool,
 }
 
 impl Simulation<'_> {
     fn run(mut self) -> Result<SimulationOutput> {
-        if !self.workload.is_empty() {
+        if let Some(first) = Sessions::next_first_turn(self.workload, 0) {
             self.events.push(
-                self.workload.arrival_times[0],
-                EventKind::Arrival { request: 0 },
+                self.workload.arrival_times[first],
+                EventKind::Arrival {
+                    request: first as u32,
+                },
             );
         }
         let mut end_s = 0.0;
@@ -106,18 +119,28 @@ impl Simulation<'_> {
 
     fn arrive(&mut self, request: u32, now: f64) {
         let index = request as usize;
-        if index + 1 < self.workload.len() {
+        let is_first_turn = self.workload.predecessor(index).is_none();
+        if let Some(next) =
+            Sessions::next_first_turn(self.workload, index + 1).filter(|_| is_first_turn)
+        {
             self.events.push(
-                self.workload.arrival_times[index + 1],
+                self.workload.arrival_times[next],
                 EventKind::Arrival {
-                    request: request + 1,
+                    request: next as u32,
                 },
             );
         }
-        let replica = self.router.pick(&self.outstanding);
+        let prompt_token_ids = self.caching.then(|| prompt_token_ids(self.workload, index));
+        let replicas = &self.replicas;
+        let replica = self.router.pick(&self.outstanding, |r| {
+            let tokens = prompt_token_ids.as_deref().unwrap_or_default();
+            replicas[r].scheduler().num_cached_prefix_tokens(tokens)
+        });
         self.requests.replica[index] = replica;
+        self.requests.arrival_s[index] = now;
         let new = NewRequest {
             arrival_time: now,
+            prompt_token_ids,
             ..NewRequest::with_lengths(
                 u64::from(request),
                 self.workload.num_prompt_tokens[index],
@@ -132,7 +155,19 @@ impl Simulation<'_> {
                     self.request_turn(replica, now);
                 }
             }
-            Err(error) => self.requests.rejections.push((request, error.to_string())),
+            Err(error) => {
+                self.requests.rejections.push((request, error.to_string()));
+                self.send_follower(index, now);
+            }
+        }
+    }
+
+    /// A session's next turn goes its think time after `request` ended.
+    fn send_follower(&mut self, request: usize, ended_s: f64) {
+        if let Some(follower) = self.sessions.follower(request) {
+            let at = ended_s + self.workload.think_time_s[follower as usize];
+            self.events
+                .push(at, EventKind::Arrival { request: follower });
         }
     }
 
@@ -164,6 +199,9 @@ impl Simulation<'_> {
             EngineStep::Applied(applied) => {
                 for request in &applied.finished {
                     requests.record_finish(request, applied.applied_s);
+                }
+                for request in &applied.finished {
+                    self.send_follower(request.id as usize, applied.applied_s);
                 }
                 self.outstanding[replica as usize] -= applied.finished.len() as u32;
                 if let Some(index) = applied.record {

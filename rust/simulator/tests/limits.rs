@@ -52,7 +52,7 @@ fn a_malformed_deployment_is_a_deployment_error() {
     assert!(matches!(error, SimulatorError::InvalidDeployment(_)));
     assert_eq!(
         error.to_string(),
-        "invalid deployment: unknown router \"fastest\"; expected one of round_robin, least_outstanding, random"
+        "invalid deployment: unknown router \"fastest\"; expected one of round_robin, least_outstanding, random, prefix_affinity"
     );
     let workload = Workload::new(vec![0.0], vec![10], vec![1]).unwrap();
     let error = simulate(

@@ -3,7 +3,7 @@
 mod common;
 
 use proptest::prelude::*;
-use scheduler::Policy;
+use scheduler::{Policy, SchedulerConfig};
 use simulator::{simulate, RouterKind, SimulationOutput, Workload};
 
 fn run(
@@ -13,9 +13,13 @@ fn run(
     seed: u64,
     w: &Workload,
 ) -> SimulationOutput {
+    let scheduler = SchedulerConfig {
+        enable_prefix_caching: router == RouterKind::PrefixAffinity,
+        ..common::scheduler_config(policy)
+    };
     simulate(
         &common::config(replicas, router, seed),
-        &common::scheduler_config(policy),
+        &scheduler,
         &common::cost_model(1),
         w,
     )

@@ -3,7 +3,7 @@
 use crate::batch::Batch;
 use crate::block_manager::BlockManager;
 use crate::prefix_hash::{chain_block_hash, ROOT_HASH};
-use crate::request::{BlockId, Request};
+use crate::request::{BlockId, Request, TokenId};
 use crate::scheduler::Scheduler;
 
 /// A planned admission: cached prefix blocks found and fresh blocks still to take.
@@ -85,23 +85,37 @@ impl Scheduler {
     fn find_cached_prefix(&self, request: &Request) -> (Vec<BlockId>, Vec<u64>) {
         let mut blocks = Vec::new();
         let mut hashes = Vec::new();
-        if !self.config.enable_prefix_caching || !request.has_token_ids() {
-            return (blocks, hashes);
+        if request.has_token_ids() {
+            self.walk_cached_prefix(&request.token_ids, |block, hash| {
+                blocks.push(block);
+                hashes.push(hash);
+            });
+        }
+        (blocks, hashes)
+    }
+
+    /// Calls `on_hit(block, hash)` for each leading full block of `token_ids` the prefix cache
+    /// holds, in order, stopping at the first it lacks (never the block of the last token, which
+    /// must be computed again to produce logits).
+    pub(crate) fn walk_cached_prefix(
+        &self,
+        token_ids: &[TokenId],
+        mut on_hit: impl FnMut(BlockId, u64),
+    ) {
+        if !self.config.enable_prefix_caching || token_ids.is_empty() {
+            return;
         }
         let size = self.config.block_size as usize;
-        // At least the last token must be computed again to produce logits.
-        let cacheable = (request.num_tokens() as usize - 1) / size;
+        let cacheable = (token_ids.len() - 1) / size;
         let mut parent = ROOT_HASH;
-        for chunk in request.token_ids.chunks_exact(size).take(cacheable) {
+        for chunk in token_ids.chunks_exact(size).take(cacheable) {
             let hash = chain_block_hash(parent, chunk);
             let Some(block) = self.blocks.lookup(hash, parent, chunk) else {
                 break;
             };
-            blocks.push(block);
-            hashes.push(hash);
+            on_hit(block, hash);
             parent = hash;
         }
-        (blocks, hashes)
     }
 }
 

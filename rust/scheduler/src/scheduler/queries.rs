@@ -1,7 +1,7 @@
 //! Read-only views of the scheduler's state, and its invariant check.
 
 use crate::block_manager::BlockManager;
-use crate::request::{BlockId, RequestId, RequestView};
+use crate::request::{BlockId, RequestId, RequestView, TokenId};
 use crate::scheduler::{PrefixCacheStats, Scheduler};
 
 impl Scheduler {
@@ -23,6 +23,15 @@ impl Scheduler {
 
     pub fn prefix_cache_stats(&self) -> PrefixCacheStats {
         self.prefix_cache
+    }
+
+    /// The leading tokens of a prompt `token_ids` that the prefix cache holds now, in whole
+    /// blocks: what admitting it would find cached if nothing were evicted first (0 without
+    /// prefix caching).
+    pub fn num_cached_prefix_tokens(&self, token_ids: &[TokenId]) -> u32 {
+        let mut num_blocks = 0;
+        self.walk_cached_prefix(token_ids, |_, _| num_blocks += 1);
+        num_blocks * self.config.block_size
     }
 
     pub fn contains(&self, id: RequestId) -> bool {
