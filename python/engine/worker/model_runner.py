@@ -197,6 +197,7 @@ class ModelRunner:
         self.cuda_graphs = f"CUDA graphs off: {off_reason}"
         if pad_decodes:
             self.padded_decode = self._padded_decode(self.kv_caches, padding_block=num_blocks)
+            self.cuda_graphs += f"; decode-only steps padded to {len(self.padded_decode.buckets)} shapes, run eagerly"
         if self.padded_decode is not None and off_reason is None:
             with torch.inference_mode():
                 report = capture_decode_graphs(self.padded_decode, self.device)
