@@ -2,7 +2,7 @@
 # The GPU checks and figures of the fast path (kernels, CUDA graphs), in one run of about 10
 # minutes on an H100/H200 host with Python 3.12 and PyTorch (Triton included), no Rust, no
 # flash-attn, no network:
-#   benchmarks/gpu_check.sh --bundle DIR [--out DIR]   # DIR made by: scripts/bundle --python 3.12 --out DIR
+#   benchmarks/gpu_check.sh --bundle DIR [--out DIR]   # DIR made by: scripts/bundle --python 3.12 --out DIR [--engine-only]
 #   benchmarks/gpu_check.sh --cpu-dry-run [--out DIR]  # the same steps, small, on the CPU, from this checkout
 # Steps (each under its own time limit; a failing step does not stop the next, the exit status
 # is the number of failed steps):

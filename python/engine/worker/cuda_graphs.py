@@ -30,7 +30,7 @@ def capture_decode_graphs(padded: PaddedDecode, device: torch.device) -> Capture
     free_before, _ = torch.cuda.mem_get_info(device)
     started = time.perf_counter()
     pool = torch.cuda.graph_pool_handle()
-    stream = torch.cuda.Stream(device)
+    stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
     stream.wait_stream(torch.cuda.current_stream(device))
     for bucket in sorted(padded.buckets.all, reverse=True):
         with torch.cuda.stream(stream):

@@ -3,7 +3,7 @@ decode batch: a batch of `n` requests runs at the smallest batch size >= n, its 
 the smallest width >= the blocks its longest context needs.
 
 Batch sizes: 1, 2, 4, 8, then steps of 8 up to 256, then steps of 16, up to `max_num_seqs`
-(which is always one). Widths (blocks per row): a backend that reads pages in place pays nothing
+(itself always one of them). Widths (blocks per row): a backend that reads pages in place pays nothing
 for width, so it gets one, the longest table (`max_model_len`); one that gathers every row's
 whole table (sdpa) gets powers of two up to it, and only those whose gather stays within
 `MAX_GATHERED_TOKENS` context tokens; wider decode batches run eagerly.

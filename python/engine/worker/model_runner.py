@@ -95,6 +95,7 @@ class ModelRunner:
         self.padded_decode: PaddedDecode | None = None
         """What `init_kv_cache` did about CUDA graphs, in words (the engine logs it)."""
         self.cuda_graphs = ""
+        self._graph_bytes_reserved: int | None = None
 
     def _describe(self, model_config: ModelConfig, dtype: torch.dtype, max_model_len: int) -> ModelInfo:
         element_bytes = torch.empty((), dtype=dtype).element_size()
@@ -194,19 +195,30 @@ class ModelRunner:
             num_blocks=num_blocks,
             new_generator=self.sampler.new_generator if self.sampler is not None else None,
         )
-        self.cuda_graphs = f"CUDA graphs off: {off_reason}"
+        self.cuda_graphs = f"CUDA graphs off: {off_reason or 'pad_decodes is False'}"
         if pad_decodes:
             self.padded_decode = self._padded_decode(self.kv_caches, padding_block=num_blocks)
             self.cuda_graphs += f"; decode-only steps padded to {len(self.padded_decode.buckets)} shapes, run eagerly"
         if self.padded_decode is not None and off_reason is None:
+            self.cuda_graphs = self._capture_graphs(self.padded_decode)
+
+    def _capture_graphs(self, padded: PaddedDecode) -> str:
+        """Captures the decode graphs; says what it did."""
+        try:
             with torch.inference_mode():
-                report = capture_decode_graphs(self.padded_decode, self.device)
-            buckets = self.padded_decode.buckets
-            self.cuda_graphs = (
-                f"captured {report.num_graphs} CUDA graphs in {report.seconds:.1f} s (batch sizes "
-                f"{buckets.batch_sizes[0]}..{buckets.max_batch_size}, widths {buckets.widths[0]}.."
-                f"{buckets.max_width} blocks), taking {report.memory_bytes / 2**20:.0f} MiB"
-            )
+                report = capture_decode_graphs(padded, self.device)
+        except RuntimeError as error:
+            raise ValueError(
+                f"capturing the decode CUDA graphs failed ({error}); --enforce-eager runs without them"
+            ) from error
+        buckets = padded.buckets
+        reserved = self._graph_bytes_reserved
+        return (
+            f"captured {report.num_graphs} CUDA graphs in {report.seconds:.1f} s (batch sizes "
+            f"{buckets.batch_sizes[0]}..{buckets.max_batch_size}, widths {buckets.widths[0]}.."
+            f"{buckets.max_width} blocks), taking {report.memory_bytes / 2**20:.0f} MiB"
+            + (f" ({reserved / 2**20:.0f} MiB reserved for them in the KV sizing)" if reserved is not None else "")
+        )
 
     def graphs_off_reason(self) -> str | None:
         """Why decode-only steps do not run as CUDA graphs here, or None when they do."""
@@ -311,7 +323,7 @@ class ModelRunner:
         if not stage.is_first:
             shape = (len(work.input_ids), self.hidden_size)
             received = stage.receive_from_previous(shape, self.dtype, self.device)
-        hidden = self.model(input_ids, metadata.positions, kv_caches, prepared, received)
+        hidden: torch.Tensor = self.model(input_ids, metadata.positions, kv_caches, prepared, received)
         if not stage.is_last:
             stage.send_to_next(hidden)
             if clock is not None:
@@ -432,6 +444,7 @@ class ModelRunner:
             padded = self._padded_decode(scratch, padding_block=num_blocks)
             with torch.inference_mode():
                 graph_bytes = self.model_info.kv_cache_bytes_per_block + padded_decode_peak_bytes(padded, self.device)
+            self._graph_bytes_reserved = graph_bytes
             del padded
         del scratch
         torch.cuda.empty_cache()

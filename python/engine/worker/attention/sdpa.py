@@ -48,6 +48,8 @@ class PrefillSegment:
 
 @dataclass(slots=True)
 class SdpaPlan:
+    """What every layer of one step shares."""
+
     """The step's metadata; None for a decode prepared from fixed-shape inputs (`prepare_decode`)."""
     metadata: AttentionMetadata | None
     block_size: int
