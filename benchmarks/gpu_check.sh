@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks and figures of the fast path (kernels, CUDA graphs), in one run of about 10
-# minutes on an H100/H200 host with Python 3.12 and PyTorch (Triton included), no Rust, no
-# flash-attn, no network:
+# The GPU checks and figures of the fast path (kernels, CUDA graphs), in one run of at most 14
+# minutes (the steps' limits: 150 + 150 + 120 + 420 s) on an H100/H200 host with Python 3.12 and
+# PyTorch (Triton included), no Rust, no flash-attn, no network:
 #   benchmarks/gpu_check.sh --bundle DIR [--out DIR]   # DIR made by: scripts/bundle --python 3.12 --out DIR [--engine-only]
 #   benchmarks/gpu_check.sh --cpu-dry-run [--out DIR]  # the same steps, small, on the CPU, from this checkout
 # Steps (each under its own time limit; a failing step does not stop the next, the exit status
@@ -59,7 +59,7 @@ if [ "$dry_run" = 1 ]; then
     device_args=(--device cpu --shape demo --dtype fp32 --batch-sizes 1,4 --prompt-len 32 --decode-steps 8 --repeats 1)
 else
     python="$scratch/venv/bin/python"
-    step install 180 bash -c "python3 -m venv --system-site-packages '$scratch/venv' && PYTHON='$python' '$bundle/install.sh'"
+    step install 150 bash -c "python3 -m venv --system-site-packages '$scratch/venv' && PYTHON='$python' '$bundle/install.sh'"
     unset TRITON_INTERPRET
     device_args=(--device cuda --shape llama3-8b --dtype bf16 --batch-sizes 1,64 --decode-steps 64 --repeats 2
                  --model-dir "$scratch/llama3-8b")
@@ -73,7 +73,7 @@ else
     echo "== kernel_tests: no tests/kernels in this checkout, skipped"
 fi
 step cuda_graph_tests 120 "${pytest[@]}" tests/engine_model/test_cuda_graphs.py tests/engine_model/test_padded_decode.py
-step model_decode 330 bash -c "'$python' benchmarks/model_decode.py ${device_args[*]} | tee '$out/model_decode.out'"
+step model_decode 420 bash -c "'$python' benchmarks/model_decode.py ${device_args[*]} | tee '$out/model_decode.out'"
 tail -n 1 "$out/model_decode.out" > "$out/model_decode.json" 2>/dev/null
 echo "== gpu_check: $failed step(s) failed; logs in $out"
 exit "$failed"

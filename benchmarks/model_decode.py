@@ -17,8 +17,9 @@ adds time).
 - limit: a decode step reads every weight once (the embedding table aside) and each request's
   KV; at the device's measured copy bandwidth that bounds tokens/s (batch / step-bytes * bandwidth).
   MBU = (step bytes / measured step time) / bandwidth.
-- attention: one layer's decode attention alone over the batch's contexts (`--prompt-len` tokens
-  each), its achieved bandwidth = KV bytes read / time, beside the copy bandwidth.
+- attention: one layer's decode attention alone over the batch, `--attention-context` tokens of
+  context each, in a cache of its own; its achieved bandwidth = KV bytes read / time, beside the
+  copy bandwidth.
 
 Usage: .venv/bin/python benchmarks/model_decode.py --device cpu --shape demo [--threads 1]
        .venv/bin/python benchmarks/model_decode.py                 # CUDA when present: llama3-8b, bf16, batch 1 and 64
@@ -39,7 +40,7 @@ import torch
 
 from engine.demo_model import build_demo_model
 from engine.wire.runner_config import DTYPE_ALIASES
-from engine.worker.attention import AttentionMetadata
+from engine.worker.attention import AttentionMetadata, kv_cache_shape
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine.wire.sampling_params import SamplingParams
 from engine.core.step_builder import build_step
@@ -77,6 +78,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--decode-steps", type=int, default=None, help="default 128 on cuda, 32 on cpu")
     parser.add_argument("--attention-backend", default="auto")
     parser.add_argument("--enforce-eager", action="store_true", help="measure the eager runner only (no CUDA graphs)")
+    parser.add_argument(
+        "--attention-context", type=int, default=None, help="tokens per request (default 4096 on cuda, 128 on cpu)"
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help="build (or reuse) the model here")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size; the best counts")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
@@ -86,6 +90,7 @@ def parse_args() -> argparse.Namespace:
     args.dtype = DTYPE_ALIASES[args.dtype or ("bfloat16" if on_gpu else "float32")]
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,64" if on_gpu else "1,16")).split(",")]
     args.decode_steps = args.decode_steps or (128 if on_gpu else 32)
+    args.attention_context = args.attention_context or (4096 if on_gpu else 128)
     return args
 
 
@@ -225,11 +230,13 @@ def build_runner(args: argparse.Namespace, model_dir: Path, *, eager: bool) -> M
 
 def attention_bandwidth(runner: ModelRunner, batch: int, context: int, repeats: int) -> float:
     """Bytes per second one layer's decode attention reads (each request's keys and values of
-    `context` tokens) over `batch` decodes, on distinct blocks of the runner's cache."""
+    `context` tokens) over `batch` decodes, each on blocks of its own."""
     info = runner.model_info
     layer = runner.model.attention_layers[0]
     device = runner.device
     blocks_per_request = math.ceil(context / info.block_size)
+    shape = kv_cache_shape(batch * blocks_per_request, info.block_size, layer.num_kv_heads, layer.head_dim)
+    cache = torch.randn(shape, device=device).to(runner.dtype)
     metadata = AttentionMetadata.build(
         query_lens=[1] * batch,
         seq_lens=[context] * batch,
@@ -241,7 +248,6 @@ def attention_bandwidth(runner: ModelRunner, batch: int, context: int, repeats: 
     query = torch.randn(batch, layer.num_heads, layer.head_dim, dtype=dtype, device=device)
     key = torch.randn(batch, layer.num_kv_heads, layer.head_dim, dtype=dtype, device=device)
     value = torch.randn_like(key)
-    cache = runner.kv_caches[0]
     with torch.inference_mode():
         prepared = runner.backend.prepare(metadata)
         for _ in range(3):
@@ -295,7 +301,8 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
         hf_best = min(hf_seconds)
         mean_context = args.prompt_len + 3 + args.decode_steps / 2
         step_bytes = weight_bytes + batch * mean_context * kv_bytes_per_token
-        attention = attention_bandwidth(runner, batch, args.prompt_len, repeats=50 if device.type == "cuda" else 5)
+        repeats = 50 if device.type == "cuda" else 5
+        attention = attention_bandwidth(runner, batch, args.attention_context, repeats)
         row = dict(
             hf_tok_s=batch * args.decode_steps / hf_best,
             hf_step_ms=hf_best / args.decode_steps * 1e3,
@@ -337,6 +344,7 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
         cuda_graphs={name: each.cuda_graphs for name, each in runners.items()},
         prompt_len=args.prompt_len,
         decode_steps=args.decode_steps,
+        attention_context=args.attention_context,
         bandwidth_gb_s=round(bandwidth / 1e9, 1),
         batches={str(batch): {key: round(value, 3) for key, value in row.items()} for batch, row in rows.items()},
     )
