@@ -114,9 +114,15 @@ def test_padded_eager_decodes_equal_the_unpadded_path(
         runner.init_kv_cache(64, pad_decodes=pad_decodes)
         if runner.padded_decode is not None:
             run = runner.padded_decode.run
-            monkeypatch.setattr(runner.padded_decode, "run", lambda bucket: (buckets.append(bucket), run(bucket))[1])
+
+            def noting_the_bucket(bucket: DecodeBucket) -> None:
+                buckets.append(bucket)
+                run(bucket)
+
+            monkeypatch.setattr(runner.padded_decode, "run", noting_the_bucket)
+        arrivals = [0, 0, 2, 4, 5]
         results.append(
-            generate(runner, prompts, 6, num_blocks=64, max_num_seqs=6, sampling=sampling, arrival_steps=[0, 0, 2, 4, 5])
+            generate(runner, prompts, 6, num_blocks=64, max_num_seqs=6, sampling=sampling, arrival_steps=arrivals)
         )
     plain, padded = results
     assert padded.outputs == plain.outputs
