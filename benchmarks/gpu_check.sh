@@ -13,7 +13,8 @@
 #   4. benchmarks/model_decode.py on a Llama-3-8B-shaped bf16 model (random weights) at batch 1
 #      and 64: eager vs CUDA graphs vs transformers, MBU against the copy bandwidth measured in
 #      the same run, and the decode attention's achieved bandwidth.
-# Logs and model_decode.json land in OUT (default $OUT, else ./gpu_check_out).
+# Logs and model_decode.json land in OUT (default $OUT, else ./gpu_check_out). PYTHON: the host's
+# Python with PyTorch (default python3; the dry run: .venv/bin/python).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,7 +60,8 @@ if [ "$dry_run" = 1 ]; then
     device_args=(--device cpu --shape demo --dtype fp32 --batch-sizes 1,4 --prompt-len 32 --decode-steps 8 --repeats 1)
 else
     python="$scratch/venv/bin/python"
-    step install 150 bash -c "python3 -m venv --system-site-packages '$scratch/venv' && PYTHON='$python' '$bundle/install.sh'"
+    host_python="${PYTHON:-python3}"  # the host's Python 3.12 with PyTorch
+    step install 150 bash -c "'$host_python' -m venv --system-site-packages '$scratch/venv' && PYTHON='$python' '$bundle/install.sh'"
     unset TRITON_INTERPRET
     device_args=(--device cuda --shape llama3-8b --dtype bf16 --batch-sizes 1,64 --decode-steps 64 --repeats 2
                  --model-dir "$scratch/llama3-8b")
