@@ -6,8 +6,10 @@ shapes, bf16, for a GPU; `--shape demo`: the small demo model, for a CPU). For e
 `batch` prompts of `--prompt-len` tokens are prefilled, then `--decode-steps` decode steps are
 timed (greedy, every request producing a token per step).
 
-Runner and transformers are timed alternately, `--repeats` rounds each; the best round counts
-(background load only ever adds time).
+The runner is measured eager and with CUDA graphs (`--enforce-eager`: eager only; on the CPU,
+which has no graphs, the graphs' padded path run eagerly instead). The runners and transformers
+are timed alternately, `--repeats` rounds each; the best round counts (background load only ever
+adds time).
 
 - runner: `ModelRunner.execute` per step, everything included (input building, forward, sampling).
 - transformers: `generate` with N + 1 new tokens minus `generate` with 1 (its prefill and first
@@ -15,9 +17,13 @@ Runner and transformers are timed alternately, `--repeats` rounds each; the best
 - limit: a decode step reads every weight once (the embedding table aside) and each request's
   KV; at the device's measured copy bandwidth that bounds tokens/s (batch / step-bytes * bandwidth).
   MBU = (step bytes / measured step time) / bandwidth.
+- attention: one layer's decode attention alone over the batch, `--attention-context` tokens of
+  context each, in a cache of its own; its achieved bandwidth = KV bytes read / time, beside the
+  copy bandwidth.
 
 Usage: .venv/bin/python benchmarks/model_decode.py --device cpu --shape demo [--threads 1]
        .venv/bin/python benchmarks/model_decode.py                 # CUDA when present: llama3-8b, bf16, batch 1 and 64
+       .venv/bin/python benchmarks/model_decode.py --dtype bf16 --enforce-eager --attention-backend sdpa
 The last line is one JSON object.
 """
 
@@ -33,6 +39,8 @@ from typing import Any
 import torch
 
 from engine.demo_model import build_demo_model
+from engine.wire.runner_config import DTYPE_ALIASES
+from engine.worker.attention import AttentionMetadata, kv_cache_shape
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine.wire.runner_config import ATTENTION_BACKENDS
 from engine.wire.sampling_params import SamplingParams
@@ -63,20 +71,27 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--shape", choices=sorted(SHAPES), default=None, help="default: llama3-8b on cuda, demo on cpu")
-    parser.add_argument("--dtype", default=None, help="default: bfloat16 on cuda, float32 on cpu")
+    parser.add_argument(
+        "--dtype", default=None, choices=sorted(DTYPE_ALIASES), help="default: bfloat16 on cuda, float32 on cpu"
+    )
     parser.add_argument("--batch-sizes", default=None, help="comma-separated; default 1,64 on cuda, 1,16 on cpu")
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--decode-steps", type=int, default=None, help="default 128 on cuda, 32 on cpu")
     parser.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
+    parser.add_argument("--enforce-eager", action="store_true", help="measure the eager runner only (no CUDA graphs)")
+    parser.add_argument(
+        "--attention-context", type=int, default=None, help="tokens per request (default 4096 on cuda, 128 on cpu)"
+    )
     parser.add_argument("--model-dir", type=Path, default=None, help="build (or reuse) the model here")
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds per batch size; the best counts")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
     on_gpu = args.device == "cuda"
     args.shape = args.shape or ("llama3-8b" if on_gpu else "demo")
-    args.dtype = args.dtype or ("bfloat16" if on_gpu else "float32")
+    args.dtype = DTYPE_ALIASES[args.dtype or ("bfloat16" if on_gpu else "float32")]
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,64" if on_gpu else "1,16")).split(",")]
     args.decode_steps = args.decode_steps or (128 if on_gpu else 32)
+    args.attention_context = args.attention_context or (4096 if on_gpu else 128)
     return args
 
 
@@ -192,9 +207,11 @@ def main() -> None:
     print(json.dumps(results))
 
 
-def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict[str, Any]:
+def build_runner(args: argparse.Namespace, model_dir: Path, *, eager: bool) -> ModelRunner:
+    """`eager`: every step eager; else on CUDA the decode graphs, on the CPU their padded path."""
     max_batch = max(args.batch_sizes)
     max_len = args.prompt_len + args.decode_steps + 8
+    num_blocks = max_batch * math.ceil((max_len + 4) / BLOCK_SIZE)
     runner = ModelRunner(
         ModelRunnerConfig(
             model=str(model_dir),
@@ -203,11 +220,57 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
             attention_backend=args.attention_backend,
             block_size=BLOCK_SIZE,
             max_model_len=max_len,
-            num_kv_blocks=max_batch * math.ceil((max_len + 4) / BLOCK_SIZE),
+            num_kv_blocks=num_blocks,
+            max_num_seqs=max_batch,
+            enforce_eager=eager,
         )
     )
+    runner.init_kv_cache(num_blocks, pad_decodes=None if eager or args.device == "cuda" else True)
+    return runner
+
+
+def attention_bandwidth(runner: ModelRunner, batch: int, context: int, repeats: int) -> float:
+    """Bytes per second one layer's decode attention reads (each request's keys and values of
+    `context` tokens) over `batch` decodes, each on blocks of its own."""
     info = runner.model_info
-    runner.init_kv_cache(max_batch * math.ceil((max_len + 4) / BLOCK_SIZE))
+    layer = runner.model.attention_layers[0]
+    device = runner.device
+    blocks_per_request = math.ceil(context / info.block_size)
+    shape = kv_cache_shape(batch * blocks_per_request, info.block_size, layer.num_kv_heads, layer.head_dim)
+    cache = torch.randn(shape, device=device).to(runner.dtype)
+    metadata = AttentionMetadata.build(
+        query_lens=[1] * batch,
+        seq_lens=[context] * batch,
+        block_tables=torch.arange(batch * blocks_per_request).view(batch, blocks_per_request).numpy(),
+        block_size=info.block_size,
+        device=device,
+    )
+    dtype = runner.dtype
+    query = torch.randn(batch, layer.num_heads, layer.head_dim, dtype=dtype, device=device)
+    key = torch.randn(batch, layer.num_kv_heads, layer.head_dim, dtype=dtype, device=device)
+    value = torch.randn_like(key)
+    with torch.inference_mode():
+        prepared = runner.backend.prepare(metadata)
+        for _ in range(3):
+            runner.backend.forward(query, key, value, cache, prepared, layer)
+        synchronize(device)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            runner.backend.forward(query, key, value, cache, prepared, layer)
+        synchronize(device)
+    elapsed = (time.perf_counter() - start) / repeats
+    kv_bytes = 2 * batch * context * layer.num_kv_heads * layer.head_dim * cache.element_size()
+    return kv_bytes / elapsed
+
+
+def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict[str, Any]:
+    runners = {"eager": build_runner(args, model_dir, eager=True)}
+    if not args.enforce_eager:
+        runners["graphs" if device.type == "cuda" else "padded"] = build_runner(args, model_dir, eager=False)
+    for name, runner in runners.items():
+        print(f"{name}: {runner.cuda_graphs}")
+    runner = runners["eager"]
+    info = runner.model_info
     bandwidth = measure_bandwidth(device)
     weight_bytes = weight_bytes_per_step(runner)
     kv_bytes_per_token = info.kv_cache_bytes_per_block // info.block_size
@@ -228,36 +291,49 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
     first_id = 0
     for batch in args.batch_sizes:
         prompts = prompts_for(batch, args.prompt_len, info.vocab_size)
-        runner_seconds, hf_seconds = [], []
-        for _ in range(args.repeats):  # alternated, so both see the same background load
-            runner_seconds.append(runner_decode(runner, prompts, args.decode_steps, first_id))
-            first_id += batch
+        seconds: dict[str, list[float]] = {name: [] for name in runners}
+        hf_seconds = []
+        for _ in range(args.repeats):  # alternated, so all see the same background load
+            for name, each in runners.items():
+                seconds[name].append(runner_decode(each, prompts, args.decode_steps, first_id))
+                first_id += batch
             with torch.inference_mode():
                 hf_seconds.append(hf_decode(hf, prompts, args.decode_steps, device))
-        seconds, hf_best = min(runner_seconds), min(hf_seconds)
+        hf_best = min(hf_seconds)
         mean_context = args.prompt_len + 3 + args.decode_steps / 2
         step_bytes = weight_bytes + batch * mean_context * kv_bytes_per_token
-        step_s = seconds / args.decode_steps
-        rows[batch] = dict(
-            runner_tok_s=batch * args.decode_steps / seconds,
-            runner_step_ms=step_s * 1e3,
+        repeats = 50 if device.type == "cuda" else 5
+        attention = attention_bandwidth(runner, batch, args.attention_context, repeats)
+        row = dict(
             hf_tok_s=batch * args.decode_steps / hf_best,
             hf_step_ms=hf_best / args.decode_steps * 1e3,
             limit_tok_s=batch * bandwidth / step_bytes,
             limit_step_ms=step_bytes / bandwidth * 1e3,
-            runner_mbu=step_bytes / step_s / bandwidth,
+            attention_gb_s=attention / 1e9,
+            attention_of_copy=attention / bandwidth,
         )
-    runner.shutdown()
+        for name, times in seconds.items():
+            step_s = min(times) / args.decode_steps
+            row[f"{name}_tok_s"] = batch / step_s
+            row[f"{name}_step_ms"] = step_s * 1e3
+            row[f"{name}_mbu"] = step_bytes / step_s / bandwidth
+            row[f"{name}_vs_hf"] = row[f"{name}_tok_s"] / row["hf_tok_s"]
+        rows[batch] = row
+    for each in runners.values():
+        each.shutdown()
 
-    print(
-        f"{'batch':>6} {'runner tok/s':>13} {'step ms':>8} {'HF tok/s':>10} {'step ms':>8} {'runner/HF':>10}"
-        f" {'limit tok/s':>12} {'MBU':>6}"
-    )
+    header = f"{'batch':>6}" + "".join(f" {name + ' tok/s':>14} {'ms':>7} {'xHF':>6} {'MBU':>6}" for name in runners)
+    print(header + f" {'HF tok/s':>10} {'ms':>7} {'limit tok/s':>12} {'attn GB/s':>10} {'of copy':>8}")
     for batch, row in rows.items():
+        line = f"{batch:>6}"
+        for name in runners:
+            line += (
+                f" {row[name + '_tok_s']:>14.1f} {row[name + '_step_ms']:>7.2f} {row[name + '_vs_hf']:>5.2f}x"
+                f" {row[name + '_mbu']:>6.1%}"
+            )
         print(
-            f"{batch:>6} {row['runner_tok_s']:>13.1f} {row['runner_step_ms']:>8.2f} {row['hf_tok_s']:>10.1f}"
-            f" {row['hf_step_ms']:>8.2f} {row['runner_tok_s'] / row['hf_tok_s']:>9.2f}x {row['limit_tok_s']:>12.1f}"
-            f" {row['runner_mbu']:>6.1%}"
+            line + f" {row['hf_tok_s']:>10.1f} {row['hf_step_ms']:>7.2f} {row['limit_tok_s']:>12.1f}"
+            f" {row['attention_gb_s']:>10.1f} {row['attention_of_copy']:>8.1%}"
         )
     return dict(
         device=str(device),
@@ -265,8 +341,11 @@ def run(args: argparse.Namespace, device: torch.device, model_dir: Path) -> dict
         shape=args.shape,
         dtype=info.dtype,
         attention_backend=info.attention_backend,
+        runners=list(runners),
+        cuda_graphs={name: each.cuda_graphs for name, each in runners.items()},
         prompt_len=args.prompt_len,
         decode_steps=args.decode_steps,
+        attention_context=args.attention_context,
         bandwidth_gb_s=round(bandwidth / 1e9, 1),
         batches={str(batch): {key: round(value, 3) for key, value in row.items()} for batch, row in rows.items()},
     )

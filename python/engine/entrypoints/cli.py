@@ -40,6 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--max-model-len", type=int, help="default: the model's maximum")
     model.add_argument("--attention-backend", default="auto", choices=ATTENTION_BACKENDS)
+    model.add_argument(
+        "--enforce-eager",
+        action="store_true",
+        help="run every step eagerly (default on CUDA: decode-only steps replay CUDA graphs captured at start-up; "
+        "the CPU always runs eagerly)",
+    )
 
     cache = parser.add_argument_group("KV cache")
     cache.add_argument("--block-size", type=int, help="tokens per KV block (default 16)")
@@ -184,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             kv_cache_memory_gib=args.kv_cache_memory_gib,
             gpu_memory_utilization=args.gpu_memory_utilization,
             attention_backend=args.attention_backend,
+            enforce_eager=args.enforce_eager,
             token_budget=scheduler.token_budget,
             max_num_seqs=scheduler.max_num_seqs,
         )

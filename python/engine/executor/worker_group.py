@@ -1,6 +1,7 @@
 """The engine's handle on its model worker processes: starts them, sizes the KV cache from what
 every rank can hold, broadcasts each step, returns rank 0's output, and notices a dead rank."""
 
+import logging
 import multiprocessing
 import os
 import socket
@@ -28,6 +29,8 @@ from engine.wire.worker_messages import (
     reply_decoder,
 )
 from engine.worker.worker_main import run_worker
+
+log = logging.getLogger("engine")
 
 Reply = TypeVar("Reply", Ready, CacheReady, Executed)
 
@@ -119,7 +122,9 @@ class WorkerGroup:
                 raise WorkerDiedError("the model leaves no memory for the KV cache")
             await self._broadcast(InitCache(num_blocks))
             for rank in range(self._num_ranks):
-                await self._expect(rank, CacheReady)
+                ready = await self._expect(rank, CacheReady)
+                if rank == 0:
+                    log.info("%s", ready.cuda_graphs)
             first = readies[0]
             self.model = ModelSummary(
                 first.vocab_size,

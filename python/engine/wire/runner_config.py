@@ -38,6 +38,10 @@ class ModelRunnerConfig:
     `gpu_memory_utilization` of the device's memory. `block_size`, `token_budget` and
     `max_num_seqs` must be the scheduler's (the engine takes them from its `SchedulerConfig`);
     their defaults are the scheduler core's.
+
+    `enforce_eager`: run every step eagerly. Otherwise, on CUDA with one pipeline stage and an
+    attention backend whose decode can be captured, decode-only steps replay CUDA graphs
+    captured at start-up (see `engine.worker.cuda_graphs`); the CPU always runs eagerly.
     """
 
     model: str
@@ -53,6 +57,7 @@ class ModelRunnerConfig:
     attention_backend: str = "auto"
     token_budget: int = SCHEDULER_DEFAULTS.token_budget
     max_num_seqs: int = SCHEDULER_DEFAULTS.max_num_seqs
+    enforce_eager: bool = False
     distributed_init_method: str = "tcp://127.0.0.1:29511"
     seed: int = 0
 

@@ -33,6 +33,8 @@ class Ready(msgspec.Struct, tag="ready", array_like=True):
 
 class CacheReady(msgspec.Struct, tag="cache_ready", array_like=True):
     rank: int
+    """What the rank did about CUDA graphs, in words (how many it captured, how long it took)."""
+    cuda_graphs: str = ""
 
 
 class Executed(msgspec.Struct, tag="executed", array_like=True, gc=False):

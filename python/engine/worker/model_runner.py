@@ -18,11 +18,14 @@ import torch
 import torch.distributed as dist
 
 from engine.worker.attention import AttentionMetadata, kv_cache_shape, select_backend
+from engine.worker.cuda_graphs import capture_decode_graphs, padded_decode_peak_bytes
+from engine.worker.decode_buckets import DecodeBuckets
 from engine.worker.forward_clock import ForwardClock
 from engine.model_config import ModelConfig, load_model_config
 from engine.worker.model.loader import load_model, resolve_dtype
 from engine.wire.runner_config import ModelInfo, ModelRunnerConfig
 from engine.worker.model.parallel import PipelineStage, TensorParallel, min_over_all_ranks
+from engine.worker.padded_decode import PaddedDecode
 from engine.worker.request_table import RequestTable, StepWork
 from engine.worker.logits_processors import TokenHistory
 from engine.worker.sampling import Sampler, SamplingRow, top_logprobs
@@ -90,6 +93,10 @@ class ModelRunner:
         self.sampler = Sampler(self.device, config.seed, model_config.eos_token_ids) if samples else None
         self.kv_caches: list[torch.Tensor] = []
         self.requests: RequestTable | None = None
+        self.padded_decode: PaddedDecode | None = None
+        """What `init_kv_cache` did about CUDA graphs, in words (the engine logs it)."""
+        self.cuda_graphs = ""
+        self._graph_bytes_reserved: int | None = None
 
     def _describe(self, model_config: ModelConfig, dtype: torch.dtype, max_model_len: int) -> ModelInfo:
         element_bytes = torch.empty((), dtype=dtype).element_size()
@@ -164,18 +171,86 @@ class ModelRunner:
             )
         return min_over_all_ranks(num_blocks, self.device)
 
-    def init_kv_cache(self, num_blocks: int) -> None:
+    def init_kv_cache(self, num_blocks: int, *, pad_decodes: bool | None = None) -> None:
+        """Allocates `num_blocks` KV blocks (the scheduler's), then captures the decode graphs when
+        they apply (`graphs_off_reason`). `pad_decodes`: run decode-only steps at padded shapes
+        (`engine.worker.padded_decode`), which takes one more block, the padding block; None:
+        when graphs are captured. True without graphs runs the padded path eagerly."""
         if num_blocks < 1:
             raise ValueError(f"num_blocks must be at least 1, got {num_blocks}")
         if self.requests is not None:
             raise ValueError("the KV cache is already initialised")
-        self.kv_caches = self._allocate_kv_cache(num_blocks)
+        off_reason = self.graphs_off_reason()
+        if pad_decodes is None:
+            pad_decodes = off_reason is None
+        if pad_decodes and (not self.backend.captures_decode or self.stage.size > 1):
+            raise ValueError(
+                f"padded decodes need one pipeline stage and an attention backend with a fixed-shape decode "
+                f"(not {self.backend.name!r})"
+            )
+        self.kv_caches = self._allocate_kv_cache(num_blocks + 1 if pad_decodes else num_blocks)
         self.requests = RequestTable(
             vocab_size=self.model_info.vocab_size,
             max_model_len=self.model_info.max_model_len,
             block_size=self.config.block_size,
             num_blocks=num_blocks,
             new_generator=self.sampler.new_generator if self.sampler is not None else None,
+        )
+        self.cuda_graphs = f"CUDA graphs off: {off_reason or 'pad_decodes is False'}"
+        if pad_decodes:
+            self.padded_decode = self._padded_decode(self.kv_caches, padding_block=num_blocks)
+            self.cuda_graphs += f"; decode-only steps padded to {len(self.padded_decode.buckets)} shapes, run eagerly"
+        if self.padded_decode is not None and off_reason is None:
+            self.cuda_graphs = self._capture_graphs(self.padded_decode)
+
+    def _capture_graphs(self, padded: PaddedDecode) -> str:
+        """Captures the decode graphs; says what it did."""
+        try:
+            with torch.inference_mode():
+                report = capture_decode_graphs(padded, self.device)
+        except RuntimeError as error:
+            raise ValueError(
+                f"capturing the decode CUDA graphs failed ({error}); --enforce-eager runs without them"
+            ) from error
+        buckets = padded.buckets
+        reserved = self._graph_bytes_reserved
+        return (
+            f"captured {report.num_graphs} CUDA graphs in {report.seconds:.1f} s (batch sizes "
+            f"{buckets.batch_sizes[0]}..{buckets.max_batch_size}, widths {buckets.widths[0]}.."
+            f"{buckets.max_width} blocks), taking {report.memory_bytes / 2**20:.0f} MiB"
+            + (f" ({reserved / 2**20:.0f} MiB reserved for them in the KV sizing)" if reserved is not None else "")
+        )
+
+    def graphs_off_reason(self) -> str | None:
+        """Why decode-only steps do not run as CUDA graphs here, or None when they do."""
+        if self.config.enforce_eager:
+            return "enforce_eager is set"
+        if self.device.type != "cuda":
+            return f"the {self.device.type} runs eagerly"
+        if self.stage.size > 1:
+            return "pipeline-parallel stages run eagerly"
+        if not self.backend.captures_decode:
+            return f"attention backend {self.backend.name!r} cannot be captured"
+        return None
+
+    def _padded_decode(self, kv_caches: list[torch.Tensor], padding_block: int) -> PaddedDecode:
+        config = self.config
+        buckets = DecodeBuckets(
+            max_num_seqs=config.max_num_seqs,
+            max_blocks=-(-self.model_info.max_model_len // config.block_size),
+            block_size=config.block_size,
+            reads_pages=self.backend.decode_reads_pages,
+        )
+        return PaddedDecode(
+            self.model,
+            self.backend,
+            kv_caches,
+            buckets,
+            padding_block=padding_block,
+            block_size=config.block_size,
+            hidden_size=self.hidden_size,
+            dtype=self.dtype,
+            device=self.device,
         )
 
     def _allocate_kv_cache(self, num_blocks: int) -> list[torch.Tensor]:
@@ -193,7 +268,7 @@ class ModelRunner:
         started = time.perf_counter()
         work = self.requests.apply(step, takes_forwarded_tokens=not self.stage.is_last)
         clock = ForwardClock(self.device)
-        output = self._run(self.requests, work, self.kv_caches, step.step_id, clock)
+        output = self._run(self.requests, work, self.kv_caches, step.step_id, clock, self.padded_decode)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         output.execute_s = time.perf_counter() - started
@@ -209,10 +284,30 @@ class ModelRunner:
         kv_caches: list[torch.Tensor],
         step_id: int = 0,
         clock: ForwardClock | None = None,
+        padded: PaddedDecode | None = None,
     ) -> StepOutput:
-        """`clock` (optional) times the forward pass: from launching the model to the logits."""
+        """`clock` (optional) times the forward pass: from launching the model to the logits.
+        `padded` (over `kv_caches`) runs the decode-only steps that fit one of its shapes."""
         if not len(work):
             return StepOutput(step_id, b"")
+        bucket = padded.bucket_for(work) if padded is not None else None
+        if padded is not None and bucket is not None:
+            padded.load(work, bucket)
+            if clock is not None:
+                clock.start()
+            padded.run(bucket)
+            hidden = padded.hidden[: len(work)]
+        else:
+            eager = self._forward_eager(work, kv_caches, clock)
+            if eager is None:
+                return StepOutput(step_id, b"")
+            hidden = eager
+        return self._sample_step(requests, work, hidden, step_id, clock)
+
+    def _forward_eager(
+        self, work: StepWork, kv_caches: list[torch.Tensor], clock: ForwardClock | None
+    ) -> torch.Tensor | None:
+        """The step's hidden states on the last stage; None on another (it sent them on)."""
         metadata = AttentionMetadata.build(
             query_lens=work.query_lens,
             seq_lens=work.seq_lens,
@@ -229,13 +324,17 @@ class ModelRunner:
         if not stage.is_first:
             shape = (len(work.input_ids), self.hidden_size)
             received = stage.receive_from_previous(shape, self.dtype, self.device)
-        hidden = self.model(input_ids, metadata.positions, kv_caches, prepared, received)
+        hidden: torch.Tensor = self.model(input_ids, metadata.positions, kv_caches, prepared, received)
         if not stage.is_last:
             stage.send_to_next(hidden)
             if clock is not None:
                 clock.stop()
-            return StepOutput(step_id, b"")
+            return None
+        return hidden
 
+    def _sample_step(
+        self, requests: RequestTable, work: StepWork, hidden: torch.Tensor, step_id: int, clock: ForwardClock | None
+    ) -> StepOutput:
         producing = work.producing
         chunk_ends = np.cumsum(work.query_lens)
         prompt_spans = _prompt_logprob_spans(work, chunk_ends)
@@ -320,7 +419,8 @@ class ModelRunner:
         step, num_blocks = largest_step(
             config.token_budget, config.max_num_seqs, self.model_info.max_model_len, config.block_size
         )
-        scratch = self._allocate_kv_cache(num_blocks)
+        captures = self.graphs_off_reason() is None
+        scratch = self._allocate_kv_cache(num_blocks + 1 if captures else num_blocks)  # + a padding block
         scratch_bytes = sum(layer.numel() * layer.element_size() for layer in scratch)
         profile = RequestTable(
             vocab_size=self.model_info.vocab_size,
@@ -340,6 +440,13 @@ class ModelRunner:
                 + (" (or use flash-attn with block_size 256)" if self.backend.name == "sdpa" else "")
             ) from error
         activation_peak = torch.cuda.max_memory_allocated(self.device) - allocated_before - scratch_bytes
+        graph_bytes = 0
+        if captures:  # the padding block, the graphs' static buffers and their pool (measured eagerly)
+            padded = self._padded_decode(scratch, padding_block=num_blocks)
+            with torch.inference_mode():
+                graph_bytes = self.model_info.kv_cache_bytes_per_block + padded_decode_peak_bytes(padded, self.device)
+            self._graph_bytes_reserved = graph_bytes
+            del padded
         del scratch
         torch.cuda.empty_cache()
         free_after, _ = torch.cuda.mem_get_info(self.device)
@@ -353,6 +460,7 @@ class ModelRunner:
             activation_peak=activation_peak,
             gpu_memory_utilization=config.gpu_memory_utilization,
             bytes_per_block=self.model_info.kv_cache_bytes_per_block,
+            graph_bytes=graph_bytes,
         )
 
     def shutdown(self) -> None:
@@ -401,18 +509,21 @@ def kv_cache_num_blocks(
     activation_peak: int,
     gpu_memory_utilization: float,
     bytes_per_block: int,
+    graph_bytes: int = 0,
 ) -> int:
     """How many KV blocks fit in `gpu_memory_utilization` of the device's `total` bytes beside the
-    profiled step's activation peak and the memory in use without it. The latter is the larger of
+    profiled step's activation peak, the CUDA graphs' memory (`graph_bytes`) and the memory in
+    use without them. The latter is the larger of
     what was in use before the step (`total - free_before`) and after it, once PyTorch's cache is
     emptied (`total - free_after`): the step may allocate outside PyTorch's allocator (cuBLAS
     workspaces, for one), where its peak statistics do not look."""
     used = total - min(free_before, free_after)
-    budget = total * gpu_memory_utilization - used - activation_peak
+    budget = total * gpu_memory_utilization - used - activation_peak - graph_bytes
     if budget < bytes_per_block:
+        graphs = f", {graph_bytes / 2**30:.2f} GiB for CUDA graphs" if graph_bytes else ""
         raise ValueError(
             f"no room for the KV cache: {used / 2**30:.2f} GiB in use besides activations, a "
-            f"{activation_peak / 2**30:.2f} GiB activation peak, and gpu_memory_utilization "
+            f"{activation_peak / 2**30:.2f} GiB activation peak{graphs}, and gpu_memory_utilization "
             f"{gpu_memory_utilization} of {total / 2**30:.2f} GiB"
         )
     return int(budget // bytes_per_block)

@@ -79,7 +79,7 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                     previous_end = end
                 case InitCache(num_blocks=num_blocks):
                     runner.init_kv_cache(num_blocks)
-                    reply(CacheReady(rank))
+                    reply(CacheReady(rank, runner.cuda_graphs))
                 case Shutdown():
                     break
     except Exception as error:

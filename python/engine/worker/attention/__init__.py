@@ -13,7 +13,13 @@ from typing import Any
 
 import torch
 
-from engine.worker.attention.backend import AttentionBackend, AttentionLayer, kv_cache_shape, write_kv
+from engine.worker.attention.backend import (
+    AttentionBackend,
+    AttentionLayer,
+    DecodeInputs,
+    kv_cache_shape,
+    write_kv,
+)
 from engine.worker.attention.flash import FlashAttention, flash_unsupported_reason
 from engine.worker.attention.metadata import AttentionMetadata
 from engine.worker.attention.reference import ReferenceAttention
@@ -60,6 +66,7 @@ __all__ = [
     "AttentionBackend",
     "AttentionLayer",
     "AttentionMetadata",
+    "DecodeInputs",
     "FlashAttention",
     "ReferenceAttention",
     "SdpaAttention",

@@ -32,12 +32,37 @@ class AttentionLayer:
 PreparedT = TypeVar("PreparedT")
 
 
+@dataclass(frozen=True, slots=True)
+class DecodeInputs:
+    """A decode-only batch in fixed shapes, as a CUDA graph replays it: one query token per row,
+    every tensor on the device (nothing read on the host, so no synchronization)."""
+
+    block_size: int
+    """[rows] int64: the cache slot each row's new key and value go to."""
+    slot_mapping: torch.Tensor
+    """[rows] int32: each row's context length, its new token included."""
+    seq_lens: torch.Tensor
+    """[rows, width] int32: each row's block table, padded to a fixed width."""
+    block_tables: torch.Tensor
+
+
 class AttentionBackend(ABC, Generic[PreparedT]):
     name: ClassVar[str]
+    """Whether `prepare_decode` is implemented: its decode runs in fixed shapes, so it can be
+    captured in a CUDA graph."""
+    captures_decode: ClassVar[bool] = False
+    """Whether its decode reads the block tables' pages in place (its cost does not grow with the
+    table width) rather than gathering every row's whole table."""
+    decode_reads_pages: ClassVar[bool] = False
 
     @abstractmethod
     def prepare(self, metadata: AttentionMetadata) -> PreparedT:
         """Per-step work shared by every layer (index tensors, masks); its result reaches `forward`."""
+
+    def prepare_decode(self, decode: DecodeInputs) -> PreparedT:
+        """`prepare` for a decode-only batch of fixed shapes, from device tensors alone (it runs
+        inside a captured CUDA graph); only backends with `captures_decode` have it."""
+        raise NotImplementedError(f"attention backend {self.name!r} cannot run a captured decode")
 
     @abstractmethod
     def forward(

@@ -9,6 +9,9 @@ With grouped-query attention, the masked calls fold each KV head's group of quer
 the query rows, so keys and values have exactly the queries' batch and head dimensions. That
 avoids `enable_gqa`, which on CUDA limits SDPA to the flash kernel (no mask) or the math one;
 the memory-efficient kernel takes the mask.
+
+A fixed-shape decode (`prepare_decode`, what a CUDA graph replays) gathers every row's whole
+padded block table, so its cost grows with the table's width (see `engine.worker.decode_buckets`).
 """
 
 from dataclasses import dataclass, field
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from engine.worker.attention.backend import AttentionBackend, AttentionLayer, write_kv
+from engine.worker.attention.backend import AttentionBackend, AttentionLayer, DecodeInputs, write_kv
 from engine.worker.attention.metadata import AttentionMetadata
 
 
@@ -45,7 +48,13 @@ class PrefillSegment:
 
 @dataclass(slots=True)
 class SdpaPlan:
-    metadata: AttentionMetadata
+    """What every layer of one step shares."""
+
+    """The step's metadata; None for a decode prepared from fixed-shape inputs (`prepare_decode`)."""
+    metadata: AttentionMetadata | None
+    block_size: int
+    """[num_tokens] int64: each new token's cache slot."""
+    slot_mapping: torch.Tensor
     """[num_decodes] int64: where each decode's token sits in the flattened batch."""
     decode_token_index: torch.Tensor
     """[num_decodes, blocks of the longest decode context] int64."""
@@ -61,7 +70,7 @@ class SdpaPlan:
         """[num_decodes, 1, 1, context width] bool: which gathered keys each decode may see."""
         mask = self.decode_masks.get(sliding_window)
         if mask is None:
-            width = self.decode_block_tables.shape[1] * self.metadata.block_size
+            width = self.decode_block_tables.shape[1] * self.block_size
             positions = torch.arange(width, device=self.decode_seq_lens.device)[None, :]
             seq_lens = self.decode_seq_lens[:, None]
             visible = positions < seq_lens
@@ -79,6 +88,7 @@ class SdpaPlan:
 
 class SdpaAttention(AttentionBackend[SdpaPlan]):
     name = "sdpa"
+    captures_decode = True
 
     def prepare(self, metadata: AttentionMetadata) -> SdpaPlan:
         device = metadata.slot_mapping.device
@@ -104,12 +114,27 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         decode_width = -(-longest_decode // metadata.block_size)
         return SdpaPlan(
             metadata=metadata,
+            block_size=metadata.block_size,
+            slot_mapping=metadata.slot_mapping,
             decode_token_index=torch.tensor(
                 [query_starts[row] for row in decode_rows], dtype=torch.int64, device=device
             ),
             decode_block_tables=metadata.block_tables[:, :decode_width].index_select(0, rows).long(),
             decode_seq_lens=metadata.seq_lens_tensor.index_select(0, rows).long(),
             prefills=tuple(prefills),
+        )
+
+    def prepare_decode(self, decode: DecodeInputs) -> SdpaPlan:
+        """Every row a decode: each gathers its whole (fixed-width) block table."""
+        rows = torch.arange(decode.seq_lens.shape[0], device=decode.seq_lens.device)
+        return SdpaPlan(
+            metadata=None,
+            block_size=decode.block_size,
+            slot_mapping=decode.slot_mapping,
+            decode_token_index=rows,
+            decode_block_tables=decode.block_tables.long(),
+            decode_seq_lens=decode.seq_lens.long(),
+            prefills=(),
         )
 
     def forward(
@@ -121,7 +146,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         plan: SdpaPlan,
         layer: AttentionLayer,
     ) -> torch.Tensor:
-        write_kv(key, value, kv_cache, plan.metadata.slot_mapping)
+        write_kv(key, value, kv_cache, plan.slot_mapping)
         output = torch.empty_like(query)
         if plan.decode_token_index.numel():
             output.index_copy_(0, plan.decode_token_index, self._decode(query, kv_cache, plan, layer))
@@ -143,7 +168,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         num_decodes, width = plan.decode_block_tables.shape
         # [2, num_decodes * blocks, block_size, kv_heads, head_dim] -> [2, num_decodes, kv_heads, context, head_dim]
         context = kv_cache.index_select(1, plan.decode_block_tables.flatten())
-        context = context.view(2, num_decodes, width * plan.metadata.block_size, layer.num_kv_heads, layer.head_dim)
+        context = context.view(2, num_decodes, width * plan.block_size, layer.num_kv_heads, layer.head_dim)
         context = context.transpose(2, 3)
         # A KV head's group of query heads are its query rows: [num_decodes, kv_heads, group, head_dim].
         queries = query.index_select(0, plan.decode_token_index)
