@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -20,7 +21,7 @@ import pytest
 from vidur import OperatorPredictor
 from vidur.config import VidurConfig, default_profiling_roots, load_config
 from vidur.predictor_cache import cache_path
-from vidur.search.on_ray import LOCAL, connect
+from vidur.search.on_ray import LOCAL, connect, disconnect
 from vidur.search.runner import SearchPoint, evaluate_point, plan_search, run_search
 
 SPACE = """
@@ -73,7 +74,7 @@ def local_ray() -> Iterator[ModuleType]:
     import ray
 
     yield ray
-    ray.shutdown()
+    disconnect()
     os.environ.clear()
     os.environ.update(environment)
 
@@ -104,12 +105,18 @@ def test_a_local_ray_search_gives_the_process_pools_results_bit_for_bit(
     assert search(space, predictor, cache, LOCAL) == points
     assert cache_files(cache) == files  # every probe and point, byte for byte
 
-    # Resuming: a point finished is never redone, whichever ran it.
-    (cache / next(name for name in files if json.loads(files[name]).get("name") == points[0]["name"])).unlink()
-    before = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
-    assert search(space, predictor, cache, LOCAL) == points
-    assert cache_files(cache) == files
-    assert all(path.stat().st_mtime_ns == before[path.name] for path in cache.iterdir() if path.name in before)
+    # The pool's search, stopped before its first point was finished, resumed on Ray: only that
+    # point runs, from its cached probes, and nothing finished is written again.
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name, content in files.items():
+        if json.loads(content).get("name") != points[0]["name"]:
+            (resumed / name).write_bytes(content)
+    before = {path.name: path.stat().st_mtime_ns for path in resumed.iterdir()}
+    assert len(before) == len(files) - 1
+    assert search(space, predictor, resumed, LOCAL) == points
+    assert cache_files(resumed) == files
+    assert all(path.stat().st_mtime_ns == before[path.name] for path in resumed.iterdir() if path.name in before)
 
 
 def test_a_worker_killed_mid_point_loses_only_that_point(
@@ -171,7 +178,9 @@ def test_a_retried_point_finished_before_its_worker_died_is_not_redone(
     assert [path.name for path in cache.iterdir()] == [f"{job.point_key()}.json"]  # no probe run
 
 
-def vidur_search(args: list[str], predictor: OperatorPredictor, data_dir: Path, directory: Path) -> dict:
+def vidur_search(
+    args: list[str], predictor: OperatorPredictor, data_dir: Path, directory: Path
+) -> subprocess.CompletedProcess[str]:
     """`vidur search` in a fresh process, with the predictor trained here in its cache, after
     which the process asserts it never imported Ray unless `--ray` was given."""
     cache = directory / "predictors"
@@ -182,7 +191,10 @@ def vidur_search(args: list[str], predictor: OperatorPredictor, data_dir: Path, 
     program += "assert ('--ray' in sys.argv) == ('ray' in sys.modules), 'ray imported'; sys.exit(code)"
     command = [sys.executable, "-c", program, "search", "--data-dir", str(data_dir), "--no-progress"]
     command += ["--predictor-cache-dir", str(cache), "--output-dir", str(directory / "out"), *args]
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def search_document(finished: subprocess.CompletedProcess[str], directory: Path) -> dict:
     assert finished.returncode == 0, finished.stderr
     return json.loads((directory / "out" / "search.json").read_text())
 
@@ -193,8 +205,9 @@ def test_the_cli_searches_on_a_running_ray_cluster_and_leaves_it_running(
 ) -> None:
     address = local_ray.get_runtime_context().gcs_address
     config = space_file(tmp_path, 100, ["h100", "a40"])
-    document = vidur_search(["--config", str(config), "--ray", address], predictor, data_dir, tmp_path)
+    finished = vidur_search(["--config", str(config), "--ray", address], predictor, data_dir, tmp_path)
     points, _ = by_the_pool
+    document = search_document(finished, tmp_path)
     assert document["points"] == points
     assert local_ray.cluster_resources()["CPU"] == 2
 
@@ -203,9 +216,22 @@ def test_the_default_search_runs_in_worker_processes_without_importing_ray(
     data_dir: Path, predictor: OperatorPredictor, tmp_path: Path
 ) -> None:
     config = space_file(tmp_path, 60, ["h100"])
-    document = vidur_search(["--config", str(config), "--workers", "2"], predictor, data_dir, tmp_path)
+    finished = vidur_search(["--config", str(config), "--workers", "2"], predictor, data_dir, tmp_path)
+    document = search_document(finished, tmp_path)
     assert [p["name"] for p in document["points"]] == [
         "h100 tp=1 pp=1 x1 sarathi budget=512 seqs=128",
         "h100 tp=2 pp=1 x1 sarathi budget=512 seqs=128",
     ]
     assert all(p["capacity_qps"] > 0 for p in document["points"])
+
+
+def test_a_ray_address_nobody_answers_at_is_refused_at_once(
+    data_dir: Path, predictor: OperatorPredictor, tmp_path: Path
+) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+    config = space_file(tmp_path, 60, ["h100"])
+    finished = vidur_search(["--config", str(config), "--ray", address], predictor, data_dir, tmp_path)
+    assert finished.returncode == 2
+    assert f"vidur: error: no Ray cluster answers at {address}: [Errno 111] Connection refused" in finished.stderr

@@ -375,7 +375,7 @@ def parser() -> argparse.ArgumentParser:
         nargs="?",
         const="local",
         metavar="ADDRESS",
-        help="each point as a task on the Ray cluster at ADDRESS (host:port, ray://host:port, auto); without "
+        help="each point as a task on the Ray cluster at ADDRESS (host:port or ray://host:port); without "
         "ADDRESS on a local Ray started for the run (needs servekit-vidur[ray])",
     )
     search.add_argument(

@@ -9,6 +9,7 @@ driver also records each finished point in it, so resuming works even where the 
 are their own."""
 
 import os
+import socket
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -33,9 +34,30 @@ def connect(address: str, num_cpus: int) -> bool:
         return False
     if address == LOCAL:
         ray.init(LOCAL, num_cpus=num_cpus, include_dashboard=False)
-    else:
+        return True
+    _refuse_if_unreachable(address)
+    try:
         ray.init(address)
+    except ConnectionError as error:
+        raise RuntimeError(f"cannot join the Ray cluster at {address}: {error}") from error
     return True
+
+
+def _refuse_if_unreachable(address: str) -> None:
+    """Ray waits minutes for a cluster that does not answer: a `host:port` (or `ray://host:port`)
+    nobody listens on is refused at once."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto`, and the forms only Ray resolves
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as error:
+        raise RuntimeError(f"no Ray cluster answers at {address}: {error}") from error
+
+
+def disconnect() -> None:
+    """Disconnects this process from its Ray, which stops a local one `connect` started."""
+    _import_ray().shutdown()
 
 
 def map_on_ray(jobs: list[SearchJob], cache: DiskCache, address: str, num_cpus: int) -> Iterator[SearchPoint]:
@@ -55,7 +77,7 @@ def map_on_ray(jobs: list[SearchJob], cache: DiskCache, address: str, num_cpus: 
             yield point
     finally:
         if connected:
-            ray.shutdown()
+            disconnect()
 
 
 def _import_ray() -> ModuleType:
