@@ -200,8 +200,7 @@ def search_document(finished: subprocess.CompletedProcess[str], directory: Path)
 
 
 def test_the_cli_searches_on_a_running_ray_cluster_and_leaves_it_running(
-    local_ray: ModuleType, space: VidurConfig, data_dir: Path, predictor: OperatorPredictor, by_the_pool: tuple,
-    tmp_path: Path,
+    local_ray: ModuleType, data_dir: Path, predictor: OperatorPredictor, by_the_pool: tuple, tmp_path: Path
 ) -> None:
     address = local_ray.get_runtime_context().gcs_address
     config = space_file(tmp_path, 100, ["h100", "a40"])
