@@ -17,7 +17,7 @@ from vidur.search.cache import DiskCache
 from vidur.search.runner import SearchJob, SearchPoint, evaluate_point
 
 LOCAL = "local"  # `ray.init`'s address for a new local Ray
-MAX_RETRIES = 3  # runs of a point's task after its worker dies
+MAX_RETRIES = 3  # times a point's task runs again after its worker died
 # A local Ray for the search alone: on the loopback address only (read when Ray is imported:
 # without it a node takes the machine's outward address), and no usage reports.
 LOCAL_ENVIRONMENT = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
