@@ -13,7 +13,11 @@ full scoring against the search's verdict from the columns (the same verdict,
 end in a fresh process (the run format, iterations.csv, simulation.json and trace.json written,
 plots off, the predictor from its cache), beside Vidur's own whole run of the same requests
 (95 s, as measured for the issue that asked for this figure). Each figure is the median of a few
-repeats (the machine is shared).
+repeats (the machine is shared). `vidur search` of 288 small deployments (100 requests a probe)
+runs in the process pool and on a local Ray of as many CPUs as cores, from empty caches: points
+per second each (the pool's figure includes starting its processes, Ray's does not: it is started
+once, and its start-up is a figure of its own), and Ray's overhead per point: a task that ships
+the point's job and returns it finished from the cache.
 
 Usage: .venv/bin/python benchmarks/vidur_speed.py [--data-dir DIR]
 The last line is one JSON object, for the 10,000-request run.
@@ -22,6 +26,7 @@ The last line is one JSON object, for the 10,000-request run.
 import argparse
 import functools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -37,6 +42,7 @@ from metron.lengths import LengthConfig, request_lengths
 from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
 from metron.traces import read_trace_column
+from metron.workload import WorkloadConfig
 
 from vidur import (
     ClusterConfig,
@@ -51,7 +57,11 @@ from vidur import (
     simulated_prefill_model,
     train_predictor,
 )
+from vidur.config import SearchConfig, VidurConfig
 from vidur.profiles import load_profiles
+from vidur.search import on_ray
+from vidur.search.cache import DiskCache
+from vidur.search.runner import plan_search, run_search
 from vidur.slo_check import slo_verdict
 from vidur.validation import interpolation_error, roofline_transfer_error
 
@@ -87,6 +97,69 @@ def whole_command_s(data: Path) -> tuple[float, float]:
             walls.append(time.perf_counter() - started)
             simulations.append(float(printed.splitlines()[-1].split()[2]))  # "time: simulation X s, ..."
     return statistics.median(walls), statistics.median(simulations)
+
+
+def search_speed(predictor: OperatorPredictor) -> dict[str, float]:
+    """The process pool against a local Ray of the same cores, on the same space from empty
+    caches, in turns; medians."""
+    space = SearchConfig(
+        gpus=("h100", "a100", "a40"),
+        tensor_parallel=(1, 2, 4),
+        pipeline_parallel=(1, 2),
+        num_replicas=(1, 2),
+        policies=("sarathi", "vllm"),
+        token_budgets=(256, 512, 1024),
+        max_num_seqs=(64, 128),
+        initial_qps=4.0,
+        max_qps=1024.0,
+        precision=0.1,
+    )
+    config = VidurConfig(workload=WorkloadConfig(num_requests=100, lengths=LengthConfig(kind="uniform")), search=space)
+    cores = os.cpu_count() or 1
+    walls: dict[str, list[float]] = {"pool": [], "ray": []}
+    points = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        on_ray.connect(on_ray.LOCAL, cores)
+        ray_start_s = time.perf_counter() - started
+        try:
+            for repeat in range(REPEATS):
+                for kind, address in (("pool", None), ("ray", on_ray.LOCAL)):
+                    cache = Path(scratch, f"{kind}-{repeat}")
+                    started = time.perf_counter()
+                    found = run_search(
+                        config, predictor, cache_dir=cache, fingerprint="", workers=cores, progress=False,
+                        ray_address=address,
+                    )
+                    walls[kind].append(time.perf_counter() - started)
+                    points[kind] = [p.as_dict() for p in found]
+            # What Ray adds to a point: every task ships its job and returns the point its worker
+            # finds finished in the cache.
+            finished = Path(scratch, f"ray-{REPEATS - 1}")
+            jobs, _ = plan_search(config, space, predictor, finished, "")
+            started = time.perf_counter()
+            assert len(list(on_ray.map_on_ray(jobs, DiskCache(finished), on_ray.LOCAL, cores))) == len(jobs)
+            ray_task_s = (time.perf_counter() - started) / len(jobs)
+        finally:
+            on_ray.disconnect()
+    assert points["ray"] == points["pool"] and len(points["pool"]) >= 200
+    num_points = len(points["pool"])
+    pool_s, ray_s = statistics.median(walls["pool"]), statistics.median(walls["ray"])
+    figures = {
+        "search_points": num_points,
+        "search_pool_points_per_s": round(num_points / pool_s, 2),
+        "search_ray_points_per_s": round(num_points / ray_s, 2),
+        "search_ray_start_s": round(ray_start_s, 2),
+        "search_ray_overhead_per_point_ms": round(ray_task_s * 1e3, 2),
+    }
+    print(
+        f"\nvidur search, {num_points} deployments from empty caches, {cores} cores (median of {REPEATS}): "
+        f"process pool {pool_s:.1f} s ({figures['search_pool_points_per_s']} points/s), local Ray {ray_s:.1f} s "
+        f"({figures['search_ray_points_per_s']} points/s) after its start-up of {ray_start_s:.1f} s, the same "
+        f"points; Ray's overhead {figures['search_ray_overhead_per_point_ms']} ms per point (a task returning a "
+        f"finished point), the searches' difference {(ray_s - pool_s) / num_points * 1e3:.1f} ms per point"
+    )
+    return figures
 
 
 def median_s(run: Callable[[], object]) -> float:
@@ -215,6 +288,7 @@ def main() -> None:
         f"(the simulation {command_simulation_s:.3f} s of it); Vidur's whole run {VIDUR_WHOLE_RUN_S:.0f} s, "
         f"{VIDUR_WHOLE_RUN_S / whole_s:.0f}x"
     )
+    search_figures = search_speed(predictor)
     print(
         json.dumps(
             {
@@ -229,6 +303,7 @@ def main() -> None:
                 "column_scoring_s": round(column_scoring_s, 3),
                 "whole_command_s": round(whole_s, 3),
                 "whole_command_vs_vidur": round(VIDUR_WHOLE_RUN_S / whole_s, 1),
+                **search_figures,
             }
         )
     )

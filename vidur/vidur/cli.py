@@ -218,6 +218,7 @@ def search_command(args: argparse.Namespace) -> int:
         fingerprint=profile_fingerprint(roots),
         workers=args.workers or os.cpu_count() or 1,
         progress=not args.no_progress,
+        ray_address=args.ray,
     )
     print(format_table(points))
     context = {"workload": msgspec.to_builtins(config.workload), "slo": msgspec.to_builtins(config.slo)}
@@ -369,8 +370,18 @@ def parser() -> argparse.ArgumentParser:
 
     search = commands.add_parser("search", help="capacity and cost of every deployment in a space")
     _common(search)
-    search.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    search.add_argument("--cache-dir", help="finished probes and points (default: OUTPUT_DIR/cache)")
+    search.add_argument("--workers", type=int, help="worker processes, or a local Ray's CPUs (default: one per core)")
+    search.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="each point as a task on the Ray cluster at ADDRESS (host:port or ray://host:port); without "
+        "ADDRESS on a local Ray started for the run (needs servekit-vidur[ray])",
+    )
+    search.add_argument(
+        "--cache-dir", help="finished probes and points (default: OUTPUT_DIR/cache; on a Ray cluster: a shared disk)"
+    )
     search.add_argument("--no-progress", action="store_true")
     search.set_defaults(run=search_command)
 

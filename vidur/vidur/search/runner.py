@@ -1,5 +1,6 @@
 """Runs a search: plans every deployment, finds each one's capacity in a worker process (one per
-core), caches every probe and every finished point, and ranks the points by cost."""
+core, or a Ray task: `on_ray.py`), caches every probe and every finished point, and ranks the
+points by cost."""
 
 import hashlib
 import multiprocessing
@@ -119,9 +120,13 @@ class SearchJob:
         )
 
 
-def _evaluate(job: SearchJob) -> SearchPoint:
-    """Finds one deployment's capacity (runs in a worker process)."""
+def evaluate_point(job: SearchJob) -> SearchPoint:
+    """Finds one deployment's capacity (runs in a worker), unless a worker that died before
+    returning it had finished it."""
     cache = DiskCache(Path(job.cache_dir))
+    cached = cache.get(job.point_key())
+    if cached is not None:
+        return _from_cache(cached)
     simulator = Simulator(job.deployment)
     config = job.config
     deadlines = deadlines_for(config, simulator)
@@ -173,7 +178,7 @@ def plan_search(
                 SearchPoint(point_name(deployment_config), deployment_config.as_dict(), False, reason=str(error))
             )
             continue
-        jobs.append(SearchJob(deployment, config, str(cache_dir), fingerprint, files))
+        jobs.append(SearchJob(deployment, config, str(cache_dir.resolve()), fingerprint, files))
     return jobs, infeasible
 
 
@@ -185,8 +190,10 @@ def run_search(
     fingerprint: str,
     workers: int,
     progress: bool = True,
+    ray_address: str | None = None,
 ) -> list[SearchPoint]:
-    """Every point of the search space, finished ones taken from the cache."""
+    """Every point of the search space, finished ones taken from the cache. The others run in
+    `workers` processes, or with `ray_address` as Ray tasks (`on_ray.map_on_ray`)."""
     jobs, points = plan_search(config, config.search, predictor, cache_dir, fingerprint)
     cache = DiskCache(cache_dir)
     pending = []
@@ -197,8 +204,14 @@ def run_search(
         else:
             pending.append(job)
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), desc="deployments", disable=not progress)
+    if ray_address is None:
+        finished = _map(pending, workers)
+    else:
+        from vidur.search.on_ray import map_on_ray
+
+        finished = map_on_ray(pending, cache, ray_address, workers)
     with bar:
-        for point in _map(pending, workers):
+        for point in finished:
             points.append(point)
             bar.update(1)
             bar.set_postfix_str(f"{point.name}: {point.capacity_qps:.3g} QPS")
@@ -207,11 +220,11 @@ def run_search(
 
 def _map(jobs: list[SearchJob], workers: int) -> Iterator[SearchPoint]:
     if workers <= 1 or len(jobs) <= 1:
-        yield from map(_evaluate, jobs)
+        yield from map(evaluate_point, jobs)
         return
     context = multiprocessing.get_context("spawn")
     with context.Pool(min(workers, len(jobs))) as pool:
-        yield from pool.imap_unordered(_evaluate, jobs)
+        yield from pool.imap_unordered(evaluate_point, jobs)
 
 
 def pareto_frontier(points: list[SearchPoint]) -> list[SearchPoint]:
