@@ -19,6 +19,9 @@ fn column<T: Column>(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult
     decode(name, bytes)
 }
 
+/// Tokens and requests per part of `requests.jsonl` formatted at once (about 20 MB of text).
+const JSONL_PART_WEIGHT: usize = 1 << 19;
+
 /// Writes through a temporary name and renames, so a reader never sees half a file.
 fn write_atomically(
     path: &Path,
@@ -114,7 +117,7 @@ pub fn write_request_files(
         // One core is left to the caller, which scores the run meanwhile.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         write_atomically(&jsonl_path, |out| {
-            requests.write_jsonl(out, cores.saturating_sub(1))
+            requests.write_jsonl(out, cores.saturating_sub(1), JSONL_PART_WEIGHT)
         })?;
         write_atomically(&csv_path, |out| requests.write_csv(out))
     })

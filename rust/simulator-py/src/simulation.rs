@@ -30,6 +30,12 @@ pub struct PySimulationOutput {
     num_iterations: u64,
     #[pyo3(get)]
     end_s: f64,
+    /// Requests that reached the router: the workload's first `num_arrived`.
+    #[pyo3(get)]
+    num_arrived: u32,
+    /// Whether `max_simulated_s` stopped the run before everything happened.
+    #[pyo3(get)]
+    is_cut: bool,
 }
 
 #[pymethods]
@@ -110,6 +116,7 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
     router = "round_robin",
     seed = 0,
     record_iterations = true,
+    max_simulated_s = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
@@ -123,6 +130,7 @@ pub fn simulate(
     router: &str,
     seed: u64,
     record_iterations: bool,
+    max_simulated_s: Option<f64>,
 ) -> PyResult<PySimulationOutput> {
     let workload = Workload::new(
         arrival_times,
@@ -140,6 +148,7 @@ pub fn simulate(
         router: RouterKind::from_name(router).map_err(to_py)?,
         seed,
         record_iterations,
+        max_simulated_s,
     };
     let cost = &cost_model.get().inner;
     let scheduler = &scheduler.inner;
@@ -151,5 +160,7 @@ pub fn simulate(
         iterations: output.iterations,
         num_iterations: output.num_iterations,
         end_s: output.end_s,
+        num_arrived: output.num_arrived,
+        is_cut: output.is_cut,
     })
 }
