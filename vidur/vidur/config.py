@@ -9,6 +9,7 @@ plus `ttft_slack_s`, or `"fixed"`: `ttft_s`), `slo` (metron's `SloConfig`), `pre
 """
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -49,9 +50,19 @@ class PredictorConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
+    """`max_simulated_seconds`: stop the run at that simulated time (`--max-simulated-seconds`)."""
+
     record_iterations: bool = True
     trace_max_iterations: int = 20_000
     plots: bool = True
+    max_simulated_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        limit = self.max_simulated_seconds
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            raise ValueError(
+                f"output.max_simulated_seconds (--max-simulated-seconds) must be a positive number of seconds, got {limit}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

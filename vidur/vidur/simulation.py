@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from metron.arrivals import arrival_times
 from metron.deadlines import DeadlineConfig
+from metron.lengths import request_lengths
 from metron.metrics import RequestRecord, RequestTimes, request_records
-from metron.workload import RequestSpec
+from metron.workload import RequestSpec, WorkloadConfig, generate_workload
 
 from vidur import _simulator
 from vidur.deployment import Deployment
@@ -46,6 +48,19 @@ class Workload:
             warmup=np.array([r.warmup for r in ordered], dtype=bool),
         )
 
+    @classmethod
+    def generated(cls, config: WorkloadConfig) -> "Workload":
+        """metron's `generate_workload(config)` as columns. A workload of independent requests
+        (no sessions, no shared prefix) is drawn straight into arrays from the same seeded
+        streams, in the same order, with no object per request."""
+        if config.sessions.num_turns > 1 or config.shared_prefix_tokens:
+            return cls.from_requests(generate_workload(config))
+        total = config.num_warmup_requests + config.num_requests
+        arrivals = arrival_times(config.arrivals, total, np.random.default_rng([config.seed, 0]))
+        prompts, outputs = request_lengths(config.lengths, total, np.random.default_rng([config.seed, 1]))
+        ids = np.arange(total, dtype=np.int64)  # arrivals never decrease: already in order
+        return cls(ids, arrivals.astype(np.float64), prompts, outputs, ids < config.num_warmup_requests)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -55,7 +70,10 @@ class SimulationResult:
     """Per-request columns (workload order): replica, token_offsets, num_tokens, token_times,
     first_scheduled_s, finished_s, finish_reason, num_preemptions. Per-iteration columns: see
     `vidur._simulator.SimulationOutput.iteration_columns`. `output` is the simulator's own
-    record of the run, which writes the iterations as CSV."""
+    record of the run, which writes the iterations as CSV.
+
+    A run stopped at `max_simulated_s` (`is_cut`) saw only the workload's first `num_arrived`
+    requests; those unfinished then were interrupted, as a metron run stopped early records them."""
 
     deployment: Deployment
     workload: Workload
@@ -66,13 +84,24 @@ class SimulationResult:
     end_s: float
     wall_s: float
     output: _simulator.SimulationOutput
+    num_arrived: int
+    is_cut: bool = False
+    max_simulated_s: float | None = None
+
+    @property
+    def num_unfinished(self) -> int:
+        """Requests that arrived but had not finished when the run was cut (0 for a whole run)."""
+        if not self.is_cut:
+            return 0
+        unfinished = self.requests["finish_reason"][: self.num_arrived] == 0
+        return int(np.count_nonzero(unfinished)) - sum(i < self.num_arrived for i in self.rejections)
 
     def token_times(self, index: int) -> np.ndarray:
         start = int(self.requests["token_offsets"][index])
         return self.requests["token_times"][start : start + int(self.requests["num_tokens"][index])]
 
     def measured(self) -> list[RequestTimes]:
-        """What a client would have measured of every request."""
+        """What a client would have measured of every request that arrived."""
         workload, columns = self.workload, self.requests
         all_times = columns["token_times"].tolist()
         offsets = columns["token_offsets"].tolist()
@@ -80,9 +109,10 @@ class SimulationResult:
         delays = (columns["first_scheduled_s"] - workload.arrival_s).tolist()
         reasons = columns["finish_reason"].tolist()
         measured = []
-        for index in range(len(workload)):
+        for index in range(self.num_arrived):
             error = self.rejections.get(index)
-            if error is None and reasons[index] == 0:
+            unfinished = error is None and reasons[index] == 0
+            if unfinished and not self.is_cut:
                 error = "the simulation ended before the request finished"
             delay = delays[index]
             measured.append(
@@ -94,6 +124,7 @@ class SimulationResult:
                     requested_output_tokens=int(workload.output_tokens[index]),
                     scheduling_delay_s=None if math.isnan(delay) else delay,
                     error=error,
+                    interrupted=unfinished and self.is_cut,
                     warmup=bool(workload.warmup[index]),
                 )
             )
@@ -120,7 +151,10 @@ class Simulator:
     def cost_model(self) -> _simulator.CostModel:
         return self._cost_model
 
-    def run(self, workload: Workload, *, record_iterations: bool = True) -> SimulationResult:
+    def run(
+        self, workload: Workload, *, record_iterations: bool = True, max_simulated_s: float | None = None
+    ) -> SimulationResult:
+        """Simulates `workload`; with `max_simulated_s`, stops at that simulated time."""
         cluster = self.deployment.config.cluster
         started = time.perf_counter()
         output = _simulator.simulate(
@@ -133,6 +167,7 @@ class Simulator:
             router=cluster.router,
             seed=cluster.seed,
             record_iterations=record_iterations,
+            max_simulated_s=max_simulated_s,
         )
         wall_s = time.perf_counter() - started
         return SimulationResult(
@@ -145,4 +180,7 @@ class Simulator:
             end_s=output.end_s,
             wall_s=wall_s,
             output=output,
+            num_arrived=output.num_arrived,
+            is_cut=output.is_cut,
+            max_simulated_s=max_simulated_s,
         )
