@@ -1,7 +1,7 @@
 """What a million-request run goes through, checked on small runs against the per-request paths:
-the workload drawn straight into columns is metron's `generate_workload`, and a `requests.jsonl`
+the workload drawn straight into columns is metron's `generate_workload`, a `requests.jsonl`
 formatted and written part by part (so its text is never held whole) is metron's writer's, byte
-for byte."""
+for byte, and `vidur simulate` with plots off never takes a per-request path."""
 
 from pathlib import Path
 
@@ -15,7 +15,10 @@ from metron.sessions import SessionConfig
 from metron.summary import summarize
 from metron.workload import WorkloadConfig, generate_workload
 
+import vidur.run_columns
+import vidur.simulation
 from vidur import ClusterConfig, DeploymentConfig, OperatorPredictor, Simulator, Workload, plan_deployment
+from vidur.cli import main
 from vidur.output import write_simulated_run
 
 TRACE = Path(__file__).resolve().parents[3] / "shared" / "data" / "traces" / "splitwise_code.csv"
@@ -24,7 +27,10 @@ WORKLOADS = {
         num_requests=500, num_warmup_requests=20, seed=4, lengths=LengthConfig(kind="uniform")
     ),
     "gamma-zipf": WorkloadConfig(
-        num_requests=300, seed=9, arrivals=ArrivalConfig(kind="gamma", rate=3.0, cv=2.5), lengths=LengthConfig(kind="zipf")
+        num_requests=300,
+        seed=9,
+        arrivals=ArrivalConfig(kind="gamma", rate=3.0, cv=2.5),
+        lengths=LengthConfig(kind="zipf"),
     ),
     "trace-clipped": WorkloadConfig(
         num_requests=2000,
@@ -60,3 +66,21 @@ def test_a_jsonl_written_in_parts_is_metrons_byte_for_byte(predictor: OperatorPr
     for name in ("requests.jsonl", "requests.csv"):
         assert (tmp_path / "columns" / name).read_bytes() == (tmp_path / "records" / name).read_bytes(), name
     assert np.array_equal(result.requests["num_tokens"], result.workload.output_tokens)
+
+
+def test_a_run_without_plots_builds_no_object_per_request(
+    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a per-request path was taken")
+
+    monkeypatch.setattr(vidur.simulation, "generate_workload", refuse)  # metron's RequestSpec per request
+    monkeypatch.setattr(vidur.simulation.SimulationResult, "measured", refuse)  # RequestTimes per request
+    monkeypatch.setattr(vidur.run_columns.RunColumns, "records", refuse)  # RequestRecord per request
+    args = ["simulate", "--data-dir", str(data_dir), "--replicas", "4", "--num-requests", "2000", "--qps", "30"]
+    args += ["--set", "workload.lengths.kind=trace", "--set", "workload.lengths.trace_path=splitwise_code.csv"]
+    assert main([*args, "--set", "output.plots=false", "--output-dir", str(tmp_path / "run")]) == 0
+    assert len((tmp_path / "run" / "requests.jsonl").read_text().splitlines()) == 2000
+    # The tripwires are live: the plots draw from per-request records.
+    with pytest.raises(AssertionError, match="a per-request path was taken"):
+        main([*args, "--output-dir", str(tmp_path / "plotted")])

@@ -61,7 +61,8 @@ class OutputConfig:
         limit = self.max_simulated_seconds
         if limit is not None and not (math.isfinite(limit) and limit > 0):
             raise ValueError(
-                f"output.max_simulated_seconds (--max-simulated-seconds) must be a positive number of seconds, got {limit}"
+                "output.max_simulated_seconds (--max-simulated-seconds) must be a positive number of seconds, "
+                f"got {limit}"
             )
 
 

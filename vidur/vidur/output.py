@@ -144,7 +144,9 @@ def write_simulated_run(
         scored = _scored(columns, slo)
         if summary is None:
             summary = simulation_summary(result)
-        _write_run_files(result, scored, directory, summary, deadlines, slo, workload_config, trace_max_iterations, plots)
+        _write_run_files(
+            result, scored, directory, summary, deadlines, slo, workload_config, trace_max_iterations, plots
+        )
         iterations_written.result()
         requests_written.result()
     return scored

@@ -29,9 +29,9 @@ NOT_FINISHED = "the simulation ended before the request finished"
 
 @dataclass(frozen=True, slots=True)
 class RunColumns:
-    """Per request that arrived, in workload order. `token_times_s` holds every request's output token times
-    end to end (request i's are the `num_tokens[i]` after the previous requests'); `outcome`
-    indexes `OUTCOMES`; `errors` says why each failed request failed."""
+    """Per request that arrived, in workload order. `token_times_s` holds every request's output
+    token times end to end (request i's are the `num_tokens[i]` after the previous requests');
+    `outcome` indexes `OUTCOMES`; `errors` says why each failed request failed."""
 
     ids: np.ndarray
     arrival_s: np.ndarray

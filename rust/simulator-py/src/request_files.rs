@@ -1,6 +1,7 @@
 //! A simulated run's `requests.jsonl` and `requests.csv`, written from its columns with the GIL
 //! released (`simulator::request_files`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -8,15 +9,19 @@ use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use simulator::request_files::RequestColumns;
 
 use crate::byte_columns::{decode, Column};
 
-fn column<T: Column>(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult<Vec<T>> {
+fn column<'a, T: Column>(
+    columns: &'a HashMap<String, Bound<'_, PyBytes>>,
+    name: &str,
+) -> PyResult<Cow<'a, [T]>> {
     let bytes = columns
         .get(name)
         .ok_or_else(|| PyValueError::new_err(format!("the request columns lack {name}")))?;
-    decode(name, bytes)
+    decode(name, bytes.as_bytes())
 }
 
 /// Tokens and requests per part of `requests.jsonl` formatted at once (about 20 MB of text).
@@ -51,7 +56,7 @@ pub fn write_request_files(
     py: Python<'_>,
     jsonl_path: PathBuf,
     csv_path: PathBuf,
-    columns: HashMap<String, Vec<u8>>,
+    columns: HashMap<String, Bound<'_, PyBytes>>,
     errors: Vec<(usize, String)>,
     tbt_deadline_s: f64,
 ) -> PyResult<()> {
@@ -80,8 +85,8 @@ pub fn write_request_files(
     let ttft_deadline = column::<f64>(&columns, "ttft_deadline_s")?;
     let min_deadline = column::<f64>(&columns, "min_tbt_deadline_s")?;
     let warmup: Vec<bool> = column::<u8>(&columns, "warmup")?
-        .into_iter()
-        .map(|b| b != 0)
+        .iter()
+        .map(|&b| b != 0)
         .collect();
     let outcome = column::<u8>(&columns, "outcome")?;
     let mut error = vec![None; ids.len()];
