@@ -37,11 +37,12 @@ class TokenStreams:
         return len(self.num_tokens)
 
     def subset(self, streams: np.ndarray) -> "TokenStreams":
-        """Streams `streams` (indices, in order), end to end."""
-        counts = self.num_tokens[streams]
-        starts = (np.cumsum(self.num_tokens) - self.num_tokens)[streams]
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        return TokenStreams(self.times_ns[np.repeat(starts, counts) + within], counts)
+        """Streams `streams` (increasing indices), end to end."""
+        if len(streams) == len(self):
+            return self
+        chosen = np.zeros(len(self), dtype=bool)
+        chosen[streams] = True
+        return TokenStreams(self.times_ns[np.repeat(chosen, self.num_tokens)], self.num_tokens[streams])
 
 
 def count_deadlines(
