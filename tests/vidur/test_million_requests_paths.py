@@ -5,6 +5,7 @@ for byte, and `vidur simulate` with plots off never takes a per-request path."""
 
 from pathlib import Path
 
+import metron.workload
 import numpy as np
 import pytest
 from metron.arrivals import ArrivalConfig
@@ -74,7 +75,8 @@ def test_a_run_without_plots_builds_no_object_per_request(
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a per-request path was taken")
 
-    monkeypatch.setattr(vidur.simulation, "generate_workload", refuse)  # metron's RequestSpec per request
+    monkeypatch.setattr(metron.workload, "generate_workload", refuse)  # a RequestSpec per request
+    monkeypatch.setattr(vidur.simulation, "generate_workload", refuse)
     monkeypatch.setattr(vidur.simulation.SimulationResult, "measured", refuse)  # RequestTimes per request
     monkeypatch.setattr(vidur.run_columns.RunColumns, "records", refuse)  # RequestRecord per request
     args = ["simulate", "--data-dir", str(data_dir), "--replicas", "4", "--num-requests", "2000", "--qps", "30"]
