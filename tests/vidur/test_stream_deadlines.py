@@ -9,7 +9,7 @@ import pytest
 from metron.fluidity import count_deadlines_flat, decode_miss_rate_table_flat, min_tbt_deadlines_flat
 
 from vidur import _simulator
-from vidur.stream_deadlines import count_deadlines, decode_miss_rate_table, min_tbt_deadlines_s
+from vidur.stream_deadlines import TokenStreams, count_deadlines, decode_miss_rate_table, min_tbt_deadlines_s
 
 DEADLINES_S = [0.001, 0.01, 0.0205, 0.05, 0.1, 1.0]
 
@@ -35,7 +35,7 @@ def test_deadline_counts_equal_metrons(seed: int) -> None:
     arrivals = starts - rng.choice([0.0, 0.1, 0.5, 2.0], size=len(counts))  # some first tokens late
     ttft = rng.choice([0.0, 0.2, 0.5, 1.0], size=len(counts))
     tbt = rng.choice([0.01, 0.0205, 0.05], size=len(counts))
-    missed, total = count_deadlines(arrivals, times, counts, ttft, tbt)
+    missed, total = count_deadlines(TokenStreams.of(times, counts), arrivals, ttft, tbt)
     expected_missed, expected_total = count_deadlines_flat(arrivals, times, counts, ttft, tbt)
     np.testing.assert_array_equal(missed, expected_missed)
     np.testing.assert_array_equal(total, expected_total)
@@ -45,16 +45,18 @@ def test_deadline_counts_equal_metrons(seed: int) -> None:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_miss_rates_equal_metrons(seed: int) -> None:
     times, counts = streams(seed, 300)
-    ours = decode_miss_rate_table(times, counts, DEADLINES_S)
+    ours = decode_miss_rate_table(TokenStreams.of(times, counts), DEADLINES_S)
     assert ours.shape == (300, len(DEADLINES_S))
     np.testing.assert_array_equal(ours, decode_miss_rate_table_flat(times, counts, DEADLINES_S))
     assert 0 < ours.mean() < 1  # the streams mix on-time and late tokens
+    some = np.flatnonzero(counts % 2 == 1)
+    np.testing.assert_array_equal(decode_miss_rate_table(TokenStreams.of(times, counts).subset(some), DEADLINES_S), ours[some])
 
 
 @pytest.mark.parametrize(("seed", "max_miss_rate"), [(0, 0.1), (1, 0.0), (2, 0.5)])
 def test_min_tbt_deadlines_equal_metrons(seed: int, max_miss_rate: float) -> None:
     times, counts = streams(seed, 300)
-    ours = min_tbt_deadlines_s(times, counts, max_miss_rate)
+    ours = min_tbt_deadlines_s(TokenStreams.of(times, counts), max_miss_rate)
     metrons = min_tbt_deadlines_flat(times, counts, max_miss_rate)
     np.testing.assert_array_equal(ours, np.array([np.nan if d is None else d for d in metrons]))
     assert np.isnan(ours[counts < 2]).all() and (ours[counts >= 2] >= 0).all() and ours[counts >= 2].max() > 0.01
@@ -62,10 +64,11 @@ def test_min_tbt_deadlines_equal_metrons(seed: int, max_miss_rate: float) -> Non
 
 def test_a_hand_worked_stream() -> None:
     # d = 10 ms: gaps 5 and 25 ms; the 5 ms gap banks 5 ms, the 25 ms gap misses (25 - 5) / 10 = 2.
-    table = decode_miss_rate_table(np.array([0.0, 0.005, 0.030]), np.array([3]), [0.01])
+    stream = TokenStreams.of(np.array([0.0, 0.005, 0.030]), np.array([3]))
+    table = decode_miss_rate_table(stream, [0.01])
     assert table.tolist() == [[2 / 3]]
     # With no misses allowed the deadline must reach 15 ms (5 <= d, then 25 <= 2d - 5).
-    (found,) = min_tbt_deadlines_s(np.array([0.0, 0.005, 0.030]), np.array([3]), 0.0)
+    (found,) = min_tbt_deadlines_s(stream, 0.0)
     assert 0.015 <= found <= 0.015 + 1e-6
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
 from metron.prefill_model import PrefillModel, fit_prefill_model
-from metron.workload import WorkloadConfig, generate_workload
+from metron.workload import WorkloadConfig
 
 from vidur.config import VidurConfig
 from vidur.deployment import Deployment
@@ -36,8 +36,7 @@ def workload_config_for(config: WorkloadConfig, deployment: Deployment) -> Workl
 
 def workload_for(config: WorkloadConfig, deployment: Deployment) -> Workload:
     """The workload's requests on `deployment` (`workload_config_for`)."""
-    requests = generate_workload(workload_config_for(config, deployment))
-    return Workload.from_requests(requests, config.shared_prefix_tokens)
+    return Workload.generated(workload_config_for(config, deployment))
 
 
 def simulated_prefill_model(simulator: Simulator, num_lengths: int = 12) -> PrefillModel:

@@ -25,7 +25,7 @@ from vidur.gpus import CATALOGUE as GPUS
 from vidur.gpus import profiled_device_folder, profiling_root_of
 from vidur.models import CATALOGUE as MODELS
 from vidur.models import get_model
-from vidur.output import score, simulation_summary, write_simulated_run
+from vidur.output import cut_summary, score, simulation_summary, write_simulated_run
 from vidur.predictor import OperatorPredictor
 from vidur.predictor_cache import cached_predictor, profile_fingerprint
 from vidur.profiles import load_profiles
@@ -101,8 +101,11 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         "token_budget": "scheduler.token_budget",
         "max_num_seqs": "scheduler.max_num_seqs",
         "num_requests": "workload.num_requests",
+        "max_simulated_seconds": "output.max_simulated_seconds",
     }
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag) is not None]
+    overrides = [
+        f"{key}={getattr(args, flag)}" for flag, key in flags.items() if getattr(args, flag, None) is not None
+    ]
     if args.seed is not None:
         overrides += [f"cluster.seed={args.seed}", f"workload.seed={args.seed}"]
     if args.trace:
@@ -147,14 +150,22 @@ def simulate_command(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.qps is not None and not (args.qps > 0 and math.isfinite(args.qps)):
         raise ValueError(f"--qps must be a positive number of requests/s, got {args.qps}")
+    limit = args.max_simulated_seconds
+    if limit is not None and not (limit > 0 and math.isfinite(limit)):
+        raise ValueError(f"--max-simulated-seconds must be a positive number of seconds, got {limit}")
     config, predictor, _ = _load(args)
     if args.qps is not None:
         config = dataclasses.replace(config, workload=config.workload.with_rate(args.qps))
     deployment = plan_deployment(config.deployment, predictor)
     simulator = Simulator(deployment)
     workload = workload_for(config.workload, deployment)
-    result = simulator.run(workload, record_iterations=config.output.record_iterations)
+    result = simulator.run(
+        workload,
+        record_iterations=config.output.record_iterations,
+        max_simulated_s=config.output.max_simulated_seconds,
+    )
     deadlines = deadlines_for(config, simulator)
+    summary = simulation_summary(result)
     if args.output_dir:
         scored = write_simulated_run(
             result,
@@ -164,10 +175,10 @@ def simulate_command(args: argparse.Namespace) -> int:
             workload_config=workload_config_for(config.workload, deployment),
             trace_max_iterations=config.output.trace_max_iterations,
             plots=config.output.plots,
+            summary=summary,
         )
     else:
         scored = score(result, deadlines, config.slo)
-    summary = simulation_summary(result)
     print(
         f"{deployment.shape.model.name} on {deployment.num_replicas} x {deployment.shape.num_gpus} "
         f"{deployment.shape.gpu.name} ({deployment.scheduler_config().policy}): {len(workload)} requests, "
@@ -190,6 +201,12 @@ def simulate_command(args: argparse.Namespace) -> int:
         + (("cached_prompt_fraction",) if scored.metrics.get("cached_prompt_fraction") is not None else ()),
     )
     _print_metrics(summary["utilization"], ("mfu", "mbu", "busy_fraction"))  # type: ignore[arg-type]
+    if result.is_cut:
+        cut = cut_summary(result)
+        print(
+            f"  cut at {cut['max_simulated_seconds']} simulated s: {cut['num_unfinished']} requests unfinished "
+            f"(interrupted), {cut['num_not_arrived']} not arrived (left out)"
+        )
     if scored.verdict is not None:
         print(f"  SLO ({config.slo.kind}): {scored.verdict.describe()}")
     if args.output_dir and config.output.plots:  # metron's report is built around its figures
@@ -366,6 +383,12 @@ def parser() -> argparse.ArgumentParser:
     simulate = commands.add_parser("simulate", help="simulate a deployment on a workload")
     _common(simulate)
     simulate.add_argument("--qps", type=float, help="request rate (a trace is rescaled to it)")
+    simulate.add_argument(
+        "--max-simulated-seconds",
+        type=float,
+        metavar="S",
+        help="stop at simulated time S: requests unfinished then are interrupted, later ones left out",
+    )
     simulate.set_defaults(run=simulate_command)
 
     search = commands.add_parser("search", help="capacity and cost of every deployment in a space")

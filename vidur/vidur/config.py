@@ -9,6 +9,7 @@ plus `ttft_slack_s`, or `"fixed"`: `ttft_s`), `slo` (metron's `SloConfig`), `pre
 """
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -49,9 +50,20 @@ class PredictorConfig:
 
 @dataclass(frozen=True, slots=True)
 class OutputConfig:
+    """`max_simulated_seconds`: stop the run at that simulated time (`--max-simulated-seconds`)."""
+
     record_iterations: bool = True
     trace_max_iterations: int = 20_000
     plots: bool = True
+    max_simulated_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        limit = self.max_simulated_seconds
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            raise ValueError(
+                "output.max_simulated_seconds (--max-simulated-seconds) must be a positive number of seconds, "
+                f"got {limit}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +106,14 @@ class VidurConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        if self.output.max_simulated_seconds is not None and self.workload.sessions.num_turns > 1:
+            raise ValueError(
+                "output.max_simulated_seconds (--max-simulated-seconds) cannot cut a workload of multi-turn "
+                "sessions (workload.sessions.num_turns > 1): a cut run keeps the first requests sent, which a "
+                "session's later turns need not be"
+            )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -80,8 +80,17 @@ def iteration_statistics(result: SimulationResult) -> dict[str, float | int | No
     }
 
 
-def simulation_summary(result: SimulationResult) -> dict[str, object]:
+def cut_summary(result: SimulationResult) -> dict[str, object]:
+    """Where a run stopped at `max_simulated_s` was cut, and what it left undone."""
     return {
+        "max_simulated_seconds": result.max_simulated_s,
+        "num_unfinished": result.num_unfinished,
+        "num_not_arrived": len(result.workload) - result.num_arrived,
+    }
+
+
+def simulation_summary(result: SimulationResult) -> dict[str, object]:
+    summary: dict[str, object] = {
         "deployment": result.deployment.describe(),
         "utilization": utilization(result),
         "iterations": iteration_statistics(result),
@@ -92,6 +101,9 @@ def simulation_summary(result: SimulationResult) -> dict[str, object]:
         "wall_s": result.wall_s,
         "iterations_per_wall_s": result.num_iterations / result.wall_s if result.wall_s > 0 else None,
     }
+    if result.is_cut:
+        summary["cut"] = cut_summary(result)
+    return summary
 
 
 @contextmanager
@@ -117,7 +129,10 @@ def write_simulated_run(
     workload_config: object = None,
     trace_max_iterations: int = 20_000,
     plots: bool = True,
+    summary: dict[str, object] | None = None,
 ) -> ScoredRun:
+    """Writes the run to `directory`; `summary` is its `simulation_summary` where the caller has
+    it already (it reads every iteration)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _collector_paused(), ThreadPoolExecutor(max_workers=2) as writer:
@@ -127,7 +142,11 @@ def write_simulated_run(
         columns = run_columns(result, deadlines)
         requests_written = writer.submit(columns.write_request_files, directory / REQUESTS_FILE, directory / REQUESTS_CSV)
         scored = _scored(columns, slo)
-        _write_run_files(result, scored, directory, deadlines, slo, workload_config, trace_max_iterations, plots)
+        if summary is None:
+            summary = simulation_summary(result)
+        _write_run_files(
+            result, scored, directory, summary, deadlines, slo, workload_config, trace_max_iterations, plots
+        )
         iterations_written.result()
         requests_written.result()
     return scored
@@ -137,6 +156,7 @@ def _write_run_files(
     result: SimulationResult,
     scored: ScoredRun,
     directory: Path,
+    summary: dict[str, object],
     deadlines: DeadlineConfig,
     slo: SloConfig | None,
     workload_config: object,
@@ -144,15 +164,17 @@ def _write_run_files(
     plots: bool,
 ) -> None:
     """Everything but iterations.csv and the request files."""
-    config = {
+    config: dict[str, object] = {
         "target": "vidur",
         "deployment": result.deployment.describe(),
         "workload": msgspec.to_builtins(workload_config) if workload_config is not None else None,
         "deadlines": msgspec.to_builtins(deadlines),
         "slo": msgspec.to_builtins(slo) if slo is not None else None,
     }
+    if result.is_cut:  # `interrupted`: what metron's report and capacity cache read of a run stopped early
+        config |= {"interrupted": True, "cut": cut_summary(result)}
     write_run_summary(directory, scored.metrics, config, scored.verdict)
-    summary = simulation_summary(result)
+    summary = dict(summary)
     summary["trace_iterations_written"] = write_chrome_trace(result, directory / TRACE_FILE, trace_max_iterations)
     (directory / SIMULATION_FILE).write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if plots:

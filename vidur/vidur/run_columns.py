@@ -19,20 +19,20 @@ from metron.metrics import RequestRecord
 
 from vidur import _simulator
 from vidur.simulation import SimulationResult
-from vidur.stream_deadlines import count_deadlines, min_tbt_deadlines_s
+from vidur.stream_deadlines import TokenStreams, count_deadlines, min_tbt_deadlines_s
 
-OUTCOMES = ("finished", "ended_early", "error")
-FINISHED, ENDED_EARLY, ERROR = range(len(OUTCOMES))
+OUTCOMES = ("finished", "ended_early", "error", "interrupted")
+FINISHED, ENDED_EARLY, ERROR, INTERRUPTED = range(len(OUTCOMES))
 NOT_FINISHED = "the simulation ended before the request finished"
 
 
 @dataclass(frozen=True, slots=True)
 class RunColumns:
-    """Per request, in workload order. `token_times_s` holds every request's output token times
-    end to end (request i's are the `num_tokens[i]` after the previous requests'); `outcome`
-    indexes `OUTCOMES`; `errors` says why each failed request failed. `scheduled_arrival_s`:
-    when the workload wanted each sent, None where `arrival_s`; `cached_prompt_tokens`: -1 for
-    None, the whole column None when the run caches no prefix."""
+    """Per request that arrived, in workload order. `token_times_s` holds every request's output
+    token times end to end (request i's are the `num_tokens[i]` after the previous requests');
+    `outcome` indexes `OUTCOMES`; `errors` says why each failed request failed.
+    `scheduled_arrival_s`: when the workload wanted each sent, None where `arrival_s`;
+    `cached_prompt_tokens`: -1 for None, the whole column None when the run caches no prefix."""
 
     ids: np.ndarray
     arrival_s: np.ndarray
@@ -54,6 +54,7 @@ class RunColumns:
     ttft_deadline_s: np.ndarray
     tbt_deadline_s: float
     min_tbt_deadline_s: np.ndarray
+    streams: TokenStreams  # `token_times_s` as the deadline counting reads them
     scheduled_arrival_s: np.ndarray | None = None
     cached_prompt_tokens: np.ndarray | None = None
 
@@ -163,14 +164,15 @@ class RunColumns:
 
 
 def _received_token_times(result: SimulationResult) -> np.ndarray:
-    """The simulator leaves room for every requested token; the tokens received, end to end."""
-    requests = result.requests
-    num_tokens = requests["num_tokens"].astype(np.int64)
-    offsets = requests["token_offsets"][:-1].astype(np.int64)
-    if np.array_equal(num_tokens, np.diff(requests["token_offsets"].astype(np.int64))):
-        return requests["token_times"]
+    """The simulator leaves room for every requested token; the tokens the requests that arrived
+    received, end to end."""
+    requests, n = result.requests, result.num_arrived
+    num_tokens = requests["num_tokens"][:n].astype(np.int64)
+    offsets = requests["token_offsets"][: n + 1].astype(np.int64)
+    if np.array_equal(num_tokens, np.diff(offsets)):
+        return requests["token_times"][: offsets[-1]]
     within = np.arange(num_tokens.sum()) - np.repeat(np.cumsum(num_tokens) - num_tokens, num_tokens)
-    return requests["token_times"][np.repeat(offsets, num_tokens) + within]
+    return requests["token_times"][np.repeat(offsets[:-1], num_tokens) + within]
 
 
 def _ttft_deadlines(deadlines: DeadlineConfig, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -179,14 +181,21 @@ def _ttft_deadlines(deadlines: DeadlineConfig, prompt_tokens: np.ndarray) -> np.
 
 
 def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColumns:
-    """The run scored against `deadlines`, as metron would score a real run of its workload."""
-    workload, requests = result.workload, result.requests
+    """The run scored against `deadlines`, as metron would score a real run of its workload
+    (one stopped at `max_simulated_s` as a metron run stopped early: the requests not yet sent
+    left out, those unfinished interrupted)."""
+    n = result.num_arrived
+    workload = result.workload.first(n)
+    cached = result.cached_prompt_tokens()
+    requests = {name: values[:n] for name, values in result.requests.items() if name != "token_offsets"}
     num_tokens = requests["num_tokens"].astype(np.int64)
     times = _received_token_times(result)
-    errors = {i: reason for i, reason in result.rejections.items()}
-    for i in np.flatnonzero(requests["finish_reason"] == 0).tolist():
-        errors.setdefault(i, NOT_FINISHED)
+    errors = {i: reason for i, reason in result.rejections.items() if i < n}
+    unfinished = np.flatnonzero(requests["finish_reason"] == 0)
+    if not result.is_cut:
+        errors |= {i: NOT_FINISHED for i in unfinished.tolist() if i not in errors}
     outcome = np.where(num_tokens < workload.output_tokens, ENDED_EARLY, FINISHED)
+    outcome[unfinished] = INTERRUPTED
     outcome[list(errors)] = ERROR
 
     first = np.cumsum(num_tokens) - num_tokens
@@ -203,7 +212,8 @@ def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColum
 
     ttft_deadlines = _ttft_deadlines(deadlines, workload.prompt_tokens)
     tbt = np.full(len(num_tokens), deadlines.tbt_s)
-    missed, total = count_deadlines(workload.arrival_s, times, num_tokens, ttft_deadlines, tbt)
+    streams = TokenStreams.of(times, num_tokens)
+    missed, total = count_deadlines(streams, workload.arrival_s, ttft_deadlines, tbt)
     fluidity = np.full(len(num_tokens), np.nan)
     fluidity[total > 0] = 1.0 - missed[total > 0] / total[total > 0]
     return RunColumns(
@@ -226,7 +236,8 @@ def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColum
         fluidity_index=fluidity,
         ttft_deadline_s=ttft_deadlines,
         tbt_deadline_s=deadlines.tbt_s,
-        min_tbt_deadline_s=min_tbt_deadlines_s(times, num_tokens, deadlines.target_miss_rate),
+        min_tbt_deadline_s=min_tbt_deadlines_s(streams, deadlines.target_miss_rate),
+        streams=streams,
         scheduled_arrival_s=workload.scheduled_arrival_s,
-        cached_prompt_tokens=result.cached_prompt_tokens(),
+        cached_prompt_tokens=None if cached is None else cached[:n],
     )

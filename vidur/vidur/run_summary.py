@@ -1,14 +1,15 @@
 """metron's `summarize(records, slo)` of a simulated run, from its columns (`RunColumns`): the
 same keys in the same order, the same values in the same order into metron's own `describe` (so
-means and percentiles are bit for bit metron's), metron's miss-rate curve. A simulated request
-is never interrupted, so latencies pool exactly the completed ones.
+means and percentiles are bit for bit metron's), metron's miss-rate curve. Latencies pool the
+completed requests; TTFT and TBT also those a run cut at `max_simulated_s` interrupted, after
+them, as metron's do.
 """
 
 import numpy as np
 from metron.slo import SloConfig
 from metron.summary import DISTRIBUTIONS, MISS_RATE_CURVE_DEADLINES_S, Metrics, describe, per_second
 
-from vidur.run_columns import ENDED_EARLY, ERROR, FINISHED, RunColumns
+from vidur.run_columns import ENDED_EARLY, ERROR, FINISHED, INTERRUPTED, RunColumns
 from vidur.stream_deadlines import decode_miss_rate_table
 
 
@@ -42,14 +43,27 @@ def _meets_slo(columns: RunColumns, completed: np.ndarray, slo: SloConfig) -> np
     return meets
 
 
-def _distribution(columns: RunColumns, name: str, measured: np.ndarray, completed: np.ndarray) -> np.ndarray:
+def _gaps(columns: RunColumns, requests: np.ndarray) -> np.ndarray:
+    """The TBTs of `requests` (indices in workload order), in order."""
+    if len(requests) == len(columns.num_tokens):  # every request
+        return np.diff(columns.token_times_s)[columns.is_gap]
+    chosen = np.zeros(len(columns.num_tokens), dtype=bool)
+    chosen[requests] = True
+    of_chosen = np.repeat(chosen, columns.num_tokens)[1:]
+    return np.diff(columns.token_times_s)[columns.is_gap & of_chosen]
+
+
+def _distribution(
+    columns: RunColumns, name: str, measured: np.ndarray, completed: np.ndarray, interrupted: np.ndarray
+) -> np.ndarray:
     """The values metron's `summarize` describes under `name`, in its order, None left out."""
     match name:
         case "tbt_s":
-            is_completed = np.zeros(len(columns.num_tokens), dtype=bool)
-            is_completed[completed] = True
-            of_completed = np.repeat(is_completed, columns.num_tokens)[1:]
-            return np.diff(columns.token_times_s)[columns.is_gap & of_completed]
+            if not len(interrupted):
+                return _gaps(columns, completed)
+            return np.concatenate([_gaps(columns, completed), _gaps(columns, interrupted)])
+        case "ttft_s":
+            values = columns.ttft_s[np.concatenate([completed, interrupted])]
         case "miss_rate":
             values = 1.0 - columns.fluidity_index[completed]
         case "send_lag_s":  # sent when scheduled, but a session's later turn when the turn before ended
@@ -81,9 +95,10 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
     """Every aggregate figure of the run, equal to `metron.summary.summarize(columns.records(), slo)`."""
     is_measured = ~columns.warmup
     measured = np.flatnonzero(is_measured)
-    completed = np.flatnonzero(is_measured & (columns.outcome != ERROR))
+    completed = np.flatnonzero(is_measured & np.isin(columns.outcome, (FINISHED, ENDED_EARLY)))
+    interrupted = np.flatnonzero(is_measured & (columns.outcome == INTERRUPTED))
     num_errors = int(np.count_nonzero(is_measured & (columns.outcome == ERROR)))
-    attempted = len(measured)
+    attempted = len(measured) - len(interrupted)
 
     streaming = measured[columns.num_tokens[measured] > 0]
     last_tokens = columns.token_times_s[columns.first_token[streaming] + columns.num_tokens[streaming] - 1]
@@ -99,7 +114,7 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
         "num_finished": num_finished,
         "num_ended_early": num_ended_early,
         "num_errors": num_errors,
-        "num_interrupted": 0,
+        "num_interrupted": len(interrupted),
         "error_rate": num_errors / attempted if attempted else None,
         "ended_early_rate": num_ended_early / attempted if attempted else None,
         "duration_s": duration,
@@ -119,7 +134,7 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
 
     for name in DISTRIBUTIONS:
         percentiles = slo.percentiles_of(name) if slo is not None else ()
-        metrics.update(describe(name, _distribution(columns, name, measured, completed), percentiles))
+        metrics.update(describe(name, _distribution(columns, name, measured, completed, interrupted), percentiles))
 
     metrics["fluid_token_rate_per_s"] = per_second(metrics["min_tbt_deadline_s.p99"])
     metrics["tpot_token_rate_per_s"] = per_second(metrics["tpot_s.mean"])
@@ -132,10 +147,7 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
     streams = completed[columns.num_tokens[completed] > 1]
     curve = None
     if len(streams):
-        starts, counts = columns.first_token[streams], columns.num_tokens[streams]
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        times = columns.token_times_s[np.repeat(starts, counts) + within]
-        table = decode_miss_rate_table(times, counts, MISS_RATE_CURVE_DEADLINES_S)
+        table = decode_miss_rate_table(columns.streams.subset(streams), MISS_RATE_CURVE_DEADLINES_S)
         curve = np.percentile(table, 99, axis=0).tolist()
     metrics["miss_rate_curve.tbt_deadline_s"] = list(MISS_RATE_CURVE_DEADLINES_S)
     metrics["miss_rate_curve.p99_miss_rate"] = curve

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from metron.arrivals import arrival_times
 from metron.deadlines import DeadlineConfig
+from metron.lengths import request_lengths
 from metron.metrics import RequestRecord, RequestTimes, request_records
-from metron.workload import RequestSpec
+from metron.workload import RequestSpec, WorkloadConfig, generate_workload
 
 from vidur import _simulator
 from vidur.deployment import Deployment
@@ -86,6 +88,27 @@ class Workload:
             follows=None if self.follows is None else self.follows.tolist(),
         )
 
+    @classmethod
+    def generated(cls, config: WorkloadConfig) -> "Workload":
+        """metron's `generate_workload(config)` as columns. A workload of independent requests
+        (no sessions, no shared prefix) is drawn straight into arrays from the same seeded
+        streams, in the same order, with no object per request."""
+        if config.sessions.num_turns > 1 or config.shared_prefix_tokens:
+            return cls.from_requests(generate_workload(config), config.shared_prefix_tokens)
+        total = config.num_warmup_requests + config.num_requests
+        arrivals = arrival_times(config.arrivals, total, np.random.default_rng([config.seed, 0]))
+        prompts, outputs = request_lengths(config.lengths, total, np.random.default_rng([config.seed, 1]))
+        ids = np.arange(total, dtype=np.int64)  # arrivals never decrease: already in order
+        return cls(ids, arrivals.astype(np.float64), prompts, outputs, ids < config.num_warmup_requests)
+
+    def first(self, n: int) -> "Workload":
+        """The workload's first `n` requests (a session's turns follow earlier ones only)."""
+        columns = {
+            f.name: value[:n] if isinstance(value := getattr(self, f.name), np.ndarray) else value
+            for f in dataclasses.fields(self)
+        }
+        return Workload(**columns)
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -96,7 +119,10 @@ class SimulationResult:
     first_scheduled_s, finished_s, finish_reason, num_preemptions, arrival_s (when it was sent),
     cached_prompt_tokens. `workload` is the workload as sent. Per-iteration columns: see
     `vidur._simulator.SimulationOutput.iteration_columns`. `output` is the simulator's own
-    record of the run, which writes the iterations as CSV."""
+    record of the run, which writes the iterations as CSV.
+
+    A run stopped at `max_simulated_s` (`is_cut`) saw only the workload's first `num_arrived`
+    requests; those unfinished then were interrupted, as a metron run stopped early records them."""
 
     deployment: Deployment
     workload: Workload
@@ -107,6 +133,9 @@ class SimulationResult:
     end_s: float
     wall_s: float
     output: _simulator.SimulationOutput
+    num_arrived: int
+    is_cut: bool = False
+    max_simulated_s: float | None = None
     caches_prefixes: bool = False
 
     def cached_prompt_tokens(self) -> np.ndarray | None:
@@ -117,12 +146,20 @@ class SimulationResult:
         failed = self.requests["finish_reason"] == 0
         return np.where(failed, -1, self.requests["cached_prompt_tokens"].astype(np.int64))
 
+    @property
+    def num_unfinished(self) -> int:
+        """Requests that arrived but had not finished when the run was cut (0 for a whole run)."""
+        if not self.is_cut:
+            return 0
+        unfinished = self.requests["finish_reason"][: self.num_arrived] == 0
+        return int(np.count_nonzero(unfinished)) - sum(i < self.num_arrived for i in self.rejections)
+
     def token_times(self, index: int) -> np.ndarray:
         start = int(self.requests["token_offsets"][index])
         return self.requests["token_times"][start : start + int(self.requests["num_tokens"][index])]
 
     def measured(self) -> list[RequestTimes]:
-        """What a client would have measured of every request."""
+        """What a client would have measured of every request that arrived."""
         workload, columns = self.workload, self.requests
         all_times = columns["token_times"].tolist()
         offsets = columns["token_offsets"].tolist()
@@ -134,9 +171,10 @@ class SimulationResult:
         cached_column = self.cached_prompt_tokens()
         cached = [None] * len(workload) if cached_column is None else cached_column.tolist()
         measured = []
-        for index in range(len(workload)):
+        for index in range(self.num_arrived):
             error = self.rejections.get(index)
-            if error is None and reasons[index] == 0:
+            unfinished = error is None and reasons[index] == 0
+            if unfinished and not self.is_cut:
                 error = "the simulation ended before the request finished"
             delay = delays[index]
             measured.append(
@@ -149,6 +187,7 @@ class SimulationResult:
                     scheduling_delay_s=None if math.isnan(delay) else delay,
                     error=error,
                     scheduled_arrival_s=scheduled_s[index],
+                    interrupted=unfinished and self.is_cut,
                     warmup=bool(workload.warmup[index]),
                     cached_prompt_tokens=None if cached[index] == -1 else cached[index],
                 )
@@ -176,7 +215,10 @@ class Simulator:
     def cost_model(self) -> _simulator.CostModel:
         return self._cost_model
 
-    def run(self, workload: Workload, *, record_iterations: bool = True) -> SimulationResult:
+    def run(
+        self, workload: Workload, *, record_iterations: bool = True, max_simulated_s: float | None = None
+    ) -> SimulationResult:
+        """Simulates `workload`; with `max_simulated_s`, stops at that simulated time."""
         cluster = self.deployment.config.cluster
         started = time.perf_counter()
         output = _simulator.simulate(
@@ -192,6 +234,7 @@ class Simulator:
             shared_prefix_tokens=workload.shared_prefix_tokens,
             follows=None if workload.follows is None else workload.follows.tolist(),
             think_time_s=None if workload.think_time_s is None else workload.think_time_s.tolist(),
+            max_simulated_s=max_simulated_s,
         )
         wall_s = time.perf_counter() - started
         requests = _columns(output.request_columns())
@@ -209,4 +252,7 @@ class Simulator:
             wall_s=wall_s,
             output=output,
             caches_prefixes=self._scheduler.enable_prefix_caching,
+            num_arrived=output.num_arrived,
+            is_cut=output.is_cut,
+            max_simulated_s=max_simulated_s,
         )

@@ -2,7 +2,8 @@
 token streams, computed by the simulator extension on every core: the same values as
 `metron.fluidity.count_deadlines_flat`, `decode_miss_rate_table_flat` and
 `min_tbt_deadlines_flat` (times rounded to integer nanoseconds by metron's `to_ns`, then
-counted exactly), in a fraction of the time."""
+counted exactly), in a fraction of the time. A run's streams are converted once
+(`TokenStreams`), whichever of these read them."""
 
 from collections.abc import Sequence
 
@@ -18,17 +19,39 @@ def _int64_bytes(values: np.ndarray) -> bytes:
     return np.ascontiguousarray(values, dtype="<i8").tobytes()
 
 
+class TokenStreams:
+    """Token streams end to end (stream i's times are the `num_tokens[i]` after the previous
+    streams'), as the extension reads them: times in integer ns (metron's `to_ns`), int64 bytes."""
+
+    def __init__(self, times_ns: np.ndarray, num_tokens: np.ndarray) -> None:
+        self.times_ns = np.ascontiguousarray(times_ns, dtype=np.int64)
+        self.num_tokens = np.ascontiguousarray(num_tokens, dtype=np.int64)
+        self.times_bytes = _int64_bytes(self.times_ns)
+        self.counts_bytes = _int64_bytes(self.num_tokens)
+
+    @classmethod
+    def of(cls, token_times_s: np.ndarray, num_tokens: np.ndarray) -> "TokenStreams":
+        return cls(to_ns(token_times_s), num_tokens)
+
+    def __len__(self) -> int:
+        return len(self.num_tokens)
+
+    def subset(self, streams: np.ndarray) -> "TokenStreams":
+        """Streams `streams` (increasing indices), end to end."""
+        if len(streams) == len(self):
+            return self
+        chosen = np.zeros(len(self), dtype=bool)
+        chosen[streams] = True
+        return TokenStreams(self.times_ns[np.repeat(chosen, self.num_tokens)], self.num_tokens[streams])
+
+
 def count_deadlines(
-    arrivals_s: np.ndarray,
-    token_times_s: np.ndarray,
-    num_tokens: np.ndarray,
-    ttft_deadlines_s: np.ndarray,
-    tbt_deadlines_s: np.ndarray,
+    streams: TokenStreams, arrivals_s: np.ndarray, ttft_deadlines_s: np.ndarray, tbt_deadlines_s: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(missed, total) deadlines per stream (given end to end; stream i sent at `arrivals_s[i]`)."""
+    """(missed, total) deadlines per stream (stream i sent at `arrivals_s[i]`)."""
     missed, total = _simulator.count_deadlines_ns(
-        _int64_bytes(to_ns(token_times_s)),
-        _int64_bytes(np.asarray(num_tokens)),
+        streams.times_bytes,
+        streams.counts_bytes,
         _int64_bytes(to_ns(arrivals_s)),
         _int64_bytes(to_ns(ttft_deadlines_s)),
         _int64_bytes(to_ns(tbt_deadlines_s)),
@@ -36,20 +59,16 @@ def count_deadlines(
     return np.frombuffer(missed, dtype="<i8"), np.frombuffer(total, dtype="<i8")
 
 
-def min_tbt_deadlines_s(token_times_s: np.ndarray, num_tokens: np.ndarray, max_miss_rate: float) -> np.ndarray:
-    """Per stream (given end to end), the smallest TBT deadline (s) at which its tokens after the
-    first miss at most `max_miss_rate` of their deadlines; NaN for fewer than two tokens."""
-    found = _simulator.min_tbt_deadlines_ns(
-        _int64_bytes(to_ns(token_times_s)), _int64_bytes(np.asarray(num_tokens)), max_miss_rate
-    )
+def min_tbt_deadlines_s(streams: TokenStreams, max_miss_rate: float) -> np.ndarray:
+    """Per stream, the smallest TBT deadline (s) at which its tokens after the first miss at
+    most `max_miss_rate` of their deadlines; NaN for fewer than two tokens."""
+    found = _simulator.min_tbt_deadlines_ns(streams.times_bytes, streams.counts_bytes, max_miss_rate)
     return np.frombuffer(found, dtype="<f8") / _NS
 
 
-def decode_miss_rate_table(
-    token_times_s: np.ndarray, num_tokens: np.ndarray, tbt_deadlines_s: Sequence[float]
-) -> np.ndarray:
-    """Per stream (given end to end), its decode miss rate at each deadline: [stream, deadline]."""
+def decode_miss_rate_table(streams: TokenStreams, tbt_deadlines_s: Sequence[float]) -> np.ndarray:
+    """Per stream, its decode miss rate at each deadline: [stream, deadline]."""
     table = _simulator.decode_miss_rate_table_ns(
-        _int64_bytes(to_ns(token_times_s)), _int64_bytes(np.asarray(num_tokens)), _int64_bytes(to_ns(tbt_deadlines_s))
+        streams.times_bytes, streams.counts_bytes, _int64_bytes(to_ns(tbt_deadlines_s))
     )
-    return np.frombuffer(table, dtype="<f8").reshape(len(num_tokens), len(tbt_deadlines_s))
+    return np.frombuffer(table, dtype="<f8").reshape(len(streams), len(tbt_deadlines_s))

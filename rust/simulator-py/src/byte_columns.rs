@@ -1,12 +1,14 @@
 //! Columns that cross to Python as little-endian bytes (`numpy.frombuffer` reads them, and
 //! `ndarray.tobytes()` makes them).
 
+use std::borrow::Cow;
+
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 /// A fixed-width number stored little-endian in a bytes column.
-pub trait Column: Copy {
+pub trait Column: Copy + Send + Sync {
     /// Its numpy dtype, and its name for people.
     const DTYPE: &'static str;
     const NAME: &'static str;
@@ -38,8 +40,10 @@ column!(u64, "<u8", "uint64");
 column!(u32, "<u4", "uint32");
 column!(u8, "|u1", "uint8");
 
-/// The values of column `name`; a ValueError when its length is no whole number of them.
-pub fn decode<T: Column>(name: &str, bytes: &[u8]) -> PyResult<Vec<T>> {
+/// The values of column `name`, read in place where the bytes are aligned for them (numpy's
+/// and CPython's buffers are) on a little-endian machine, else copied; a ValueError when its
+/// length is no whole number of them.
+pub fn decode<'a, T: Column>(name: &str, bytes: &'a [u8]) -> PyResult<Cow<'a, [T]>> {
     if bytes.len() % T::SIZE != 0 {
         return Err(PyValueError::new_err(format!(
             "{name} must be {} values, got {} bytes",
@@ -47,7 +51,16 @@ pub fn decode<T: Column>(name: &str, bytes: &[u8]) -> PyResult<Vec<T>> {
             bytes.len()
         )));
     }
-    Ok(bytes.chunks_exact(T::SIZE).map(T::read).collect())
+    if cfg!(target_endian = "little") {
+        // SAFETY: every `Column` type is a plain number, valid for any bit pattern.
+        let (before, values, after) = unsafe { bytes.align_to::<T>() };
+        if before.is_empty() && after.is_empty() {
+            return Ok(Cow::Borrowed(values));
+        }
+    }
+    Ok(Cow::Owned(
+        bytes.chunks_exact(T::SIZE).map(T::read).collect(),
+    ))
 }
 
 /// `values` as a new bytes object.

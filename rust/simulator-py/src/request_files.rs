@@ -1,6 +1,7 @@
 //! A simulated run's `requests.jsonl` and `requests.csv`, written from its columns with the GIL
 //! released (`simulator::request_files`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -8,26 +9,33 @@ use std::path::{Path, PathBuf};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
 use simulator::request_files::RequestColumns;
 
 use crate::byte_columns::{decode, Column};
 
-fn column<T: Column>(columns: &HashMap<String, Vec<u8>>, name: &str) -> PyResult<Vec<T>> {
+fn column<'a, T: Column>(
+    columns: &'a HashMap<String, Bound<'_, PyBytes>>,
+    name: &str,
+) -> PyResult<Cow<'a, [T]>> {
     let bytes = columns
         .get(name)
         .ok_or_else(|| PyValueError::new_err(format!("the request columns lack {name}")))?;
-    decode(name, bytes)
+    decode(name, bytes.as_bytes())
 }
 
-fn optional_column<T: Column>(
-    columns: &HashMap<String, Vec<u8>>,
+fn optional_column<'a, T: Column>(
+    columns: &'a HashMap<String, Bound<'_, PyBytes>>,
     name: &str,
-) -> PyResult<Option<Vec<T>>> {
+) -> PyResult<Option<Cow<'a, [T]>>> {
     columns
         .contains_key(name)
         .then(|| column(columns, name))
         .transpose()
 }
+
+/// Tokens and requests per part of `requests.jsonl` formatted at once (about 20 MB of text).
+const JSONL_PART_WEIGHT: usize = 1 << 19;
 
 /// Writes through a temporary name and renames, so a reader never sees half a file.
 fn write_atomically(
@@ -59,7 +67,7 @@ pub fn write_request_files(
     py: Python<'_>,
     jsonl_path: PathBuf,
     csv_path: PathBuf,
-    columns: HashMap<String, Vec<u8>>,
+    columns: HashMap<String, Bound<'_, PyBytes>>,
     errors: Vec<(usize, String)>,
     tbt_deadline_s: f64,
 ) -> PyResult<()> {
@@ -88,8 +96,8 @@ pub fn write_request_files(
     let ttft_deadline = column::<f64>(&columns, "ttft_deadline_s")?;
     let min_deadline = column::<f64>(&columns, "min_tbt_deadline_s")?;
     let warmup: Vec<bool> = column::<u8>(&columns, "warmup")?
-        .into_iter()
-        .map(|b| b != 0)
+        .iter()
+        .map(|&b| b != 0)
         .collect();
     let outcome = column::<u8>(&columns, "outcome")?;
     let scheduled = optional_column::<f64>(&columns, "scheduled_arrival_s")?;
@@ -129,7 +137,7 @@ pub fn write_request_files(
         // One core is left to the caller, which scores the run meanwhile.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         write_atomically(&jsonl_path, |out| {
-            requests.write_jsonl(out, cores.saturating_sub(1))
+            requests.write_jsonl(out, cores.saturating_sub(1), JSONL_PART_WEIGHT)
         })?;
         write_atomically(&csv_path, |out| requests.write_csv(out))
     })

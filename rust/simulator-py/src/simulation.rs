@@ -1,16 +1,17 @@
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 use simulator::{
-    simulate as core_simulate, ColumnValues, IterationRecords, RequestRecords, RouterKind,
-    SimulationConfig, Workload,
+    simulate as core_simulate, write_columns_csv, ColumnValues, RouterKind, SimulationConfig,
+    SimulationOutput, Workload,
 };
 
-use crate::byte_columns::{encode, Column};
+use crate::byte_columns::{decode, encode, Column};
 use crate::cost_model::PyCostModel;
 use crate::errors::{invalid_deployment, invalid_workload, to_py};
 use crate::prefix_workload::with_prefix_sharing;
@@ -21,16 +22,92 @@ fn add_column<T: Column>(columns: &Bound<'_, PyDict>, name: &str, values: &[T]) 
     columns.set_item(name, (T::DTYPE, bytes))
 }
 
+/// A column held as bytes, read back as the values it holds.
+enum HeldColumn<'a> {
+    U32(Cow<'a, [u32]>),
+    U64(Cow<'a, [u64]>),
+    F32(Cow<'a, [f32]>),
+    F64(Cow<'a, [f64]>),
+}
+
+impl<'a> HeldColumn<'a> {
+    fn read(name: &str, dtype: &str, bytes: &'a [u8]) -> PyResult<Self> {
+        Ok(match dtype {
+            u32::DTYPE => HeldColumn::U32(decode(name, bytes)?),
+            u64::DTYPE => HeldColumn::U64(decode(name, bytes)?),
+            f32::DTYPE => HeldColumn::F32(decode(name, bytes)?),
+            f64::DTYPE => HeldColumn::F64(decode(name, bytes)?),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "iteration column {name} has dtype {other}, which no column has"
+                )))
+            }
+        })
+    }
+
+    fn values(&self) -> ColumnValues<'_> {
+        match self {
+            HeldColumn::U32(values) => ColumnValues::U32(values),
+            HeldColumn::U64(values) => ColumnValues::U64(values),
+            HeldColumn::F32(values) => ColumnValues::F32(values),
+            HeldColumn::F64(values) => ColumnValues::F64(values),
+        }
+    }
+}
+
 /// What a simulation recorded. Columns come as `{name: (numpy dtype, bytes)}`, ready for
-/// `numpy.frombuffer`.
+/// `numpy.frombuffer`; those bytes are the only copy of the records (the simulator's own are
+/// dropped once handed over), and the iteration CSV is written from them.
 #[pyclass(frozen, module = "vidur._simulator", name = "SimulationOutput")]
 pub struct PySimulationOutput {
-    requests: RequestRecords,
-    iterations: IterationRecords,
+    request_columns: Py<PyDict>,
+    iteration_columns: Py<PyDict>,
+    rejections: Vec<(u32, String)>,
     #[pyo3(get)]
     num_iterations: u64,
     #[pyo3(get)]
     end_s: f64,
+    /// Requests that reached the router: the workload's first `num_arrived`.
+    #[pyo3(get)]
+    num_arrived: u32,
+    /// Whether `max_simulated_s` stopped the run before everything happened.
+    #[pyo3(get)]
+    is_cut: bool,
+}
+
+impl PySimulationOutput {
+    fn new(py: Python<'_>, output: SimulationOutput) -> PyResult<Self> {
+        let r = &output.requests;
+        let requests = PyDict::new(py);
+        add_column(&requests, "replica", &r.replica)?;
+        add_column(&requests, "token_offsets", &r.token_offsets)?;
+        add_column(&requests, "num_tokens", &r.num_tokens)?;
+        add_column(&requests, "token_times", &r.token_times)?;
+        add_column(&requests, "first_scheduled_s", &r.first_scheduled_s)?;
+        add_column(&requests, "finished_s", &r.finished_s)?;
+        add_column(&requests, "finish_reason", &r.finish_reason)?;
+        add_column(&requests, "num_preemptions", &r.num_preemptions)?;
+        add_column(&requests, "arrival_s", &r.arrival_s)?;
+        add_column(&requests, "cached_prompt_tokens", &r.num_cached_tokens)?;
+        let iterations = PyDict::new(py);
+        for (name, column) in output.iterations.columns() {
+            match column {
+                ColumnValues::U32(values) => add_column(&iterations, name, values)?,
+                ColumnValues::U64(values) => add_column(&iterations, name, values)?,
+                ColumnValues::F32(values) => add_column(&iterations, name, values)?,
+                ColumnValues::F64(values) => add_column(&iterations, name, values)?,
+            }
+        }
+        Ok(PySimulationOutput {
+            request_columns: requests.unbind(),
+            iteration_columns: iterations.unbind(),
+            rejections: output.requests.rejections,
+            num_iterations: output.num_iterations,
+            end_s: output.end_s,
+            num_arrived: output.num_arrived,
+            is_cut: output.is_cut,
+        })
+    }
 }
 
 #[pymethods]
@@ -39,41 +116,35 @@ impl PySimulationOutput {
     /// num_tokens, token_times, first_scheduled_s, finished_s, finish_reason, num_preemptions,
     /// arrival_s (when it was sent), cached_prompt_tokens.
     fn request_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let r = &self.requests;
-        let columns = PyDict::new(py);
-        add_column(&columns, "replica", &r.replica)?;
-        add_column(&columns, "token_offsets", &r.token_offsets)?;
-        add_column(&columns, "num_tokens", &r.num_tokens)?;
-        add_column(&columns, "token_times", &r.token_times)?;
-        add_column(&columns, "first_scheduled_s", &r.first_scheduled_s)?;
-        add_column(&columns, "finished_s", &r.finished_s)?;
-        add_column(&columns, "finish_reason", &r.finish_reason)?;
-        add_column(&columns, "num_preemptions", &r.num_preemptions)?;
-        add_column(&columns, "arrival_s", &r.arrival_s)?;
-        add_column(&columns, "cached_prompt_tokens", &r.num_cached_tokens)?;
-        Ok(columns)
+        self.request_columns.bind(py).copy()
     }
 
     /// Per iteration, in the order batches were scheduled (empty unless recorded).
     fn iteration_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let columns = PyDict::new(py);
-        for (name, column) in self.iterations.columns() {
-            match column {
-                ColumnValues::U32(values) => add_column(&columns, name, values)?,
-                ColumnValues::U64(values) => add_column(&columns, name, values)?,
-                ColumnValues::F32(values) => add_column(&columns, name, values)?,
-                ColumnValues::F64(values) => add_column(&columns, name, values)?,
-            }
-        }
-        Ok(columns)
+        self.iteration_columns.bind(py).copy()
     }
 
     /// Writes the per-iteration records to `path` as CSV, numbers as Python writes them. The GIL
     /// is released while it writes.
     fn write_iteration_csv(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let items: Vec<(String, (String, Bound<'_, PyBytes>))> =
+            self.iteration_columns.bind(py).items().extract()?;
+        let held = items
+            .iter()
+            .map(|(name, (dtype, bytes))| {
+                Ok((
+                    name.as_str(),
+                    HeldColumn::read(name, dtype, bytes.as_bytes())?,
+                ))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let columns: Vec<(&str, ColumnValues<'_>)> = held
+            .iter()
+            .map(|(name, column)| (*name, column.values()))
+            .collect();
         py.detach(|| -> std::io::Result<()> {
             let mut out = BufWriter::new(File::create(&path)?);
-            self.iterations.write_csv(&mut out)?;
+            write_columns_csv(&columns, &mut out)?;
             out.flush()
         })
         .map_err(|error| PyOSError::new_err(format!("cannot write {}: {error}", path.display())))
@@ -82,7 +153,7 @@ impl PySimulationOutput {
     /// Requests a replica refused, as (workload index, reason).
     #[getter]
     fn rejections(&self) -> Vec<(u32, String)> {
-        self.requests.rejections.clone()
+        self.rejections.clone()
     }
 }
 
@@ -117,6 +188,7 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
     shared_prefix_tokens = 0,
     follows = None,
     think_time_s = None,
+    max_simulated_s = None,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
@@ -133,6 +205,7 @@ pub fn simulate(
     shared_prefix_tokens: i64,
     follows: Option<Vec<i64>>,
     think_time_s: Option<Vec<f64>>,
+    max_simulated_s: Option<f64>,
 ) -> PyResult<PySimulationOutput> {
     let workload = Workload::new(
         arrival_times,
@@ -151,16 +224,12 @@ pub fn simulate(
         router: RouterKind::from_name(router).map_err(to_py)?,
         seed,
         record_iterations,
+        max_simulated_s,
     };
     let cost = &cost_model.get().inner;
     let scheduler = &scheduler.inner;
     let output = py
         .detach(|| core_simulate(&config, scheduler, cost, &workload))
         .map_err(to_py)?;
-    Ok(PySimulationOutput {
-        requests: output.requests,
-        iterations: output.iterations,
-        num_iterations: output.num_iterations,
-        end_s: output.end_s,
-    })
+    PySimulationOutput::new(py, output)
 }

@@ -10,28 +10,36 @@ use crate::records::{ColumnValues, IterationRecords};
 
 impl IterationRecords {
     pub fn write_csv(&self, out: &mut impl Write) -> io::Result<()> {
-        let columns = self.columns();
-        let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-        writeln!(out, "{}", names.join(","))?;
-        let (mut text, mut floats) = (String::new(), PythonFloats::default());
-        for row in 0..self.len() {
-            for (index, (_, column)) in columns.iter().enumerate() {
-                if index > 0 {
-                    text.push(',');
-                }
-                match column {
-                    ColumnValues::U32(values) => push_display(&mut text, values[row]),
-                    ColumnValues::U64(values) => push_display(&mut text, values[row]),
-                    ColumnValues::F32(values) => floats.push(&mut text, f64::from(values[row])),
-                    ColumnValues::F64(values) => floats.push(&mut text, values[row]),
-                }
+        write_columns_csv(&self.columns(), out)
+    }
+}
+
+/// Named columns of equal length (`IterationRecords::columns`, or the same held elsewhere) as CSV.
+pub fn write_columns_csv(
+    columns: &[(&str, ColumnValues<'_>)],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
+    writeln!(out, "{}", names.join(","))?;
+    let num_rows = columns.first().map_or(0, |(_, column)| column.len());
+    let (mut text, mut floats) = (String::new(), PythonFloats::default());
+    for row in 0..num_rows {
+        for (index, (_, column)) in columns.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
             }
-            text.push('\n');
-            if text.len() >= 1 << 16 {
-                out.write_all(text.as_bytes())?;
-                text.clear();
+            match column {
+                ColumnValues::U32(values) => push_display(&mut text, values[row]),
+                ColumnValues::U64(values) => push_display(&mut text, values[row]),
+                ColumnValues::F32(values) => floats.push(&mut text, f64::from(values[row])),
+                ColumnValues::F64(values) => floats.push(&mut text, values[row]),
             }
         }
-        out.write_all(text.as_bytes())
+        text.push('\n');
+        if text.len() >= 1 << 16 {
+            out.write_all(text.as_bytes())?;
+            text.clear();
+        }
     }
+    out.write_all(text.as_bytes())
 }

@@ -29,6 +29,7 @@ pub use cost_model::{BatchEntry, CostModel, IterationTime};
 pub use cpu_overheads::{CpuOverheads, LinearCost};
 pub use curve::PiecewiseLinear;
 pub use error::{Result, SimulatorError};
+pub use iteration_csv::write_columns_csv;
 pub use kernel_cost::{KernelCost, KernelWork};
 pub use operator::{OperatorInput, OperatorKind, OperatorTerm, Placement};
 pub use records::{ColumnValues, IterationRecords, ReplicaSnapshot, RequestRecords};

@@ -18,7 +18,13 @@ pub(crate) struct PythonFloats {
 
 impl PythonFloats {
     pub(crate) fn push(&mut self, line: &mut String, value: f64) {
-        self.push_as(line, value, -3, true);
+        let magnitude = value.abs();
+        if (1e-4..1e16).contains(&magnitude) && !may_be_a_tie(magnitude) {
+            // Ryu writes these positionally, as Python does, and away from ties with its digits.
+            line.push_str(self.ryu.format_finite(value));
+        } else {
+            self.push_as(line, value, -3, true);
+        }
     }
 
     /// As msgspec's JSON encoder writes a finite float: the same digits, positional when the
@@ -259,7 +265,7 @@ mod tests {
     }
 
     #[test]
-    fn the_direct_json_path_writes_what_the_digit_by_digit_one_does() {
+    fn the_direct_paths_write_what_the_digit_by_digit_one_does() {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut floats = PythonFloats::default();
         for _ in 0..60_000 {
@@ -274,12 +280,18 @@ mod tests {
                 -seconds,
                 seconds * 1e-7,
                 f64::from(seconds as f32),
+                1e-4 * (1.0 + (seconds - 500.0) * 1e-15),
+                1e16 * (1.0 + (seconds - 500.0) * 1e-15),
             ] {
                 if value.is_finite() {
                     let (mut direct, mut general) = (String::new(), String::new());
                     floats.push_json(&mut direct, value);
                     floats.push_as(&mut general, value, -4, false);
-                    assert_eq!(direct, general, "{value:e}");
+                    assert_eq!(direct, general, "JSON {value:e}");
+                    let (mut direct, mut general) = (String::new(), String::new());
+                    floats.push(&mut direct, value);
+                    floats.push_as(&mut general, value, -3, true);
+                    assert_eq!(direct, general, "Python {value:e}");
                 }
             }
         }

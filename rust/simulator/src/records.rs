@@ -125,6 +125,21 @@ pub enum ColumnValues<'a> {
     F64(&'a [f64]),
 }
 
+impl ColumnValues<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            ColumnValues::U32(values) => values.len(),
+            ColumnValues::U64(values) => values.len(),
+            ColumnValues::F32(values) => values.len(),
+            ColumnValues::F64(values) => values.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A replica's state when a batch was scheduled.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplicaSnapshot {

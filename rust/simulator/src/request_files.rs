@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use crate::python_float::{push_display, PythonFloats};
 
 /// Outcome names, indexed by `RequestColumns::outcome`.
-pub const OUTCOMES: [&str; 3] = ["finished", "ended_early", "error"];
+pub const OUTCOMES: [&str; 4] = ["finished", "ended_early", "error", "interrupted"];
 
 /// metron's `REQUEST_CSV_COLUMNS`.
 const CSV_HEADER: &str = "id,arrival_s,scheduled_arrival_s,prompt_tokens,requested_prompt_tokens,\
@@ -101,39 +101,54 @@ impl RequestColumns<'_> {
         Ok(())
     }
 
-    /// `requests.jsonl`, its lines formatted on up to `num_threads` threads (a part each).
-    pub fn write_jsonl(&self, out: &mut impl Write, num_threads: usize) -> io::Result<()> {
-        let total = self.token_times_s.len() + self.ids.len();
-        let num_parts = num_threads.clamp(1, self.ids.len().max(1));
-        let mut parts = Vec::with_capacity(num_parts);
-        let (mut first, mut first_token, mut token, mut weight) = (0, 0, 0, 0);
+    /// `requests.jsonl`, its lines formatted on up to `num_threads` threads at a time, a part
+    /// of about `part_weight` tokens and requests each, written in order as they are done (so
+    /// at most `num_threads` parts are in memory, whatever the run's length).
+    pub fn write_jsonl(
+        &self,
+        out: &mut impl Write,
+        num_threads: usize,
+        part_weight: usize,
+    ) -> io::Result<()> {
+        let parts = self.parts(part_weight.max(1));
+        for group in parts.chunks(num_threads.max(1)) {
+            let texts: Vec<String> = std::thread::scope(|scope| {
+                let running: Vec<_> = group
+                    .iter()
+                    .map(|(requests, first_token)| {
+                        scope.spawn(move || self.jsonl_lines(requests.clone(), *first_token))
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|handle| {
+                        handle
+                            .join()
+                            .expect("a thread formatting requests.jsonl panicked")
+                    })
+                    .collect()
+            });
+            texts
+                .iter()
+                .try_for_each(|text| out.write_all(text.as_bytes()))?;
+        }
+        Ok(())
+    }
+
+    /// Consecutive runs of requests of about `weight` tokens and requests each, with the index
+    /// of each run's first token.
+    fn parts(&self, weight: usize) -> Vec<(std::ops::Range<usize>, usize)> {
+        let mut parts = Vec::new();
+        let (mut first, mut first_token, mut token, mut held) = (0, 0, 0, 0);
         for i in 0..self.ids.len() {
             token += self.num_tokens[i] as usize;
-            weight += self.num_tokens[i] as usize + 1;
-            if i + 1 == self.ids.len() || weight * num_parts >= total * (parts.len() + 1) {
+            held += self.num_tokens[i] as usize + 1;
+            if i + 1 == self.ids.len() || held >= weight {
                 parts.push((first..i + 1, first_token));
-                (first, first_token) = (i + 1, token);
+                (first, first_token, held) = (i + 1, token, 0);
             }
         }
-        let texts: Vec<String> = std::thread::scope(|scope| {
-            let running: Vec<_> = parts
-                .into_iter()
-                .map(|(requests, first_token)| {
-                    scope.spawn(move || self.jsonl_lines(requests, first_token))
-                })
-                .collect();
-            running
-                .into_iter()
-                .map(|handle| {
-                    handle
-                        .join()
-                        .expect("a thread formatting requests.jsonl panicked")
-                })
-                .collect()
-        });
-        texts
-            .iter()
-            .try_for_each(|text| out.write_all(text.as_bytes()))
+        parts
     }
 
     /// The lines of `requests`, whose first token is `first_token`.
@@ -377,7 +392,7 @@ mod tests {
         let columns = one_request(&[0.75, 0.875], Some("ended \"early\"\n"));
         columns.check().unwrap();
         let mut out = Vec::new();
-        columns.write_jsonl(&mut out, 4).unwrap();
+        columns.write_jsonl(&mut out, 4, 1).unwrap();
         let expected = concat!(
             r#"{"id":7,"arrival_s":0.5,"prompt_tokens":12,"output_tokens":2,"token_times_s":[0.75,0.875],"#,
             r#""ttft_s":0.25,"tbt_s":[0.125],"tpot_s":0.125,"e2e_s":0.375,"normalized_latency_s":0.1875,"#,
@@ -419,16 +434,22 @@ mod tests {
             cached_prompt_tokens: None,
         };
         columns.check().unwrap();
-        let written = |threads| {
+        let written = |threads, part_weight| {
             let mut out = Vec::new();
-            columns.write_jsonl(&mut out, threads).unwrap();
+            columns.write_jsonl(&mut out, threads, part_weight).unwrap();
             String::from_utf8(out).unwrap()
         };
-        let one = written(1);
+        let one = written(1, usize::MAX);
         assert_eq!(one.lines().count(), 4);
         assert!(one.contains(r#""id":1,"arrival_s":0.25,"prompt_tokens":2,"output_tokens":0,"token_times_s":[],"ttft_s":null,"tbt_s":[]"#));
-        for threads in [2, 3, 4, 16] {
-            assert_eq!(written(threads), one, "{threads} threads");
+        for threads in [1, 2, 3, 4, 16] {
+            for part_weight in [1, 2, 3, 5, 100] {
+                assert_eq!(
+                    written(threads, part_weight),
+                    one,
+                    "{threads} threads, parts of {part_weight}"
+                );
+            }
         }
     }
 
@@ -463,7 +484,7 @@ mod tests {
         columns.scheduled_arrival_s = Some(&[0.25]);
         columns.cached_prompt_tokens = Some(&[48]);
         let mut out = Vec::new();
-        columns.write_jsonl(&mut out, 1).unwrap();
+        columns.write_jsonl(&mut out, 1, 1 << 19).unwrap();
         let line = String::from_utf8(out).unwrap();
         assert!(line.contains(r#""arrival_s":0.5,"#), "{line}");
         assert!(line.ends_with(r#""scheduled_arrival_s":0.25,"warmup":false,"server_token_times_s":null,"cached_prompt_tokens":48}
@@ -478,7 +499,7 @@ mod tests {
             .starts_with("7,0.5,0.25,12,"));
         columns.cached_prompt_tokens = Some(&[-1]);
         let mut out = Vec::new();
-        columns.write_jsonl(&mut out, 1).unwrap();
+        columns.write_jsonl(&mut out, 1, 1 << 19).unwrap();
         assert!(String::from_utf8(out).unwrap().ends_with(
             r#""cached_prompt_tokens":null}
 "#

@@ -23,6 +23,8 @@ pub struct SimulationConfig {
     pub seed: u64,
     /// Per-iteration records cost memory on long runs; request records are always kept.
     pub record_iterations: bool,
+    /// Stops the run at this simulated time: nothing after it happens or is recorded.
+    pub max_simulated_s: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,8 +32,12 @@ pub struct SimulationOutput {
     pub requests: RequestRecords,
     pub iterations: IterationRecords,
     pub num_iterations: u64,
-    /// When the last event happened.
+    /// When the last event happened (at most `max_simulated_s`).
     pub end_s: f64,
+    /// Requests that reached the router: the first `num_arrived` of the workload.
+    pub num_arrived: u32,
+    /// Whether `max_simulated_s` stopped the run with events still to happen.
+    pub is_cut: bool,
 }
 
 /// Runs the workload on `num_replicas` identical replicas, each scheduling with
@@ -53,6 +59,20 @@ pub fn simulate(
             "the prefix_affinity router needs the scheduler's enable_prefix_caching".into(),
         ));
     }
+    if let Some(limit) = config.max_simulated_s {
+        if !(limit.is_finite() && limit >= 0.0) {
+            return Err(SimulatorError::InvalidDeployment(format!(
+                "max_simulated_s must be a finite, non-negative number of seconds, got {limit}"
+            )));
+        }
+        // A cut run keeps the workload's first requests, which a session's later turns (sent
+        // when the turn before ends) need not be.
+        if !workload.follows.is_empty() {
+            return Err(SimulatorError::InvalidWorkload(
+                "max_simulated_s cannot cut a workload with multi-turn sessions".into(),
+            ));
+        }
+    }
     let replicas = (0..config.num_replicas)
         .map(|id| Replica::new(id, scheduler_config, cost.num_stages()))
         .collect::<Result<Vec<_>>>()?;
@@ -65,10 +85,13 @@ pub fn simulate(
         requests: RequestRecords::new(workload),
         iterations: IterationRecords::default(),
         record_iterations: config.record_iterations,
+        limit_s: config.max_simulated_s.unwrap_or(f64::INFINITY),
         outstanding: vec![0; config.num_replicas as usize],
         num_iterations: 0,
         sessions: Sessions::new(workload),
         caching: scheduler_config.enable_prefix_caching,
+        num_arrived: 0,
+        is_cut: false,
     };
     simulation.run()
 }
@@ -82,12 +105,16 @@ struct Simulation<'a> {
     requests: RequestRecords,
     iterations: IterationRecords,
     record_iterations: bool,
+    /// Events after this time do not happen; tokens and finishes after it are not recorded.
+    limit_s: f64,
     /// Unfinished requests per replica, as the router sees them.
     outstanding: Vec<u32>,
     num_iterations: u64,
     sessions: Sessions,
     /// Whether requests carry token ids (their prompts' sharing structure).
     caching: bool,
+    num_arrived: u32,
+    is_cut: bool,
 }
 
 impl Simulation<'_> {
@@ -102,6 +129,10 @@ impl Simulation<'_> {
         }
         let mut end_s = 0.0;
         while let Some((now, event)) = self.events.pop() {
+            if now > self.limit_s {
+                (end_s, self.is_cut) = (self.limit_s, true);
+                break;
+            }
             end_s = now;
             match event {
                 EventKind::Arrival { request } => self.arrive(request, now),
@@ -114,10 +145,13 @@ impl Simulation<'_> {
             iterations: self.iterations,
             num_iterations: self.num_iterations,
             end_s,
+            num_arrived: self.num_arrived,
+            is_cut: self.is_cut,
         })
     }
 
     fn arrive(&mut self, request: u32, now: f64) {
+        self.num_arrived += 1;
         let index = request as usize;
         let is_first_turn = self.workload.predecessor(index).is_none();
         if let Some(next) =
@@ -180,9 +214,11 @@ impl Simulation<'_> {
         let target = &mut self.replicas[replica as usize];
         target.is_turn_pending = false;
         let record = self.record_iterations.then(|| self.iterations.len());
-        let requests = &mut self.requests;
+        let (requests, limit_s) = (&mut self.requests, self.limit_s);
         let step = target.engine_step(now, self.cost, record, |id, at| {
-            requests.record_token(id as usize, at)
+            if at <= limit_s {
+                requests.record_token(id as usize, at);
+            }
         })?;
         let next_turn_s = match step {
             EngineStep::Scheduled(started) => {
@@ -195,6 +231,14 @@ impl Simulation<'_> {
                         .push(started.snapshot, now, nominal_end_s, &started.time);
                 }
                 started.sent_s
+            }
+            EngineStep::Applied(applied) if applied.applied_s > self.limit_s => {
+                // Its outputs come after the cut: its requests are still running then.
+                self.is_cut = true;
+                if let Some(index) = applied.record {
+                    self.iterations.end_s[index] = applied.applied_s;
+                }
+                return Ok(());
             }
             EngineStep::Applied(applied) => {
                 for request in &applied.finished {

@@ -89,6 +89,7 @@ pub fn config(num_replicas: u32, router: RouterKind, seed: u64) -> SimulationCon
         router,
         seed,
         record_iterations: true,
+        max_simulated_s: None,
     }
 }
 
