@@ -1,7 +1,7 @@
 """The triton backend's decode-only steps at padded, fixed shapes (`prepare_decode`: what CUDA
-graphs replay; run eagerly under the interpreter, replayed from captured graphs on a GPU): the
-same tokens as its unpadded path and as the `reference` backend, logprobs close to both, and
-padding rows that write only the padding block."""
+graphs replay; run eagerly under the interpreter, replayed from captured graphs on a GPU): one
+plan serves any lengths, the same tokens as its unpadded path and as the `reference` backend,
+logprobs close to both, and padding rows that write only the padding block."""
 
 from pathlib import Path
 
@@ -11,10 +11,12 @@ import torch
 
 from engine.wire.sampling_params import SamplingParams
 from engine.wire.step import NewRequest, StepEntry, StepInput, TokenLogprobs
+from engine.worker.attention import AttentionLayer, DecodeInputs, kv_cache_shape, select_backend
 from engine.worker.decode_buckets import DecodeBucket
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine_model.harness import generate, random_prompts
 from paged_cases import DEVICE
+from servekit_kernels import default_num_splits, paged_decode_attention_reference
 
 VOCAB_SIZE = 512
 LOGPROBS = SamplingParams(temperature=0.0, max_tokens=8, logprobs=3)
@@ -38,6 +40,37 @@ def assert_logprobs_close(ours: list[TokenLogprobs | None], theirs: list[TokenLo
         assert mine is not None and expected is not None
         assert mine.top_token_ids == expected.top_token_ids
         np.testing.assert_allclose(mine.top_logprobs, expected.top_logprobs, rtol=1e-4, atol=1e-4)
+
+
+def test_one_prepared_decode_serves_whatever_lengths_its_buffers_hold() -> None:
+    """What a graph replay needs: the plan is made once from fixed-shape buffers, and each forward
+    reads the lengths, slots and tables the buffers hold then, its contexts split as on a GPU."""
+    layer = AttentionLayer(num_heads=4, num_kv_heads=1, head_dim=32, scale=32**-0.5)
+    block_size, max_model_len, rows = 16, 1024, 2
+    backend = select_backend(
+        "triton", device=DEVICE, dtype=torch.float32, head_dim=32, block_size=block_size, max_model_len=max_model_len
+    )
+    backend.num_programs = 64  # a GPU's count (multiprocessors x programs each), not the interpreter's 1
+    assert default_num_splits(rows, layer.num_kv_heads, max_model_len, backend.num_programs) == 4
+    generator = torch.Generator().manual_seed(0)
+    width = max_model_len // block_size
+    cache = torch.randn(kv_cache_shape(rows * width, block_size, 1, 32), generator=generator).to(DEVICE)
+    tables = torch.randperm(rows * width, generator=generator).view(rows, width).to(DEVICE, torch.int32)
+    seq_lens = torch.ones(rows, dtype=torch.int32, device=DEVICE)
+    slots = torch.zeros(rows, dtype=torch.int64, device=DEVICE)
+    plan = backend.prepare_decode(DecodeInputs(block_size, slots, seq_lens, tables))
+    for lengths in ([300, 5], [1000, 1], [17, 640]):
+        positions = torch.tensor(lengths, device=DEVICE) - 1
+        seq_lens.copy_(positions + 1)
+        slots.copy_(tables[torch.arange(rows), positions // block_size] * block_size + positions % block_size)
+        query = torch.randn(rows, 4, 32, generator=generator).to(DEVICE)
+        key, value = (torch.randn(rows, 1, 32, generator=generator).to(DEVICE) for _ in range(2))
+
+        output = backend.forward(query, key, value, cache, plan, layer)
+
+        assert torch.equal(cache[0].view(-1, 1, 32)[slots], key) and torch.equal(cache[1].view(-1, 1, 32)[slots], value)
+        expected = paged_decode_attention_reference(query, cache[0], cache[1], tables, seq_lens, layer.scale)
+        torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_padding_rows_write_only_the_padding_block(tiny_model: Path) -> None:
@@ -82,20 +115,19 @@ def test_padding_rows_write_only_the_padding_block(tiny_model: Path) -> None:
         torch.testing.assert_close(new[:, :num_blocks], expected, rtol=1e-5, atol=1e-5)
 
 
-def test_padded_decodes_equal_the_unpadded_path_and_the_reference_backend(
+def test_padded_decodes_equal_the_reference_backend_through_the_scheduler(
     tiny_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through the scheduler, requests arriving at different steps: decode batches of 1, 2 and 3
-    rows run at padded sizes 1, 2 and 4, contexts crossing block boundaries."""
+    """Requests arriving at different steps: decode batches of 1, 2 and 3 rows run at padded
+    sizes 1, 2 and 4, contexts crossing block boundaries."""
     prompts = random_prompts(2, [3, 17, 6], VOCAB_SIZE)
     sampling = [SamplingParams(temperature=0.0, max_tokens=5, logprobs=2)] * 3
     shape = dict(block_size=8, max_model_len=32, max_num_seqs=4)
     buckets: list[DecodeBucket] = []
-    results = {}
-    for name, backend, pad_decodes in (("padded", "triton", True), ("plain", "triton", False),
-                                       ("reference", "reference", False)):
+    results = []
+    for backend in ("triton", "reference"):
         each = runner(tiny_model, backend, **shape)
-        each.init_kv_cache(16, pad_decodes=pad_decodes)
+        each.init_kv_cache(16, pad_decodes=backend == "triton")
         if each.padded_decode is not None:
             run = each.padded_decode.run
 
@@ -104,11 +136,11 @@ def test_padded_decodes_equal_the_unpadded_path_and_the_reference_backend(
                 run(bucket)
 
             monkeypatch.setattr(each.padded_decode, "run", noting_the_bucket)
-        results[name] = generate(
-            each, prompts, 5, num_blocks=16, max_num_seqs=4, sampling=sampling, arrival_steps=[0, 1, 3]
+        results.append(
+            generate(each, prompts, 5, num_blocks=16, max_num_seqs=4, sampling=sampling, arrival_steps=[0, 1, 3])
         )
+    padded, reference = results
     assert {bucket.batch_size for bucket in buckets} == {1, 2, 4}
-    assert results["padded"].outputs == results["plain"].outputs == results["reference"].outputs
+    assert padded.outputs == reference.outputs
     for request_id in range(len(prompts)):
-        for other in ("plain", "reference"):
-            assert_logprobs_close(results["padded"].logprobs[request_id], results[other].logprobs[request_id])
+        assert_logprobs_close(padded.logprobs[request_id], reference.logprobs[request_id])
