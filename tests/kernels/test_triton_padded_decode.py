@@ -3,6 +3,7 @@ graphs replay; run eagerly under the interpreter, replayed from captured graphs 
 plan serves any lengths, the same tokens as its unpadded path and as the `reference` backend,
 logprobs close to both, and padding rows that write only the padding block."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from engine.wire.sampling_params import SamplingParams
 from engine.wire.step import NewRequest, StepEntry, StepInput, TokenLogprobs
-from engine.worker.attention import AttentionLayer, DecodeInputs, kv_cache_shape, select_backend
+from engine.worker.attention import AttentionLayer, DecodeInputs, TritonAttention, kv_cache_shape
 from engine.worker.decode_buckets import DecodeBucket
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine_model.harness import generate, random_prompts
@@ -34,7 +35,7 @@ def runner(model_dir: Path, backend: str, *, block_size: int, max_model_len: int
     return ModelRunner(config)
 
 
-def assert_logprobs_close(ours: list[TokenLogprobs | None], theirs: list[TokenLogprobs | None]) -> None:
+def assert_logprobs_close(ours: Sequence[TokenLogprobs | None], theirs: Sequence[TokenLogprobs | None]) -> None:
     assert len(ours) == len(theirs)
     for mine, expected in zip(ours, theirs, strict=True):
         assert mine is not None and expected is not None
@@ -47,9 +48,7 @@ def test_one_prepared_decode_serves_whatever_lengths_its_buffers_hold() -> None:
     reads the lengths, slots and tables the buffers hold then, its contexts split as on a GPU."""
     layer = AttentionLayer(num_heads=4, num_kv_heads=1, head_dim=32, scale=32**-0.5)
     block_size, max_model_len, rows = 16, 1024, 2
-    backend = select_backend(
-        "triton", device=DEVICE, dtype=torch.float32, head_dim=32, block_size=block_size, max_model_len=max_model_len
-    )
+    backend = TritonAttention(DEVICE, torch.float32, layer.head_dim, max_model_len)
     backend.num_programs = 64  # a GPU's count (multiprocessors x programs each), not the interpreter's 1
     assert default_num_splits(rows, layer.num_kv_heads, max_model_len, backend.num_programs) == 4
     generator = torch.Generator().manual_seed(0)
