@@ -79,6 +79,7 @@ def test_model_greedy_identical_to_reference_backend(tiny_model: Path, monkeypat
         monkeypatch.setattr(fused, name, counted)
 
     def greedy(backend: str) -> tuple[dict[int, list[int]], int]:
+        # Eager: on a GPU too every step calls the kernels from Python (a graph replay does not).
         runner = ModelRunner(
             ModelRunnerConfig(
                 model=str(tiny_model), device=DEVICE.type, attention_backend=backend, num_kv_blocks=16,
