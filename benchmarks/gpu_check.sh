@@ -11,8 +11,10 @@
 #   3. the CUDA-graph tests: the demo model in bf16 greedy as transformers, graph replays equal
 #      to the padded path run eagerly (tests/engine_model/test_cuda_graphs.py), and the padded-path tests;
 #   4. benchmarks/model_decode.py on a Llama-3-8B-shaped bf16 model (random weights) at batch 1
-#      and 64: eager vs CUDA graphs vs transformers, MBU against the copy bandwidth measured in
-#      the same run, and the decode attention's achieved bandwidth.
+#      and 64, attention backend triton (its kernels, fused layers and captured decode): eager vs
+#      CUDA graphs vs transformers, MBU against the copy bandwidth measured in the same run, and
+#      the decode attention's achieved bandwidth. (Named, not `auto`, which takes flash-attn
+#      where it is installed; without it `auto` is triton, so naming it costs no extra run.)
 # Logs and model_decode.json land in OUT (default $OUT, else ./gpu_check_out). PYTHON: the host's
 # Python with PyTorch (default python3; the dry run: .venv/bin/python).
 set -uo pipefail
@@ -55,7 +57,7 @@ step() {  # step NAME SECONDS COMMAND...: runs COMMAND under a time limit, its o
 
 if [ "$dry_run" = 1 ]; then
     python="${PYTHON:-.venv/bin/python}"
-    export PYTHONPATH="$PWD/python:$PWD/metron:$PWD/vidur"
+    export PYTHONPATH="$PWD/kernels:$PWD/python:$PWD/metron:$PWD/vidur"
     export TRITON_INTERPRET=1
     device_args=(--device cpu --shape demo --dtype fp32 --batch-sizes 1,4 --prompt-len 32 --decode-steps 8 --repeats 1)
 else
@@ -75,7 +77,7 @@ else
     echo "== kernel_tests: no tests/kernels in this checkout, skipped"
 fi
 step cuda_graph_tests 120 "${pytest[@]}" tests/engine_model/test_cuda_graphs.py tests/engine_model/test_padded_decode.py
-step model_decode 420 bash -c "'$python' benchmarks/model_decode.py ${device_args[*]} | tee '$out/model_decode.out'"
+step model_decode 420 bash -c "'$python' benchmarks/model_decode.py --attention-backend triton ${device_args[*]} | tee '$out/model_decode.out'"
 tail -n 1 "$out/model_decode.out" > "$out/model_decode.json" 2>/dev/null
 echo "== gpu_check: $failed step(s) failed; logs in $out"
 exit "$failed"

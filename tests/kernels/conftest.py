@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
@@ -13,3 +14,14 @@ if not torch.cuda.is_available():
 
 # paged_cases.py beside this file is imported by the tests.
 sys.path.insert(0, str(Path(__file__).parent))
+
+from engine.demo_model import build_demo_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two layers, multi-query attention: small enough for the interpreter."""
+    return build_demo_model(
+        tmp_path_factory.mktemp("model"), vocab_size=512, hidden_size=64, intermediate_size=160, num_layers=2,
+        num_heads=4, num_kv_heads=1,
+    )

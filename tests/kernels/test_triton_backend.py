@@ -1,13 +1,14 @@
 """The engine's `triton` attention backend: a mixed batch against the `reference` backend, the
-tiny model through `ModelRunner` greedy-identical to the reference backend, and its selection."""
+tiny model (its fused Triton layers included) through `ModelRunner` greedy-identical to the
+reference backend, and its selection."""
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from engine.demo_model import build_demo_model
 from engine.worker.attention import (
     AttentionLayer,
     AttentionMetadata,
@@ -18,6 +19,7 @@ from engine.worker.attention import (
 )
 from engine.worker.attention.flash import is_flash_attn_available
 from engine.worker.attention.triton_attention import triton_unsupported_reason
+from engine.worker.model.layers import fused
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
 from engine_model.harness import generate, random_prompts
 from paged_cases import DEVICE
@@ -61,26 +63,44 @@ def test_mixed_batch_matches_reference_backend(layer: AttentionLayer, block_size
     assert torch.equal(caches[0], caches[1])
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_demo_model(
-        tmp_path_factory.mktemp("model"), vocab_size=512, hidden_size=64, intermediate_size=160, num_layers=2,
-        num_heads=4, num_kv_heads=1,
-    )
-
-
-def test_model_greedy_identical_to_reference_backend(tiny_model: Path) -> None:
-    """Chunked prefills beside decodes (a budget of 16 tokens), contexts past a block."""
+def test_model_greedy_identical_to_reference_backend(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunked prefills beside decodes (a budget of 16 tokens), contexts past a block. The triton
+    backend's model runs the fused norm, activation and rotary kernels, every layer every step;
+    the other backends' models run none of them."""
     prompts = random_prompts(3, [1, 21, 9], 512)
+    calls = {name: 0 for name in ("rms_norm", "silu_and_mul", "rotary_embedding")}
+    for name in calls:
+        kernel = getattr(fused, name)
 
-    def greedy(backend: str) -> dict[int, list[int]]:
-        runner = ModelRunner(ModelRunnerConfig(model=str(tiny_model), attention_backend=backend, num_kv_blocks=16))
+        def counted(*args: Any, _kernel: Any = kernel, _name: str = name) -> Any:
+            calls[_name] += 1
+            return _kernel(*args)
+
+        monkeypatch.setattr(fused, name, counted)
+
+    def greedy(backend: str) -> tuple[dict[int, list[int]], int]:
+        # Eager: on a GPU too every step calls the kernels from Python (a graph replay does not).
+        runner = ModelRunner(
+            ModelRunnerConfig(
+                model=str(tiny_model), device=DEVICE.type, attention_backend=backend, num_kv_blocks=16,
+                enforce_eager=True,
+            )
+        )
         assert runner.model_info.attention_backend == backend
         generation = generate(runner, prompts, 5, token_budget=16, max_num_seqs=4)
         assert generation.num_mixed_steps > 0
-        return generation.outputs
+        return generation.outputs, len(generation.step_sizes)
 
-    assert greedy("triton") == greedy("reference")
+    reference, _ = greedy("reference")
+    assert calls == dict.fromkeys(calls, 0)
+    triton, num_steps = greedy("triton")
+    assert triton == reference
+    num_layers = 2  # two norms each, and the final one
+    assert calls == {
+        "rms_norm": num_steps * (2 * num_layers + 1),
+        "silu_and_mul": num_steps * num_layers,
+        "rotary_embedding": num_steps * num_layers,
+    }
 
 
 def test_selection(monkeypatch: pytest.MonkeyPatch) -> None:

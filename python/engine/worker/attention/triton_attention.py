@@ -7,9 +7,12 @@ Runs on CUDA GPUs; on the CPU only under Triton's interpreter (`TRITON_INTERPRET
 worker's environment), which is slow and meant for tests, and there in float32 or float16 only.
 Any block size, GQA/MQA, sliding windows, float32, float16 and (on CUDA) bfloat16.
 
-Decodes split their contexts flash-decoding style; given `max_model_len`, the number of splits
-depends only on the number of decodes, the KV heads, `max_model_len` and the device, never on
-the step's lengths.
+Decodes split their contexts flash-decoding style; the number of splits depends only on the
+number of decodes, the KV heads, the longest context a step may hold (`max_model_len`, else the
+step's longest, or a fixed-shape decode's table width) and the device, never on the step's
+lengths. So a decode-only step in fixed shapes (`prepare_decode`) launches the same grids
+whatever its lengths, and is captured in CUDA graphs; its cost does not grow with the width of
+its block tables (the kernel reads only the pages a context covers).
 """
 
 import importlib.util
@@ -19,7 +22,7 @@ from types import ModuleType
 import numpy as np
 import torch
 
-from engine.worker.attention.backend import AttentionBackend, AttentionLayer
+from engine.worker.attention.backend import AttentionBackend, AttentionLayer, DecodeInputs
 from engine.worker.attention.metadata import AttentionMetadata
 
 MAX_HEAD_DIM = 256
@@ -47,7 +50,12 @@ def triton_unsupported_reason(device: torch.device, dtype: torch.dtype, head_dim
 
 @dataclass(slots=True)
 class TritonPlan:
-    metadata: AttentionMetadata
+    """What every layer of one step shares."""
+
+    """The step's metadata; None for a decode prepared from fixed-shape inputs (`prepare_decode`)."""
+    metadata: AttentionMetadata | None
+    """[num_tokens] int64: each new token's cache slot."""
+    slot_mapping: torch.Tensor
     """[num_decodes] int64: where each decode's token sits in the flattened batch; None when
     every request of the step is a decode (its rows are then the batch's own)."""
     decode_tokens: torch.Tensor | None
@@ -55,7 +63,9 @@ class TritonPlan:
     decode_block_tables: torch.Tensor
     decode_seq_lens: torch.Tensor
     num_decodes: int
-    """Query lengths of the requests that are prefill chunks (0 for the decodes)."""
+    """The longest context a decode of the step may have: the decode splits are sized by it."""
+    max_decode_context: int
+    """Query lengths of the requests that are prefill chunks (0 for the decodes); empty when all decode."""
     prefill_query_lens: list[int]
     # Per queries-per-program count: the prefill kernel's (request, query offset) of each program.
     prefill_tiles: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -65,7 +75,7 @@ class TritonPlan:
         if tiles is None:
             from servekit_kernels import prefill_tiles
 
-            device = self.metadata.slot_mapping.device
+            device = self.slot_mapping.device
             requests, offsets = prefill_tiles(self.prefill_query_lens, tokens_per_tile)
             tiles = self.prefill_tiles[tokens_per_tile] = (
                 torch.from_numpy(requests).to(device, non_blocking=True),
@@ -76,6 +86,8 @@ class TritonPlan:
 
 class TritonAttention(AttentionBackend[TritonPlan]):
     name = "triton"
+    captures_decode = True
+    decode_reads_pages = True
 
     def __init__(self, device: torch.device, dtype: torch.dtype, head_dim: int, max_model_len: int | None) -> None:
         reason = triton_unsupported_reason(device, dtype, head_dim)
@@ -108,11 +120,30 @@ class TritonAttention(AttentionBackend[TritonPlan]):
             seq_lens = metadata.seq_lens_tensor.index_select(0, row_index)
         return TritonPlan(
             metadata=metadata,
+            slot_mapping=metadata.slot_mapping,
             decode_tokens=decode_tokens,
             decode_block_tables=tables,
             decode_seq_lens=seq_lens,
             num_decodes=num_decodes,
-            prefill_query_lens=[0 if decode else n for n, decode in zip(metadata.query_lens, is_decode, strict=True)],
+            max_decode_context=self.max_model_len or metadata.max_seq_len,
+            prefill_query_lens=(
+                [] if decode_tokens is None
+                else [0 if decode else n for n, decode in zip(metadata.query_lens, is_decode, strict=True)]
+            ),
+        )
+
+    def prepare_decode(self, decode: DecodeInputs) -> TritonPlan:
+        """Every row a decode, read in place through its block table: no host work, so nothing
+        here or in `forward` synchronizes or depends on the lengths."""
+        return TritonPlan(
+            metadata=None,
+            slot_mapping=decode.slot_mapping,
+            decode_tokens=None,
+            decode_block_tables=decode.block_tables,
+            decode_seq_lens=decode.seq_lens,
+            num_decodes=decode.seq_lens.shape[0],
+            max_decode_context=self.max_model_len or decode.block_tables.shape[1] * decode.block_size,
+            prefill_query_lens=[],
         )
 
     def forward(
@@ -125,13 +156,12 @@ class TritonAttention(AttentionBackend[TritonPlan]):
         layer: AttentionLayer,
     ) -> torch.Tensor:
         kernels = self._kernels
-        metadata = plan.metadata
         key_cache, value_cache = kv_cache[0], kv_cache[1]
-        kernels.write_kv_cache(key, value, key_cache, value_cache, metadata.slot_mapping)
+        kernels.write_kv_cache(key, value, key_cache, value_cache, plan.slot_mapping)
         output = torch.empty_like(query)
         if plan.num_decodes:
             num_splits = kernels.default_num_splits(
-                plan.num_decodes, layer.num_kv_heads, self.max_model_len or metadata.max_seq_len, self.num_programs
+                plan.num_decodes, layer.num_kv_heads, plan.max_decode_context, self.num_programs
             )
             decode_query = query if plan.decode_tokens is None else query.index_select(0, plan.decode_tokens)
             decoded = kernels.paged_decode_attention(
@@ -147,7 +177,9 @@ class TritonAttention(AttentionBackend[TritonPlan]):
             )
             if plan.decode_tokens is not None:
                 output.index_copy_(0, plan.decode_tokens, decoded)
-        if plan.num_decodes < len(metadata.query_lens):
+        if plan.prefill_query_lens:
+            metadata = plan.metadata
+            assert metadata is not None  # a fixed-shape decode has no prefills
             kernels.paged_prefill_attention(
                 query,
                 key_cache,

@@ -8,19 +8,19 @@ Module names follow the Hugging Face checkpoints, except that q/k/v and gate/up 
 (`qkv_proj`, `gate_up_proj`); `checkpoint_target` maps a checkpoint name to its place here.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from engine.worker.attention import AttentionBackend, AttentionLayer
-from engine.model_config import ModelConfig
+from engine.worker.attention import AttentionBackend, AttentionLayer, TritonAttention
+from engine.model_config import ModelConfig, RopeConfig
 from engine.worker.model.layers.linear import QKVParallelLinear, RowParallelLinear
 from engine.worker.model.layers.mlp import GatedMLP
 from engine.worker.model.layers.norm import RMSNorm
-from engine.worker.model.layers.rotary import RotaryEmbedding, apply_rotary
+from engine.worker.model.layers.rotary import RotaryEmbedding, RotaryLayer, Rotation
 from engine.worker.model.layers.vocab import ParallelLMHead, VocabParallelEmbedding
 from engine.worker.model.parallel import PipelineStage, TensorParallel
 
@@ -34,11 +34,32 @@ FUSED_CHECKPOINT_NAMES = {
 
 
 @dataclass(frozen=True, slots=True)
+class LayerKinds:
+    """Which implementation of the norms, the MLP and rotary embedding a model is built with."""
+
+    norm: type[RMSNorm]
+    mlp: type[GatedMLP]
+    rotary: Callable[[int, int, RopeConfig], RotaryLayer]
+
+
+PLAIN_LAYERS = LayerKinds(RMSNorm, GatedMLP, RotaryEmbedding)
+
+
+def layer_kinds_for(backend: AttentionBackend[Any]) -> LayerKinds:
+    """The triton backend's model runs the fused Triton layers (its kernels run wherever it
+    does); every other backend's the plain PyTorch ones."""
+    if not isinstance(backend, TritonAttention):
+        return PLAIN_LAYERS
+    from engine.worker.model.layers.fused import FusedGatedMLP, FusedRMSNorm, FusedRotaryEmbedding
+
+    return LayerKinds(FusedRMSNorm, FusedGatedMLP, FusedRotaryEmbedding)
+
+
+@dataclass(frozen=True, slots=True)
 class StepContext:
     """What every layer needs for one step besides the hidden states."""
 
-    cos: torch.Tensor
-    sin: torch.Tensor
+    rotation: Rotation
     """The attention backend's per-step preparation (see `AttentionBackend.prepare`)."""
     attention: Any
 
@@ -72,18 +93,25 @@ class LlamaAttention(nn.Module):
         query = query.view(num_tokens, self.layer.num_heads, self.layer.head_dim)
         key = key.view(num_tokens, self.layer.num_kv_heads, self.layer.head_dim)
         value = value.view(num_tokens, self.layer.num_kv_heads, self.layer.head_dim)
-        query, key = apply_rotary(query, key, step.cos, step.sin)
+        query, key = step.rotation.apply(query, key)
         attended = self.backend.forward(query, key, value, kv_cache, step.attention, self.layer)
         return self.o_proj(attended.view(num_tokens, -1))
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, layer_index: int, backend: AttentionBackend[Any], tp: TensorParallel):
+    def __init__(
+        self,
+        config: ModelConfig,
+        layer_index: int,
+        backend: AttentionBackend[Any],
+        tp: TensorParallel,
+        kinds: LayerKinds,
+    ):
         super().__init__()
         self.self_attn = LlamaAttention(config, layer_index, backend, tp)
-        self.mlp = GatedMLP(config.hidden_size, config.intermediate_size, bias=config.mlp_bias, tp=tp)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = kinds.mlp(config.hidden_size, config.intermediate_size, bias=config.mlp_bias, tp=tp)
+        self.input_layernorm = kinds.norm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = kinds.norm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
         self, hidden: torch.Tensor, residual: torch.Tensor | None, step: StepContext, kv_cache: torch.Tensor
@@ -109,18 +137,19 @@ class LlamaModel(nn.Module):
     ):
         super().__init__()
         self.stage = stage
+        kinds = layer_kinds_for(backend)
         self.embed_tokens = (
             VocabParallelEmbedding(config.vocab_size, config.hidden_size, tp=tp) if stage.is_first else None
         )
         layers: list[nn.Module] = [
-            LlamaDecoderLayer(config, i, backend, tp) if stage.holds_layer(i) else nn.Identity()
+            LlamaDecoderLayer(config, i, backend, tp, kinds) if stage.holds_layer(i) else nn.Identity()
             for i in range(config.num_layers)
         ]
         self.local_layers = [layer for layer in layers if isinstance(layer, LlamaDecoderLayer)]
         self.attention_layers = tuple(layer.self_attn.layer for layer in self.local_layers)
         self.layers = nn.ModuleList(layers)
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps) if stage.is_last else None
-        self.rotary_emb = RotaryEmbedding(config.head_dim, max_positions, config.rope)
+        self.norm = kinds.norm(config.hidden_size, config.rms_norm_eps) if stage.is_last else None
+        self.rotary_emb = kinds.rotary(config.head_dim, max_positions, config.rope)
 
     def forward(
         self,
@@ -137,8 +166,7 @@ class LlamaModel(nn.Module):
             assert token_ids is not None
             hidden = self.embed_tokens(token_ids)
         assert hidden is not None
-        cos, sin = self.rotary_emb(positions, hidden.dtype)
-        step = StepContext(cos, sin, attention)
+        step = StepContext(self.rotary_emb.rotation(positions, hidden.dtype), attention)
         residual = None
         for layer, kv_cache in zip(self.local_layers, kv_caches, strict=True):
             hidden, residual = layer(hidden, residual, step, kv_cache)

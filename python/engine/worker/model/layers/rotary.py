@@ -5,6 +5,8 @@ flattened batch each get theirs.
 """
 
 import math
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -35,6 +37,29 @@ def _llama3_scaled(inv_freq: torch.Tensor, rope: RopeConfig) -> torch.Tensor:
     return torch.where(is_medium, smoothed, scaled)
 
 
+class Rotation(Protocol):
+    """One step's rotation of every token's queries and keys, each by its own position."""
+
+    def apply(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`query` [tokens, heads, head_dim] and `key` [tokens, kv_heads, head_dim], rotated."""
+        ...
+
+
+class RotaryLayer(Protocol):
+    def rotation(self, positions: torch.Tensor, dtype: torch.dtype) -> Rotation: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TableRotation:
+    """Rotates by cosines and sines looked up per token (`RotaryEmbedding.forward`)."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def apply(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return apply_rotary(query, key, self.cos, self.sin)
+
+
 class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_positions: int, rope: RopeConfig) -> None:
         super().__init__()
@@ -49,6 +74,9 @@ class RotaryEmbedding(nn.Module):
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosines and sines of each token's position, `[num_tokens, 1, head_dim]` each."""
         return self.cos[positions].to(dtype)[:, None, :], self.sin[positions].to(dtype)[:, None, :]
+
+    def rotation(self, positions: torch.Tensor, dtype: torch.dtype) -> TableRotation:
+        return TableRotation(*self(positions, dtype))
 
 
 def apply_rotary(
