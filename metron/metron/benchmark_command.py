@@ -10,6 +10,7 @@ from pathlib import Path
 from metron.metrics import RequestRecord
 from metron.profiles import PROFILES, ProfileConfig
 from metron.runner import RunConfig
+from metron.sweep_summary import HTML_REPORT
 from metron.targets.base import Target
 
 EXIT_INTERRUPTED = 130
@@ -57,7 +58,8 @@ def command_benchmark(
 
     output_dir: Path = args.output_dir
     outcome = run_profile(profile, base, make_target, output_dir, refusal, show_progress=not args.no_progress)
-    print(f"wrote {output_dir}: {len(outcome.levels)} levels (report: {outcome.report})")
+    page = outcome.report.with_name(HTML_REPORT)
+    print(f"wrote {output_dir}: {len(outcome.levels)} levels (report: {outcome.report}, {page})")
     if outcome.interrupted:
         print("interrupted: the output directory holds the levels measured so far", file=sys.stderr)
         return EXIT_INTERRUPTED

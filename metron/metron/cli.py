@@ -25,7 +25,7 @@ from metron.sessions import SessionConfig
 from metron.slo import SLO_KINDS, SloConfig
 from metron.targets.base import Target, TargetError
 from metron.targets.openai import ENDPOINTS, OpenAIConfig, OpenAITarget
-from metron.metrics import RequestRecord
+from metron.metrics import RequestRecord, RequestTimes
 from metron.workload import WorkloadConfig, generate_workload
 
 EXIT_BAD_INPUT = 2
@@ -178,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         "--output-dir", required=True, type=Path, help="new, empty, or an earlier search's (its runs are reused)"
     )
     capacity.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
+    capacity.add_argument("--no-progress", action="store_true")
     add_launch_arguments(capacity)
 
     profile = commands.add_parser("profile-prefill", help="TTFT against prompt length at concurrency 1, fitted")
@@ -403,6 +404,8 @@ def _command_benchmark(args: argparse.Namespace) -> int:
 
 
 def _command_capacity(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from metron import plots
     from metron.capacity import (
         CapacityConfig,
@@ -424,6 +427,8 @@ def _command_capacity(args: argparse.Namespace) -> int:
     if args.launch or args.grid:
         return _capacity_per_launched_configuration(args, base)
     _prepare_output_dir(args.output_dir, args.overwrite, is_own=is_capacity_search_file)
+    num_requests = base.workload.num_requests + base.workload.num_warmup_requests
+    probes = tqdm(total=search.max_runs, unit="probe", disable=args.no_progress, file=sys.stderr)
 
     def evaluate(qps: float) -> CapacityStep:
         config = msgspec.structs.replace(base, workload=base.workload.with_rate(qps))
@@ -432,8 +437,14 @@ def _command_capacity(args: argparse.Namespace) -> int:
         recorded = {"run": msgspec.to_builtins(config), "target": target.describe()}
         verdict = cached_verdict(directory, recorded, config)
         cached = verdict is not None
+        probes.set_description(f"{qps:.4g} QPS")
         if verdict is None:
-            outcome = run_benchmark(config, target, directory, handle_sigint=True)
+            with tqdm(total=num_requests, unit="req", leave=False, disable=args.no_progress, file=sys.stderr) as bar:
+
+                def done(_: RequestTimes) -> None:
+                    bar.update()
+
+                outcome = run_benchmark(config, target, directory, on_done=done, handle_sigint=True)
             if outcome.interrupted:
                 raise KeyboardInterrupt
             refusal = _refusal(outcome.records)
@@ -443,10 +454,14 @@ def _command_capacity(args: argparse.Namespace) -> int:
             verdict = outcome.verdict
         step = CapacityStep(qps=qps, passed=verdict.passed, verdict=verdict.describe(), directory=str(directory))
         step = msgspec.structs.replace(step, cached=cached)
-        print(f"{qps:10.4g} QPS{' (cached)' if cached else ''}: {step.verdict}", flush=True)
+        probes.update()
+        tqdm.write(f"{qps:10.4g} QPS{' (cached)' if cached else ''}: {step.verdict}", file=sys.stdout)
         return step
 
-    result = search_capacity(evaluate, search)
+    with probes:
+        result = search_capacity(evaluate, search)
+        probes.total = probes.n  # the search ended before its bound on runs
+        probes.refresh()
     (args.output_dir / "capacity.json").write_bytes(
         msgspec.json.format(msgspec.json.encode({"search": search, "result": result}), indent=2) + b"\n"
     )

@@ -1,6 +1,6 @@
 """The configurations a launched capacity search walks: `--grid key=v1,v2` flags, their
 combinations in a stable order (keys as given, the first one slowest; values as given), the
-command template each fills in, and the table of results (launch.json, launch.md).
+command template each fills in, and the table of results (launch.json, launch.md, launch.html).
 
 A template's placeholders are `{port}` and `{rpc_port}` (free loopback ports metron picks) and
 every grid key; `{{` and `}}` are literal braces."""
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import msgspec
 
+from metron import html_page
+
 PORT_PLACEHOLDERS = ("port", "rpc_port")
-LAUNCH_TABLE_FILES = ("launch.json", "launch.md")
+LAUNCH_TABLE_FILES = ("launch.json", "launch.md", "launch.html")
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9._=,+-]")
 
@@ -138,13 +140,40 @@ def write_launch_table(root: Path, template: str, grid: Grid, rows: Sequence[Lau
     ]
     for row in rows:
         if row.failure is not None:
-            outcome = f"failed: {row.failure}"
+            outcome = _outcome(row)
         else:
             outcome = f"**{row.capacity_qps:.4g}**" + ("" if row.converged else " (not converged)")
-        relative = Path(row.directory).relative_to(root) if Path(row.directory).is_relative_to(root) else row.directory
+        relative = _relative(root, row.directory)
         cells = [*(row.values[key] for key in keys), outcome.replace("|", "\\|"), f"[{relative}]({relative})"]
         lines.append("| " + " | ".join(cells) + " |")
     for row in rows:
         if row.failure is not None and row.log_tail:
             lines += ["", f"## {Path(row.directory).name}: the end of its server log", "", "```", *row.log_tail, "```"]
     (root / "launch.md").write_text("\n".join(lines) + "\n")
+    _write_launch_page(root, template, keys, rows)
+
+
+def _outcome(row: LaunchRow) -> str:
+    if row.failure is not None:
+        return f"failed: {row.failure}"
+    return f"{row.capacity_qps:.4g}" + ("" if row.converged else " (not converged)")
+
+
+def _write_launch_page(root: Path, template: str, keys: Sequence[str], rows: Sequence[LaunchRow]) -> None:
+    table: list[list[html_page.Cell]] = []
+    for row in rows:
+        relative = _relative(root, row.directory)
+        table.append([*(row.values[key] for key in keys), _outcome(row), html_page.Link(relative, relative)])
+    parts = [
+        html_page.paragraph(f"Launch command: {template}"),
+        html_page.table([*keys, "capacity (QPS)", "directory"], table),
+    ]
+    for row in rows:
+        if row.failure is not None and row.log_tail:
+            parts.append(html_page.heading(f"{Path(row.directory).name}: the end of its server log"))
+            parts.append(html_page.preformatted(row.log_tail))
+    html_page.write_page(root / "launch.html", "metron capacity per launched configuration", parts)
+
+
+def _relative(root: Path, directory: str) -> str:
+    return str(Path(directory).relative_to(root)) if Path(directory).is_relative_to(root) else directory

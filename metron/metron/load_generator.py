@@ -9,7 +9,7 @@ for a free slot, which the run's configuration and report state.
 A session's later turn (a request that `follows_id` another) is the one dependency: it is not
 sent at a time of its own but `think_time_s` after the request it follows has ended, its prompt
 given as the new user message only and continued from the prompt and answer text before it
-(`metron.sessions.next_prompt`). An interrupted turn ends its session.
+(`metron.sessions.next_turn`). An interrupted turn ends its session.
 
 Stopping (Ctrl-C with `handle_sigint`, or `stop()`) cancels in-flight requests; they are kept as
 `interrupted` with the tokens they had, and requests not yet sent are left out. `max_seconds`
@@ -27,7 +27,7 @@ import msgspec
 import trio
 
 from metron.metrics import RequestTimes
-from metron.sessions import next_prompt
+from metron.sessions import Turn, first_turn, next_turn
 from metron.targets.base import StreamRequest, Target, TargetError
 from metron.workload import RequestSpec
 
@@ -145,14 +145,14 @@ class LoadGenerator:
         slots = trio.Semaphore(self.config.max_concurrency) if self.config.max_concurrency else None
         followers = {spec.follows_id: (spec, message) for spec, message in requests if spec.follows_id is not None}
 
-        async def follow(spec: RequestSpec, prompt: str, nursery: trio.Nursery) -> None:
+        async def follow(spec: RequestSpec, turn: Turn, nursery: trio.Nursery) -> None:
             due = trio.current_time() + spec.think_time_s
             await trio.sleep_until(due)
             if slots is not None:
                 await slots.acquire()
-            await one(msgspec.structs.replace(spec, arrival_s=due - origin), prompt, nursery)
+            await one(msgspec.structs.replace(spec, arrival_s=due - origin), turn, nursery)
 
-        async def one(spec: RequestSpec, prompt: str, nursery: trio.Nursery) -> None:
+        async def one(spec: RequestSpec, turn: Turn, nursery: trio.Nursery) -> None:
             recorder = _Recorder(origin)
             sent = recorder.now()
             error: str | None = None
@@ -162,9 +162,10 @@ class LoadGenerator:
                     await self.target.stream(
                         StreamRequest(
                             id=spec.id,
-                            prompt=prompt,
+                            prompt=turn.prompt,
                             prompt_tokens=spec.prompt_tokens,
                             output_tokens=spec.output_tokens,
+                            messages=turn.messages,
                         ),
                         recorder,
                     )
@@ -204,7 +205,7 @@ class LoadGenerator:
                     on_done(times)
                 if spec.id in followers and not interrupted:
                     follower, message = followers[spec.id]
-                    nursery.start_soon(follow, follower, next_prompt(prompt, "".join(recorder.texts), message), nursery)
+                    nursery.start_soon(follow, follower, next_turn(turn, "".join(recorder.texts), message), nursery)
 
         async def dispatch(nursery: trio.Nursery) -> None:
             firsts = [(spec, prompt) for spec, prompt in requests if spec.follows_id is None]
@@ -215,7 +216,7 @@ class LoadGenerator:
                     await trio.lowlevel.checkpoint()
                 if slots is not None:
                     await slots.acquire()
-                nursery.start_soon(one, spec, prompt, nursery)
+                nursery.start_soon(one, spec, first_turn(prompt), nursery)
 
         async def watch_sigint() -> None:
             with trio.open_signal_receiver(signal.SIGINT) as signals:

@@ -4,12 +4,16 @@ Requests are grouped by id into sessions of `num_turns` (the last one may be sho
 session's first turn arrives like any request; each later turn is sent `think_time_s` after the
 previous turn's answer has arrived, and its prompt is the previous prompt, the answer text
 received and a new user message (joined by `TURN_SEPARATOR`), so a server with prefix caching
-finds the whole conversation so far in its cache.
+finds the whole conversation so far in its cache. A chat endpoint gets the same conversation as
+alternating messages: each earlier user message, then the answer the server gave it, then the
+new user message.
 """
 
 import math
 
 import msgspec
+
+from metron.targets.base import ChatMessage
 
 TURN_SEPARATOR = "\n"
 
@@ -32,6 +36,21 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         return request_id % self.num_turns
 
 
-def next_prompt(previous_prompt: str, answer: str, message: str) -> str:
-    """The prompt of a session's next turn."""
-    return previous_prompt + answer + TURN_SEPARATOR + message
+class Turn(msgspec.Struct, frozen=True):
+    """What a session sends at one turn: the conversation so far as one text (`prompt`) and as
+    chat messages (`messages`)."""
+
+    prompt: str
+    messages: tuple[ChatMessage, ...]
+
+
+def first_turn(prompt: str) -> Turn:
+    return Turn(prompt, (ChatMessage("user", prompt),))
+
+
+def next_turn(previous: Turn, answer: str, message: str) -> Turn:
+    """The turn after `previous`, whose answer was `answer`, with the new user `message`."""
+    return Turn(
+        previous.prompt + answer + TURN_SEPARATOR + message,
+        (*previous.messages, ChatMessage("assistant", answer), ChatMessage("user", message)),
+    )

@@ -2,6 +2,7 @@
 
     OUT/sweep.json    {"profile": {...}, "levels": [LevelSummary, ...]} in run order
     OUT/sweep.md      a table of the levels, with links to each level's report
+    OUT/report.html   the same table and both plots in one self-contained page
     OUT/sweep_latencies.png, OUT/sweep_throughput.png   against rate or concurrency
 """
 
@@ -10,14 +11,21 @@ from pathlib import Path
 
 import msgspec
 
-from metron import plots
+from metron import html_page, plots
 from metron.profiles import Level, ProfileConfig
 from metron.report import number
 
 SWEEP_FILE = "sweep.json"
 SWEEP_REPORT = "sweep.md"
+HTML_REPORT = "report.html"
 LATENCY_PLOT = "sweep_latencies.png"
 THROUGHPUT_PLOT = "sweep_throughput.png"
+
+TABLE_HEADERS = (
+    "level", "rate (req/s)", "concurrency", "finished", "req/s", "output tokens/s", "TTFT P50", "TTFT P99",
+    "TBT P50", "TBT P99", "norm. latency P50", "norm. latency P99",
+)  # fmt: skip
+UNITS = "Latencies in seconds (normalized latency: s per output token)."
 
 LATENCIES = (("ttft_s", "TTFT (s)"), ("tbt_s", "TBT (s)"), ("normalized_latency_s", "normalized latency (s/token)"))
 
@@ -68,7 +76,7 @@ def load_axis(profile: ProfileConfig, levels: Sequence[LevelSummary]) -> tuple[s
 
 
 def write_sweep(output_dir: Path, profile: ProfileConfig, levels: Sequence[LevelSummary]) -> Path:
-    """Writes sweep.json, sweep.md and the plots; returns sweep.md's path."""
+    """Writes sweep.json, sweep.md, report.html and the plots; returns sweep.md's path."""
     encoded = msgspec.json.encode({"profile": profile, "levels": levels})
     (output_dir / SWEEP_FILE).write_bytes(msgspec.json.format(encoded, indent=2) + b"\n")
     label, xs = load_axis(profile, levels)
@@ -87,23 +95,43 @@ def write_sweep(output_dir: Path, profile: ProfileConfig, levels: Sequence[Level
     }
     plots.against_load(points, rates, label, output_dir / THROUGHPUT_PLOT)
 
-    lines = [
-        f"# metron benchmark: profile {profile.kind}",
-        "",
-        "| level | rate (req/s) | concurrency | finished | req/s | output tokens/s | TTFT P50 | TTFT P99 "
-        "| TBT P50 | TBT P99 | norm. latency P50 | norm. latency P99 |",
-        "| --- " * 12 + "|",
-    ]
+    title = f"metron benchmark: profile {profile.kind}"
+    lines = [f"# {title}", "", "| " + " | ".join(TABLE_HEADERS) + " |", "| --- " * len(TABLE_HEADERS) + "|"]
     for level in levels:
-        latencies = " | ".join(number(value) for value in level.latencies.values())
-        cut = " (cut at --max-seconds)" if level.cut_at_max_seconds else ""
-        lines.append(
-            f"| [{level.name}]({level.directory}/report.md){cut} | {number(level.rate)} | {number(level.concurrency)} "
-            f"| {level.num_finished} | {number(level.request_throughput_per_s)} "
-            f"| {number(level.output_token_throughput_per_s)} | {latencies} |"
-        )
-    lines += ["", "Latencies in seconds (normalized latency: s per output token).", ""]
+        report = f"[{level.name}]({level.directory}/report.md){_cut(level)}"
+        lines.append(f"| {report} | " + " | ".join(_figures(level)) + " |")
+    lines += ["", UNITS, ""]
     lines += [f"![latency percentiles]({LATENCY_PLOT})", "", f"![throughput]({THROUGHPUT_PLOT})", ""]
     path = output_dir / SWEEP_REPORT
     path.write_text("\n".join(lines))
+    rows: list[list[html_page.Cell]] = [
+        [html_page.Link(level.name + _cut(level), f"{level.directory}/report.md"), *_figures(level)] for level in levels
+    ]
+    html_page.write_page(
+        output_dir / HTML_REPORT,
+        title,
+        [
+            html_page.table(TABLE_HEADERS, rows),
+            html_page.paragraph(UNITS),
+            html_page.image(output_dir / LATENCY_PLOT, "latency percentiles against load"),
+            html_page.image(output_dir / THROUGHPUT_PLOT, "throughput against load"),
+        ],
+    )
     return path
+
+
+
+def _cut(level: LevelSummary) -> str:
+    return " (cut at --max-seconds)" if level.cut_at_max_seconds else ""
+
+
+def _figures(level: LevelSummary) -> list[str]:
+    """A level's cells after its name."""
+    return [
+        number(level.rate),
+        number(level.concurrency),
+        str(level.num_finished),
+        number(level.request_throughput_per_s),
+        number(level.output_token_throughput_per_s),
+        *(number(value) for value in level.latencies.values()),
+    ]

@@ -1,9 +1,11 @@
-"""Shared fixtures: real tokenizers trained here (no downloads) and the traces in ../shared."""
+"""Shared fixtures: real tokenizers trained here (no downloads), the traces in ../shared, the
+scripted server, and a reader of metron's HTML pages."""
 
 import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -88,3 +90,43 @@ def scripted_server(tmp_path: Path) -> Iterator[Callable[[dict], ScriptedServer]
     yield start
     for server in servers:
         server.close()
+
+
+class _Page(HTMLParser):
+    """What a browser shows of a page's tables (each cell's text), and every URL it would load
+    or link to (src and href)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.urls: list[str] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value or "" for name, value in attrs if name in ("src", "href")]
+        if tag == "tr":
+            self.rows.append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _read_page(path: Path) -> tuple[list[list[str]], list[str]]:
+    """(the rows of its tables, header rows included, as cell texts; the URLs of src and href)."""
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page.rows, page.urls
+
+
+@pytest.fixture
+def read_html_page() -> Callable[[Path], tuple[list[list[str]], list[str]]]:
+    return _read_page

@@ -10,10 +10,12 @@ listens. SCRIPT_JSON is the script's JSON text or a file holding it:
      "prefill_s_per_word": 0.0,                                # added to every event time
      "usage": "continuous" | "final" | "logprobs" | "none",      # usage.prompt_tokens: the prompt's words
      "cached_tokens": null,                                    # or N: usage.prompt_tokens_details.cached_tokens
+     "token_text": " tok",                                     # the text of each token
      "status": 200, "error_after_events": null}
 Keys of "by_request" (X-Request-Id values) override the script per request. Each event is sent
 at its scripted time (asyncio's sleeps wake up to 1 ms late), and the log file gets one JSON line per
-request: its id, prompt, receipt time and each event's send time (time.perf_counter()).
+request: its id, prompt (a chat request's message contents joined by newlines), its chat
+"messages" as received, receipt time and each event's send time (time.perf_counter()).
 """
 
 import argparse
@@ -91,16 +93,22 @@ class Server:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         await writer.drain()
         chat = "messages" in body
-        prompt = body["messages"][0]["content"] if chat else body["prompt"]
+        prompt = "\n".join(message["content"] for message in body["messages"]) if chat else body["prompt"]
         num_prompt_tokens = len(prompt.split())
         events = scripted_events(script, body["max_tokens"], num_prompt_tokens)
         self.num_streams += 1
         try:
-            await self.send_events(script, events, chat, request_id, received, writer, num_prompt_tokens, prompt)
+            sent = await self.send_events(script, events, chat, request_id, received, writer, num_prompt_tokens)
+            if self.log:
+                entry = {"id": request_id, "prompt": prompt, "received": received, "sent": sent}
+                if chat:
+                    entry["messages"] = body["messages"]
+                self.log.write(json.dumps(entry) + "\n")
+                self.log.flush()
         finally:
             self.num_streams -= 1
 
-    async def send_events(self, script, events, chat, request_id, received, writer, num_prompt_tokens, prompt) -> None:  # type: ignore[no-untyped-def]
+    async def send_events(self, script, events, chat, request_id, received, writer, num_prompt_tokens) -> list[float]:  # type: ignore[no-untyped-def]
         usage = script.get("usage", "continuous")
         sent, produced, delay = [], 0, 0.0
         for index, (at, count) in enumerate(events):
@@ -110,7 +118,7 @@ class Server:
             delay += script.get("gap_per_stream_s", 0.0) * self.num_streams * (index > 0)
             await wait_until(received + at + delay)
             produced += count
-            text = " tok" * count
+            text = script.get("token_text", " tok") * count
             choice: dict = {"index": 0, "finish_reason": None}
             if chat:
                 choice["delta"] = {"content": text}
@@ -138,9 +146,7 @@ class Server:
             writer.write(chunk(b"data: [DONE]\n\n"))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
-        if self.log:
-            self.log.write(json.dumps({"id": request_id, "prompt": prompt, "received": received, "sent": sent}) + "\n")
-            self.log.flush()
+        return sent
 
 
 async def main() -> None:

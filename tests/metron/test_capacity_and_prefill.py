@@ -81,6 +81,20 @@ def test_capacity_command_against_a_server_that_slows_with_load(scripted_server,
     assert json.loads((out / "capacity.json").read_text())["result"]["capacity_qps"] == result["capacity_qps"]
 
 
+def test_capacity_shows_a_bar_of_probes_and_one_of_each_probes_requests(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    server = scripted_server({"model": "m", "first_s": 0.01, "gap_s": 0.005})
+    args = ["--url", server.url, "--model", "m", "--num-requests", "3", "--output-tokens", "2", "--prompt-tokens", "4"]
+    args += ["--initial-qps", "20", "--max-runs", "2", "--output-dir", str(tmp_path / "out")]
+    searched = metron("capacity", *args)
+    assert searched.returncode == 0, searched.stderr
+    assert searched.stdout.count(" QPS: PASS") == 2  # the verdicts stay on stdout
+    assert "2/2 [" in searched.stderr and "probe/s]" in searched.stderr  # both probes, counted
+    assert "0/3 [" in searched.stderr and "req/s]" in searched.stderr  # a probe's requests
+    quiet = metron("capacity", *args, "--no-progress")  # the same search again, from its cached runs
+    assert quiet.returncode == 0 and quiet.stdout.count("(cached)") == 2
+    assert "probe" not in quiet.stderr and "req/s" not in quiet.stderr
+
+
 def test_prefill_fit_recovers_a_quadratic_and_extrapolates_upward() -> None:
     truth = PrefillModel(intercept_s=0.02, per_token_s=5e-5, per_token_squared_s=1e-8)
     lengths = np.repeat([128, 256, 512, 1024, 2048], 3)

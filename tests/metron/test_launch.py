@@ -50,8 +50,8 @@ CAPACITY_ARGS = [
 ]  # fmt: skip
 
 
-def test_a_grid_of_launched_servers_gets_a_capacity_each_and_a_failed_one_is_reported(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_grid_of_launched_servers_gets_a_capacity_each_and_a_failed_one_is_reported(  # type: ignore[no-untyped-def]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], read_html_page
 ) -> None:
     for name, script in SCRIPTS.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(script))
@@ -89,6 +89,20 @@ def test_a_grid_of_launched_servers_gets_a_capacity_each_and_a_failed_one_is_rep
     assert f"| fast | **{rows['fast']['capacity_qps']:.4g}**" in report and "[speed=fast](speed=fast) |" in report
     assert "| slow | **0**" in report and "| broken | failed: the server exited" in report
     assert "JSONDecodeError" in report
+    page, urls = read_html_page(out / "launch.html")
+    assert page[0] == ["speed", "capacity (QPS)", "directory"]
+    found = {
+        name: f"{rows[name]['capacity_qps']:.4g}" + ("" if rows[name]["converged"] else " (not converged)")
+        for name in ("fast", "slow")
+    }
+    assert page[1:] == [
+        ["fast", found["fast"], "speed=fast"],
+        ["broken", f"failed: {broken['failure']}", "speed=broken"],
+        ["slow", found["slow"], "speed=slow"],
+    ]
+    assert found["slow"].startswith("0")
+    assert urls == ["speed=fast", "speed=broken", "speed=slow"]
+    assert "JSONDecodeError" in (out / "launch.html").read_text()
 
     # Nothing launched outlives the walk: neither the shells nor the servers they started.
     assert all(row["pid"] for row in rows.values())

@@ -2,6 +2,7 @@
 names (as the server saw it), writes a run directory per level and the sweep summary; `--max-seconds`
 cuts a run short and says so; bad profile arguments exit 2 naming the flag."""
 
+import base64
 import json
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def test_constant_sends_at_even_intervals(scripted_server, tmp_path: Path) -> No
     assert run.config["run"]["workload"]["arrivals"]["kind"] == "constant"  # type: ignore[index]
 
 
-def test_sweep_runs_synchronous_throughput_then_rates_between(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sweep_runs_synchronous_throughput_then_rates_between(scripted_server, read_html_page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = scripted_server(FAST)
     out = tmp_path / "out"
     assert benchmark(server, out, "--profile", "sweep", "--sweep-rates", "2", "--num-requests", "4") == 0
@@ -95,6 +96,23 @@ def test_sweep_runs_synchronous_throughput_then_rates_between(scripted_server, t
     assert all(f"[{level['name']}]({level['directory']}/report.md)" in table for level in summary)
     assert (out / "sweep_latencies.png").stat().st_size > 0 and (out / "sweep_throughput.png").stat().st_size > 0
     assert sorted(entry.name for entry in out.iterdir() if entry.is_dir()) == sorted(l["name"] for l in summary)
+
+    # report.html: the same table, each figure as sweep.json has it (4 significant digits), and
+    # both plots inside the page; it loads nothing and links only to the levels' reports.
+    rows, urls = read_html_page(out / "report.html")
+    assert rows[0][:6] == ["level", "rate (req/s)", "concurrency", "finished", "req/s", "output tokens/s"]
+    latency_keys = [f"{name}.{stat}" for name in ("ttft_s", "tbt_s", "normalized_latency_s") for stat in ("p50", "p99")]
+    expected = [
+        [level["name"], "n/a" if level["rate"] is None else f"{level['rate']:.4g}",
+         "n/a" if level["concurrency"] is None else str(level["concurrency"]), str(level["num_finished"]),
+         f"{level['request_throughput_per_s']:.4g}", f"{level['output_token_throughput_per_s']:.4g}",
+         *(f"{level['latencies'][key]:.4g}" for key in latency_keys)]
+        for level in summary
+    ]  # fmt: skip
+    assert rows[1:] == expected
+    plots = [(out / name).read_bytes() for name in ("sweep_latencies.png", "sweep_throughput.png")]
+    assert [base64.b64decode(url.partition(",")[2]) for url in urls if url.startswith("data:image/png;base64,")] == plots
+    assert [url for url in urls if not url.startswith("data:")] == [f"{level['directory']}/report.md" for level in summary]
 
 
 def test_max_seconds_cuts_a_long_run_and_marks_it(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -63,14 +63,13 @@ def test_a_server_that_reports_no_cache_leaves_the_figures_none(scripted_server,
     assert (outcome.metrics["cached_prompt_tokens_total"], outcome.metrics["cached_prompt_fraction"]) == (None, None)
 
 
-@pytest.mark.parametrize("endpoint", ["completions", "chat"])
 def test_each_turn_continues_the_previous_prompt_and_answer_after_the_think_time(  # type: ignore[no-untyped-def]
-    scripted_server, tmp_path: Path, endpoint: str
+    scripted_server, tmp_path: Path
 ) -> None:
     server = scripted_server({"first_s": 0.05, "gap_s": 0.01, "usage": "final"})
     think = 0.2
     config = RunConfig(workload=workload(6, shared_prefix_tokens=4, sessions=SessionConfig(num_turns=3, think_time_s=think)))
-    target = OpenAITarget(OpenAIConfig(url=server.url, model="scripted", endpoint=endpoint))
+    target = OpenAITarget(OpenAIConfig(url=server.url, model="scripted"))
     outcome = run_benchmark(config, target, tmp_path / "run")
     assert [r.outcome for r in outcome.records] == ["finished"] * 6
 
@@ -88,6 +87,38 @@ def test_each_turn_continues_the_previous_prompt_and_answer_after_the_think_time
             assert think - 0.005 <= gap <= think + 0.1
             assert after.scheduled_arrival_s == pytest.approx(after.arrival_s, abs=0.01)
             assert after.prompt_tokens > before.prompt_tokens + before.output_tokens  # the server's count
+
+
+def test_a_chat_endpoint_gets_each_turn_as_alternating_messages_with_the_servers_answers(  # type: ignore[no-untyped-def]
+    scripted_server, tmp_path: Path
+) -> None:
+    answers = {request_id: f" answer{request_id}" for request_id in range(6)}
+    by_request = {f"metron-{request_id}": {"token_text": text} for request_id, text in answers.items()}
+    server = scripted_server({"first_s": 0.02, "gap_s": 0.01, "usage": "final", "by_request": by_request})
+    config = RunConfig(workload=workload(6, shared_prefix_tokens=4, sessions=SessionConfig(num_turns=3, think_time_s=0.05)))
+    target = OpenAITarget(OpenAIConfig(url=server.url, model="scripted", endpoint="chat"))
+    outcome = run_benchmark(config, target, tmp_path / "run")
+    assert [r.outcome for r in outcome.records] == ["finished"] * 6
+
+    planned = {spec.id: text for spec, text in build_prompts(config)[0]}
+    log = {int(key.removeprefix("metron-")): entry for key, entry in server.log().items()}
+    for session in (0, 1):
+        first, second, third = (3 * session + turn for turn in range(3))
+        answer = {request_id: answers[request_id] * 3 for request_id in (first, second)}  # 3 tokens each
+        assert log[first]["messages"] == [{"role": "user", "content": planned[first]}]
+        assert log[second]["messages"] == [
+            {"role": "user", "content": planned[first]},
+            {"role": "assistant", "content": answer[first]},
+            {"role": "user", "content": planned[second]},
+        ]
+        assert log[third]["messages"] == [
+            {"role": "user", "content": planned[first]},
+            {"role": "assistant", "content": answer[first]},
+            {"role": "user", "content": planned[second]},
+            {"role": "assistant", "content": answer[second]},
+            {"role": "user", "content": planned[third]},
+        ]
+        assert log[first]["received"] < log[second]["received"] < log[third]["received"]
 
 
 def write_lines(path: Path, lines: list[object]) -> Path:

@@ -21,11 +21,23 @@ class TargetUnreachable(TargetError):
     """The target cannot be reached at all (nothing listens, DNS fails, wrong URL)."""
 
 
+class ChatMessage(msgspec.Struct, frozen=True):
+    role: str
+    """`user` or `assistant`."""
+    content: str
+
+
 class StreamRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """`prompt` is the whole text a completions endpoint (or the engine) gets. `messages` is the
+    same conversation for a chat endpoint: a session's turns alternate user and assistant
+    messages (the server's answers as received), ending with this turn's user message; empty, a
+    chat endpoint sends `prompt` as one user message."""
+
     id: int
     prompt: str
     prompt_tokens: int
     output_tokens: int
+    messages: tuple[ChatMessage, ...] = ()
 
 
 class TokenSink(Protocol):

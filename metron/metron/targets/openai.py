@@ -15,7 +15,7 @@ import msgspec
 import trio
 from tokenizers import Tokenizer
 
-from metron.targets.base import StreamRequest, Target, TargetError, TargetUnreachable, TokenSink
+from metron.targets.base import ChatMessage, StreamRequest, Target, TargetError, TargetUnreachable, TokenSink
 from metron.targets.event_tokens import StreamEvent, tokens_per_event
 from metron.targets.http_client import ConnectError, HttpClient, HttpError
 from metron.targets.sse import EventStreamParser
@@ -125,7 +125,8 @@ class OpenAITarget(Target):
             "stream": True,
         }
         if config.endpoint == "chat":
-            body["messages"] = [{"role": "user", "content": request.prompt}]
+            messages = request.messages or (ChatMessage("user", request.prompt),)
+            body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         else:
             body["prompt"] = request.prompt
         if config.ignore_eos:
