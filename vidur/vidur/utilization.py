@@ -29,7 +29,7 @@ def iteration_work(result: SimulationResult) -> tuple[np.ndarray, np.ndarray]:
     return flops, bytes_moved
 
 
-def _per_replica(replica: np.ndarray, *columns: np.ndarray) -> list[list[np.ndarray]]:
+def _per_replica(replica: np.ndarray, *columns: np.ndarray) -> list[tuple[np.ndarray, ...]]:
     """`columns` split by `replica`, replicas in increasing order, each in its recorded order:
     one stable sort (a radix sort of 16-bit keys) in place of a mask per replica."""
     keys = replica.astype(np.uint16) if int(replica.max()) <= np.iinfo(np.uint16).max else replica
