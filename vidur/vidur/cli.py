@@ -165,7 +165,6 @@ def simulate_command(args: argparse.Namespace) -> int:
         max_simulated_s=config.output.max_simulated_seconds,
     )
     deadlines = deadlines_for(config, simulator)
-    summary = simulation_summary(result)
     if args.output_dir:
         scored = write_simulated_run(
             result,
@@ -175,10 +174,10 @@ def simulate_command(args: argparse.Namespace) -> int:
             workload_config=workload_config_for(config.workload, deployment),
             trace_max_iterations=config.output.trace_max_iterations,
             plots=config.output.plots,
-            summary=summary,
         )
     else:
         scored = score(result, deadlines, config.slo)
+    summary = scored.simulation or simulation_summary(result)
     print(
         f"{deployment.shape.model.name} on {deployment.num_replicas} x {deployment.shape.num_gpus} "
         f"{deployment.shape.gpu.name} ({deployment.scheduler_config().policy}): {len(workload)} requests, "

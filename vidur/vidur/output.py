@@ -9,6 +9,7 @@ exactly as a real run) plus what only a simulator knows.
     DIR/latencies.png, iterations.png
 """
 
+import dataclasses
 import gc
 import json
 from collections.abc import Iterator
@@ -38,9 +39,12 @@ TRACE_FILE = "trace.json"
 
 @dataclass(frozen=True, slots=True)
 class ScoredRun:
+    """`simulation`: the run's `simulation_summary` where `write_simulated_run` wrote it."""
+
     columns: RunColumns
     metrics: Metrics
     verdict: SloVerdict | None
+    simulation: dict[str, object] | None = None
 
     @property
     def records(self) -> list[RequestRecord]:
@@ -129,21 +133,18 @@ def write_simulated_run(
     workload_config: object = None,
     trace_max_iterations: int = 20_000,
     plots: bool = True,
-    summary: dict[str, object] | None = None,
 ) -> ScoredRun:
-    """Writes the run to `directory`; `summary` is its `simulation_summary` where the caller has
-    it already (it reads every iteration)."""
+    """Writes the run to `directory`; the `ScoredRun` it returns holds its `simulation_summary`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _collector_paused(), ThreadPoolExecutor(max_workers=2) as writer:
         # The simulator writes iterations.csv and the request files with the GIL released, while
-        # the run is scored and its other files written.
+        # the run is scored and summarized and its other files written.
         iterations_written = writer.submit(result.output.write_iteration_csv, directory / ITERATIONS_FILE)
         columns = run_columns(result, deadlines)
         requests_written = writer.submit(columns.write_request_files, directory / REQUESTS_FILE, directory / REQUESTS_CSV)
-        scored = _scored(columns, slo)
-        if summary is None:
-            summary = simulation_summary(result)
+        summary = simulation_summary(result)
+        scored = dataclasses.replace(_scored(columns, slo), simulation=summary)
         _write_run_files(
             result, scored, directory, summary, deadlines, slo, workload_config, trace_max_iterations, plots
         )

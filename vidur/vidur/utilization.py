@@ -29,6 +29,15 @@ def iteration_work(result: SimulationResult) -> tuple[np.ndarray, np.ndarray]:
     return flops, bytes_moved
 
 
+def _per_replica(replica: np.ndarray, *columns: np.ndarray) -> list[tuple[np.ndarray, ...]]:
+    """`columns` split by `replica`, replicas in increasing order, each in its recorded order:
+    one stable sort (a radix sort of 16-bit keys) in place of a mask per replica."""
+    keys = replica.astype(np.uint16) if int(replica.max()) <= np.iinfo(np.uint16).max else replica
+    order = np.argsort(keys, kind="stable")
+    bounds = np.flatnonzero(np.diff(keys[order])) + 1
+    return list(zip(*(np.split(column[order], bounds) for column in columns)))
+
+
 def utilization(result: SimulationResult) -> dict[str, float | None]:
     it = result.iterations
     if len(it["start_s"]) == 0:
@@ -42,9 +51,7 @@ def utilization(result: SimulationResult) -> dict[str, float | None]:
     # A replica is busy from a batch's start to its end; with pipeline stages batches overlap,
     # so busy time is the union of those intervals per replica.
     busy = 0.0
-    for replica in np.unique(it["replica"]):
-        mine = it["replica"] == replica
-        starts, ends = it["start_s"][mine], it["end_s"][mine]
+    for starts, ends in _per_replica(it["replica"], it["start_s"], it["end_s"]):
         running_end = np.maximum.accumulate(ends)
         gaps = np.maximum(starts[1:] - running_end[:-1], 0.0)
         busy += float(running_end[-1] - starts[0] - gaps.sum())
