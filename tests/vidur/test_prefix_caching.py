@@ -7,7 +7,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 import trio
@@ -17,15 +16,14 @@ from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
 from metron.load_generator import LoadConfig
 from metron.runner import RunConfig, measure
-from metron.run_format import write_run
 from metron.sessions import SessionConfig
-from metron.slo import SloConfig, evaluate_slo
+from metron.slo import SloConfig
 from metron.summary import summarize
 from metron.targets.vidur import VidurTarget
 from metron.workload import WorkloadConfig, generate_workload
 
+from support.simulated_files import assert_files_are_metrons
 from vidur import DeploymentConfig, OperatorPredictor, SimulationResult, Simulator, Workload, plan_deployment, score
-from vidur import write_simulated_run
 from vidur.cli import main
 
 # Turns grow by up to 300 + 150 tokens, so some third turns outgrow the 1,024-token context and
@@ -107,17 +105,7 @@ def test_the_run_scores_as_metron_scores_the_same_records(cached_run: Simulation
     assert metrics["cached_prompt_fraction"] == hit_rate and 0.5 < hit_rate < 0.9
     lag = metrics["send_lag_s.max"]
     assert isinstance(lag, float) and lag > 1.5  # a later turn waits for the turn before
-    write_simulated_run(cached_run, tmp_path / "columns", deadlines=deadlines, slo=slo, plots=False)
-    config = {
-        "target": "vidur",
-        "deployment": cached_run.deployment.describe(),
-        "workload": None,
-        "deadlines": msgspec.to_builtins(deadlines),
-        "slo": msgspec.to_builtins(slo),
-    }
-    write_run(tmp_path / "records", records, metrics, config, evaluate_slo(metrics, slo))
-    for name in ("requests.jsonl", "summary.json", "summary.csv", "requests.csv"):
-        assert (tmp_path / "columns" / name).read_bytes() == (tmp_path / "records" / name).read_bytes(), name
+    assert_files_are_metrons(cached_run, tmp_path, deadlines, slo)
 
 
 def test_without_the_cache_nothing_is_cached_and_prefill_costs_more(
