@@ -9,13 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import trio
-import trio.testing
 from metron.arrivals import ArrivalConfig
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
 from metron.load_generator import LoadConfig
-from metron.runner import RunConfig, measure
+from metron.runner import RunConfig
 from metron.sessions import SessionConfig
 from metron.slo import SloConfig
 from metron.summary import summarize
@@ -23,6 +21,7 @@ from metron.targets.vidur import VidurTarget
 from metron.workload import WorkloadConfig, generate_workload
 
 from support.simulated_files import assert_files_are_metrons
+from support.virtual_clock import measure_on_a_virtual_clock
 from vidur import DeploymentConfig, OperatorPredictor, SimulationResult, Simulator, Workload, plan_deployment, score
 from vidur.cli import main
 
@@ -127,13 +126,8 @@ def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_
     target = VidurTarget(simulator(predictor, caching=True), generate_workload(SESSIONS), SESSIONS.shared_prefix_tokens)
     deadlines = DeadlineConfig(tbt_s=0.03, ttft_s=0.5)
     config = RunConfig(workload=SESSIONS, deadlines=deadlines, load=LoadConfig(spin_s=0.0, start_delay_s=0.0))
-
-    async def run() -> object:
-        async with target:
-            return await measure(config, target)
-
-    outcome = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
-    measured = sorted(outcome.records, key=lambda r: r.id)  # type: ignore[attr-defined]
+    outcome = measure_on_a_virtual_clock(config, target)
+    measured = sorted(outcome.records, key=lambda r: r.id)
     simulated = sorted(cached_run.records(deadlines), key=lambda r: r.id)
     assert [r.id for r in measured] == [r.id for r in simulated]
     for real, sim in zip(measured, simulated, strict=True):
@@ -141,7 +135,7 @@ def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_
         assert real.token_times_s == pytest.approx(sim.token_times_s, abs=1e-9)
         assert (real.outcome, real.cached_prompt_tokens) == (sim.outcome, sim.cached_prompt_tokens)
     hit_rate = summarize(simulated)["cached_prompt_fraction"]
-    assert outcome.metrics["cached_prompt_fraction"] == hit_rate  # type: ignore[attr-defined]
+    assert outcome.metrics["cached_prompt_fraction"] == hit_rate
 
 
 CONFIG = """
