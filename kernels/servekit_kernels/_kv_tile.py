@@ -29,5 +29,7 @@ def online_softmax_step(scores, values, running_max, running_sum, accumulated, P
     probabilities = tl.exp2(scores - shift[:, None])
     rescale = tl.exp2(running_max - shift)
     running_sum = running_sum * rescale + tl.sum(probabilities, axis=1)
-    accumulated = accumulated * rescale[:, None] + tl.dot(probabilities.to(values.dtype), values, input_precision=PRECISION)
+    accumulated = accumulated * rescale[:, None] + tl.dot(
+        probabilities.to(values.dtype), values, input_precision=PRECISION
+    )
     return new_max, running_sum, accumulated
