@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from servekit_kernels._kv_tile import load_kv_tile, online_softmax_step
 from servekit_kernels._tiles import MIN_DOT, check_paged_attention, dot_precision, padded
 
 TILE = 32
@@ -147,26 +148,17 @@ def _prefill_kernel(
     for tile_start in range(first, last, TILE_SIZE):
         positions = tile_start + tl.arange(0, TILE_SIZE)
         valid = positions < last
-        blocks = tl.load(table + positions // block_size, mask=valid, other=0).to(tl.int64)
-        offsets = (blocks * stride_cache_block + (positions % block_size) * stride_cache_slot)[:, None]
-        kv_mask = valid[:, None] & dim_mask[None, :]
-        keys = tl.load(key_base + offsets, mask=kv_mask, other=0.0)
-        values = tl.load(value_base + offsets, mask=kv_mask, other=0.0)
+        keys, values = load_kv_tile(
+            key_base, value_base, table, positions, valid, dim_mask, block_size, stride_cache_block, stride_cache_slot
+        )
         scores = tl.dot(query, tl.trans(keys), input_precision=PRECISION) * scale_log2
         visible = valid[None, :] & (positions[None, :] <= query_positions[:, None])
         if sliding_window > 0:
             visible &= positions[None, :] > query_positions[:, None] - sliding_window
         scores = tl.where(visible, scores, float("-inf"))
-        new_max = tl.maximum(running_max, tl.max(scores, axis=1))
-        # A row that has seen no visible key yet keeps zeros (exp2(-inf) = 0, never -inf - -inf).
-        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-        probabilities = tl.exp2(scores - shift[:, None])
-        rescale = tl.exp2(running_max - shift)
-        running_sum = running_sum * rescale + tl.sum(probabilities, axis=1)
-        accumulated = accumulated * rescale[:, None] + tl.dot(
-            probabilities.to(values.dtype), values, input_precision=PRECISION
+        running_max, running_sum, accumulated = online_softmax_step(
+            scores, values, running_max, running_sum, accumulated, PRECISION
         )
-        running_max = new_max
 
     normalized = accumulated / tl.where(running_sum > 0, running_sum, 1.0)[:, None]
     tl.store(

@@ -143,6 +143,14 @@ def _scoring_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--request-timeout", type=float, default=600.0, metavar="S")
 
 
+def _output_arguments(
+    parser: argparse.ArgumentParser, output_dir_help: str = "a new or empty directory (see --overwrite)"
+) -> None:
+    parser.add_argument("--output-dir", required=True, type=Path, help=output_dir_help)
+    parser.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
+    parser.add_argument("--no-progress", action="store_true")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metron", description="Benchmark LLM serving by what users feel.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,9 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     _target_arguments(run)
     _workload_arguments(run)
     _scoring_arguments(run)
-    run.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
-    run.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
-    run.add_argument("--no-progress", action="store_true")
+    _output_arguments(run)
 
     benchmark = commands.add_parser(
         "benchmark", help="a load profile (GuideLLM's): a run directory per level, sweep.json, sweep.md, plots"
@@ -162,9 +168,7 @@ def _parser() -> argparse.ArgumentParser:
     _workload_arguments(benchmark)
     _scoring_arguments(benchmark)
     add_profile_arguments(benchmark)
-    benchmark.add_argument("--output-dir", required=True, type=Path, help="a new or empty directory (see --overwrite)")
-    benchmark.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
-    benchmark.add_argument("--no-progress", action="store_true")
+    _output_arguments(benchmark)
 
     capacity = commands.add_parser("capacity", help="the highest QPS meeting the SLO (expanding binary search)")
     _target_arguments(capacity)
@@ -174,11 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     capacity.add_argument("--granularity", type=float, default=0.05, help="stop within this fraction of the bound")
     capacity.add_argument("--min-qps", type=float, default=0.01)
     capacity.add_argument("--max-runs", type=int, default=16)
-    capacity.add_argument(
-        "--output-dir", required=True, type=Path, help="new, empty, or an earlier search's (its runs are reused)"
-    )
-    capacity.add_argument("--overwrite", action="store_true", help="write into an output directory that holds files")
-    capacity.add_argument("--no-progress", action="store_true")
+    _output_arguments(capacity, output_dir_help="new, empty, or an earlier search's (its runs are reused)")
     add_launch_arguments(capacity)
 
     profile = commands.add_parser("profile-prefill", help="TTFT against prompt length at concurrency 1, fitted")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
@@ -17,6 +18,7 @@ from engine.wire.sampling_params import SamplingParams
 from engine.scheduler import Batch, Scheduler, SchedulerConfig
 from engine.core.step_builder import build_step
 from engine.wire.step import NewRequest, StepOutput, TokenLogprobs
+from engine.worker.decode_buckets import DecodeBucket
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=1024)
 
@@ -37,6 +39,19 @@ class Generation:
     prompt_logprobs: dict[int, dict[int, TokenLogprobs]] = field(default_factory=dict)
     """Requests that finished after the last batch ran (the workers learn of it with the next one)."""
     finished_since_last_step: set[int] = field(default_factory=set)
+
+
+def note_padded_decodes(runner: ModelRunner, buckets: list[DecodeBucket], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends to `buckets` the bucket of each padded decode step `runner` runs (none unless it pads)."""
+    if runner.padded_decode is None:
+        return
+    run = runner.padded_decode.run
+
+    def noting_the_bucket(bucket: DecodeBucket) -> None:
+        buckets.append(bucket)
+        run(bucket)
+
+    monkeypatch.setattr(runner.padded_decode, "run", noting_the_bucket)
 
 
 def random_prompts(seed: int, lengths: Sequence[int], vocab_size: int) -> list[list[int]]:

@@ -12,7 +12,7 @@ from engine.wire.sampling_params import SamplingParams
 from engine.wire.step import NewRequest, StepEntry, StepInput
 from engine.worker.decode_buckets import DecodeBucket, DecodeBuckets, decode_batch_sizes, decode_widths
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
-from harness import GREEDY, generate, random_prompts
+from harness import GREEDY, generate, note_padded_decodes, random_prompts
 
 DEMO_SHAPE = dict(vocab_size=2048, hidden_size=256, intermediate_size=768, num_layers=4, num_heads=8, num_kv_heads=2)
 
@@ -112,14 +112,7 @@ def test_padded_eager_decodes_equal_the_unpadded_path(
     for pad_decodes in (False, True):
         runner = ModelRunner(config)
         runner.init_kv_cache(64, pad_decodes=pad_decodes)
-        if runner.padded_decode is not None:
-            run = runner.padded_decode.run
-
-            def noting_the_bucket(bucket: DecodeBucket) -> None:
-                buckets.append(bucket)
-                run(bucket)
-
-            monkeypatch.setattr(runner.padded_decode, "run", noting_the_bucket)
+        note_padded_decodes(runner, buckets, monkeypatch)
         arrivals = [0, 0, 2, 4, 5]
         results.append(
             generate(runner, prompts, 6, num_blocks=64, max_num_seqs=6, sampling=sampling, arrival_steps=arrivals)

@@ -15,7 +15,7 @@ from engine.wire.step import NewRequest, StepEntry, StepInput, TokenLogprobs
 from engine.worker.attention import AttentionLayer, DecodeInputs, TritonAttention, kv_cache_shape
 from engine.worker.decode_buckets import DecodeBucket
 from engine.worker.model_runner import ModelRunner, ModelRunnerConfig
-from engine_model.harness import generate, random_prompts
+from engine_model.harness import generate, note_padded_decodes, random_prompts
 from paged_cases import DEVICE
 from servekit_kernels import default_num_splits, paged_decode_attention_reference
 
@@ -127,14 +127,7 @@ def test_padded_decodes_equal_the_reference_backend_through_the_scheduler(
     for backend in ("triton", "reference"):
         each = runner(tiny_model, backend, **shape)
         each.init_kv_cache(16, pad_decodes=backend == "triton")
-        if each.padded_decode is not None:
-            run = each.padded_decode.run
-
-            def noting_the_bucket(bucket: DecodeBucket) -> None:
-                buckets.append(bucket)
-                run(bucket)
-
-            monkeypatch.setattr(each.padded_decode, "run", noting_the_bucket)
+        note_padded_decodes(each, buckets, monkeypatch)
         results.append(
             generate(each, prompts, 5, num_blocks=16, max_num_seqs=4, sampling=sampling, arrival_steps=[0, 1, 3])
         )

@@ -25,6 +25,13 @@ def metron(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def metron_in_the_background(*args: str) -> subprocess.Popen[str]:
+    """For tests that interrupt it: its output captured."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "metron.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main(["run", "--url", "http://127.0.0.1:9"])
@@ -91,12 +98,9 @@ def test_run_then_report_and_compare(scripted_server, tmp_path: Path) -> None:  
 def test_ctrl_c_writes_what_was_measured(scripted_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     server = scripted_server({"model": "m", "first_s": 0.05, "gap_s": 0.2, "usage": "continuous"})
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metron.cli", "run", "--url", server.url, "--model", "m", "--num-requests", "50"]
-        + ["--rate", "10", "--output-tokens", "50", "--output-dir", str(out), "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = metron_in_the_background(
+        *["run", "--url", server.url, "--model", "m", "--num-requests", "50", "--rate", "10"],
+        *["--output-tokens", "50", "--output-dir", str(out), "--no-progress"],
     )
     time.sleep(4.0)  # start-up, then some of the 5 s of arrivals; every stream lasts 10 s
     os.kill(process.pid, signal.SIGINT)
@@ -133,12 +137,9 @@ def test_an_interrupted_run_does_not_pass_its_slo(scripted_server, tmp_path: Pat
     slow = {"first_s": 0.05, "gap_s": 1.0}
     server = scripted_server({**FAST, "by_request": {f"metron-{i}": slow for i in range(1, 9)}})
     out = tmp_path / "out"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "metron.cli", "run", "--url", server.url, "--model", "m", "--num-requests", "9"]
-        + ["--arrivals", "static", "--output-tokens", "30", "--output-dir", str(out), "--no-progress"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = metron_in_the_background(
+        *["run", "--url", server.url, "--model", "m", "--num-requests", "9", "--arrivals", "static"],
+        *["--output-tokens", "30", "--output-dir", str(out), "--no-progress"],
     )
     deadline = time.monotonic() + 60
     while not server.log() and time.monotonic() < deadline:  # the fast request has finished

@@ -8,7 +8,6 @@ import io
 import json
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
 from metron.deadlines import DeadlineConfig
@@ -16,6 +15,7 @@ from metron.run_format import REQUEST_CSV_COLUMNS, read_records, write_run
 from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
 
+from support.simulated_files import assert_files_are_metrons
 from vidur import (
     DeploymentConfig,
     OperatorPredictor,
@@ -25,7 +25,6 @@ from vidur import (
     plan_deployment,
     score,
     simulated_prefill_model,
-    write_simulated_run,
 )
 
 SLOS = [
@@ -99,19 +98,7 @@ def python_csv(columns: dict[str, np.ndarray]) -> str:
 
 def test_the_files_are_the_per_request_paths_byte_for_byte(every_outcome: SimulationResult, tmp_path: Path) -> None:
     deadlines, slo = DeadlineConfig(tbt_s=0.03, ttft_s=0.5), SloConfig(max_miss_rate=0.05, p50_scheduling_delay_s=0.5)
-    write_simulated_run(every_outcome, tmp_path / "columns", deadlines=deadlines, slo=slo, plots=False)
-    records = every_outcome.records(deadlines)
-    metrics = summarize(records, slo)
-    config = {
-        "target": "vidur",
-        "deployment": every_outcome.deployment.describe(),
-        "workload": None,
-        "deadlines": msgspec.to_builtins(deadlines),
-        "slo": msgspec.to_builtins(slo),
-    }
-    write_run(tmp_path / "records", records, metrics, config, evaluate_slo(metrics, slo))
-    for name in ("requests.jsonl", "summary.json", "summary.csv", "requests.csv"):
-        assert (tmp_path / "columns" / name).read_bytes() == (tmp_path / "records" / name).read_bytes(), name
+    assert_files_are_metrons(every_outcome, tmp_path, deadlines, slo)
     assert (tmp_path / "columns" / "iterations.csv").read_text() == python_csv(every_outcome.iterations)
     header = (tmp_path / "columns" / "requests.csv").read_text().splitlines()[0]
     assert header == ",".join(REQUEST_CSV_COLUMNS)

@@ -5,17 +5,17 @@ from pathlib import Path
 
 import pytest
 import trio
-import trio.testing
 from metron.arrivals import ArrivalConfig
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
 from metron.load_generator import LoadConfig
-from metron.runner import RunConfig, measure
+from metron.runner import RunConfig
 from metron.summary import summarize
 from metron.targets.base import TargetError
 from metron.targets.vidur import VidurTarget
 from metron.workload import WorkloadConfig, generate_workload
 
+from support.virtual_clock import measure_on_a_virtual_clock
 from vidur import Simulator, Workload
 
 WORKLOAD = WorkloadConfig(
@@ -32,25 +32,19 @@ def test_metron_reports_a_simulated_run_exactly_as_vidur_does(llama7b_h100: Simu
     target = VidurTarget(llama7b_h100, requests)
     deadlines = DeadlineConfig(tbt_s=0.03, ttft_s=0.5)
     config = RunConfig(workload=WORKLOAD, deadlines=deadlines, load=LoadConfig(spin_s=0.0, start_delay_s=0.0))
-
-    async def run() -> object:
-        async with target:
-            return await measure(config, target)
-
-    # A virtual clock: the open-loop run takes simulated time, not wall time.
-    outcome = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
+    outcome = measure_on_a_virtual_clock(config, target)
     simulated = llama7b_h100.run(Workload.from_requests(requests)).records(deadlines)
 
-    measured = outcome.records  # type: ignore[attr-defined]
+    measured = outcome.records
     assert [r.id for r in measured] == [r.id for r in simulated]
     for real, sim in zip(measured, simulated, strict=True):
         assert real.token_times_s == pytest.approx(sim.token_times_s, abs=1e-9)
         assert real.scheduling_delay_s == pytest.approx(sim.scheduling_delay_s, abs=1e-9)
         assert (real.outcome, real.missed_deadlines, real.warmup) == (sim.outcome, sim.missed_deadlines, sim.warmup)
-    ours, theirs = summarize(simulated), outcome.metrics  # type: ignore[attr-defined]
+    ours, theirs = summarize(simulated), outcome.metrics
     for key in ("ttft_s.p50", "tbt_s.p99", "fluidity_index.mean", "output_token_throughput_per_s"):
         assert theirs[key] == pytest.approx(ours[key], rel=1e-6)
-    assert outcome.config["target"]["kind"] == "vidur"  # type: ignore[attr-defined]
+    assert outcome.config["target"]["kind"] == "vidur"
 
 
 def test_an_impossible_deployment_is_a_target_error(data_dir: Path) -> None:

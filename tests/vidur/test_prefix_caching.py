@@ -7,25 +7,22 @@ import dataclasses
 import json
 from pathlib import Path
 
-import msgspec
 import numpy as np
 import pytest
-import trio
-import trio.testing
 from metron.arrivals import ArrivalConfig
 from metron.deadlines import DeadlineConfig
 from metron.lengths import LengthConfig
 from metron.load_generator import LoadConfig
-from metron.runner import RunConfig, measure
-from metron.run_format import write_run
+from metron.runner import RunConfig
 from metron.sessions import SessionConfig
-from metron.slo import SloConfig, evaluate_slo
+from metron.slo import SloConfig
 from metron.summary import summarize
 from metron.targets.vidur import VidurTarget
 from metron.workload import WorkloadConfig, generate_workload
 
+from support.simulated_files import assert_files_are_metrons
+from support.virtual_clock import measure_on_a_virtual_clock
 from vidur import DeploymentConfig, OperatorPredictor, SimulationResult, Simulator, Workload, plan_deployment, score
-from vidur import write_simulated_run
 from vidur.cli import main
 
 # Turns grow by up to 300 + 150 tokens, so some third turns outgrow the 1,024-token context and
@@ -107,17 +104,7 @@ def test_the_run_scores_as_metron_scores_the_same_records(cached_run: Simulation
     assert metrics["cached_prompt_fraction"] == hit_rate and 0.5 < hit_rate < 0.9
     lag = metrics["send_lag_s.max"]
     assert isinstance(lag, float) and lag > 1.5  # a later turn waits for the turn before
-    write_simulated_run(cached_run, tmp_path / "columns", deadlines=deadlines, slo=slo, plots=False)
-    config = {
-        "target": "vidur",
-        "deployment": cached_run.deployment.describe(),
-        "workload": None,
-        "deadlines": msgspec.to_builtins(deadlines),
-        "slo": msgspec.to_builtins(slo),
-    }
-    write_run(tmp_path / "records", records, metrics, config, evaluate_slo(metrics, slo))
-    for name in ("requests.jsonl", "summary.json", "summary.csv", "requests.csv"):
-        assert (tmp_path / "columns" / name).read_bytes() == (tmp_path / "records" / name).read_bytes(), name
+    assert_files_are_metrons(cached_run, tmp_path, deadlines, slo)
 
 
 def test_without_the_cache_nothing_is_cached_and_prefill_costs_more(
@@ -139,13 +126,8 @@ def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_
     target = VidurTarget(simulator(predictor, caching=True), generate_workload(SESSIONS), SESSIONS.shared_prefix_tokens)
     deadlines = DeadlineConfig(tbt_s=0.03, ttft_s=0.5)
     config = RunConfig(workload=SESSIONS, deadlines=deadlines, load=LoadConfig(spin_s=0.0, start_delay_s=0.0))
-
-    async def run() -> object:
-        async with target:
-            return await measure(config, target)
-
-    outcome = trio.run(run, clock=trio.testing.MockClock(autojump_threshold=0))
-    measured = sorted(outcome.records, key=lambda r: r.id)  # type: ignore[attr-defined]
+    outcome = measure_on_a_virtual_clock(config, target)
+    measured = sorted(outcome.records, key=lambda r: r.id)
     simulated = sorted(cached_run.records(deadlines), key=lambda r: r.id)
     assert [r.id for r in measured] == [r.id for r in simulated]
     for real, sim in zip(measured, simulated, strict=True):
@@ -153,7 +135,7 @@ def test_metron_sends_the_sessions_to_the_simulated_deployment_as_vidur_replays_
         assert real.token_times_s == pytest.approx(sim.token_times_s, abs=1e-9)
         assert (real.outcome, real.cached_prompt_tokens) == (sim.outcome, sim.cached_prompt_tokens)
     hit_rate = summarize(simulated)["cached_prompt_fraction"]
-    assert outcome.metrics["cached_prompt_fraction"] == hit_rate  # type: ignore[attr-defined]
+    assert outcome.metrics["cached_prompt_fraction"] == hit_rate
 
 
 CONFIG = """
