@@ -1,6 +1,7 @@
 """The `metron` command: bad arguments and unreachable targets fail clearly, a run writes the run
 directory and its report, Ctrl-C still writes what was measured, report and compare work on runs."""
 
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,19 @@ def metron_in_the_background(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "metron.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+
+
+def wait_until_running(process: subprocess.Popen[str], timeout_s: float = 60.0) -> None:
+    """Until the process has a socket open (its event loop has started: imports take seconds on a
+    loaded machine, and a Ctrl-C during them is not what these tests are about)."""
+    deadline = time.monotonic() + timeout_s
+    fds = Path(f"/proc/{process.pid}/fd")
+    while time.monotonic() < deadline and process.poll() is None:
+        with contextlib.suppress(OSError):  # an fd closed while we looked
+            if any(os.readlink(fd).startswith("socket:") for fd in fds.iterdir()):
+                return
+        time.sleep(0.05)
+    raise AssertionError("metron did not start")
 
 
 def test_bad_arguments_exit_2_naming_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -102,7 +116,8 @@ def test_ctrl_c_writes_what_was_measured(scripted_server, tmp_path: Path) -> Non
         *["run", "--url", server.url, "--model", "m", "--num-requests", "50", "--rate", "10"],
         *["--output-tokens", "50", "--output-dir", str(out), "--no-progress"],
     )
-    time.sleep(4.0)  # start-up, then some of the 5 s of arrivals; every stream lasts 10 s
+    wait_until_running(process)
+    time.sleep(3.0)  # some of the 5 s of arrivals; every stream lasts 10 s
     os.kill(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
