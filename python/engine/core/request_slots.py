@@ -12,8 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.core.request_stream import RequestStream
 from engine.wire.sampling_params import SamplingParams
+
+# `request_id` of a free slot: no request has it.
+FREE = np.iinfo(np.uint64).max
+_NO_TIMES = np.zeros(0)
+_ALL = np.True_
 
 
 @dataclass(slots=True)
@@ -21,7 +25,6 @@ class EngineRequest:
     request_id: int
     prompt_token_ids: list[int]
     sampling: SamplingParams
-    stream: RequestStream
     """Wall-clock time (time.time()) of its arrival."""
     arrival_time: float
     """Its scheduler slot once a batch has held it."""
@@ -48,7 +51,7 @@ class RequestSlots:
         self._is_eos = np.zeros(vocab_size, dtype=bool)
         self._is_eos[list(eos_token_ids)] = True
         self.requests: list[EngineRequest | None] = []
-        self.request_id = np.zeros(0, dtype=np.int64)
+        self.request_id = np.zeros(0, dtype=np.uint64)
         self.arrival = np.zeros(0)
         self.last_token_time = np.zeros(0)
         self.first_token_time = np.zeros(0)
@@ -56,9 +59,13 @@ class RequestSlots:
         self.min_tokens = np.zeros(0, dtype=np.int64)
         self.stops_at_eos = np.zeros(0, dtype=bool)
         self.has_stop_ids = np.zeros(0, dtype=bool)
+        # Requests holding a slot with a `min_tokens` or with stop token ids (most have neither).
+        self._num_with_min_tokens = 0
+        self._num_with_stop_ids = 0
 
     def take(self, slot: int, request: EngineRequest) -> None:
-        """`request` holds `slot` from now on (its first batch)."""
+        """`request` holds `slot` from now on (its first batch, or its first after a preemption)."""
+        self.release(request)
         self._grow(slot + 1)
         request.slot = slot
         self.requests[slot] = request
@@ -70,11 +77,15 @@ class RequestSlots:
         self.min_tokens[slot] = request.sampling.min_tokens
         self.stops_at_eos[slot] = not request.sampling.ignore_eos
         self.has_stop_ids[slot] = bool(request.sampling.stop_token_ids)
+        self._num_with_min_tokens += request.sampling.min_tokens > 0
+        self._num_with_stop_ids += bool(request.sampling.stop_token_ids)
 
     def release(self, request: EngineRequest) -> None:
         if request.slot is not None and self.requests[request.slot] is request:
             self.requests[request.slot] = None
-            self.request_id[request.slot] = -1
+            self.request_id[request.slot] = FREE
+            self._num_with_min_tokens -= request.sampling.min_tokens > 0
+            self._num_with_stop_ids -= bool(request.sampling.stop_token_ids)
         request.slot = None
 
     def produced(
@@ -82,26 +93,36 @@ class RequestSlots:
     ) -> ProducedTokens:
         """Records one batch's sampled tokens (`slots`, `ids`: of its producing entries, in
         order); tokens of requests gone since the batch was scheduled, or in `dropped` (preempted
-        while it ran), are left out."""
-        slots = slots.astype(np.int64)
-        live = self.request_id[slots] == ids.astype(np.int64)
+        while it ran), are left out. The common cases (every entry live, no first token, no
+        `min_tokens`, no stop token ids) skip the work they do not need."""
+        live = self.request_id[slots] == ids
         if dropped:
             live &= ~np.isin(ids, list(dropped))
-        positions = np.flatnonzero(live)
-        slots, ids, tokens = slots[positions], ids[positions], tokens[positions].astype(np.int64)
-        first = self.num_output[slots] == 0
-        ttfts = now - self.arrival[slots[first]]
-        tbts = now - self.last_token_time[slots[~first]]
-        self.first_token_time[slots[first]] = now
+        if live.all():
+            positions = np.arange(len(ids))
+        else:
+            positions = np.flatnonzero(live)
+            slots, ids, tokens = slots[positions], ids[positions], tokens[positions]
+        previous = self.last_token_time[slots]
+        first = np.isnan(previous)
         self.last_token_time[slots] = now
-        self.num_output[slots] += 1
-        may_stop = self.num_output[slots] >= self.min_tokens[slots]
+        if first.any():
+            first_slots = slots[first]
+            ttfts = now - self.arrival[first_slots]
+            self.first_token_time[first_slots] = now
+            tbts = now - previous[~first]
+        else:
+            ttfts, tbts = _NO_TIMES, now - previous
+        num_output = self.num_output[slots] + 1
+        self.num_output[slots] = num_output
+        may_stop = num_output >= self.min_tokens[slots] if self._num_with_min_tokens else _ALL
         stopping = may_stop & self.stops_at_eos[slots] & self._is_eos[tokens]
         stopped = ids[stopping].tolist()
-        for index in np.flatnonzero(may_stop & ~stopping & self.has_stop_ids[slots]).tolist():
-            request = self.requests[int(slots[index])]
-            if request is not None and int(tokens[index]) in request.sampling.stop_token_ids:
-                stopped.append(int(ids[index]))
+        if self._num_with_stop_ids:
+            for index in np.flatnonzero(may_stop & ~stopping & self.has_stop_ids[slots]).tolist():
+                request = self.requests[int(slots[index])]
+                if request is not None and int(tokens[index]) in request.sampling.stop_token_ids:
+                    stopped.append(int(ids[index]))
         return ProducedTokens(slots, ids, tokens, positions, ttfts, tbts, stopped)
 
     def _grow(self, needed: int) -> None:
@@ -116,7 +137,7 @@ class RequestSlots:
             bigger[: len(array)] = array
             return bigger
 
-        self.request_id = grown(self.request_id, -1)
+        self.request_id = grown(self.request_id, FREE)
         self.arrival = grown(self.arrival, 0.0)
         self.last_token_time = grown(self.last_token_time, np.nan)
         self.first_token_time = grown(self.first_token_time, np.nan)
