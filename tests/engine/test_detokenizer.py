@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.core.detokenizer import IncrementalDetokenizer
-from engine.core.tokenizer import ChatTemplateError, Tokenizer
+from engine.frontend.detokenizer import IncrementalDetokenizer
+from engine.frontend.tokenizer import ChatTemplateError, Tokenizer
 
 TEXTS = [
     "héllo wörld, ça va? naïve café",

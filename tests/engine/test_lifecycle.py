@@ -91,6 +91,31 @@ async def test_a_dead_worker_fails_requests_logs_it_and_exits_non_zero(tiny_mode
         doomed.stop()
 
 
+async def test_a_dead_engine_core_fails_requests_takes_its_workers_and_exits_non_zero(tiny_model_dir: Path) -> None:
+    doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--failure-exit-delay", "2")
+    try:
+        assert doomed.core_pid not in (doomed.process.pid, *doomed.worker_pids)
+        async with connect(doomed.host, doomed.rpc_port) as client:
+            long = SamplingParams(max_tokens=2000, ignore_eos=True)
+            async with client.generate("keep going", long) as generation:
+                async for _ in generation:
+                    os.kill(doomed.core_pid, signal.SIGKILL)
+                    break
+                with pytest.raises(RequestError) as raised:
+                    async for _ in generation:
+                        pass
+            assert raised.value.code == "engine_failed"
+            assert "the engine core process died (exit code -9)" in raised.value.message
+        async with httpx.AsyncClient() as http:
+            health = await http.get(f"{doomed.url}/health")
+            assert health.status_code == 503 and "engine core process died" in health.json()["error"]
+        wait_gone(doomed.worker_pids)  # the workers die with their parent, the core
+        assert await trio.to_thread.run_sync(doomed.process.wait, 20) == 1
+        assert "exiting in 2 s with a non-zero status" in "".join(doomed.log)
+    finally:
+        doomed.stop()
+
+
 async def test_a_worker_dying_while_idle_is_noticed_at_once(tiny_model_dir: Path) -> None:
     doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--failure-exit-delay", "30")
     try:
@@ -240,8 +265,9 @@ if os.environ.get("ENGINE_TORCH_GUARD") == "1":
 '''
 
 
-async def test_the_engine_process_never_imports_torch(tmp_path: Path) -> None:
-    """`python -m engine` on its defaults (the demo model): only the workers import PyTorch."""
+async def test_the_engine_processes_never_import_torch(tmp_path: Path) -> None:
+    """`python -m engine` on its defaults (the demo model): only the workers import PyTorch, not
+    the front-end process (the guard) nor the engine core (its mapped libraries)."""
     (tmp_path / "sitecustomize.py").write_text(TORCH_GUARD)
     env = {**os.environ, "ENGINE_TORCH_GUARD": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
@@ -253,5 +279,8 @@ async def test_the_engine_process_never_imports_torch(tmp_path: Path) -> None:
             assert reply.status_code == 200, reply.text
             assert (await http.post("/tokenize", json={"prompt": "x"})).status_code == 200
         assert not any("torch imported in the engine process" in line for line in guarded.log)
+        # Nor does the engine core process; the workers do (so the check can tell).
+        assert "libtorch" not in Path(f"/proc/{guarded.core_pid}/maps").read_text()
+        assert "libtorch" in Path(f"/proc/{guarded.worker_pids[0]}/maps").read_text()
     finally:
         assert guarded.stop() == 0

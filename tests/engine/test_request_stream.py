@@ -3,9 +3,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from engine.core.detokenizer import IncrementalDetokenizer
-from engine.core.request_stream import EngineFailedError, RequestOutcome, RequestStream, TokenDelta
-from engine.core.tokenizer import Tokenizer
+from engine.frontend.detokenizer import IncrementalDetokenizer
+from engine.errors import EngineFailedError
+from engine.frontend.request_stream import RequestOutcome, RequestStream, TokenDelta
+from engine.frontend.tokenizer import Tokenizer
 
 OUTCOME = RequestOutcome("length", "", 3, 2, 0.0, 0.5, 0)
 

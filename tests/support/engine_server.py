@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import IO
 
 
-READY = re.compile(r"on http://([\d.]+):(\d+) \(OpenAI API\) and tcp://[\d.]+:(\d+) \(msgspec RPC\); worker pids ([\d,]+)")
+READY = re.compile(
+    r"on http://([\d.]+):(\d+) \(OpenAI API\) and tcp://[\d.]+:(\d+) \(msgspec RPC\); worker pids ([\d,]+); "
+    r"engine core pid (\d+)"
+)
 
 
 @dataclass
@@ -21,6 +24,7 @@ class RunningServer:
     http_port: int
     rpc_port: int
     worker_pids: list[int]
+    core_pid: int
     log: list[str] = field(default_factory=list)
     drain: threading.Thread | None = None
 
@@ -81,7 +85,8 @@ def start_server(
         process.stderr.close()
         raise RuntimeError("the engine did not start:\n" + "".join(log))
     pids = [int(pid) for pid in match.group(4).split(",")]
-    return RunningServer(process, match.group(1), int(match.group(2)), int(match.group(3)), pids, log, drainer)
+    host, http_port, rpc_port, core_pid = match.group(1), int(match.group(2)), int(match.group(3)), int(match.group(5))
+    return RunningServer(process, host, http_port, rpc_port, pids, core_pid, log, drainer)
 
 
 def metric(server: RunningServer, name: str, labels: str = "") -> float:

@@ -1,2 +1,2 @@
-"""Engine process: `python -m engine` (the CLI), the server that wires it together, the msgspec
-RPC server and prompt tokenization for the servers."""
+"""Front-end process: `python -m engine` (the CLI), the server that wires it together, the
+OpenAI-compatible HTTP API, the msgspec RPC server and prompt tokenization for the servers."""

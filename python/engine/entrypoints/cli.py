@@ -13,7 +13,7 @@ import trio
 from engine.wire.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.model_config import load_model_config
 from engine.wire.runner_config import ATTENTION_BACKENDS, ModelRunnerConfig
-from engine.core.request_stream import EngineFailedError
+from engine.errors import EngineFailedError
 from engine.scheduler import POLICIES, SchedulerConfig
 from engine.entrypoints.serve import EngineServer, ServerConfig
 from engine.executor.worker_group import cpu_worker_environment

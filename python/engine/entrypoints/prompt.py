@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import trio
 
-from engine.core.tokenizer import Tokenizer
+from engine.frontend.tokenizer import Tokenizer
 
 # Tokenizing a prefix may merge fewer characters at its cut than the whole text does.
 PREFIX_CUT_MARGIN_TOKENS = 16

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from engine.core.engine_core import EngineCore
+from engine.frontend.engine_client import EngineClient
 from engine.wire.framing import FrameError, FrameReader, frame
 from engine.wire.protocol import (
     PROTOCOL_VERSION,
@@ -32,7 +32,8 @@ from engine.wire.protocol import (
     Welcome,
     client_decoder,
 )
-from engine.core.request_stream import EngineFailedError, EngineUnavailableError, RequestOutcome, RequestStream
+from engine.errors import EngineFailedError, EngineUnavailableError
+from engine.frontend.request_stream import RequestOutcome, RequestStream
 from engine.entrypoints.prompt import PromptTokenizer
 
 log = logging.getLogger("engine.rpc")
@@ -50,7 +51,7 @@ class RpcConfig:
 
 
 class RpcServer:
-    def __init__(self, engine: EngineCore, prompts: PromptTokenizer, config: RpcConfig):
+    def __init__(self, engine: EngineClient, prompts: PromptTokenizer, config: RpcConfig):
         self._engine = engine
         self._prompts = prompts
         self._config = config
@@ -81,7 +82,7 @@ class RpcServer:
 
 
 class _Connection:
-    def __init__(self, engine: EngineCore, prompts: PromptTokenizer, config: RpcConfig, stream: trio.SocketStream):
+    def __init__(self, engine: EngineClient, prompts: PromptTokenizer, config: RpcConfig, stream: trio.SocketStream):
         self._engine = engine
         self._prompts = prompts
         self._config = config

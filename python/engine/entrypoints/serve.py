@@ -1,13 +1,13 @@
-"""Wires the engine together: worker processes, the engine actor, the RPC and HTTP servers.
+"""Wires the engine together: the RPC and HTTP servers in this (the front-end) process, the
+engine core in a process of its own, and the model workers under it.
 
 `EngineServer.run` binds both ports first (a port in use fails before the model loads), then
-starts the workers and serves until cancelled. `drain` stops accepting requests and waits for
+starts the engine core (which starts the workers) and serves until cancelled. `drain` stops accepting requests and waits for
 those in flight, up to `shutdown_timeout_s`. When the engine fails (a model worker died), every
 request fails at once and `run` raises `EngineFailedError` `failure_exit_delay_s` later, so
 the process exits non-zero and a supervisor restarts it.
 """
 
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,22 +16,22 @@ from pathlib import Path
 
 import trio
 
-from engine.core.engine_core import EngineCore
-from engine.core.engine_metrics import EngineMetrics
-from engine.core.heap import freeze_startup_heap
-from engine.core.iteration_log import IterationLog, IterationLogHeader, scheduler_fields
+from engine.core.core_process import CoreSpec
+from engine.core.iteration_log import scheduler_fields
+from engine.frontend.engine_client import EngineClient
+from engine.frontend.engine_metrics import EngineMetrics
+from engine.heap import freeze_startup_heap
 from engine.wire.framing import DEFAULT_MAX_FRAME_BYTES
 from engine.wire.runner_config import ModelRunnerConfig
-from engine.core.request_stream import EngineFailedError
+from engine.errors import EngineFailedError
 from engine.entrypoints.openai.http_front_door import HttpFrontDoor
 from engine.entrypoints.openai.http_server import bind_http, bind_rpc, bound_port, http_config, is_loopback, serve_http
 from engine.entrypoints.openai.app import ApiConfig, OpenAIApi
 from engine.entrypoints.prompt import PromptTokenizer
 from engine.entrypoints.rpc_server import RpcConfig, RpcServer
 from engine.scheduler import SchedulerConfig
-from engine.core.throughput_log import log_throughput
-from engine.core.tokenizer import Tokenizer
-from engine.executor.worker_group import WorkerGroup
+from engine.frontend.throughput_log import log_throughput
+from engine.frontend.tokenizer import Tokenizer
 
 log = logging.getLogger("engine")
 
@@ -62,6 +62,7 @@ class ServingAddresses:
     http_port: int
     rpc_port: int
     worker_pids: list[int]
+    core_pid: int
 
 
 def engine_version() -> str:
@@ -86,7 +87,7 @@ class EngineServer:
         self._scheduler = scheduler
         self._server = server
         self._worker_environment = worker_environment
-        self.engine: EngineCore | None = None
+        self.engine: EngineClient | None = None
         self._front_door: HttpFrontDoor | None = None
         self._rpc: RpcServer | None = None
 
@@ -101,65 +102,54 @@ class EngineServer:
         http_sockets = bind_http(http)
         rpc_listeners = await bind_rpc(server.host, server.rpc_port)
         tokenizer = Tokenizer(self._model_dir)
-        iteration_log = IterationLog(server.iteration_log) if server.iteration_log is not None else None
-        with iteration_log if iteration_log is not None else contextlib.nullcontext():
-            async with trio.open_nursery() as nursery:
-                group = WorkerGroup(self._runner, self._worker_environment)
-                workers: WorkerGroup = await nursery.start(group.run)
-                metrics = EngineMetrics(server.served_model_name)
-                if iteration_log is not None:
-                    iteration_log.start(self._iteration_log_header(workers))
-                engine = EngineCore(self._scheduler, workers, tokenizer, metrics, iteration_log)
-                await nursery.start(engine.run)
-                self.engine = engine
-                prompts = PromptTokenizer(tokenizer, engine.max_model_len)
-                rpc_config = RpcConfig(
-                    model_name=server.served_model_name,
-                    max_frame_bytes=server.max_frame_bytes,
-                    hello_timeout_s=server.hello_timeout_s,
-                    api_key=server.api_key,
-                )
-                self._rpc = RpcServer(engine, prompts, rpc_config)
-                nursery.start_soon(self._rpc.serve, rpc_listeners)
-                api_config = ApiConfig(
-                    model_name=server.served_model_name, version=engine_version(), body_timeout_s=server.body_timeout_s
-                )
-                api = OpenAIApi(engine, prompts, api_config, metrics.registry)
-                self._front_door = HttpFrontDoor(api.app(), api_key=server.api_key, log_access=server.access_log)
-                await nursery.start(serve_http, self._front_door, http, http_sockets)
-                nursery.start_soon(log_throughput, engine, metrics, server.throughput_log_interval_s)
-                nursery.start_soon(self._exit_after_failure, engine)
-                http_port, rpc_port = bound_port(http_sockets), rpc_listeners[0].socket.getsockname()[1]
-                log.info(
-                    "serving %s (%d KV blocks, max_model_len %d, policy %s, attention %s) on http://%s:%d "
-                    "(OpenAI API) and tcp://%s:%d (msgspec RPC); worker pids %s",
-                    server.served_model_name,
-                    engine.model.num_kv_blocks,
-                    engine.max_model_len,
-                    self._scheduler.policy,
-                    engine.model.attention_backend,
-                    server.host,
-                    http_port,
-                    server.host,
-                    rpc_port,
-                    ",".join(map(str, workers.pids)),
-                )
-                freeze_startup_heap()
-                task_status.started(ServingAddresses(http_port, rpc_port, workers.pids))
-
-    def _iteration_log_header(self, workers: WorkerGroup) -> IterationLogHeader:
-        model = workers.model
-        assert model is not None
-        return IterationLogHeader(
-            model=str(self._model_dir.resolve()),
-            device=model.device,
-            dtype=model.dtype,
-            attention_backend=model.attention_backend,
-            tensor_parallel_size=model.tensor_parallel_size,
-            pipeline_parallel_size=model.pipeline_parallel_size,
-            num_kv_blocks=model.num_kv_blocks,
-            scheduler=scheduler_fields(self._scheduler.with_num_blocks(model.num_kv_blocks)),
+        spec = CoreSpec(
+            runner=self._runner,
+            scheduler=scheduler_fields(self._scheduler),
+            worker_environment=dict(self._worker_environment or {}),
+            iteration_log=server.iteration_log,
+            log_level=logging.getLogger().getEffectiveLevel(),
         )
+        async with trio.open_nursery() as nursery:
+            metrics = EngineMetrics(server.served_model_name)
+            engine: EngineClient = await nursery.start(EngineClient(spec, self._scheduler, tokenizer, metrics).run)
+            self.engine = engine
+            model = engine.model
+            prompts = PromptTokenizer(tokenizer, engine.max_model_len)
+            rpc_config = RpcConfig(
+                model_name=server.served_model_name,
+                max_frame_bytes=server.max_frame_bytes,
+                hello_timeout_s=server.hello_timeout_s,
+                api_key=server.api_key,
+            )
+            self._rpc = RpcServer(engine, prompts, rpc_config)
+            nursery.start_soon(self._rpc.serve, rpc_listeners)
+            api_config = ApiConfig(
+                model_name=server.served_model_name, version=engine_version(), body_timeout_s=server.body_timeout_s
+            )
+            api = OpenAIApi(engine, prompts, api_config, metrics.registry)
+            self._front_door = HttpFrontDoor(api.app(), api_key=server.api_key, log_access=server.access_log)
+            await nursery.start(serve_http, self._front_door, http, http_sockets)
+            nursery.start_soon(log_throughput, engine, metrics, server.throughput_log_interval_s)
+            nursery.start_soon(self._exit_after_failure, engine)
+            http_port, rpc_port = bound_port(http_sockets), rpc_listeners[0].socket.getsockname()[1]
+            assert engine.core_pid is not None
+            log.info(
+                "serving %s (%d KV blocks, max_model_len %d, policy %s, attention %s) on http://%s:%d "
+                "(OpenAI API) and tcp://%s:%d (msgspec RPC); worker pids %s; engine core pid %d",
+                server.served_model_name,
+                model.num_kv_blocks,
+                engine.max_model_len,
+                self._scheduler.policy,
+                model.attention_backend,
+                server.host,
+                http_port,
+                server.host,
+                rpc_port,
+                ",".join(map(str, model.worker_pids)),
+                engine.core_pid,
+            )
+            freeze_startup_heap()
+            task_status.started(ServingAddresses(http_port, rpc_port, model.worker_pids, engine.core_pid))
 
     async def drain(self) -> None:
         """Refuses new requests and waits until none is left and every reply has been written,
@@ -181,7 +171,7 @@ class EngineServer:
         replies_written = (front_door is None or front_door.num_active == 0) and (rpc is None or rpc.is_idle)
         return engine is not None and engine.num_requests == 0 and replies_written
 
-    async def _exit_after_failure(self, engine: EngineCore) -> None:
+    async def _exit_after_failure(self, engine: EngineClient) -> None:
         await engine.failed.wait()
         delay = self._server.failure_exit_delay_s
         log.error("exiting in %g s with a non-zero status so that a supervisor can restart the server", delay)

@@ -16,7 +16,7 @@ import trio
 
 from engine.wire.framing import FrameError, FrameReader, frame
 from engine.wire.runner_config import ModelRunnerConfig
-from engine.core.request_stream import EngineFailedError
+from engine.errors import EngineFailedError
 from engine.wire.step import StepInput, StepOutput
 from engine.wire.worker_messages import (
     CacheReady,
@@ -37,6 +37,7 @@ Reply = TypeVar("Reply", Ready, CacheReady, Executed)
 MAX_REPLY_BYTES = 1 << 28
 SHUTDOWN_GRACE_S = 10.0
 PROCESS_EXIT_GRACE_S = 0.2
+DEATH_JOIN_S = 10.0
 
 
 class WorkerDiedError(EngineFailedError):
@@ -257,7 +258,8 @@ class WorkerGroup:
 
     async def _died(self, rank: int, reason: str) -> NoReturn:
         process = self._processes[rank]
-        await trio.to_thread.run_sync(process.join, 2.0)
+        # Long enough for a rank that reported its failure to finish exiting on a loaded machine.
+        await trio.to_thread.run_sync(process.join, DEATH_JOIN_S)
         exit_note = "" if process.exitcode is None else f" (exit code {process.exitcode})"
         if self.failure is None:
             self.failure = f"model worker rank {rank} died{exit_note}: {reason}"

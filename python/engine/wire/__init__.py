@@ -1,2 +1,3 @@
 """Plain messages that cross a process boundary (msgspec structs, no PyTorch): the client
-protocol, the engine-to-worker steps and their frames, and the sampling parameters."""
+protocol, the front-end-to-core messages, the core-to-worker steps and their frames, and the
+sampling parameters."""

@@ -1,6 +1,5 @@
 """The body of one model worker process (one tensor-parallel rank)."""
 
-import ctypes
 import signal
 import socket
 import sys
@@ -9,6 +8,7 @@ import traceback
 
 import msgspec
 
+from engine.process_death import die_with_parent
 from engine.wire.framing import recv_frame, send_frame
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.wire.worker_messages import (
@@ -23,21 +23,11 @@ from engine.wire.worker_messages import (
 )
 
 MAX_COMMAND_BYTES = 1 << 30
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when the engine process dies, so no worker is orphaned."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    except OSError:
-        return
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) -> None:
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group; the engine process shuts the workers down itself.
+    die_with_parent()
+    # Ctrl-C reaches the whole process group; the engine core shuts the workers down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     encoder = msgspec.msgpack.Encoder()
 

@@ -26,8 +26,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from engine.core.engine_core import EngineCore
-from engine.core.request_stream import EngineFailedError, EngineUnavailableError
+from engine.frontend.engine_client import EngineClient
+from engine.errors import EngineFailedError, EngineUnavailableError
 from engine.entrypoints.openai.completion_call import CompletionCall, Prompt, Sample
 from engine.entrypoints.openai.replies import ReplyShape
 from engine.entrypoints.openai.schemas import (
@@ -39,7 +39,7 @@ from engine.entrypoints.openai.schemas import (
     TokenizeRequest,
 )
 from engine.entrypoints.prompt import PromptTokenizer
-from engine.core.tokenizer import ChatTemplateError
+from engine.frontend.tokenizer import ChatTemplateError
 
 log = logging.getLogger("engine.http")
 
@@ -89,7 +89,7 @@ async def _wait_for_disconnect(receive: Receive) -> None:
 
 
 class OpenAIApi:
-    def __init__(self, engine: EngineCore, prompts: PromptTokenizer, config: ApiConfig, registry: CollectorRegistry):
+    def __init__(self, engine: EngineClient, prompts: PromptTokenizer, config: ApiConfig, registry: CollectorRegistry):
         self._engine = engine
         self._prompts = prompts
         self._tokenizer = prompts.tokenizer
@@ -251,7 +251,7 @@ class OpenAIApi:
             num_choices=body.num_choices,
             logprobs=logprobs,
             echo=echo,
-            report_cached_tokens=self._engine.scheduler.config.enable_prefix_caching,
+            report_cached_tokens=self._engine.config.enable_prefix_caching,
             tokens_as_ids=bool(body.return_tokens_as_token_ids),
         )
 

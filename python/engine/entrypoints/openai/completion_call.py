@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import msgspec
 import trio
 
-from engine.core.engine_core import EngineCore
-from engine.core.request_stream import EngineFailedError, RequestOutcome, RequestStream, TokenDelta
+from engine.frontend.engine_client import EngineClient
+from engine.errors import EngineFailedError
+from engine.frontend.request_stream import RequestOutcome, RequestStream, TokenDelta
 from engine.wire.sampling_params import SamplingParams
 from engine.wire.step import TokenLogprobs
 
@@ -66,16 +67,16 @@ class Sample:
 
 
 class CompletionCall:
-    def __init__(self, engine: EngineCore, prompts: list[Prompt], params: SamplingParams, num_samples: int):
+    def __init__(self, engine: EngineClient, prompts: list[Prompt], params: SamplingParams, num_samples: int):
         self._engine = engine
         self._params = params
-        self._share_prefix = engine.scheduler.config.enable_prefix_caching and num_samples > 1
+        self._share_prefix = engine.config.enable_prefix_caching and num_samples > 1
         self.prompts = prompts
         self.samples = [Sample(p, s, prompt) for p, prompt in enumerate(prompts) for s in range(num_samples)]
 
     def submit_first(self) -> None:
         """Checks every prompt, then submits each prompt's first sample (all samples when their
-        prefixes are not shared). Raises what `EngineCore.submit` raises, with nothing submitted."""
+        prefixes are not shared). Raises what `EngineClient.submit` raises, with nothing submitted."""
         for prompt in self.prompts:
             self._engine.check(prompt.token_ids, self._params)
         for sample in self.samples:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from engine.wire.step import TokenLogprobs
-from engine.core.tokenizer import Tokenizer
+from engine.frontend.tokenizer import Tokenizer
 
 
 def token_namer(tokenizer: Tokenizer, as_token_ids: bool) -> Callable[[int], str]:

@@ -6,11 +6,11 @@ from typing import Any
 
 import msgspec
 
-from engine.core.request_stream import RequestOutcome, TokenDelta
+from engine.frontend.request_stream import RequestOutcome, TokenDelta
 from engine.entrypoints.openai.completion_call import Prompt, Sample
 from engine.entrypoints.openai.logprobs import chat_logprobs, completion_logprobs, token_namer
 from engine.wire.step import TokenLogprobs
-from engine.core.tokenizer import Tokenizer
+from engine.frontend.tokenizer import Tokenizer
 
 
 class ReplyShape:

@@ -11,7 +11,7 @@ in text released before then is not found.
 
 from collections.abc import Sequence
 
-from engine.core.tokenizer import Tokenizer
+from engine.frontend.tokenizer import Tokenizer
 
 # Prompt tokens the decoder starts from, so the first output token decodes in context.
 CONTEXT_TOKENS = 5

@@ -16,16 +16,9 @@ from dataclasses import dataclass, field
 
 import trio
 
-from engine.core.detokenizer import IncrementalDetokenizer
+from engine.frontend.detokenizer import IncrementalDetokenizer
+from engine.errors import EngineFailedError
 from engine.wire.step import TokenLogprobs
-
-
-class EngineFailedError(RuntimeError):
-    """The engine cannot serve this request any more (for example a model worker died)."""
-
-
-class EngineUnavailableError(EngineFailedError):
-    """The engine accepts no new requests (it is shutting down); requests it holds go on."""
 
 
 @dataclass(slots=True)
