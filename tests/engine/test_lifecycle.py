@@ -33,7 +33,7 @@ def wait_gone(pids: list[int], timeout_s: float = 20) -> None:
     deadline = time.monotonic() + timeout_s
     while any(is_alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(is_alive(pid) for pid in pids), f"orphaned workers: {pids}"
+    assert not any(is_alive(pid) for pid in pids), f"orphaned processes: {pids}"
 
 
 async def greedy_text(server: RunningServer, prompt: str) -> str:
@@ -114,6 +114,15 @@ async def test_a_dead_engine_core_fails_requests_takes_its_workers_and_exits_non
         assert "exiting in 2 s with a non-zero status" in "".join(doomed.log)
     finally:
         doomed.stop()
+
+
+def test_a_killed_server_leaves_no_engine_core_or_worker_behind(tiny_model_dir: Path) -> None:
+    killed = start_server(tiny_model_dir, "--num-kv-blocks", "64")
+    try:
+        os.kill(killed.process.pid, signal.SIGKILL)
+        wait_gone([killed.core_pid, *killed.worker_pids])
+    finally:
+        killed.stop()
 
 
 async def test_a_worker_dying_while_idle_is_noticed_at_once(tiny_model_dir: Path) -> None:
