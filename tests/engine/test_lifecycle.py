@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -137,8 +138,14 @@ async def test_a_worker_dying_while_idle_is_noticed_at_once(tiny_model_dir: Path
         doomed.stop()
 
 
-async def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tiny_model_dir: Path) -> None:
-    draining = start_server(tiny_model_dir, "--num-kv-blocks", "256", "--shutdown-timeout", "30")
+@pytest.mark.parametrize("to_the_group", [False, True], ids=["to-the-server", "to-its-process-group"])
+async def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tiny_model_dir: Path, to_the_group: bool) -> None:
+    """Also when the signal reaches every process of the group (a supervisor stopping it): the
+    engine core and the workers leave the stopping to the front-end, which drains first."""
+    draining = start_server(
+        tiny_model_dir, "--num-kv-blocks", "256", "--shutdown-timeout", "30", own_process_group=to_the_group
+    )
+    stop = partial(os.killpg, draining.process.pid) if to_the_group else draining.process.send_signal
     try:
         async with connect(draining.host, draining.rpc_port) as client:
             sampling = SamplingParams(max_tokens=150, ignore_eos=True)
@@ -146,7 +153,7 @@ async def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tiny_model
                 tokens = 0
                 async for chunk in generation:
                     if tokens == 0:
-                        draining.process.send_signal(signal.SIGTERM)
+                        stop(signal.SIGTERM)
                         async with httpx.AsyncClient() as http:
                             with trio.fail_after(5):
                                 while (await http.get(f"{draining.url}/health")).status_code == 200:
@@ -158,6 +165,7 @@ async def test_sigterm_drains_requests_in_flight_and_refuses_new_ones(tiny_model
             assert generation.result is not None and generation.result.finish_reason == "length"
             assert tokens == 150
         assert await trio.to_thread.run_sync(draining.process.wait, 30) == 0
+        wait_gone([draining.core_pid, *draining.worker_pids])
     finally:
         draining.stop()
 

@@ -53,14 +53,19 @@ def start_server(
     name: str = "tiny",
     timeout_s: float = 180,
     env: dict[str, str] | None = None,
+    own_process_group: bool = False,
 ) -> RunningServer:
     """Starts `python -m engine` on free ports and waits until it is serving (`model_dir`
-    None: the built-in demo model)."""
+    None: the built-in demo model; `own_process_group`: in a new session, as a supervisor
+    starts it, so that a signal can go to its whole group)."""
     command = [sys.executable, "-m", "engine", "--served-model-name", name, "--port", "0", "--rpc-port", "0"]
     if model_dir is not None:
         command += ["--model", str(model_dir)]
     command += args
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+        start_new_session=own_process_group,
+    )
     assert process.stderr is not None
     log: list[str] = []
     ready: queue.Queue[re.Match[str] | None] = queue.Queue()

@@ -1,5 +1,7 @@
 """The body of the engine-core process: starts the model workers, runs `EngineCore`, and serves
-the front-end's messages until it says stop or goes away.
+the front-end's messages until it says stop or goes away. The front-end alone stops it: SIGINT
+and SIGTERM to the whole process group (Ctrl-C, a supervisor) are the front-end's to act on,
+which drains the requests first.
 
 Start-up failures (a bad iteration-log path, a model that does not fit, a worker that dies while
 loading) are sent to the front-end as `CoreFailed` with the message the user should see, and
@@ -59,8 +61,8 @@ def scheduler_config(fields: dict[str, Any]) -> SchedulerConfig:
 
 def run_engine_core(spec: CoreSpec, connection: socket.socket) -> None:
     die_with_parent()
-    # Ctrl-C reaches the whole process group; the front-end stops the core itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=spec.log_level, format=LOG_FORMAT)
     if not trio.run(_serve, spec, connection):
         raise SystemExit(1)
@@ -69,20 +71,23 @@ def run_engine_core(spec: CoreSpec, connection: socket.socket) -> None:
 async def _serve(spec: CoreSpec, connection: socket.socket) -> bool:
     """False when start-up failed."""
     link = MessageLink(connection)
+    core = _Core()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(link.pump)
+        # From the start, so that a stop while the model loads shuts the workers down.
+        nursery.start_soon(_follow_front_end, link, core, nursery.cancel_scope)
         try:
             with IterationLog(spec.iteration_log) if spec.iteration_log else contextlib.nullcontext() as records:
                 workers: WorkerGroup = await nursery.start(WorkerGroup(spec.runner, spec.worker_environment).run)
                 assert workers.model is not None
-                config = scheduler_config(spec.scheduler)
-                engine = EngineCore(config, workers, link, records)
+                engine = EngineCore(scheduler_config(spec.scheduler), workers, link, records)
                 if records is not None:
                     records.start(_iteration_log_header(spec, workers.model, engine))
                 await nursery.start(engine.run)
+                core.engine = engine
                 link.post(_ready(workers))
                 freeze_startup_heap()
-                await _follow_front_end(link, engine)
+                await trio.sleep_forever()
         except (ValueError, OSError, EngineFailedError) as error:
             log.debug("engine core start-up failed", exc_info=True)
             with contextlib.suppress(LinkClosedError):
@@ -90,27 +95,34 @@ async def _serve(spec: CoreSpec, connection: socket.socket) -> bool:
             await _flush(link)
             nursery.cancel_scope.cancel()
             return False
-        nursery.cancel_scope.cancel()
     return True
 
 
-async def _follow_front_end(link: MessageLink, engine: EngineCore) -> None:
-    """Applies the front-end's messages until it says stop or goes away."""
+@dataclass(slots=True)
+class _Core:
+    """The engine, once started."""
+
+    engine: EngineCore | None = None
+
+
+async def _follow_front_end(link: MessageLink, core: _Core, scope: trio.CancelScope) -> None:
+    """Applies the front-end's messages; stops the core when it says stop or goes away."""
     while True:
         try:
             payload = await link.reader.read()
         except (FrameError, trio.BrokenResourceError):
-            return
+            payload = None
         if payload is None:
-            return
+            break
         match front_end_decoder.decode(payload):
-            case AddRequest() as request:
-                engine.add(request)
-            case EndRequest(request_id=request_id, reason=reason):
-                engine.end(request_id, reason)
-                engine.post_outputs()
+            case AddRequest() as request if core.engine is not None:
+                core.engine.add(request)
+            case EndRequest(request_id=request_id, reason=reason) if core.engine is not None:
+                core.engine.end(request_id, reason)
+                core.engine.post_outputs()
             case StopCore():
-                return
+                break
+    scope.cancel()
 
 
 async def _flush(link: MessageLink) -> None:

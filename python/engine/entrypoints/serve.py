@@ -132,7 +132,6 @@ class EngineServer:
             nursery.start_soon(log_throughput, engine, metrics, server.throughput_log_interval_s)
             nursery.start_soon(self._exit_after_failure, engine)
             http_port, rpc_port = bound_port(http_sockets), rpc_listeners[0].socket.getsockname()[1]
-            assert engine.core_pid is not None
             log.info(
                 "serving %s (%d KV blocks, max_model_len %d, policy %s, attention %s) on http://%s:%d "
                 "(OpenAI API) and tcp://%s:%d (msgspec RPC); worker pids %s; engine core pid %d",

@@ -7,6 +7,7 @@ becomes a push onto its request's stream, the metrics are updated, and finished 
 their outcome. When the core process dies or reports a failure, every request fails at once.
 """
 
+import contextlib
 import itertools
 import logging
 import multiprocessing
@@ -116,14 +117,17 @@ class EngineClient:
         return len(self._live)
 
     @property
-    def core_pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+    def core_pid(self) -> int:
+        if self._process is None or self._process.pid is None:
+            raise RuntimeError("the engine core is not started")
+        return self._process.pid
 
     # ----- the process -----
 
     async def run(self, *, task_status: trio.TaskStatus["EngineClient"] = trio.TASK_STATUS_IGNORED) -> None:
         """Starts the core, reports started once its workers hold their KV caches, then serves
-        its outputs until cancelled; stops the core (and so its workers) on the way out."""
+        its outputs until cancelled; stops the core (and so its workers) on the way out, also
+        when cancelled while the model loads."""
         parent_end, child_end = socket.socketpair()
         context = multiprocessing.get_context("spawn")
         # Not a daemon: the core starts the worker processes itself.
@@ -186,17 +190,16 @@ class EngineClient:
         return "" if code is None else f" (exit code {code})"
 
     async def _stop_core(self) -> None:
+        """Tells the core to stop (it shuts its workers down first) and waits for it to exit."""
         process, link = self._process, self._link
         if process is None or link is None:
             return
         if process.is_alive():
-            try:
+            with contextlib.suppress(LinkClosedError):
                 link.post(StopCore())
-            except LinkClosedError:
-                pass
             with trio.move_on_after(STOP_GRACE_S):
-                while process.is_alive():
-                    await trio.sleep(0.05)
+                await link.flush()
+            await trio.to_thread.run_sync(process.join, STOP_GRACE_S)
             if process.is_alive():
                 log.warning("the engine core did not stop within %g s; killing it", STOP_GRACE_S)
                 process.kill()

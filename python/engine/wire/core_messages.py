@@ -31,7 +31,7 @@ class EndRequest(msgspec.Struct, tag="end", array_like=True):
 
 
 class StopCore(msgspec.Struct, tag="stop_core", array_like=True):
-    pass
+    """Shut the workers down and exit (at any stage, also while the model loads)."""
 
 
 # ----- core -> front-end -----

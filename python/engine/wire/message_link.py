@@ -70,6 +70,16 @@ class MessageLink:
                 finally:
                     self._pumping = False
 
+    async def flush(self) -> None:
+        """Sends what is still queued: for the end, once `pump` no longer runs."""
+        if self._queue and not self.closed and not self._pumping:
+            data = b"".join(self._queue)
+            self._queue.clear()
+            try:
+                await self._stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.closed = True
+
     @property
     def has_queued(self) -> bool:
         return bool(self._queue) or self._pumping

@@ -27,8 +27,10 @@ MAX_COMMAND_BYTES = 1 << 30
 
 def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) -> None:
     die_with_parent()
-    # Ctrl-C reaches the whole process group; the engine core shuts the workers down itself.
+    # Ctrl-C and a supervisor's SIGTERM reach the whole process group; the front-end drains its
+    # requests, then the engine core shuts the workers down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     encoder = msgspec.msgpack.Encoder()
 
     def reply(message: msgspec.Struct) -> None:
