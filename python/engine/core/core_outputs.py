@@ -2,8 +2,6 @@
 one) into one `CoreOutputs`: the tokens as columns, the requests that finished, the figures of
 the steps completed since the last message, and the scheduler's load."""
 
-import numpy as np
-
 from engine.core.request_slots import ProducedTokens
 from engine.wire.core_messages import CoreOutputs, FinishedOutput, IterationStats, SchedulerLoad
 from engine.wire.step import PromptLogprobs, TokenLogprobs
@@ -30,13 +28,17 @@ class OutputsBuilder:
         produced: ProducedTokens,
         logprobs: list[TokenLogprobs | None],
         prompt_logprobs: list[PromptLogprobs],
+        sampled: tuple[bytes, bytes],
     ) -> None:
-        """One step's tokens (a message carries one step's)."""
+        """One step's tokens (a message carries one step's). `sampled`: the step's (ids, token
+        ids) columns as they came, which are the message's when every token is delivered."""
         self._time = time
-        self._ids = produced.ids.astype("<u8").tobytes()
-        self._token_ids = produced.tokens.astype("<u4").tobytes()
-        self._ttfts = np.asarray(produced.ttfts, dtype="<f8").tobytes()
-        self._tbts = np.asarray(produced.tbts, dtype="<f8").tobytes()
+        if produced.all_live:
+            self._ids, self._token_ids = sampled
+        else:
+            self._ids, self._token_ids = produced.ids.tobytes(), produced.tokens.tobytes()
+        self._ttfts = produced.ttfts.tobytes()
+        self._tbts = produced.tbts.tobytes()
         self._logprobs = logprobs
         self._prompt_logprobs = prompt_logprobs
 

@@ -253,13 +253,14 @@ class EngineCore:
         if batch.num_producing < len(batch):
             producing = (np.frombuffer(batch.flags, dtype=np.uint8) & PRODUCES_TOKEN) != 0
             slots, ids = slots[producing], ids[producing]
+        ids_column = ids.tobytes() if batch.num_producing < len(batch) else batch.ids
         tokens = np.frombuffer(output.sampled_token_ids, dtype="<u4")
         if self._forwards_tokens:
             self._unforwarded.append((ids, slots, tokens))
         produced = self._slots.produced(slots, ids, tokens, now, done.dropped)
         logprobs = [output.logprobs[p] for p in produced.positions.tolist()] if output.logprobs else []
         live_prompt_logprobs = [p for p in output.prompt_logprobs if p.request_id in self._requests]
-        self._outputs.tokens(now, produced, logprobs, live_prompt_logprobs)
+        self._outputs.tokens(now, produced, logprobs, live_prompt_logprobs, (ids_column, output.sampled_token_ids))
         for finished in self.scheduler.update(batch, output.sampled_token_ids, finished_ids=produced.stopped_ids):
             self._finish(finished, "stop" if finished.reason == "stop" else "length")
         return len(produced.tokens)

@@ -18,6 +18,7 @@ from engine.wire.sampling_params import SamplingParams
 FREE = np.iinfo(np.uint64).max
 _NO_TIMES = np.zeros(0)
 _ALL = np.True_
+_NONE = np.False_
 
 
 @dataclass(slots=True)
@@ -44,6 +45,8 @@ class ProducedTokens:
     tbts: np.ndarray
     """Requests whose token ends them (EOS or a stop token, at or past min_tokens)."""
     stopped_ids: list[int]
+    """Every entry given was live: `ids` and `tokens` are the columns given, in full."""
+    all_live: bool
 
 
 class RequestSlots:
@@ -98,7 +101,8 @@ class RequestSlots:
         live = self.request_id[slots] == ids
         if dropped:
             live &= ~np.isin(ids, list(dropped))
-        if live.all():
+        all_live = bool(live.all())
+        if all_live:
             positions = np.arange(len(ids))
         else:
             positions = np.flatnonzero(live)
@@ -116,14 +120,18 @@ class RequestSlots:
         num_output = self.num_output[slots] + 1
         self.num_output[slots] = num_output
         may_stop = num_output >= self.min_tokens[slots] if self._num_with_min_tokens else _ALL
-        stopping = may_stop & self.stops_at_eos[slots] & self._is_eos[tokens]
-        stopped = ids[stopping].tolist()
+        eos = self._is_eos[tokens]
+        if eos.any():
+            stopping = may_stop & self.stops_at_eos[slots] & eos
+            stopped = ids[stopping].tolist()
+        else:
+            stopping, stopped = _NONE, []
         if self._num_with_stop_ids:
             for index in np.flatnonzero(may_stop & ~stopping & self.has_stop_ids[slots]).tolist():
                 request = self.requests[int(slots[index])]
                 if request is not None and int(tokens[index]) in request.sampling.stop_token_ids:
                     stopped.append(int(ids[index]))
-        return ProducedTokens(slots, ids, tokens, positions, ttfts, tbts, stopped)
+        return ProducedTokens(slots, ids, tokens, positions, ttfts, tbts, stopped, all_live)
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.requests)
