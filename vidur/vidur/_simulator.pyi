@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from os import PathLike
 from typing import final
 
+import numpy as np
+
 __all__ = [
     "AttentionModel",
     "CostModel",
@@ -334,7 +336,7 @@ def decode_miss_rate_table_ns(token_times_ns: bytes, num_tokens: bytes, deadline
 def write_request_files(
     jsonl_path: str | PathLike[str],
     csv_path: str | PathLike[str],
-    columns: dict[str, bytes],
+    columns: dict[str, np.ndarray | bytes],
     errors: Sequence[tuple[int, str]],
     tbt_deadline_s: float,
 ) -> None: ...

@@ -81,10 +81,11 @@ class RunColumns:
 
     def write_request_files(self, jsonl_path: Path, csv_path: Path) -> None:
         """`requests.jsonl` and `requests.csv` of the records, written by the simulator extension
-        with the GIL released: the CSV byte for byte metron's, every JSON value the same."""
+        with the GIL released: the CSV byte for byte metron's, every JSON value the same. The
+        extension reads the arrays in place (a column already of its type is not copied)."""
 
-        def column(values: np.ndarray, dtype: str) -> bytes:
-            return np.ascontiguousarray(values, dtype=dtype).tobytes()
+        def column(values: np.ndarray, dtype: str) -> np.ndarray:
+            return np.ascontiguousarray(values, dtype=dtype)
 
         ints = ("ids", "prompt_tokens", "requested_output_tokens", "num_tokens", "missed_deadlines", "total_deadlines")
         floats = (
@@ -99,7 +100,7 @@ class RunColumns:
             "ttft_deadline_s",
             "min_tbt_deadline_s",
         )
-        columns = {name: column(getattr(self, name), "<i8") for name in ints}
+        columns: dict[str, np.ndarray | bytes] = {name: column(getattr(self, name), "<i8") for name in ints}
         columns |= {name: column(getattr(self, name), "<f8") for name in floats}
         columns |= {name: column(getattr(self, name), "u1") for name in ("warmup", "outcome")}
         if self.scheduled_arrival_s is not None:
