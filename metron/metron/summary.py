@@ -45,7 +45,7 @@ def describe(name: str, values: Iterable[float | None] | np.ndarray, percentiles
     are not None (an array is taken as it is: no None in it), then `percentile_key(name, q)` of
     each other percentile q in `percentiles` (an SLO's)."""
     if isinstance(values, np.ndarray):
-        array = values.astype(np.float64)
+        array = np.asarray(values, dtype=np.float64)  # read, never written: no copy of a float64 one
     else:
         array = np.array([v for v in values if v is not None], dtype=np.float64)
     extra = sorted({float(q) for q in percentiles} - {50.0, 90.0, 99.0})

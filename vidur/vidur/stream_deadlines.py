@@ -24,10 +24,11 @@ class TokenStreams:
     streams'), as the extension reads them: times in integer ns (metron's `to_ns`), int64 bytes."""
 
     def __init__(self, times_ns: np.ndarray, num_tokens: np.ndarray) -> None:
-        self.times_ns = np.ascontiguousarray(times_ns, dtype=np.int64)
-        self.num_tokens = np.ascontiguousarray(num_tokens, dtype=np.int64)
-        self.times_bytes = _int64_bytes(self.times_ns)
-        self.counts_bytes = _int64_bytes(self.num_tokens)
+        # The arrays read the bytes: the times are held once.
+        self.times_bytes = _int64_bytes(times_ns)
+        self.counts_bytes = _int64_bytes(num_tokens)
+        self.times_ns = np.frombuffer(self.times_bytes, dtype="<i8")
+        self.num_tokens = np.frombuffer(self.counts_bytes, dtype="<i8")
 
     @classmethod
     def of(cls, token_times_s: np.ndarray, num_tokens: np.ndarray) -> "TokenStreams":
