@@ -130,12 +130,12 @@ def test_the_writer_reads_arrays_in_place_and_names_a_column_it_cannot_read(
     columns.write_request_files(tmp_path / "requests.jsonl", tmp_path / "requests.csv")
     jsonl, csv_path, arrays, errors, tbt_deadline_s = handed[0]
     assert arrays["token_times_s"] is columns.token_times_s  # the float64 times are not copied
-    as_bytes = {name: np.asarray(values).tobytes() for name, values in arrays.items()}
+    as_bytes: dict[str, np.ndarray | bytes] = {name: np.asarray(values).tobytes() for name, values in arrays.items()}
     write(tmp_path / "bytes.jsonl", tmp_path / "bytes.csv", as_bytes, errors, tbt_deadline_s)
     write(jsonl, csv_path, arrays, errors, tbt_deadline_s)
     assert (tmp_path / "bytes.jsonl").read_bytes() == jsonl.read_bytes()
     for name, bad, message in [
-        ("ttft_s", arrays["ttft_s"][::2], "the request column ttft_s must be a contiguous buffer"),
+        ("ttft_s", arrays["ttft_s"][::2], "the column ttft_s must be a contiguous buffer"),
         ("e2e_s", arrays["e2e_s"].astype(np.float32), "e2e_s must be float64 values, got items of 4 bytes"),
     ]:
         with pytest.raises(ValueError, match=message):

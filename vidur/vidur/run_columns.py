@@ -213,7 +213,7 @@ def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColum
 
     ttft_deadlines = _ttft_deadlines(deadlines, workload.prompt_tokens)
     tbt = np.full(len(num_tokens), deadlines.tbt_s)
-    streams = TokenStreams.of(times, num_tokens)
+    streams = TokenStreams(times, num_tokens)
     missed, total = count_deadlines(streams, workload.arrival_s, ttft_deadlines, tbt)
     fluidity = np.full(len(num_tokens), np.nan)
     fluidity[total > 0] = 1.0 - missed[total > 0] / total[total > 0]

@@ -12,19 +12,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use simulator::request_files::RequestColumns;
 
-use crate::byte_columns::{decode, Column};
-
-/// A column handed over as any C-contiguous buffer (a numpy array, bytes), read in place.
-fn buffer_bytes<'a>(name: &str, buffer: &'a PyUntypedBuffer) -> PyResult<&'a [u8]> {
-    if !buffer.is_c_contiguous() {
-        return Err(PyValueError::new_err(format!(
-            "the request column {name} must be a contiguous buffer"
-        )));
-    }
-    // SAFETY: a contiguous buffer's memory is `len_bytes` bytes from `buf_ptr`, valid while the
-    // buffer is held (the borrow of `buffer`); the writer only reads it.
-    Ok(unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes()) })
-}
+use crate::byte_columns::{read_buffer, Column};
 
 fn column<'a, T: Column>(
     columns: &'a HashMap<String, PyUntypedBuffer>,
@@ -33,14 +21,7 @@ fn column<'a, T: Column>(
     let buffer = columns
         .get(name)
         .ok_or_else(|| PyValueError::new_err(format!("the request columns lack {name}")))?;
-    if buffer.item_size() != 1 && buffer.item_size() != T::SIZE {
-        return Err(PyValueError::new_err(format!(
-            "{name} must be {} values, got items of {} bytes",
-            T::NAME,
-            buffer.item_size()
-        )));
-    }
-    decode(name, buffer_bytes(name, buffer)?)
+    read_buffer(name, buffer)
 }
 
 fn optional_column<'a, T: Column>(

@@ -12,6 +12,27 @@
 /// How finely `min_tbt_deadline` searches, in nanoseconds (metron's resolution).
 pub const SEARCH_RESOLUTION_NS: i64 = 1_000;
 
+/// Token times beyond this many seconds either way cannot be nanoseconds in an i64 (metron's
+/// `MAX_ABS_TIME_S`).
+pub const MAX_ABS_TIME_S: f64 = (1u64 << 62) as f64 / 1e9;
+
+/// Seconds as integer nanoseconds, as metron's `to_ns` makes them (`rint(t * 1e9)`, ties to
+/// even); an error names the first time that is not finite or beyond `MAX_ABS_TIME_S`.
+pub fn times_to_ns(times_s: &[f64]) -> Result<Vec<i64>, String> {
+    times_s
+        .iter()
+        .map(|&time| {
+            if time.abs() <= MAX_ABS_TIME_S {
+                Ok((time * 1e9).round_ties_even() as i64)
+            } else {
+                Err(format!(
+                    "times must be finite seconds within +-{MAX_ABS_TIME_S:e}, got {time}"
+                ))
+            }
+        })
+        .collect()
+}
+
 /// (missed, total) deadlines of a stream sent at `arrival_ns` whose tokens (token 0 included)
 /// arrived at `times_ns`; `tbt_ns` > 0, `ttft_ns` >= 0. (0, 0) for a stream with no tokens.
 pub fn count_deadlines(arrival_ns: i64, times_ns: &[i64], ttft_ns: i64, tbt_ns: i64) -> (i64, i64) {
@@ -253,6 +274,19 @@ mod tests {
             "{found}"
         );
         assert_eq!(min_tbt_deadline(&[], 0.1), None);
+    }
+
+    #[test]
+    fn seconds_become_nanoseconds_as_metron_rounds_them() {
+        assert_eq!(
+            times_to_ns(&[0.0, 1.5e-9, 2.5e-9, -0.25, 1.0]).unwrap(),
+            vec![0, 2, 2, -250 * MS, 1000 * MS]
+        );
+        for bad in [f64::NAN, f64::INFINITY, 4.7e9] {
+            assert!(times_to_ns(&[0.0, bad])
+                .unwrap_err()
+                .contains("finite seconds"));
+        }
     }
 
     #[test]
