@@ -1,7 +1,7 @@
 //! Deadline misses of many token streams at once (`simulator::stream_deadlines`), on
 //! every core with the GIL released. Columns come and go as little-endian bytes; the token
-//! times come as float64 seconds, read in place (a numpy array) and made nanoseconds as
-//! metron's `to_ns` makes them, so a run's times are never held twice.
+//! times come as float64 seconds, read in place (a numpy array) and made nanoseconds a stream at
+//! a time as metron's `to_ns` makes them, so a run's times are never held twice.
 
 use std::thread;
 
@@ -9,7 +9,7 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use simulator::stream_deadlines::{times_to_ns, Streams};
+use simulator::stream_deadlines::Streams;
 
 use crate::byte_columns::{decode, encode, read_buffer};
 
@@ -72,8 +72,7 @@ pub fn count_deadlines_ns<'py>(
         return Err(PyValueError::new_err("TTFT deadlines must not be negative"));
     }
     let counted = py.detach(|| -> Result<Vec<(i64, i64)>, String> {
-        let times = times_to_ns(&times_s)?;
-        let streams = Streams::new(&times, &counts)?;
+        let streams = Streams::new(&times_s, &counts)?;
         Ok(on_every_core(&streams, |part| {
             part.count_deadlines(&arrivals, &ttft, &tbt)
         }))
@@ -104,8 +103,7 @@ pub fn min_tbt_deadlines_ns<'py>(
     let times_s = read_buffer::<f64>("token_times_s", &times_buffer)?;
     let counts = decode::<i64>("num_tokens", num_tokens)?;
     let found = py.detach(|| -> Result<Vec<f64>, String> {
-        let times = times_to_ns(&times_s)?;
-        let streams = Streams::new(&times, &counts)?;
+        let streams = Streams::new(&times_s, &counts)?;
         Ok(on_every_core(&streams, |part| {
             part.min_tbt_deadlines(max_miss_rate)
                 .into_iter()
@@ -138,8 +136,7 @@ pub fn decode_miss_rate_table_ns<'py>(
         )));
     }
     let table = py.detach(|| -> Result<Vec<f64>, String> {
-        let times = times_to_ns(&times_s)?;
-        let streams = Streams::new(&times, &counts)?;
+        let streams = Streams::new(&times_s, &counts)?;
         Ok(on_every_core(&streams, |part| {
             part.miss_rate_table(&deadlines)
         }))
