@@ -108,7 +108,7 @@ impl<'a> Streams<'a> {
         }
         if let Some(time) = token_times_s
             .iter()
-            .find(|time| !(time.abs() <= MAX_ABS_TIME_S))
+            .find(|time| !time.is_finite() || time.abs() > MAX_ABS_TIME_S)
         {
             return Err(format!(
                 "times must be finite seconds within +-{MAX_ABS_TIME_S:e}, got {time}"
