@@ -166,24 +166,24 @@ def search_speed(predictor: OperatorPredictor) -> dict[str, float]:
     return figures
 
 
-MILLION_RUN = ["--num-requests", "1000000", "--replicas", "16", "--qps", "120", "--set", "output.plots=false"]
+MILLION_RUN = ["--replicas", "16", "--qps", "120", "--set", "output.plots=false"]
 MILLION_RUN += ["--set", "workload.lengths.kind=trace", "--set", "workload.lengths.trace_path=splitwise_code.csv"]
 
 
-def million_requests(data: Path) -> tuple[float, float]:
-    """(wall s, peak RSS MiB) of `vidur simulate` of a million requests on 16 replicas, in a fresh
+def long_run(data: Path, num_requests: int) -> tuple[float, float]:
+    """(wall s, peak RSS MiB) of `vidur simulate` of `num_requests` on 16 replicas, in a fresh
     process after one that fills the predictor cache."""
     with tempfile.TemporaryDirectory() as scratch:
         command = [sys.executable, "-m", "vidur.cli", "simulate", "--data-dir", str(data)]
         command += ["--predictor-cache-dir", f"{scratch}/cache"]
         subprocess.run([*command, "--num-requests", "10"], check=True, capture_output=True)
         started = time.perf_counter()
-        run = [*command, *MILLION_RUN, "--output-dir", f"{scratch}/run"]
+        run = [*command, *MILLION_RUN, "--num-requests", str(num_requests), "--output-dir", f"{scratch}/run"]
         process = subprocess.Popen(run, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(process.pid, 0)
         wall_s = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"the million-request run failed with status {status}")
+            raise RuntimeError(f"the {num_requests}-request run failed with status {status}")
     return wall_s, usage.ru_maxrss / 1024  # Linux reports kilobytes
 
 
@@ -314,10 +314,14 @@ def main() -> None:
         f"{VIDUR_WHOLE_RUN_S / whole_s:.0f}x"
     )
     search_figures = search_speed(predictor)
-    million_s, million_rss_mib = million_requests(data)
+    tenth_s, tenth_rss_mib = long_run(data, 100_000)
+    million_s, million_rss_mib = long_run(data, 1_000_000)
+    # What each request adds to the peak, the fixed cost (interpreter, predictor) left out.
+    rss_per_request = (million_rss_mib - tenth_rss_mib) * 2**20 / 900_000
     print(
-        f"vidur simulate, 1,000,000 requests on 16 replicas, run written, plots off: {million_s:.1f} s, "
-        f"peak RSS {million_rss_mib:,.0f} MiB"
+        f"vidur simulate on 16 replicas, run written, plots off: 1,000,000 requests {million_s:.1f} s, "
+        f"peak RSS {million_rss_mib:,.0f} MiB; 100,000 requests {tenth_s:.1f} s, {tenth_rss_mib:,.0f} MiB; "
+        f"{rss_per_request:,.0f} bytes of peak memory per request"
     )
     print(
         json.dumps(
@@ -335,6 +339,7 @@ def main() -> None:
                 "whole_command_vs_vidur": round(VIDUR_WHOLE_RUN_S / whole_s, 1),
                 "million_requests_s": round(million_s, 2),
                 "million_requests_peak_rss_mib": round(million_rss_mib),
+                "long_run_peak_rss_bytes_per_request": round(rss_per_request),
                 **search_figures,
             }
         )

@@ -22,6 +22,7 @@ from vidur import (
     SimulationResult,
     Simulator,
     Workload,
+    _simulator,
     plan_deployment,
     score,
     simulated_prefill_model,
@@ -117,3 +118,25 @@ def test_error_messages_are_escaped_as_metron_writes_them(every_outcome: Simulat
     for name in ("requests.jsonl", "requests.csv"):
         assert (tmp_path / name).read_bytes() == (tmp_path / "metron" / name).read_bytes(), name
     assert [r.error for r in read_records(tmp_path)][: len(odd)] == odd
+
+
+def test_the_writer_reads_arrays_in_place_and_names_a_column_it_cannot_read(
+    every_outcome: SimulationResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    columns = score(every_outcome, DeadlineConfig(tbt_s=0.03, ttft_s=0.5)).columns
+    handed = []
+    write = _simulator.write_request_files
+    monkeypatch.setattr(_simulator, "write_request_files", lambda *args: handed.append(args))
+    columns.write_request_files(tmp_path / "requests.jsonl", tmp_path / "requests.csv")
+    jsonl, csv_path, arrays, errors, tbt_deadline_s = handed[0]
+    assert arrays["token_times_s"] is columns.token_times_s  # the float64 times are not copied
+    as_bytes: dict[str, np.ndarray | bytes] = {name: np.asarray(values).tobytes() for name, values in arrays.items()}
+    write(tmp_path / "bytes.jsonl", tmp_path / "bytes.csv", as_bytes, errors, tbt_deadline_s)
+    write(jsonl, csv_path, arrays, errors, tbt_deadline_s)
+    assert (tmp_path / "bytes.jsonl").read_bytes() == jsonl.read_bytes()
+    for name, bad, message in [
+        ("ttft_s", arrays["ttft_s"][::2], "the column ttft_s must be a contiguous buffer"),
+        ("e2e_s", arrays["e2e_s"].astype(np.float32), "e2e_s must be float64 values, got items of 4 bytes"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            write(jsonl, csv_path, arrays | {name: bad}, errors, tbt_deadline_s)

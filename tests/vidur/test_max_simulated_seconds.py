@@ -98,8 +98,13 @@ def test_a_cut_run_is_the_whole_run_up_to_the_cut_as_metron_writes_a_stopped_run
     assert simulation["cut"] == cut.config["cut"]
     assert f"{num_unfinished} requests unfinished (interrupted), {num_not_arrived} not arrived" in printed
 
-    # The files are metron's writer's, byte for byte.
-    write_run(tmp_path / "metron", records, metrics, cut.config, evaluate_slo(metrics, slo))
+    # The files are metron's writer's, byte for byte; the verdict is its runner's on a run
+    # interrupted with requests unfinished and unsent.
+    verdict = evaluate_slo(metrics, slo, num_planned=len(measured))
+    assert not verdict.passed and evaluate_slo(metrics, slo).passed
+    assert f"SLO ({slo.kind}): {verdict.describe()}" in printed
+    assert f"num_unmeasured_requests {num_unfinished + num_not_arrived} > 0" in printed
+    write_run(tmp_path / "metron", records, metrics, cut.config, verdict)
     for name in ("requests.jsonl", "requests.csv", "summary.json", "summary.csv"):
         assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "metron" / name).read_bytes(), name
 

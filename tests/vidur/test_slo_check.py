@@ -1,5 +1,6 @@
 """The search's SLO verdict, computed from the simulator's columns, is metron's verdict on the
-same run, value for value, for every SLO kind, on passing and failing runs alike."""
+same run, value for value, for every SLO kind, on passing and failing runs alike, and on a run
+cut at `max_simulated_s` as metron's runner judges a run it stopped early."""
 
 import numpy as np
 import pytest
@@ -55,3 +56,26 @@ def test_a_run_with_nothing_completed_fails_with_unknown_values(llama7b_h100: Si
     for slo in SLOS:
         full = evaluate_slo(summarize(result.records(DeadlineConfig()), slo), slo)
         assert slo_verdict(result, DeadlineConfig(), slo) == full and not full.passed
+
+
+def test_a_cut_run_fails_as_metrons_verdict_on_an_interrupted_run(
+    llama7b_h100: Simulator, make_workload: object
+) -> None:
+    """Cut at 20 s, some requests are interrupted and the later ones never sent: metron pools the
+    interrupted ones' first tokens and gaps, counts them as no error, and fails the run for the
+    requests it did not measure, however good the figures."""
+    base = make_workload(300, 8.0, 3, prompt=(20, 3000), output=(1, 300))  # type: ignore[operator]
+    workload = run_with_warmup_and_rejections(llama7b_h100, base, 3)
+    result = llama7b_h100.run(workload, record_iterations=False, max_simulated_s=20.0)
+    records = result.records(DeadlineConfig())
+    outcomes = [r.outcome for r in records if not r.warmup]
+    assert result.is_cut and "interrupted" in outcomes and result.num_arrived < len(workload)
+    assert "error" in outcomes  # a rejection arrived before the cut
+    num_planned = int(np.count_nonzero(~workload.warmup))
+    generous = [*SLOS, SloConfig(kind="tbt_ttft", p99_tbt_s=100.0, p90_ttft_s=100.0, max_error_rate=0.9)]
+    for slo in generous:
+        metrics = summarize(records, slo)
+        full = evaluate_slo(metrics, slo, num_planned=num_planned)
+        assert slo_verdict(result, DeadlineConfig(), slo) == full, (slo, full.describe())
+        assert not full.passed and full.checks[-1].key == "num_unmeasured_requests"
+    assert evaluate_slo(summarize(records, generous[-1]), generous[-1]).passed  # only the cut fails it

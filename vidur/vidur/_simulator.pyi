@@ -4,6 +4,8 @@ from collections.abc import Sequence
 from os import PathLike
 from typing import final
 
+import numpy as np
+
 __all__ = [
     "AttentionModel",
     "CostModel",
@@ -327,14 +329,18 @@ def prompt_token_ids(
 ) -> list[int]: ...
 
 def count_deadlines_ns(
-    token_times_ns: bytes, num_tokens: bytes, arrivals_ns: bytes, ttft_deadlines_ns: bytes, tbt_deadlines_ns: bytes
+    token_times_s: np.ndarray | bytes,
+    num_tokens: bytes,
+    arrivals_ns: bytes,
+    ttft_deadlines_ns: bytes,
+    tbt_deadlines_ns: bytes,
 ) -> tuple[bytes, bytes]: ...
-def min_tbt_deadlines_ns(token_times_ns: bytes, num_tokens: bytes, max_miss_rate: float) -> bytes: ...
-def decode_miss_rate_table_ns(token_times_ns: bytes, num_tokens: bytes, deadlines_ns: bytes) -> bytes: ...
+def min_tbt_deadlines_ns(token_times_s: np.ndarray | bytes, num_tokens: bytes, max_miss_rate: float) -> bytes: ...
+def decode_miss_rate_table_ns(token_times_s: np.ndarray | bytes, num_tokens: bytes, deadlines_ns: bytes) -> bytes: ...
 def write_request_files(
     jsonl_path: str | PathLike[str],
     csv_path: str | PathLike[str],
-    columns: dict[str, bytes],
+    columns: dict[str, np.ndarray | bytes],
     errors: Sequence[tuple[int, str]],
     tbt_deadline_s: float,
 ) -> None: ...

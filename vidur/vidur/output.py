@@ -53,13 +53,17 @@ class ScoredRun:
 
 def score(result: SimulationResult, deadlines: DeadlineConfig, slo: SloConfig | None = None) -> ScoredRun:
     """metron's records and summary of a simulated run, and the SLO verdict when one is given,
-    computed from the simulator's columns (the same values as metron's `summarize(result.records(deadlines))`)."""
-    return _scored(run_columns(result, deadlines), slo)
+    computed from the simulator's columns (the same values as metron's `summarize(result.records(deadlines))`).
+    The verdict is metron's runner's: a run cut with requests unfinished or unsent fails."""
+    return _scored(result, run_columns(result, deadlines), slo)
 
 
-def _scored(columns: RunColumns, slo: SloConfig | None) -> ScoredRun:
+def _scored(result: SimulationResult, columns: RunColumns, slo: SloConfig | None) -> ScoredRun:
     metrics = summarize_columns(columns, slo)
-    return ScoredRun(columns, metrics, evaluate_slo(metrics, slo) if slo is not None else None)
+    if slo is None:
+        return ScoredRun(columns, metrics, None)
+    num_planned = int(np.count_nonzero(~result.workload.warmup))
+    return ScoredRun(columns, metrics, evaluate_slo(metrics, slo, num_planned=num_planned))
 
 
 def iteration_statistics(result: SimulationResult) -> dict[str, float | int | None]:
@@ -144,7 +148,7 @@ def write_simulated_run(
         columns = run_columns(result, deadlines)
         requests_written = writer.submit(columns.write_request_files, directory / REQUESTS_FILE, directory / REQUESTS_CSV)
         summary = simulation_summary(result)
-        scored = dataclasses.replace(_scored(columns, slo), simulation=summary)
+        scored = dataclasses.replace(_scored(result, columns, slo), simulation=summary)
         _write_run_files(
             result, scored, directory, summary, deadlines, slo, workload_config, trace_max_iterations, plots
         )

@@ -81,10 +81,11 @@ class RunColumns:
 
     def write_request_files(self, jsonl_path: Path, csv_path: Path) -> None:
         """`requests.jsonl` and `requests.csv` of the records, written by the simulator extension
-        with the GIL released: the CSV byte for byte metron's, every JSON value the same."""
+        with the GIL released: the CSV byte for byte metron's, every JSON value the same. The
+        extension reads the arrays in place (a column already of its type is not copied)."""
 
-        def column(values: np.ndarray, dtype: str) -> bytes:
-            return np.ascontiguousarray(values, dtype=dtype).tobytes()
+        def column(values: np.ndarray, dtype: str) -> np.ndarray:
+            return np.ascontiguousarray(values, dtype=dtype)
 
         ints = ("ids", "prompt_tokens", "requested_output_tokens", "num_tokens", "missed_deadlines", "total_deadlines")
         floats = (
@@ -99,7 +100,7 @@ class RunColumns:
             "ttft_deadline_s",
             "min_tbt_deadline_s",
         )
-        columns = {name: column(getattr(self, name), "<i8") for name in ints}
+        columns: dict[str, np.ndarray | bytes] = {name: column(getattr(self, name), "<i8") for name in ints}
         columns |= {name: column(getattr(self, name), "<f8") for name in floats}
         columns |= {name: column(getattr(self, name), "u1") for name in ("warmup", "outcome")}
         if self.scheduled_arrival_s is not None:
@@ -212,7 +213,7 @@ def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColum
 
     ttft_deadlines = _ttft_deadlines(deadlines, workload.prompt_tokens)
     tbt = np.full(len(num_tokens), deadlines.tbt_s)
-    streams = TokenStreams.of(times, num_tokens)
+    streams = TokenStreams(times, num_tokens)
     missed, total = count_deadlines(streams, workload.arrival_s, ttft_deadlines, tbt)
     fluidity = np.full(len(num_tokens), np.nan)
     fluidity[total > 0] = 1.0 - missed[total > 0] / total[total > 0]

@@ -43,14 +43,25 @@ def _meets_slo(columns: RunColumns, completed: np.ndarray, slo: SloConfig) -> np
     return meets
 
 
+_GAP_CHUNK = 1 << 20  # token times differenced at once: a long run's every difference is never held
+
+
 def _gaps(columns: RunColumns, requests: np.ndarray) -> np.ndarray:
     """The TBTs of `requests` (indices in workload order), in order."""
-    if len(requests) == len(columns.num_tokens):  # every request
-        return np.diff(columns.token_times_s)[columns.is_gap]
-    chosen = np.zeros(len(columns.num_tokens), dtype=bool)
-    chosen[requests] = True
-    of_chosen = np.repeat(chosen, columns.num_tokens)[1:]
-    return np.diff(columns.token_times_s)[columns.is_gap & of_chosen]
+    is_gap = columns.is_gap
+    if len(requests) < len(columns.num_tokens):
+        chosen = np.zeros(len(columns.num_tokens), dtype=bool)
+        chosen[requests] = True
+        is_gap &= np.repeat(chosen, columns.num_tokens)[1:]
+    times = columns.token_times_s
+    gaps = np.empty(int(np.count_nonzero(is_gap)))
+    written = 0
+    for start in range(0, len(is_gap), _GAP_CHUNK):
+        end = min(start + _GAP_CHUNK, len(is_gap))
+        chunk = np.diff(times[start : end + 1])[is_gap[start:end]]
+        gaps[written : written + len(chunk)] = chunk
+        written += len(chunk)
+    return gaps
 
 
 def _distribution(
@@ -134,7 +145,8 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
 
     for name in DISTRIBUTIONS:
         percentiles = slo.percentiles_of(name) if slo is not None else ()
-        metrics.update(describe(name, _distribution(columns, name, measured, completed, interrupted), percentiles))
+        values = _distribution(columns, name, measured, completed, interrupted)  # a new array, used once
+        metrics.update(describe(name, values, percentiles, may_reorder=True))
 
     metrics["fluid_token_rate_per_s"] = per_second(metrics["min_tbt_deadline_s.p99"])
     metrics["tpot_token_rate_per_s"] = per_second(metrics["tpot_s.mean"])
@@ -148,7 +160,8 @@ def summarize_columns(columns: RunColumns, slo: SloConfig | None = None) -> Metr
     curve = None
     if len(streams):
         table = decode_miss_rate_table(columns.streams.subset(streams), MISS_RATE_CURVE_DEADLINES_S)
-        curve = np.percentile(table, 99, axis=0).tolist()
+        # A deadline at a time: the table is not copied whole.
+        curve = [float(np.percentile(table[:, j], 99)) for j in range(table.shape[1])]
     metrics["miss_rate_curve.tbt_deadline_s"] = list(MISS_RATE_CURVE_DEADLINES_S)
     metrics["miss_rate_curve.p99_miss_rate"] = curve
     return metrics

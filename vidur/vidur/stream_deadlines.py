@@ -1,9 +1,9 @@
 """metron's deadline counts, decode miss rates and minimum TBT deadlines of a simulated run's
 token streams, computed by the simulator extension on every core: the same values as
 `metron.fluidity.count_deadlines_flat`, `decode_miss_rate_table_flat` and
-`min_tbt_deadlines_flat` (times rounded to integer nanoseconds by metron's `to_ns`, then
-counted exactly), in a fraction of the time. A run's streams are converted once
-(`TokenStreams`), whichever of these read them."""
+`min_tbt_deadlines_flat` (times rounded to integer nanoseconds as metron's `to_ns` rounds them,
+then counted exactly), in a fraction of the time. The extension reads the times in seconds where
+they are and rounds them itself, so a run's times are held once."""
 
 from collections.abc import Sequence
 
@@ -20,18 +20,13 @@ def _int64_bytes(values: np.ndarray) -> bytes:
 
 
 class TokenStreams:
-    """Token streams end to end (stream i's times are the `num_tokens[i]` after the previous
-    streams'), as the extension reads them: times in integer ns (metron's `to_ns`), int64 bytes."""
+    """Token streams end to end (stream i's times, in seconds, are the `num_tokens[i]` after the
+    previous streams'), as the extension reads them: float64 times, int64 counts."""
 
-    def __init__(self, times_ns: np.ndarray, num_tokens: np.ndarray) -> None:
-        self.times_ns = np.ascontiguousarray(times_ns, dtype=np.int64)
-        self.num_tokens = np.ascontiguousarray(num_tokens, dtype=np.int64)
-        self.times_bytes = _int64_bytes(self.times_ns)
-        self.counts_bytes = _int64_bytes(self.num_tokens)
-
-    @classmethod
-    def of(cls, token_times_s: np.ndarray, num_tokens: np.ndarray) -> "TokenStreams":
-        return cls(to_ns(token_times_s), num_tokens)
+    def __init__(self, times_s: np.ndarray, num_tokens: np.ndarray) -> None:
+        self.times_s = np.ascontiguousarray(times_s, dtype=np.float64)  # not copied if it is one
+        self.counts_bytes = _int64_bytes(num_tokens)
+        self.num_tokens = np.frombuffer(self.counts_bytes, dtype="<i8")
 
     def __len__(self) -> int:
         return len(self.num_tokens)
@@ -42,7 +37,7 @@ class TokenStreams:
             return self
         chosen = np.zeros(len(self), dtype=bool)
         chosen[streams] = True
-        return TokenStreams(self.times_ns[np.repeat(chosen, self.num_tokens)], self.num_tokens[streams])
+        return TokenStreams(self.times_s[np.repeat(chosen, self.num_tokens)], self.num_tokens[streams])
 
 
 def count_deadlines(
@@ -50,7 +45,7 @@ def count_deadlines(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(missed, total) deadlines per stream (stream i sent at `arrivals_s[i]`)."""
     missed, total = _simulator.count_deadlines_ns(
-        streams.times_bytes,
+        streams.times_s,
         streams.counts_bytes,
         _int64_bytes(to_ns(arrivals_s)),
         _int64_bytes(to_ns(ttft_deadlines_s)),
@@ -62,13 +57,13 @@ def count_deadlines(
 def min_tbt_deadlines_s(streams: TokenStreams, max_miss_rate: float) -> np.ndarray:
     """Per stream, the smallest TBT deadline (s) at which its tokens after the first miss at
     most `max_miss_rate` of their deadlines; NaN for fewer than two tokens."""
-    found = _simulator.min_tbt_deadlines_ns(streams.times_bytes, streams.counts_bytes, max_miss_rate)
+    found = _simulator.min_tbt_deadlines_ns(streams.times_s, streams.counts_bytes, max_miss_rate)
     return np.frombuffer(found, dtype="<f8") / _NS
 
 
 def decode_miss_rate_table(streams: TokenStreams, tbt_deadlines_s: Sequence[float]) -> np.ndarray:
     """Per stream, its decode miss rate at each deadline: [stream, deadline]."""
     table = _simulator.decode_miss_rate_table_ns(
-        streams.times_bytes, streams.counts_bytes, _int64_bytes(to_ns(tbt_deadlines_s))
+        streams.times_s, streams.counts_bytes, _int64_bytes(to_ns(tbt_deadlines_s))
     )
     return np.frombuffer(table, dtype="<f8").reshape(len(streams), len(tbt_deadlines_s))

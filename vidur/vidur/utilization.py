@@ -18,14 +18,21 @@ def iteration_work(result: SimulationResult) -> tuple[np.ndarray, np.ndarray]:
     shape = result.deployment.shape
     model = shape.model
     it = result.iterations
-    tokens = it["num_prefill_tokens"].astype(np.float64) + it["num_decode_tokens"]
-    layer_flops = 2.0 * model.num_layers * model.layer_params * tokens
-    lm_head_flops = 2.0 * model.embedding_params * it["num_sampled"]
+    # In place, in the order the sums are written out, so a long run holds few arrays at once:
+    # flops = 2 L P tokens + 2 E sampled + attention flops x scale.
+    flops = it["num_prefill_tokens"].astype(np.float64)
+    flops += it["num_decode_tokens"]
+    flops *= 2.0 * model.num_layers * model.layer_params
+    flops += 2.0 * model.embedding_params * it["num_sampled"]
     # Attention work is recorded per layer per GPU.
     attention_scale = model.num_layers * shape.tensor_parallel
-    flops = layer_flops + lm_head_flops + it["attention_flops"].astype(np.float64) * attention_scale
-    weight_bytes = float(model.num_params * model.dtype_bytes)
-    bytes_moved = weight_bytes + it["attention_bytes"].astype(np.float64) * attention_scale
+    attention_flops = it["attention_flops"].astype(np.float64)
+    attention_flops *= attention_scale
+    flops += attention_flops
+    del attention_flops
+    bytes_moved = it["attention_bytes"].astype(np.float64)
+    bytes_moved *= attention_scale
+    bytes_moved += float(model.num_params * model.dtype_bytes)
     return flops, bytes_moved
 
 
@@ -44,7 +51,7 @@ def utilization(result: SimulationResult) -> dict[str, float | None]:
         return {"mfu": None, "mfu_busy": None, "mbu": None, "mbu_busy": None, "busy_fraction": None}
     deployment = result.deployment
     gpu = deployment.shape.gpu
-    flops, bytes_moved = iteration_work(result)
+    flops, bytes_moved = (float(work.sum()) for work in iteration_work(result))
     num_gpus = deployment.num_gpus
     start = float(result.workload.arrival_s.min())
     duration = max(float(it["end_s"].max()) - start, 1e-12)
@@ -57,9 +64,9 @@ def utilization(result: SimulationResult) -> dict[str, float | None]:
         busy += float(running_end[-1] - starts[0] - gaps.sum())
     replica_gpus = deployment.shape.num_gpus
     return {
-        "mfu": float(flops.sum() / (duration * num_gpus * gpu.peak_flops)),
-        "mfu_busy": float(flops.sum() / (busy * replica_gpus * gpu.peak_flops)),
-        "mbu": float(bytes_moved.sum() / (duration * num_gpus * gpu.peak_bytes_per_s)),
-        "mbu_busy": float(bytes_moved.sum() / (busy * replica_gpus * gpu.peak_bytes_per_s)),
+        "mfu": flops / (duration * num_gpus * gpu.peak_flops),
+        "mfu_busy": flops / (busy * replica_gpus * gpu.peak_flops),
+        "mbu": bytes_moved / (duration * num_gpus * gpu.peak_bytes_per_s),
+        "mbu_busy": bytes_moved / (busy * replica_gpus * gpu.peak_bytes_per_s),
         "busy_fraction": busy / (duration * deployment.num_replicas),
     }

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
@@ -75,4 +76,29 @@ pub fn encode<'py, T: Column>(
         Ok(())
     })
     .expect("filling a new bytes object cannot fail")
+}
+
+/// The values of column `name` handed over as any C-contiguous buffer (a numpy array, bytes),
+/// read in place where aligned; a ValueError when it is strided or its items are of another size.
+pub fn read_buffer<'a, T: Column>(
+    name: &str,
+    buffer: &'a PyUntypedBuffer,
+) -> PyResult<Cow<'a, [T]>> {
+    if !buffer.is_c_contiguous() {
+        return Err(PyValueError::new_err(format!(
+            "the column {name} must be a contiguous buffer"
+        )));
+    }
+    if buffer.item_size() != 1 && buffer.item_size() != T::SIZE {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be {} values, got items of {} bytes",
+            T::NAME,
+            buffer.item_size()
+        )));
+    }
+    // SAFETY: a contiguous buffer's memory is `len_bytes` bytes from `buf_ptr`, valid while the
+    // buffer is held (the borrow of `buffer`); it is only read.
+    let bytes =
+        unsafe { std::slice::from_raw_parts(buffer.buf_ptr().cast::<u8>(), buffer.len_bytes()) };
+    decode(name, bytes)
 }

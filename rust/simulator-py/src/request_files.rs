@@ -7,25 +7,25 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
 use simulator::request_files::RequestColumns;
 
-use crate::byte_columns::{decode, Column};
+use crate::byte_columns::{read_buffer, Column};
 
 fn column<'a, T: Column>(
-    columns: &'a HashMap<String, Bound<'_, PyBytes>>,
+    columns: &'a HashMap<String, PyUntypedBuffer>,
     name: &str,
 ) -> PyResult<Cow<'a, [T]>> {
-    let bytes = columns
+    let buffer = columns
         .get(name)
         .ok_or_else(|| PyValueError::new_err(format!("the request columns lack {name}")))?;
-    decode(name, bytes.as_bytes())
+    read_buffer(name, buffer)
 }
 
 fn optional_column<'a, T: Column>(
-    columns: &'a HashMap<String, Bound<'_, PyBytes>>,
+    columns: &'a HashMap<String, PyUntypedBuffer>,
     name: &str,
 ) -> PyResult<Option<Cow<'a, [T]>>> {
     columns
@@ -56,7 +56,8 @@ fn write_atomically(
     written.map_err(|error| PyOSError::new_err(format!("cannot write {}: {error}", path.display())))
 }
 
-/// Writes `jsonl_path` and `csv_path` from `columns` ({name: little-endian bytes}: int64 ids,
+/// Writes `jsonl_path` and `csv_path` from `columns` ({name: a contiguous buffer of
+/// little-endian values, read in place: a numpy array or bytes}: int64 ids,
 /// prompt_tokens, requested_output_tokens, num_tokens, missed_deadlines, total_deadlines;
 /// float64 arrival_s, token_times_s, ttft_s, tpot_s, e2e_s, normalized_latency_s,
 /// scheduling_delay_s, fluidity_index, ttft_deadline_s, min_tbt_deadline_s (NaN for None);
@@ -67,10 +68,14 @@ pub fn write_request_files(
     py: Python<'_>,
     jsonl_path: PathBuf,
     csv_path: PathBuf,
-    columns: HashMap<String, Bound<'_, PyBytes>>,
+    columns: HashMap<String, Bound<'_, PyAny>>,
     errors: Vec<(usize, String)>,
     tbt_deadline_s: f64,
 ) -> PyResult<()> {
+    let columns = columns
+        .into_iter()
+        .map(|(name, values)| Ok((name, PyUntypedBuffer::get(&values)?)))
+        .collect::<PyResult<HashMap<_, _>>>()?;
     let ids = column::<i64>(&columns, "ids")?;
     let (prompt, requested) = (
         column::<i64>(&columns, "prompt_tokens")?,

@@ -17,8 +17,12 @@ use crate::errors::{invalid_deployment, invalid_workload, to_py};
 use crate::prefix_workload::with_prefix_sharing;
 use scheduler_types_py::PySchedulerConfig;
 
-fn add_column<T: Column>(columns: &Bound<'_, PyDict>, name: &str, values: &[T]) -> PyResult<()> {
-    let bytes = encode(columns.py(), values.iter().copied());
+fn add_column<T: Column>(
+    columns: &Bound<'_, PyDict>,
+    name: &str,
+    values: impl AsRef<[T]>,
+) -> PyResult<()> {
+    let bytes = encode(columns.py(), values.as_ref().iter().copied());
     columns.set_item(name, (T::DTYPE, bytes))
 }
 
@@ -76,36 +80,43 @@ pub struct PySimulationOutput {
 }
 
 impl PySimulationOutput {
+    /// Each column is freed as soon as it is copied into Python, so the run's records are never
+    /// held twice.
     fn new(py: Python<'_>, output: SimulationOutput) -> PyResult<Self> {
-        let r = &output.requests;
+        let SimulationOutput {
+            requests: r,
+            iterations: records,
+            num_iterations,
+            end_s,
+            num_arrived,
+            is_cut,
+        } = output;
         let requests = PyDict::new(py);
-        add_column(&requests, "replica", &r.replica)?;
-        add_column(&requests, "token_offsets", &r.token_offsets)?;
-        add_column(&requests, "num_tokens", &r.num_tokens)?;
-        add_column(&requests, "token_times", &r.token_times)?;
-        add_column(&requests, "first_scheduled_s", &r.first_scheduled_s)?;
-        add_column(&requests, "finished_s", &r.finished_s)?;
-        add_column(&requests, "finish_reason", &r.finish_reason)?;
-        add_column(&requests, "num_preemptions", &r.num_preemptions)?;
-        add_column(&requests, "arrival_s", &r.arrival_s)?;
-        add_column(&requests, "cached_prompt_tokens", &r.num_cached_tokens)?;
+        add_column(&requests, "replica", r.replica)?;
+        add_column(&requests, "token_offsets", r.token_offsets)?;
+        add_column(&requests, "num_tokens", r.num_tokens)?;
+        add_column(&requests, "token_times", r.token_times)?;
+        add_column(&requests, "first_scheduled_s", r.first_scheduled_s)?;
+        add_column(&requests, "finished_s", r.finished_s)?;
+        add_column(&requests, "finish_reason", r.finish_reason)?;
+        add_column(&requests, "num_preemptions", r.num_preemptions)?;
+        add_column(&requests, "arrival_s", r.arrival_s)?;
+        add_column(&requests, "cached_prompt_tokens", r.num_cached_tokens)?;
         let iterations = PyDict::new(py);
-        for (name, column) in output.iterations.columns() {
-            match column {
-                ColumnValues::U32(values) => add_column(&iterations, name, values)?,
-                ColumnValues::U64(values) => add_column(&iterations, name, values)?,
-                ColumnValues::F32(values) => add_column(&iterations, name, values)?,
-                ColumnValues::F64(values) => add_column(&iterations, name, values)?,
-            }
-        }
+        records.into_each_column(|name, column| match column {
+            ColumnValues::U32(values) => add_column(&iterations, name, values),
+            ColumnValues::U64(values) => add_column(&iterations, name, values),
+            ColumnValues::F32(values) => add_column(&iterations, name, values),
+            ColumnValues::F64(values) => add_column(&iterations, name, values),
+        })?;
         Ok(PySimulationOutput {
             request_columns: requests.unbind(),
             iteration_columns: iterations.unbind(),
-            rejections: output.requests.rejections,
-            num_iterations: output.num_iterations,
-            end_s: output.end_s,
-            num_arrived: output.num_arrived,
-            is_cut: output.is_cut,
+            rejections: r.rejections,
+            num_iterations,
+            end_s,
+            num_arrived,
+            is_cut,
         })
     }
 }

@@ -1,14 +1,17 @@
 //! Deadline misses of many token streams at once (`simulator::stream_deadlines`), on
-//! every core with the GIL released. Columns come and go as little-endian bytes.
+//! every core with the GIL released. Columns come and go as little-endian bytes; the token
+//! times come as float64 seconds, read in place (a numpy array) and made nanoseconds a stream at
+//! a time as metron's `to_ns` makes them, so a run's times are never held twice.
 
 use std::thread;
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use simulator::stream_deadlines::Streams;
 
-use crate::byte_columns::{decode, encode};
+use crate::byte_columns::{decode, encode, read_buffer};
 
 /// Each part of `streams` through `work`, one thread per part, results in stream order.
 fn on_every_core<T: Send>(
@@ -31,19 +34,20 @@ fn on_every_core<T: Send>(
     })
 }
 
-/// Each stream's (missed, total) deadlines, as two int64 byte columns. `token_times_ns`,
-/// `num_tokens` and the per-stream `arrivals_ns`, `ttft_deadlines_ns` (>= 0) and
-/// `tbt_deadlines_ns` (> 0) are int64 bytes, streams end to end.
+/// Each stream's (missed, total) deadlines, as two int64 byte columns. `token_times_s` are
+/// float64 seconds, streams end to end; `num_tokens` and the per-stream `arrivals_ns`,
+/// `ttft_deadlines_ns` (>= 0) and `tbt_deadlines_ns` (> 0) are int64 bytes.
 #[pyfunction]
 pub fn count_deadlines_ns<'py>(
     py: Python<'py>,
-    token_times_ns: &[u8],
+    token_times_s: Bound<'py, PyAny>,
     num_tokens: &[u8],
     arrivals_ns: &[u8],
     ttft_deadlines_ns: &[u8],
     tbt_deadlines_ns: &[u8],
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
-    let times = decode::<i64>("token_times_ns", token_times_ns)?;
+    let times_buffer = PyUntypedBuffer::get(&token_times_s)?;
+    let times_s = read_buffer::<f64>("token_times_s", &times_buffer)?;
     let counts = decode::<i64>("num_tokens", num_tokens)?;
     let arrivals = decode::<i64>("arrivals_ns", arrivals_ns)?;
     let ttft = decode::<i64>("ttft_deadlines_ns", ttft_deadlines_ns)?;
@@ -68,7 +72,7 @@ pub fn count_deadlines_ns<'py>(
         return Err(PyValueError::new_err("TTFT deadlines must not be negative"));
     }
     let counted = py.detach(|| -> Result<Vec<(i64, i64)>, String> {
-        let streams = Streams::new(&times, &counts)?;
+        let streams = Streams::new(&times_s, &counts)?;
         Ok(on_every_core(&streams, |part| {
             part.count_deadlines(&arrivals, &ttft, &tbt)
         }))
@@ -81,11 +85,12 @@ pub fn count_deadlines_ns<'py>(
 }
 
 /// Each stream's minimum TBT deadline (ns, as float64 bytes; NaN for a stream of fewer than
-/// two tokens). `token_times_ns` and `num_tokens` are int64 bytes, streams end to end.
+/// two tokens). `token_times_s` are float64 seconds and `num_tokens` int64 bytes, streams end
+/// to end.
 #[pyfunction]
 pub fn min_tbt_deadlines_ns<'py>(
     py: Python<'py>,
-    token_times_ns: &[u8],
+    token_times_s: Bound<'py, PyAny>,
     num_tokens: &[u8],
     max_miss_rate: f64,
 ) -> PyResult<Bound<'py, PyBytes>> {
@@ -94,10 +99,11 @@ pub fn min_tbt_deadlines_ns<'py>(
             "max_miss_rate must be in [0, 1), got {max_miss_rate}"
         )));
     }
-    let times = decode::<i64>("token_times_ns", token_times_ns)?;
+    let times_buffer = PyUntypedBuffer::get(&token_times_s)?;
+    let times_s = read_buffer::<f64>("token_times_s", &times_buffer)?;
     let counts = decode::<i64>("num_tokens", num_tokens)?;
     let found = py.detach(|| -> Result<Vec<f64>, String> {
-        let streams = Streams::new(&times, &counts)?;
+        let streams = Streams::new(&times_s, &counts)?;
         Ok(on_every_core(&streams, |part| {
             part.min_tbt_deadlines(max_miss_rate)
                 .into_iter()
@@ -112,15 +118,16 @@ pub fn min_tbt_deadlines_ns<'py>(
 }
 
 /// Each stream's decode miss rate at each of `deadlines_ns` (int64 bytes, each > 0), as
-/// float64 bytes of a row-major [stream, deadline] table.
+/// float64 bytes of a row-major [stream, deadline] table (`token_times_s` float64 seconds).
 #[pyfunction]
 pub fn decode_miss_rate_table_ns<'py>(
     py: Python<'py>,
-    token_times_ns: &[u8],
+    token_times_s: Bound<'py, PyAny>,
     num_tokens: &[u8],
     deadlines_ns: &[u8],
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let times = decode::<i64>("token_times_ns", token_times_ns)?;
+    let times_buffer = PyUntypedBuffer::get(&token_times_s)?;
+    let times_s = read_buffer::<f64>("token_times_s", &times_buffer)?;
     let counts = decode::<i64>("num_tokens", num_tokens)?;
     let deadlines = decode::<i64>("deadlines_ns", deadlines_ns)?;
     if let Some(deadline) = deadlines.iter().find(|&&deadline| deadline <= 0) {
@@ -129,7 +136,7 @@ pub fn decode_miss_rate_table_ns<'py>(
         )));
     }
     let table = py.detach(|| -> Result<Vec<f64>, String> {
-        let streams = Streams::new(&times, &counts)?;
+        let streams = Streams::new(&times_s, &counts)?;
         Ok(on_every_core(&streams, |part| {
             part.miss_rate_table(&deadlines)
         }))

@@ -185,6 +185,63 @@ impl IterationRecords {
         ]
     }
 
+    /// Hands every column to `each`, in `columns()` order, freeing it once `each` returns: a
+    /// copy made of the records never sits beside all of them.
+    pub fn into_each_column<E>(
+        self,
+        mut each: impl FnMut(&'static str, ColumnValues<'_>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        use ColumnValues::{F32, F64, U32, U64};
+        let IterationRecords {
+            replica,
+            start_s,
+            end_s,
+            num_seqs,
+            num_prefill_seqs,
+            num_prefill_tokens,
+            num_decode_tokens,
+            num_sampled,
+            decode_context_tokens,
+            num_preempted,
+            num_blocks_used,
+            num_waiting,
+            num_running,
+            forward_s,
+            attention_s,
+            communication_s,
+            cpu_s,
+            attention_flops,
+            attention_bytes,
+        } = self;
+        macro_rules! hand_over {
+            ($($kind:ident($column:ident)),+ $(,)?) => {
+                $(each(stringify!($column), $kind(&$column))?; drop($column);)+
+            };
+        }
+        hand_over!(
+            U32(replica),
+            F64(start_s),
+            F64(end_s),
+            U32(num_seqs),
+            U32(num_prefill_seqs),
+            U64(num_prefill_tokens),
+            U32(num_decode_tokens),
+            U32(num_sampled),
+            U64(decode_context_tokens),
+            U32(num_preempted),
+            U32(num_blocks_used),
+            U32(num_waiting),
+            U32(num_running),
+            F32(forward_s),
+            F32(attention_s),
+            F32(communication_s),
+            F32(cpu_s),
+            F32(attention_flops),
+            F32(attention_bytes),
+        );
+        Ok(())
+    }
+
     pub fn push(&mut self, at: ReplicaSnapshot, start: f64, end: f64, time: &IterationTime) {
         self.replica.push(at.replica);
         self.start_s.push(start);
@@ -208,5 +265,35 @@ impl IterationRecords {
         let work = &time.attention_work;
         self.attention_flops.push(work.flops() as f32);
         self.attention_bytes.push(work.bytes() as f32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_handed_over_as_they_are_listed() {
+        let mut records = IterationRecords::default();
+        for (index, column) in records.columns().iter().enumerate() {
+            assert!(column.1.is_empty(), "{index}");
+        }
+        records.replica = vec![3, 4];
+        records.start_s = vec![0.5, 1.5];
+        records.num_prefill_tokens = vec![7, 8];
+        records.attention_bytes = vec![2.0, 4.0];
+        let listed: Vec<String> = records
+            .columns()
+            .iter()
+            .map(|(name, values)| format!("{name}={values:?}"))
+            .collect();
+        let mut handed = Vec::new();
+        records
+            .into_each_column(|name, values| {
+                handed.push(format!("{name}={values:?}"));
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(handed, listed);
     }
 }

@@ -12,6 +12,16 @@
 /// How finely `min_tbt_deadline` searches, in nanoseconds (metron's resolution).
 pub const SEARCH_RESOLUTION_NS: i64 = 1_000;
 
+/// Token times beyond this many seconds either way cannot be nanoseconds in an i64 (metron's
+/// `MAX_ABS_TIME_S`).
+pub const MAX_ABS_TIME_S: f64 = (1u64 << 62) as f64 / 1e9;
+
+/// A time in seconds as integer nanoseconds, as metron's `to_ns` makes it (`rint(t * 1e9)`,
+/// ties to even); the time must be within `MAX_ABS_TIME_S` (`Streams::new` checks).
+fn to_ns(time_s: f64) -> i64 {
+    (time_s * 1e9).round_ties_even() as i64
+}
+
 /// (missed, total) deadlines of a stream sent at `arrival_ns` whose tokens (token 0 included)
 /// arrived at `times_ns`; `tbt_ns` > 0, `ttft_ns` >= 0. (0, 0) for a stream with no tokens.
 pub fn count_deadlines(arrival_ns: i64, times_ns: &[i64], ttft_ns: i64, tbt_ns: i64) -> (i64, i64) {
@@ -72,30 +82,40 @@ pub fn min_tbt_deadline(gaps: &[i64], max_miss_rate: f64) -> Option<i64> {
     Some(high)
 }
 
-/// Streams given end to end: stream i's token times (ns) are the `num_tokens[i]` entries of
-/// `token_times_ns` after the previous streams'. Yields each stream's gaps.
+/// Streams given end to end: stream i's token times (seconds) are the `num_tokens[i]` entries of
+/// `token_times_s` after the previous streams'. Yields each stream's times in nanoseconds, made
+/// one stream at a time (a run's times are not held twice), and its gaps.
 pub struct Streams<'a> {
-    token_times_ns: &'a [i64],
+    token_times_s: &'a [f64],
     num_tokens: &'a [i64],
     /// The index of this part's first stream among all the streams.
     first_stream: usize,
 }
 
 impl<'a> Streams<'a> {
-    /// Checks that the counts are non-negative and add up to the times given.
-    pub fn new(token_times_ns: &'a [i64], num_tokens: &'a [i64]) -> Result<Self, String> {
+    /// Checks that the counts are non-negative and add up to the times given, and that every
+    /// time is finite seconds within `MAX_ABS_TIME_S`.
+    pub fn new(token_times_s: &'a [f64], num_tokens: &'a [i64]) -> Result<Self, String> {
         if let Some(count) = num_tokens.iter().find(|&&count| count < 0) {
             return Err(format!("a stream cannot have {count} tokens"));
         }
         let total: i64 = num_tokens.iter().sum();
-        if total != token_times_ns.len() as i64 {
+        if total != token_times_s.len() as i64 {
             return Err(format!(
                 "{} token times for {total} tokens",
-                token_times_ns.len()
+                token_times_s.len()
+            ));
+        }
+        if let Some(time) = token_times_s
+            .iter()
+            .find(|time| !time.is_finite() || time.abs() > MAX_ABS_TIME_S)
+        {
+            return Err(format!(
+                "times must be finite seconds within +-{MAX_ABS_TIME_S:e}, got {time}"
             ));
         }
         Ok(Self {
-            token_times_ns,
+            token_times_s,
             num_tokens,
             first_stream: 0,
         })
@@ -111,7 +131,7 @@ impl<'a> Streams<'a> {
 
     /// The streams in up to `num_parts` consecutive parts of about equal numbers of tokens.
     pub fn parts(&self, num_parts: usize) -> Vec<Streams<'a>> {
-        let total = self.token_times_ns.len().max(1);
+        let total = self.token_times_s.len().max(1);
         let num_parts = num_parts.max(1);
         let mut parts = Vec::with_capacity(num_parts);
         let (mut first_stream, mut first_token, mut tokens) = (0usize, 0usize, 0usize);
@@ -120,7 +140,7 @@ impl<'a> Streams<'a> {
             let is_last = stream + 1 == self.num_tokens.len();
             if is_last || tokens * num_parts >= total * (parts.len() + 1) {
                 parts.push(Streams {
-                    token_times_ns: &self.token_times_ns[first_token..tokens],
+                    token_times_s: &self.token_times_s[first_token..tokens],
                     num_tokens: &self.num_tokens[first_stream..=stream],
                     first_stream: self.first_stream + first_stream,
                 });
@@ -130,21 +150,25 @@ impl<'a> Streams<'a> {
         parts
     }
 
-    /// Each stream's token times, in order, with its index in this part.
+    /// Each stream's token times (ns), in order, with its index in this part.
     fn each(&self, mut visit: impl FnMut(usize, &[i64])) {
-        let mut start = 0usize;
+        let (mut start, mut times_ns) = (0usize, Vec::new());
         for (stream, &count) in self.num_tokens.iter().enumerate() {
-            visit(stream, &self.token_times_ns[start..start + count as usize]);
+            let times = &self.token_times_s[start..start + count as usize];
+            times_ns.clear();
+            times_ns.extend(times.iter().map(|&time| to_ns(time)));
+            visit(stream, &times_ns);
             start += count as usize;
         }
     }
 
-    /// Each stream's gaps between consecutive tokens, in order.
-    fn gaps(&self, buffer: &mut Vec<i64>, mut visit: impl FnMut(usize, &[i64])) {
+    /// Each stream's gaps between consecutive tokens (ns), in order.
+    fn gaps(&self, mut visit: impl FnMut(usize, &[i64])) {
+        let mut gaps = Vec::new();
         self.each(|stream, times| {
-            buffer.clear();
-            buffer.extend(times.windows(2).map(|pair| pair[1] - pair[0]));
-            visit(stream, buffer);
+            gaps.clear();
+            gaps.extend(times.windows(2).map(|pair| pair[1] - pair[0]));
+            visit(stream, &gaps);
         });
     }
 
@@ -172,16 +196,14 @@ impl<'a> Streams<'a> {
     /// `min_tbt_deadline` of every stream.
     pub fn min_tbt_deadlines(&self, max_miss_rate: f64) -> Vec<Option<i64>> {
         let mut found = vec![None; self.len()];
-        self.gaps(&mut Vec::new(), |stream, gaps| {
-            found[stream] = min_tbt_deadline(gaps, max_miss_rate)
-        });
+        self.gaps(|stream, gaps| found[stream] = min_tbt_deadline(gaps, max_miss_rate));
         found
     }
 
     /// `decode_miss_rate` of every stream at every deadline: row-major [stream][deadline].
     pub fn miss_rate_table(&self, deadlines_ns: &[i64]) -> Vec<f64> {
         let mut table = vec![0.0; self.len() * deadlines_ns.len()];
-        self.gaps(&mut Vec::new(), |stream, gaps| {
+        self.gaps(|stream, gaps| {
             let row = &mut table[stream * deadlines_ns.len()..(stream + 1) * deadlines_ns.len()];
             let shortest = gaps.iter().copied().min().unwrap_or(0);
             let longest = gaps.iter().copied().max().unwrap_or(0);
@@ -256,8 +278,21 @@ mod tests {
     }
 
     #[test]
+    fn seconds_become_nanoseconds_as_metron_rounds_them() {
+        let times = [0.0, 1.5e-9, 2.5e-9, -0.25, 1.0];
+        let streams = Streams::new(&times, &[5]).unwrap();
+        let mut seen = Vec::new();
+        streams.each(|_, times_ns| seen.extend_from_slice(times_ns));
+        assert_eq!(seen, vec![0, 2, 2, -250 * MS, 1000 * MS]);
+        for bad in [f64::NAN, f64::INFINITY, 4.7e9] {
+            let error = Streams::new(&[0.0, bad], &[2]).err().unwrap();
+            assert!(error.contains("finite seconds"), "{error}");
+        }
+    }
+
+    #[test]
     fn streams_split_times_by_their_counts() {
-        let times = [0, 5 * MS, 30 * MS, 100 * MS, 0, 10 * MS];
+        let times = [0.0, 0.005, 0.030, 0.1, 0.0, 0.01];
         let streams = Streams::new(&times, &[3, 1, 0, 2]).unwrap();
         let table = streams.miss_rate_table(&[10 * MS]);
         // Stream 0: gaps 5, 25 at 10 ms: 5 banks 5, 25 misses (25 - 5) / 10 = 2; met 1, missed 2.
