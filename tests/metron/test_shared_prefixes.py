@@ -10,11 +10,12 @@ from tokenizers import Tokenizer
 from metron.arrivals import ArrivalConfig
 from metron.cli import main
 from metron.lengths import LengthConfig
+from metron.load_generator import LoadConfig, LoadGenerator
 from metron.prompts import PromptBuilder, load_tokenizer
 from metron.runner import RunConfig, build_prompts, run_benchmark
-from metron.sessions import SessionConfig, Turn
+from metron.sessions import SessionConfig, Turn, first_turn
 from metron.targets.openai import OpenAIConfig, OpenAITarget
-from metron.workload import WorkloadConfig
+from metron.workload import WorkloadConfig, generate_workload
 
 
 def text_of(sent: Turn | str) -> str:
@@ -213,3 +214,10 @@ def test_bad_prefix_and_session_flags_are_refused(
     run = ["run", "--url", "http://127.0.0.1:9", "--model", "m", "--output-dir", str(tmp_path / "out")]
     assert main([*run, *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+async def test_a_later_turn_given_a_whole_turn_instead_of_its_new_message_is_refused() -> None:
+    target = OpenAITarget(OpenAIConfig(url="http://127.0.0.1:9", model="m"))
+    specs = generate_workload(workload(2, sessions=SessionConfig(num_turns=2)))
+    with pytest.raises(ValueError, match="request 1 is a later turn: it sends its new user message, not a Turn"):
+        await LoadGenerator(target, LoadConfig()).run([(spec, first_turn("hello")) for spec in specs])
