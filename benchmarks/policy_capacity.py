@@ -17,7 +17,7 @@ What it does, in order (one run, nothing taken from an earlier one):
    uniformly drawn lengths four at a time; each logged iteration's period (from the end of the
    one before, or its scheduling, to its outputs) is fitted, by non-negative least squares, as
    base + prefill tokens + chunk-attention pairs (chunk x (context before it + chunk / 2)) +
-   decodes + their context tokens. The budget is the largest multiple of 16 whose chunk, ending
+   decodes + their context tokens (benchmarks/iteration_time.py). The budget is the largest multiple of 16 whose chunk, ending
    at the model's full context (the slowest chunk a prompt has), takes at most half the SLO (but
    at least max_num_seqs, 32, which the engine requires); the other half is left to the decodes
    beside it. Both policies get the same model, KV blocks and max_num_seqs; vllm runs whole
@@ -65,7 +65,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from engine.core.iteration_log import IterationRecord, read_iteration_log
+from engine.core.iteration_log import read_iteration_log
 from metron.arrivals import ArrivalConfig
 from metron.capacity import CapacityStep
 from metron.grid_search import GridSearch, GridSearchConfig
@@ -73,13 +73,16 @@ from metron.launch import LaunchedServer, free_loopback_ports
 from metron.lengths import LengthConfig, request_lengths
 from metron.load_generator import LoadConfig
 from metron.metrics import RequestRecord
-from metron.prefill_model import PrefillModel, nonnegative_least_squares
+from metron.prefill_model import PrefillModel
 from metron.prefill_profile import PrefillProfile, PrefillProfileConfig, run_prefill_profile
 from metron.runner import RunConfig, run_benchmark
 from metron.slo import SloConfig, evaluate_slo
 from metron.summary import summarize
 from metron.targets.engine import EngineTarget, EngineTargetConfig
 from metron.workload import WorkloadConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from iteration_time import IterationTimeModel, fit_iteration_time  # noqa: E402
 
 TRACES = Path(__file__).resolve().parents[2] / "shared/data/traces"
 WORKLOADS = {  # name -> (trace file, its longest request in tokens)
@@ -113,55 +116,6 @@ def tbt_slos(decode_step_s: float) -> dict[str, float]:
     if not (decode_step_s > 0 and math.isfinite(decode_step_s)):
         raise ValueError(f"the decode step must be a positive time, got {decode_step_s}")
     return {name: multiple * decode_step_s for name, multiple in SLO_MULTIPLES.items()}
-
-
-class IterationTimeModel(msgspec.Struct, frozen=True):
-    """An iteration's period: `coefficients` (seconds) times `iteration_features`, fitted to
-    `num_iterations` logged ones with a median relative error of `median_error`."""
-
-    coefficients: list[float]
-    num_iterations: int
-    median_error: float
-
-    def chunk_s(self, chunk_tokens: int, context_before: int) -> float:
-        """An iteration of one prefill chunk after `context_before` computed tokens, alone."""
-        return float(np.dot(self.coefficients, _features([(chunk_tokens, context_before)], [])))
-
-
-def _features(chunks: Sequence[tuple[int, int]], decode_contexts: Sequence[int]) -> list[float]:
-    """base, prefill tokens, chunk-attention pairs, decodes, decode context tokens."""
-    pairs = sum(tokens * (before + tokens / 2) for tokens, before in chunks)
-    prefill_tokens = float(sum(tokens for tokens, _ in chunks))
-    return [1.0, prefill_tokens, pairs, float(len(decode_contexts)), float(sum(decode_contexts))]
-
-
-def iteration_features(record: IterationRecord) -> list[float]:
-    entries = list(zip(record.num_tokens, record.num_computed_tokens, record.is_prefill, strict=True))
-    chunks = [(tokens, before) for tokens, before, prefill in entries if prefill]
-    return _features(chunks, [before for _, before, prefill in entries if not prefill])
-
-
-def iteration_periods(records: Sequence[IterationRecord]) -> list[float]:
-    """Each iteration's period (`records` in the log's order, that of their outputs): from the end
-    of the one before (or its own scheduling, where the engine was idle in between) to its
-    outputs, what it adds to the gaps between tokens."""
-    ends = [-math.inf, *(record.completed_at for record in records)]
-    return [record.completed_at - max(record.scheduled_at, end) for record, end in zip(records, ends, strict=False)]
-
-
-def fit_iteration_time(records: Sequence[IterationRecord]) -> IterationTimeModel:
-    """`records` in the log's order."""
-    if len(records) < 10:
-        raise ValueError(f"fitting iteration times needs at least 10 logged iterations, got {len(records)}")
-    features = np.array([iteration_features(record) for record in records])
-    periods = np.array(iteration_periods(records))
-    coefficients = nonnegative_least_squares(features, periods)
-    errors = np.abs(features @ coefficients - periods) / periods
-    return IterationTimeModel(
-        coefficients=[float(c) for c in coefficients],
-        num_iterations=len(records),
-        median_error=float(np.median(errors)),
-    )
 
 
 def token_budget_for(tbt_limit_s: float, model: IterationTimeModel, context: int) -> int:

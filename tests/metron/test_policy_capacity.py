@@ -19,7 +19,8 @@ _PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "policy_capacity.py
 _SPEC = importlib.util.spec_from_file_location("policy_capacity", _PATH)
 assert _SPEC is not None and _SPEC.loader is not None
 bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+_SPEC.loader.exec_module(bench)  # puts benchmarks/ on sys.path for its iteration_time module
+iteration_time = importlib.import_module("iteration_time")
 
 
 def test_the_slos_are_5x_and_25x_the_decode_step() -> None:
@@ -48,13 +49,13 @@ def test_an_iterations_period_runs_from_the_previous_end_or_its_scheduling_after
         record(10.08, 10.04, [(1, 100, False)]),  # scheduled while the one before ran
         record(11.02, 11.0, [(1, 101, False)]),  # after the engine was idle
     ]
-    assert bench.iteration_periods(records) == pytest.approx([0.05, 0.03, 0.02])
+    assert iteration_time.iteration_periods(records) == pytest.approx([0.05, 0.03, 0.02])
 
 
 def test_an_iterations_features_count_chunk_tokens_attention_pairs_and_decodes() -> None:
     hybrid = record(1.0, 0.9, [(64, 512, True), (16, 0, True), (1, 300, False), (1, 700, False)])
     # base; 64 + 16 prefill tokens; 64 * (512 + 32) + 16 * (0 + 8) pairs; 2 decodes over 1000 tokens
-    assert bench.iteration_features(hybrid) == [1.0, 80.0, 64 * 544 + 16 * 8, 2.0, 1000.0]
+    assert iteration_time.iteration_features(hybrid) == [1.0, 80.0, 64 * 544 + 16 * 8, 2.0, 1000.0]
 
 
 def test_the_fit_recovers_the_iteration_times_it_was_made_from() -> None:
@@ -64,17 +65,17 @@ def test_the_fit_recovers_the_iteration_times_it_was_made_from() -> None:
     for _ in range(40):
         entries = [(int(rng.integers(1, 256)), int(rng.integers(0, 1024)), True)] if rng.random() < 0.6 else []
         entries += [(1, int(rng.integers(1, 2048)), False) for _ in range(int(rng.integers(0, 5)))]
-        end += float(np.dot(truth, bench.iteration_features(record(0.0, 0.0, entries))))
+        end += float(np.dot(truth, iteration_time.iteration_features(record(0.0, 0.0, entries))))
         records.append(record(end, 0.0, entries))  # busy throughout: each scheduled before the last ended
-    model = bench.fit_iteration_time(records)
+    model = iteration_time.fit_iteration_time(records)
     assert model.coefficients == pytest.approx(truth.tolist(), rel=1e-6)
     assert model.num_iterations == 40 and model.median_error == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError, match="at least 10 logged iterations"):
-        bench.fit_iteration_time(records[:9])
+        iteration_time.fit_iteration_time(records[:9])
 
 
 def test_the_token_budget_is_the_longest_chunk_at_the_full_context_within_half_the_slo() -> None:
-    model = bench.IterationTimeModel(coefficients=[0.01, 1e-4, 1e-7, 0.0, 0.0], num_iterations=1, median_error=0.0)
+    model = iteration_time.IterationTimeModel(coefficients=[0.01, 1e-4, 1e-7, 0.0, 0.0], num_iterations=1, median_error=0.0)
     # 208 tokens after 816: 0.01 + 0.0208 + 1e-7 * 208 * (816 + 104) = 0.049936 <= 0.05;
     # 224 after 800: 0.01 + 0.0224 + 1e-7 * 224 * (800 + 112) = 0.0528288 > 0.05
     assert model.chunk_s(208, 1024 - 208) == pytest.approx(0.049936)
