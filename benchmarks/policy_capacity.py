@@ -30,9 +30,10 @@ What it does, in order (one run, nothing taken from an earlier one):
    workload (what one request at a time would sustain, from the measured times), doubled or
    halved until a pass and a failure bracket the capacity, then bisected to neighbouring rates
    (19% apart), at most `--max-probes` probes. A probe at rate q offers Poisson arrivals at q for
-   `--probe-seconds`, but at least `--min-probe-requests` requests (so its P99 pools 1,000+ gaps),
-   with the same seed at the same rate for every policy; a probe still running at twice its
-   arrivals' span plus 10 s is cut and fails.
+   `--probe-seconds`, but at least `--min-probe-requests` requests (12 pooled 1,400-3,300 gaps
+   into a P99 at a 2,048-token context, 700-1,700 at 1,024), with the same seed at the same
+   rate for every policy; a probe still running at twice its arrivals' span plus 10 s is cut and
+   fails.
 
 Lengths: each trace's prompt and output lengths are scaled by context / (the trace's longest
 request: 4,096 tokens for arxiv_summarization, 8,192 for sharegpt), so the requests keep their
