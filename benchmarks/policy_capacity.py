@@ -378,6 +378,9 @@ def main() -> None:
     parser.add_argument("--min-probe-requests", type=int, help="requests per probe at least (default 12, quick 5)")
     parser.add_argument("--output-dir", type=Path, help="keep the runs here (default: a temporary directory)")
     args = parser.parse_args()
+    for flag in ("max_probes", "min_probe_requests"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     started = time.monotonic()
     if args.model is None:
         from engine.demo_model import default_demo_model_dir

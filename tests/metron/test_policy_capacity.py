@@ -7,6 +7,7 @@ import argparse
 import csv
 import importlib.util
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -125,3 +126,9 @@ def test_the_ratio_comes_with_the_range_both_brackets_allow() -> None:
     by_policy["sarathi"]["failed_qps"] = None  # never failed: no upper bound
     by_policy["vllm"]["qps"] = 0.0  # even the lowest rate failed
     assert bench.ratios(by_policy) == {"ratio": None, "at_least": 2.0, "at_most": None}
+
+
+@pytest.mark.parametrize("flag", ["--max-probes", "--min-probe-requests"])
+def test_a_probe_count_below_one_is_refused_before_anything_starts(flag: str) -> None:
+    ran = subprocess.run([sys.executable, str(_PATH), flag, "0"], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 2 and f"{flag} must be at least 1, got 0" in ran.stderr
