@@ -124,18 +124,19 @@ class LoadGenerator:
 
     async def run(
         self,
-        requests: Sequence[tuple[RequestSpec, str]],
+        requests: Sequence[tuple[RequestSpec, Turn | str]],
         on_done: Callable[[RequestTimes], None] | None = None,
         handle_sigint: bool = False,
     ) -> LoadResult:
-        """Sends each (request, prompt) at its arrival time (a session's later turn after the turn
-        before it); returns what was measured, in id order."""
+        """Sends each (request, what it sends) at its arrival time: a first turn's `Turn` (or its
+        prompt, sent as one user message); a session's later turn, its new user message, after the
+        turn before it. Returns what was measured, in id order."""
         with _older_objects_out_of_the_collectors_sight():
             return await self._run(requests, on_done, handle_sigint)
 
     async def _run(
         self,
-        requests: Sequence[tuple[RequestSpec, str]],
+        requests: Sequence[tuple[RequestSpec, Turn | str]],
         on_done: Callable[[RequestTimes], None] | None,
         handle_sigint: bool,
     ) -> LoadResult:
@@ -143,7 +144,13 @@ class LoadGenerator:
         origin = trio.current_time() + self.config.start_delay_s
         origin_perf_counter = time.perf_counter() + (origin - trio.current_time())
         slots = trio.Semaphore(self.config.max_concurrency) if self.config.max_concurrency else None
-        followers = {spec.follows_id: (spec, message) for spec, message in requests if spec.follows_id is not None}
+        followers: dict[int, tuple[RequestSpec, str]] = {}
+        for spec, sent in requests:
+            if spec.follows_id is None:
+                continue
+            if not isinstance(sent, str):
+                raise ValueError(f"request {spec.id} is a later turn: it sends its new user message, not a Turn")
+            followers[spec.follows_id] = (spec, sent)
 
         async def follow(spec: RequestSpec, turn: Turn, nursery: trio.Nursery) -> None:
             due = trio.current_time() + spec.think_time_s
@@ -216,7 +223,7 @@ class LoadGenerator:
                     await trio.lowlevel.checkpoint()
                 if slots is not None:
                     await slots.acquire()
-                nursery.start_soon(one, spec, first_turn(prompt), nursery)
+                nursery.start_soon(one, spec, prompt if isinstance(prompt, Turn) else first_turn(prompt), nursery)
 
         async def watch_sigint() -> None:
             with trio.open_signal_receiver(signal.SIGINT) as signals:

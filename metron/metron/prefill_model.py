@@ -39,24 +39,32 @@ def fit_prefill_model(prompt_tokens: Sequence[float], ttft_s: Sequence[float]) -
         raise ValueError("fitting a prefill model needs samples at two or more prompt lengths")
     if np.any(lengths < 0) or np.any(~np.isfinite(times)) or np.any(times < 0):
         raise ValueError("prompt lengths and TTFTs must be finite and non-negative")
-    columns = np.stack([np.ones_like(lengths), lengths, lengths**2], axis=1)
-    scale = columns.max(axis=0)
-    scaled = columns / scale
-    best: tuple[float, np.ndarray] | None = None
-    # Three coefficients: trying every subset of them that may be non-zero is exact NNLS.
-    for size in (1, 2, 3):
-        for active in itertools.combinations(range(3), size):
-            solution, *_ = np.linalg.lstsq(scaled[:, active], times, rcond=None)
-            if np.any(solution < 0):
-                continue
-            coefficients = np.zeros(3)
-            coefficients[list(active)] = solution
-            residual = float(np.sum((scaled @ coefficients - times) ** 2))
-            if best is None or residual < best[0]:
-                best = (residual, coefficients)
-    coefficients = (best[1] if best is not None else np.zeros(3)) / scale
+    coefficients = nonnegative_least_squares(np.stack([np.ones_like(lengths), lengths, lengths**2], axis=1), times)
     return PrefillModel(
         intercept_s=float(coefficients[0]),
         per_token_s=float(coefficients[1]),
         per_token_squared_s=float(coefficients[2]),
     )
+
+
+def nonnegative_least_squares(columns: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """The coefficients >= 0 that minimise |columns @ coefficients - targets|: least squares on
+    every subset of the columns that may be non-zero, the best solution with no negative
+    coefficient (exact for the few columns these models have; columns scaled to a maximum of 1
+    first, so seconds and squared token counts condition alike). All zero where nothing fits."""
+    num_columns = columns.shape[1]
+    scale = np.abs(columns).max(axis=0)
+    scale[scale == 0] = 1.0
+    scaled = columns / scale
+    best: tuple[float, np.ndarray] = (float(np.sum(targets**2)), np.zeros(num_columns))
+    for size in range(1, num_columns + 1):
+        for active in itertools.combinations(range(num_columns), size):
+            solution, *_ = np.linalg.lstsq(scaled[:, active], targets, rcond=None)
+            if np.any(solution < 0):
+                continue
+            coefficients = np.zeros(num_columns)
+            coefficients[list(active)] = solution
+            residual = float(np.sum((scaled @ coefficients - targets) ** 2))
+            if residual < best[0]:
+                best = (residual, coefficients)
+    return best[1] / scale

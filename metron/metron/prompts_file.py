@@ -6,14 +6,19 @@
 
 A line gives a system text (its system messages, "" if none) and its user messages in order; the
 recorded answers are dropped, since the server under test answers itself. A request without
-sessions sends the system text and first user message of its line; a session's turns send the
-user messages of its line one by one (again from the first if the session has more turns).
+sessions sends the system text and first user message of its line (to a chat endpoint as a system
+message and a user message, to a completions endpoint joined by a newline); a session's turns send
+the user messages of its line one by one (again from the first if the session has more turns),
+after the same system message.
 """
 
 import json
 from pathlib import Path
 
 import msgspec
+
+from metron.prompts import PREFIX_SEPARATOR
+from metron.sessions import Turn, first_turn
 
 _ROLES = {"messages": ("role", "content", "system", "user"), "conversations": ("from", "value", "system", "human")}
 
@@ -25,8 +30,13 @@ class Conversation(msgspec.Struct, frozen=True):
     def user_message(self, turn: int) -> str:
         return self.user_messages[turn % len(self.user_messages)]
 
-    def first_prompt(self) -> str:
-        return "\n".join(text for text in (self.system, self.user_messages[0]) if text)
+    def first_turn(self, prefix: str = "") -> Turn:
+        """The line's first turn after the run's shared `prefix` ("" for none), which joins the
+        system text."""
+        head = prefix + PREFIX_SEPARATOR if prefix else ""
+        if self.system:
+            return first_turn(self.user_messages[0], system=head + self.system)
+        return first_turn(head + self.user_messages[0])
 
 
 def read_prompts_file(path: str | Path) -> list[Conversation]:

@@ -10,9 +10,10 @@ import trio
 from metron.deadlines import DeadlineConfig
 from metron.load_generator import LoadConfig, LoadGenerator, LoadResult
 from metron.metrics import RequestRecord, RequestTimes, request_records
-from metron.prompts import PREFIX_SEPARATOR, PromptBuilder, load_tokenizer
+from metron.prompts import PromptBuilder, load_tokenizer
 from metron.prompts_file import read_prompts_file
 from metron.run_format import write_run
+from metron.sessions import Turn, first_turn
 from metron.slo import SloConfig, SloVerdict, evaluate_slo
 from metron.summary import Metrics, summarize
 from metron.targets.base import Target
@@ -42,23 +43,23 @@ class RunOutcome(msgspec.Struct):
     load: LoadResult
 
 
-def build_prompts(config: RunConfig) -> tuple[list[tuple[RequestSpec, str]], bool]:
-    """Every request of the workload with its prompt text (a session's later turn: its new user
-    message), and whether the prompt lengths of first turns are exact."""
+def build_prompts(config: RunConfig) -> tuple[list[tuple[RequestSpec, Turn | str]], bool]:
+    """Every request of the workload with what it sends (a first turn: its `Turn`; a session's
+    later turn: its new user message), and whether the prompt lengths of first turns are exact."""
     workload = config.workload
     tokenizer = load_tokenizer(config.tokenizer_path) if config.tokenizer_path else None
     conversations = read_prompts_file(config.prompts_path) if config.prompts_path else None
     builder = PromptBuilder(tokenizer, seed=workload.seed)
     prefix = builder.shared_prefix(workload.shared_prefix_tokens) if workload.shared_prefix_tokens else None
     drawn = {spec.id: spec for spec in generate_workload(workload)}
-    built: dict[int, tuple[RequestSpec, str]] = {}
+    built: dict[int, tuple[RequestSpec, Turn | str]] = {}
     exact = prefix is None or prefix.exact
     for request_id in sorted(drawn):
         spec = drawn[request_id]
         turn = workload.sessions.turn_of(request_id)
         if conversations is None and turn == 0:
             prompt = builder.build(request_id, spec.prompt_tokens, prefix.text if prefix else "")
-            built[request_id] = (spec, prompt.text)
+            built[request_id] = (spec, first_turn(prompt.text))
             exact = exact and prompt.exact
         elif conversations is None:
             before = drawn[request_id - 1]
@@ -66,8 +67,8 @@ def build_prompts(config: RunConfig) -> tuple[list[tuple[RequestSpec, str]], boo
             built[request_id] = (spec, message.text)
         elif turn == 0:
             conversation = conversations[request_id // workload.sessions.num_turns % len(conversations)]
-            text = (prefix.text + PREFIX_SEPARATOR if prefix else "") + conversation.first_prompt()
-            built[request_id] = (msgspec.structs.replace(spec, prompt_tokens=builder.count(text)), text)
+            opening = conversation.first_turn(prefix.text if prefix else "")
+            built[request_id] = (msgspec.structs.replace(spec, prompt_tokens=builder.count(opening.prompt)), opening)
             exact = exact and tokenizer is not None
         else:
             conversation = conversations[request_id // workload.sessions.num_turns % len(conversations)]

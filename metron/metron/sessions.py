@@ -5,8 +5,8 @@ session's first turn arrives like any request; each later turn is sent `think_ti
 previous turn's answer has arrived, and its prompt is the previous prompt, the answer text
 received and a new user message (joined by `TURN_SEPARATOR`), so a server with prefix caching
 finds the whole conversation so far in its cache. A chat endpoint gets the same conversation as
-alternating messages: each earlier user message, then the answer the server gave it, then the
-new user message.
+messages: the system message where the first turn has one, then alternating each earlier user
+message, the answer the server gave it, and the new user message.
 """
 
 import math
@@ -44,8 +44,12 @@ class Turn(msgspec.Struct, frozen=True):
     messages: tuple[ChatMessage, ...]
 
 
-def first_turn(prompt: str) -> Turn:
-    return Turn(prompt, (ChatMessage("user", prompt),))
+def first_turn(message: str, system: str = "") -> Turn:
+    """A first turn: the user `message`, after the `system` text where there is one (joined by
+    `TURN_SEPARATOR` into the prompt, its own message to a chat endpoint)."""
+    if not system:
+        return Turn(message, (ChatMessage("user", message),))
+    return Turn(system + TURN_SEPARATOR + message, (ChatMessage("system", system), ChatMessage("user", message)))
 
 
 def next_turn(previous: Turn, answer: str, message: str) -> Turn:

@@ -10,11 +10,17 @@ from tokenizers import Tokenizer
 from metron.arrivals import ArrivalConfig
 from metron.cli import main
 from metron.lengths import LengthConfig
+from metron.load_generator import LoadConfig, LoadGenerator
 from metron.prompts import PromptBuilder, load_tokenizer
 from metron.runner import RunConfig, build_prompts, run_benchmark
-from metron.sessions import SessionConfig
+from metron.sessions import SessionConfig, Turn, first_turn
 from metron.targets.openai import OpenAIConfig, OpenAITarget
-from metron.workload import WorkloadConfig
+from metron.workload import WorkloadConfig, generate_workload
+
+
+def text_of(sent: Turn | str) -> str:
+    """A planned request's prompt text (a later turn: its new user message)."""
+    return sent.prompt if isinstance(sent, Turn) else sent
 
 
 def workload(num_requests: int, **options: object) -> WorkloadConfig:
@@ -40,7 +46,8 @@ def test_every_prompt_starts_with_the_same_prefix_of_n_tokens(scripted_server, t
     assert exact
     sent = server.log()
     bodies = set()
-    for spec, prompt in planned:
+    for spec, turn in planned:
+        prompt = turn.prompt
         assert sent[f"metron-{spec.id}"]["prompt"] == prompt
         assert prompt.startswith(prefix.text + "\n")
         ids = tokenizer.encode(prompt).ids
@@ -77,7 +84,7 @@ def test_each_turn_continues_the_previous_prompt_and_answer_after_the_think_time
     sent = {int(key.removeprefix("metron-")): entry["prompt"] for key, entry in server.log().items()}
     for session in (0, 1):
         first, second, third = (3 * session + turn for turn in range(3))
-        assert sent[first] == planned[first][1]
+        assert sent[first] == planned[first][1].prompt
         assert sent[second] == sent[first] + " tok tok tok" + "\n" + planned[second][1]
         assert sent[third] == sent[second] + " tok tok tok" + "\n" + planned[third][1]
         assert planned[second][0].follows_id == first and planned[third][0].follows_id == second
@@ -100,7 +107,7 @@ def test_a_chat_endpoint_gets_each_turn_as_alternating_messages_with_the_servers
     outcome = run_benchmark(config, target, tmp_path / "run")
     assert [r.outcome for r in outcome.records] == ["finished"] * 6
 
-    planned = {spec.id: text for spec, text in build_prompts(config)[0]}
+    planned = {spec.id: text_of(sent) for spec, sent in build_prompts(config)[0]}
     log = {int(key.removeprefix("metron-")): entry for key, entry in server.log().items()}
     for session in (0, 1):
         first, second, third = (3 * session + turn for turn in range(3))
@@ -138,15 +145,47 @@ PROMPTS = [
 def test_a_prompts_file_in_each_layout_gives_the_prompts_in_order(tmp_path: Path) -> None:
     path = str(write_lines(tmp_path / "prompts.jsonl", PROMPTS))
     planned, exact = build_prompts(RunConfig(workload=workload(4), prompts_path=path))
-    texts = {spec.id: text for spec, text in planned}
+    texts = {spec.id: turn.prompt for spec, turn in planned}
     assert texts == {0: "one plain prompt", 1: "be brief\nhello there", 2: "first question", 3: "one plain prompt"}
     assert [spec.prompt_tokens for spec, _ in sorted(planned, key=lambda pair: pair[0].id)] == [3, 4, 2, 3]
     assert not exact  # counted in words without a tokenizer
 
     sessions = RunConfig(workload=workload(6, sessions=SessionConfig(num_turns=2)), prompts_path=path)
-    texts = {spec.id: text for spec, text in build_prompts(sessions)[0]}
+    texts = {spec.id: text_of(sent) for spec, sent in build_prompts(sessions)[0]}
     assert texts == {0: "one plain prompt", 1: "one plain prompt", 2: "be brief\nhello there", 3: "and then",
                      4: "first question", 5: "second question"}
+
+
+@pytest.mark.parametrize("prefix_tokens", [0, 4])
+def test_a_prompts_files_system_text_reaches_a_chat_endpoint_as_the_first_message_of_every_turn(  # type: ignore[no-untyped-def]
+    scripted_server, tmp_path: Path, prefix_tokens: int
+) -> None:
+    server = scripted_server({"first_s": 0.01, "gap_s": 0.01, "usage": "final", "token_text": " ok"})
+    path = write_lines(tmp_path / "prompts.jsonl", [PROMPTS[1], PROMPTS[2]])
+    run = ["run", "--url", server.url, "--model", "scripted", "--prompts-file", str(path), "--sessions", "2"]
+    run += ["--turns", "2", "--output-tokens", "2", "--arrivals", "static", "--shared-prefix-tokens", str(prefix_tokens)]
+    assert main([*run, "--endpoint", "chat", "--no-progress", "--output-dir", str(tmp_path / "chat")]) == 0
+    log = {int(key.removeprefix("metron-")): entry["messages"] for key, entry in server.log().items()}
+    prefix = PromptBuilder(None, seed=0).shared_prefix(prefix_tokens).text + "\n" if prefix_tokens else ""
+    assert log == {
+        0: [{"role": "system", "content": prefix + "be brief"}, {"role": "user", "content": "hello there"}],
+        1: [{"role": "system", "content": prefix + "be brief"}, {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": " ok ok"}, {"role": "user", "content": "and then"}],
+        2: [{"role": "user", "content": prefix + "first question"}],
+        3: [{"role": "user", "content": prefix + "first question"}, {"role": "assistant", "content": " ok ok"},
+            {"role": "user", "content": "second question"}],
+    }  # fmt: skip
+
+    completions = scripted_server({"first_s": 0.01, "gap_s": 0.01, "usage": "final", "token_text": " ok"})
+    run[run.index(server.url)] = completions.url
+    assert main([*run, "--no-progress", "--output-dir", str(tmp_path / "completions")]) == 0
+    prompts = {int(key.removeprefix("metron-")): entry["prompt"] for key, entry in completions.log().items()}
+    assert prompts == {
+        0: prefix + "be brief\nhello there",
+        1: prefix + "be brief\nhello there ok ok\nand then",
+        2: prefix + "first question",
+        3: prefix + "first question ok ok\nsecond question",
+    }
 
 
 def test_a_malformed_prompts_file_line_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -175,3 +214,10 @@ def test_bad_prefix_and_session_flags_are_refused(
     run = ["run", "--url", "http://127.0.0.1:9", "--model", "m", "--output-dir", str(tmp_path / "out")]
     assert main([*run, *flags]) == 2
     assert message in capsys.readouterr().err
+
+
+async def test_a_later_turn_given_a_whole_turn_instead_of_its_new_message_is_refused() -> None:
+    target = OpenAITarget(OpenAIConfig(url="http://127.0.0.1:9", model="m"))
+    specs = generate_workload(workload(2, sessions=SessionConfig(num_turns=2)))
+    with pytest.raises(ValueError, match="request 1 is a later turn: it sends its new user message, not a Turn"):
+        await LoadGenerator(target, LoadConfig()).run([(spec, first_turn("hello")) for spec in specs])

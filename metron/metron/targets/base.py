@@ -23,15 +23,15 @@ class TargetUnreachable(TargetError):
 
 class ChatMessage(msgspec.Struct, frozen=True):
     role: str
-    """`user` or `assistant`."""
+    """`system`, `user` or `assistant`."""
     content: str
 
 
 class StreamRequest(msgspec.Struct, frozen=True, kw_only=True):
     """`prompt` is the whole text a completions endpoint (or the engine) gets. `messages` is the
-    same conversation for a chat endpoint: a session's turns alternate user and assistant
-    messages (the server's answers as received), ending with this turn's user message; empty, a
-    chat endpoint sends `prompt` as one user message."""
+    same conversation for a chat endpoint: a system message where the conversation has one, then
+    user and assistant messages alternating (the server's answers as received), ending with this
+    turn's user message; empty, a chat endpoint sends `prompt` as one user message."""
 
     id: int
     prompt: str
