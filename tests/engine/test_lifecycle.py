@@ -62,20 +62,27 @@ async def test_tensor_parallel_server_matches_one_rank_and_stops_cleanly(
         parallel.stop()
 
 
+async def failure_after_killing(server: RunningServer, pid: int) -> RequestError:
+    """The error a long generation ends with when `pid` is SIGKILLed after its first tokens."""
+    async with connect(server.host, server.rpc_port) as client:
+        long = SamplingParams(max_tokens=2000, ignore_eos=True)
+        async with client.generate("keep going", long) as generation:
+            async for _ in generation:
+                os.kill(pid, signal.SIGKILL)
+                break
+            with pytest.raises(RequestError) as raised:
+                async for _ in generation:
+                    pass
+    return raised.value
+
+
 async def test_a_dead_worker_fails_requests_logs_it_and_exits_non_zero(tiny_model_dir: Path) -> None:
     doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--failure-exit-delay", "2")
     try:
+        failure = await failure_after_killing(doomed, doomed.worker_pids[0])
+        assert failure.code == "engine_failed"
+        assert "model worker rank 0 died (exit code -9)" in failure.message
         async with connect(doomed.host, doomed.rpc_port) as client:
-            long = SamplingParams(max_tokens=2000, ignore_eos=True)
-            async with client.generate("keep going", long) as generation:
-                async for _ in generation:
-                    os.kill(doomed.worker_pids[0], signal.SIGKILL)
-                    break
-                with pytest.raises(RequestError) as raised:
-                    async for _ in generation:
-                        pass
-            assert raised.value.code == "engine_failed"
-            assert "model worker rank 0 died (exit code -9)" in raised.value.message
             with pytest.raises(RequestError, match="engine_failed"):
                 await client.complete("anyone?", GREEDY)
         async with httpx.AsyncClient() as http:
@@ -96,17 +103,9 @@ async def test_a_dead_engine_core_fails_requests_takes_its_workers_and_exits_non
     doomed = start_server(tiny_model_dir, "--num-kv-blocks", "128", "--failure-exit-delay", "2")
     try:
         assert doomed.core_pid not in (doomed.process.pid, *doomed.worker_pids)
-        async with connect(doomed.host, doomed.rpc_port) as client:
-            long = SamplingParams(max_tokens=2000, ignore_eos=True)
-            async with client.generate("keep going", long) as generation:
-                async for _ in generation:
-                    os.kill(doomed.core_pid, signal.SIGKILL)
-                    break
-                with pytest.raises(RequestError) as raised:
-                    async for _ in generation:
-                        pass
-            assert raised.value.code == "engine_failed"
-            assert "the engine core process died (exit code -9)" in raised.value.message
+        failure = await failure_after_killing(doomed, doomed.core_pid)
+        assert failure.code == "engine_failed"
+        assert "the engine core process died (exit code -9)" in failure.message
         async with httpx.AsyncClient() as http:
             health = await http.get(f"{doomed.url}/health")
             assert health.status_code == 503 and "engine core process died" in health.json()["error"]

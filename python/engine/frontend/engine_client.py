@@ -155,6 +155,8 @@ class EngineClient:
             return message
         if isinstance(message, CoreFailed):
             raise EngineFailedError(message.message)
+        assert self._process is not None
+        await trio.to_thread.run_sync(self._process.join, 2.0)
         raise EngineFailedError(f"the engine core process exited before it was ready{self._exit_note()}")
 
     async def _read(self, link: MessageLink) -> CoreReady | CoreOutputs | CoreFailed | None:
