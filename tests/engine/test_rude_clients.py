@@ -244,3 +244,16 @@ def test_three_hundred_concurrent_streams_each_get_exactly_their_tokens(roomy: R
     wait_pool_full(roomy)
     stats = [line for line in roomy.log if "engine.stats" in line]
     assert any("generation throughput" in line and "KV cache" in line for line in stats)
+
+
+def test_a_prompt_the_kv_cache_can_never_hold_is_refused_and_the_server_goes_on(tiny_model_dir: Path) -> None:
+    small = start_server(tiny_model_dir, "--num-kv-blocks", "4", "--block-size", "16")
+    try:
+        body = {"model": "tiny", "prompt": list(range(5, 105)), "max_tokens": 2}
+        response = httpx.post(f"{small.url}/v1/completions", json=body, timeout=30)
+        assert response.status_code == 400
+        assert "the prompt needs 7 KV blocks but the cache admits at most 4" in response.json()["error"]["message"]
+        still_serves(small)
+        assert small.process.poll() is None
+    finally:
+        small.stop()

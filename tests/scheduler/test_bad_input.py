@@ -76,9 +76,15 @@ def test_bad_requests_are_rejected_and_the_scheduler_keeps_serving(
 
 
 def test_a_prompt_bigger_than_the_whole_cache_is_rejected() -> None:
-    s = Scheduler(SchedulerConfig(token_budget=8, max_num_seqs=4, max_model_len=64, block_size=4, num_blocks=3))
+    config = SchedulerConfig(token_budget=8, max_num_seqs=4, max_model_len=64, block_size=4, num_blocks=3)
+    s = Scheduler(config)
     with pytest.raises(InvalidRequestError, match="needs 4 KV blocks but the cache admits at most 3"):
         s.add_request(1, prompt_len=13, max_new_tokens=1)
+    # The config tells the same, for a caller that checks before it submits (the engine's front-end).
+    assert config.prompt_refusal(13) == "the prompt needs 4 KV blocks but the cache admits at most 3"
+    assert config.prompt_refusal(65) == "the prompt has 65 tokens, more than max_model_len (64)"
+    assert config.prompt_refusal(12) is None
+    s.add_request(2, prompt_len=12, max_new_tokens=1)
 
 
 def test_duplicate_and_unknown_ids() -> None:

@@ -3,7 +3,7 @@ one) into one `CoreOutputs`: the tokens as columns, the requests that finished, 
 the steps completed since the last message, and the scheduler's load."""
 
 from engine.core.request_slots import ProducedTokens
-from engine.wire.core_messages import CoreOutputs, FinishedOutput, IterationStats, SchedulerLoad
+from engine.wire.core_messages import CoreOutputs, FinishedOutput, IterationStats, RejectedRequest, SchedulerLoad
 from engine.wire.step import PromptLogprobs, TokenLogprobs
 
 _NO_TOKENS = b""
@@ -17,10 +17,11 @@ class OutputsBuilder:
         self._prompt_logprobs: list[PromptLogprobs] = []
         self._finished: list[FinishedOutput] = []
         self._iterations: list[IterationStats] = []
+        self._rejected: list[RejectedRequest] = []
 
     @property
     def has_news(self) -> bool:
-        return bool(self._finished or self._iterations or self._ids)
+        return bool(self._finished or self._iterations or self._ids or self._rejected)
 
     def tokens(
         self,
@@ -45,6 +46,9 @@ class OutputsBuilder:
     def finished(self, request_id: int, reason: str, **times_and_counts: float) -> None:
         self._finished.append(FinishedOutput(request_id, reason, **times_and_counts))  # type: ignore[arg-type]
 
+    def rejected(self, request_id: int, message: str) -> None:
+        self._rejected.append(RejectedRequest(request_id, message))
+
     def iteration(self, stats: IterationStats) -> None:
         """A step completed since the last message, its host time measured to the end."""
         self._iterations.append(stats)
@@ -61,7 +65,9 @@ class OutputsBuilder:
             finished=self._finished,
             iterations=self._iterations,
             load=load,
+            rejected=self._rejected,
         )
         self._ids = self._token_ids = self._ttfts = self._tbts = _NO_TOKENS
         self._logprobs, self._prompt_logprobs, self._finished, self._iterations = [], [], [], []
+        self._rejected = []
         return outputs

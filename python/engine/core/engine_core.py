@@ -25,7 +25,7 @@ from engine.core.request_slots import EngineRequest, RequestSlots
 from engine.core.step_builder import build_step
 from engine.errors import EngineFailedError
 from engine.executor.worker_group import WorkerGroup
-from engine.scheduler import PRODUCES_TOKEN, Batch, FinishedRequest, Scheduler, SchedulerConfig
+from engine.scheduler import PRODUCES_TOKEN, Batch, FinishedRequest, Scheduler, SchedulerConfig, SchedulerError
 from engine.wire.core_messages import AddRequest, CoreFailed, IterationStats, SchedulerLoad
 from engine.wire.message_link import LinkClosedError, MessageLink
 from engine.wire.step import NewRequest, StepOutput
@@ -86,26 +86,33 @@ class EngineCore:
         self._iteration_log = iteration_log
 
     def add(self, request: AddRequest) -> None:
-        """Queues a request the front-end checked. Raises the scheduler's error if it refuses it."""
+        """Queues a request the front-end checked; one the scheduler still refuses is reported
+        back as rejected."""
         if self.failure is not None:
             return  # the front-end fails it when the failure reaches it
         prompt = request.prompt_token_ids
         sampling = request.sampling
-        # Prompt logprobs need every prompt position computed, so such a prompt skips the cache.
-        if self.scheduler.config.enable_prefix_caching and sampling.prompt_logprobs is None:
-            self.scheduler.add_request(
-                request.request_id,
-                prompt_token_ids=prompt,
-                max_new_tokens=sampling.max_tokens,
-                arrival_time=request.arrival_monotonic,
-            )
-        else:
-            self.scheduler.add_request(
-                request.request_id,
-                prompt_len=len(prompt),
-                max_new_tokens=sampling.max_tokens,
-                arrival_time=request.arrival_monotonic,
-            )
+        try:
+            # Prompt logprobs need every prompt position computed, so such a prompt skips the cache.
+            if self.scheduler.config.enable_prefix_caching and sampling.prompt_logprobs is None:
+                self.scheduler.add_request(
+                    request.request_id,
+                    prompt_token_ids=prompt,
+                    max_new_tokens=sampling.max_tokens,
+                    arrival_time=request.arrival_monotonic,
+                )
+            else:
+                self.scheduler.add_request(
+                    request.request_id,
+                    prompt_len=len(prompt),
+                    max_new_tokens=sampling.max_tokens,
+                    arrival_time=request.arrival_monotonic,
+                )
+        except SchedulerError as error:
+            log.error("the scheduler refused request %d: %s", request.request_id, error)
+            self._outputs.rejected(request.request_id, str(error))
+            self._post()
+            return
         self._requests[request.request_id] = EngineRequest(request.request_id, prompt, sampling, request.arrival_time)
         self._work_available.set()
 

@@ -232,6 +232,8 @@ class EngineClient:
                 f"this model's maximum context length is {self.max_model_len} tokens, but {len(prompt_token_ids)}"
                 f" prompt tokens plus max_tokens {sampling.max_tokens} were requested"
             )
+        if (refusal := self._scheduler.prompt_refusal(len(prompt_token_ids))) is not None:
+            raise ValueError(refusal)
 
     def submit(self, prompt_token_ids: Sequence[int], sampling: SamplingParams) -> tuple[int, RequestStream]:
         """Queues a request. Raises ValueError naming what is wrong with it, EngineFailedError
@@ -305,6 +307,9 @@ class EngineClient:
                 num_preempted=step.num_preempted,
             )
         self.recent_iterations.extend(outputs.iterations)
+        for rejected in outputs.rejected:
+            if (request := live.pop(rejected.request_id, None)) is not None:
+                request.stream.fail(f"the engine core refused the request: {rejected.message}")
         for finished in outputs.finished:
             request = live.pop(finished.request_id, None)
             if request is None:

@@ -67,6 +67,13 @@ class FinishedOutput(msgspec.Struct, array_like=True, gc=False):
     num_cached_tokens: int
 
 
+class RejectedRequest(msgspec.Struct, array_like=True, gc=False):
+    """A request the scheduler refused (the front-end checks what it can first)."""
+
+    request_id: int
+    message: str
+
+
 class IterationStats(msgspec.Struct, array_like=True, gc=False):
     """One step, as `engine.core.engine_core` measured it. `host_s`: the core's own time for the
     step outside the workers: applying its outputs, sending them to the front-end, scheduling and
@@ -108,6 +115,7 @@ class CoreOutputs(msgspec.Struct, tag="outputs", array_like=True, gc=False):
     """Steps completed since the previous message (usually one)."""
     iterations: list[IterationStats]
     load: SchedulerLoad
+    rejected: list[RejectedRequest] = []
 
 
 class CoreFailed(msgspec.Struct, tag="failed", array_like=True):

@@ -87,6 +87,13 @@ impl PySchedulerConfig {
         })
     }
 
+    /// Why a prompt of `num_prompt_tokens` tokens can never be admitted (the reason the
+    /// scheduler's `add_request` would give), or None if it can.
+    fn prompt_refusal(&self, num_prompt_tokens: i64) -> PyResult<Option<String>> {
+        let num_prompt_tokens = to_u32("num_prompt_tokens", num_prompt_tokens, invalid_config)?;
+        Ok(self.inner.prompt_refusal(num_prompt_tokens))
+    }
+
     /// This config with another number of KV blocks (known once the workers sized the cache).
     fn with_num_blocks(&self, num_blocks: i64) -> PyResult<Self> {
         let inner = CoreConfig {

@@ -269,6 +269,23 @@ impl SchedulerConfig {
         (self.watermark * f64::from(self.num_blocks)).floor() as u32
     }
 
+    /// Why a prompt of `num_prompt_tokens` can never be admitted under this config (longer than
+    /// the model's context, or more blocks than the cache admits beside the watermark); None if
+    /// it can. `Scheduler::add` refuses exactly these, so a caller can check a request first.
+    pub fn prompt_refusal(&self, num_prompt_tokens: u32) -> Option<String> {
+        if num_prompt_tokens > self.max_model_len {
+            return Some(format!(
+                "the prompt has {num_prompt_tokens} tokens, more than max_model_len ({})",
+                self.max_model_len
+            ));
+        }
+        let admissible_blocks = self.num_blocks - self.watermark_blocks();
+        let prompt_blocks = num_prompt_tokens.div_ceil(self.block_size);
+        (prompt_blocks > admissible_blocks).then(|| {
+            format!("the prompt needs {prompt_blocks} KV blocks but the cache admits at most {admissible_blocks}")
+        })
+    }
+
     /// Longest sequence (prompt + outputs) a request may reach: bounded by the model and by
     /// what the KV cache can admit beside the watermark, so no request can livelock on memory.
     pub fn max_request_tokens(&self) -> u32 {

@@ -110,18 +110,8 @@ impl Scheduler {
         if self.slot_by_id.contains_key(&new.id) {
             return Err(SchedulerError::DuplicateRequest(new.id));
         }
-        if new.num_prompt_tokens > self.config.max_model_len {
-            return Err(new.reject(format!(
-                "the prompt has {} tokens, more than max_model_len ({})",
-                new.num_prompt_tokens, self.config.max_model_len
-            )));
-        }
-        let admissible_blocks = self.config.num_blocks - self.watermark_blocks;
-        let prompt_blocks = self.blocks.blocks_for(new.num_prompt_tokens);
-        if prompt_blocks > admissible_blocks {
-            return Err(new.reject(format!(
-                "the prompt needs {prompt_blocks} KV blocks but the cache admits at most {admissible_blocks}"
-            )));
+        if let Some(reason) = self.config.prompt_refusal(new.num_prompt_tokens) {
+            return Err(new.reject(reason));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
