@@ -67,10 +67,10 @@ class ModelSummary:
 
 def cpu_worker_environment(num_workers: int, num_cpus: int | None = None) -> dict[str, str]:
     """Thread settings for CPU workers. libgomp's default spin-wait keeps torch's threads busy for
-    a while after every forward, starving the engine process on small machines; a short spin keeps
-    parallel regions fast. The workers share all cores but one, which the engine process keeps:
-    threads that compete with it for a core stall every parallel region they are in (on two
-    cores, a decode step with two threads took twice as long as with one)."""
+    a while after every forward, starving the engine's processes on small machines; a short spin
+    keeps parallel regions fast. The workers share all cores but one, which the engine core and
+    the front-end keep: threads that compete with them for a core stall every parallel region
+    they are in (on two cores, a decode step with two threads took twice as long as with one)."""
     cpus = num_cpus or os.cpu_count() or 1
     return {"GOMP_SPINCOUNT": "5000", "OMP_NUM_THREADS": str(max(1, (cpus - 1) // max(num_workers, 1)))}
 
