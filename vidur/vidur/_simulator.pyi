@@ -2,6 +2,7 @@
 
 from collections.abc import Sequence
 from os import PathLike
+from pathlib import Path
 from typing import final
 
 import numpy as np
@@ -302,6 +303,7 @@ class SimulationOutput:
     def rejections(self) -> list[tuple[int, str]]: ...
     def request_columns(self) -> dict[str, tuple[str, bytes]]: ...
     def iteration_columns(self) -> dict[str, tuple[str, bytes]]: ...
+    def spilled_iteration_columns(self) -> tuple[int, list[tuple[str, str, Path]]] | None: ...
     def write_iteration_csv(self, path: str | PathLike[str]) -> None: ...
 
 def simulate(
@@ -319,6 +321,8 @@ def simulate(
     follows: Sequence[int] | None = None,
     think_time_s: Sequence[float] | None = None,
     max_simulated_s: float | None = None,
+    spill_directory: str | PathLike[str] | None = None,
+    spill_block_rows: int = 65536,
 ) -> SimulationOutput: ...
 def prompt_token_ids(
     *,

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,7 +30,7 @@ from vidur.output import cut_summary, score, simulation_summary, write_simulated
 from vidur.predictor import OperatorPredictor
 from vidur.predictor_cache import cached_predictor, profile_fingerprint
 from vidur.profiles import load_profiles
-from vidur.simulation import Simulator
+from vidur.simulation import Simulator, Workload
 from vidur.validation import attention_error, interpolation_error, roofline_transfer_error
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -159,10 +160,29 @@ def simulate_command(args: argparse.Namespace) -> int:
     deployment = plan_deployment(config.deployment, predictor)
     simulator = Simulator(deployment)
     workload = workload_for(config.workload, deployment)
+    # The iteration records (a long run's largest) go to disk as the run goes, next to the run
+    # written; they are gone once the command ends (iterations.csv keeps them).
+    spill_parent = Path(args.output_dir) if args.output_dir else None
+    if spill_parent is not None:
+        spill_parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".iterations-", dir=spill_parent) as spill_directory:
+        return _simulate_and_report(args, config, simulator, workload, started, spill_directory)
+
+
+def _simulate_and_report(
+    args: argparse.Namespace,
+    config: VidurConfig,
+    simulator: Simulator,
+    workload: Workload,
+    started: float,
+    spill_directory: str,
+) -> int:
+    deployment = simulator.deployment
     result = simulator.run(
         workload,
         record_iterations=config.output.record_iterations,
         max_simulated_s=config.output.max_simulated_seconds,
+        spill_directory=spill_directory,
     )
     deadlines = deadlines_for(config, simulator)
     if args.output_dir:

@@ -9,8 +9,9 @@ records = result.records(DeadlineConfig(tbt_s=0.1))    # metron.metrics.RequestR
 import dataclasses
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from metron.arrivals import arrival_times
@@ -21,6 +22,7 @@ from metron.workload import RequestSpec, WorkloadConfig, generate_workload
 
 from vidur import _simulator
 from vidur.deployment import Deployment
+from vidur.spilled_columns import SpilledColumns
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +120,9 @@ class SimulationResult:
     """Per-request columns (workload order): replica, token_offsets, num_tokens, token_times,
     first_scheduled_s, finished_s, finish_reason, num_preemptions, arrival_s (when it was sent),
     cached_prompt_tokens. `workload` is the workload as sent. Per-iteration columns: see
-    `vidur._simulator.SimulationOutput.iteration_columns`. `output` is the simulator's own
-    record of the run, which writes the iterations as CSV.
+    `vidur._simulator.SimulationOutput.iteration_columns`; read from their files where the run
+    streamed them to disk (`SpilledColumns`). `output` is the simulator's own record of the run,
+    which writes the iterations as CSV.
 
     A run stopped at `max_simulated_s` (`is_cut`) saw only the workload's first `num_arrived`
     requests; those unfinished then were interrupted, as a metron run stopped early records them."""
@@ -127,7 +130,7 @@ class SimulationResult:
     deployment: Deployment
     workload: Workload
     requests: dict[str, np.ndarray]
-    iterations: dict[str, np.ndarray]
+    iterations: Mapping[str, np.ndarray]
     rejections: dict[int, str]
     num_iterations: int
     end_s: float
@@ -203,6 +206,13 @@ def _columns(raw: dict[str, tuple[str, bytes]]) -> dict[str, np.ndarray]:
     return {name: np.frombuffer(data, dtype=np.dtype(dtype)) for name, (dtype, data) in raw.items()}
 
 
+def _iteration_columns(output: _simulator.SimulationOutput) -> Mapping[str, np.ndarray]:
+    spilled = output.spilled_iteration_columns()
+    if spilled is None:
+        return _columns(output.iteration_columns())
+    return SpilledColumns(*spilled)
+
+
 class Simulator:
     """A deployment with its cost model built once, to run any number of workloads."""
 
@@ -216,9 +226,18 @@ class Simulator:
         return self._cost_model
 
     def run(
-        self, workload: Workload, *, record_iterations: bool = True, max_simulated_s: float | None = None
+        self,
+        workload: Workload,
+        *,
+        record_iterations: bool = True,
+        max_simulated_s: float | None = None,
+        spill_directory: str | Path | None = None,
+        spill_block_rows: int = 65536,
     ) -> SimulationResult:
-        """Simulates `workload`; with `max_simulated_s`, stops at that simulated time."""
+        """Simulates `workload`; with `max_simulated_s`, stops at that simulated time. With
+        `spill_directory`, the iteration records are streamed to files there as the run goes
+        `spill_block_rows` at a time (a long run's largest records, never held; the files must
+        outlive the result's use)."""
         cluster = self.deployment.config.cluster
         started = time.perf_counter()
         output = _simulator.simulate(
@@ -235,6 +254,8 @@ class Simulator:
             follows=None if workload.follows is None else workload.follows.tolist(),
             think_time_s=None if workload.think_time_s is None else workload.think_time_s.tolist(),
             max_simulated_s=max_simulated_s,
+            spill_directory=spill_directory,
+            spill_block_rows=spill_block_rows,
         )
         wall_s = time.perf_counter() - started
         requests = _columns(output.request_columns())
@@ -245,7 +266,7 @@ class Simulator:
             deployment=self.deployment,
             workload=workload,
             requests=requests,
-            iterations=_columns(output.iteration_columns()),
+            iterations=_iteration_columns(output),
             rejections=dict(output.rejections),
             num_iterations=output.num_iterations,
             end_s=output.end_s,

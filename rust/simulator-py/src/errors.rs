@@ -1,5 +1,5 @@
 use pyo3::create_exception;
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::PyErr;
 use simulator::SimulatorError as CoreError;
 
@@ -36,6 +36,7 @@ pub fn to_py(error: CoreError) -> PyErr {
         CoreError::InvalidWorkload(_) => InvalidWorkloadError::new_err(message),
         // The replicas' scheduler raises the scheduler's own exceptions, as in the engine.
         CoreError::Scheduler(error) => scheduler_types_py::to_py(error),
+        CoreError::Output(_) => PyOSError::new_err(message),
     }
 }
 

@@ -7,8 +7,8 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use simulator::{
-    simulate as core_simulate, write_columns_csv, ColumnValues, RouterKind, SimulationConfig,
-    SimulationOutput, Workload,
+    simulate as core_simulate, write_columns_csv, ColumnValues, IterationSpillConfig, RouterKind,
+    SimulationConfig, SimulationOutput, SpilledIterations, Workload,
 };
 
 use crate::byte_columns::{decode, encode, Column};
@@ -59,13 +59,21 @@ impl<'a> HeldColumn<'a> {
     }
 }
 
+/// A spilled column: its name, numpy dtype, and the file of its raw little-endian values.
+type SpilledColumn = (String, String, PathBuf);
+
+/// Rows of spilled iteration records read back at once to write them as CSV.
+const CSV_BLOCK_ROWS: usize = 1 << 16;
+
 /// What a simulation recorded. Columns come as `{name: (numpy dtype, bytes)}`, ready for
 /// `numpy.frombuffer`; those bytes are the only copy of the records (the simulator's own are
-/// dropped once handed over), and the iteration CSV is written from them.
+/// dropped once handed over), and the iteration CSV is written from them. Iteration records
+/// streamed to disk (`spill_directory`) stay there: `spilled_iteration_columns` says where.
 #[pyclass(frozen, module = "vidur._simulator", name = "SimulationOutput")]
 pub struct PySimulationOutput {
     request_columns: Py<PyDict>,
     iteration_columns: Py<PyDict>,
+    spilled_iterations: Option<SpilledIterations>,
     rejections: Vec<(u32, String)>,
     #[pyo3(get)]
     num_iterations: u64,
@@ -86,6 +94,7 @@ impl PySimulationOutput {
         let SimulationOutput {
             requests: r,
             iterations: records,
+            spilled_iterations,
             num_iterations,
             end_s,
             num_arrived,
@@ -112,6 +121,7 @@ impl PySimulationOutput {
         Ok(PySimulationOutput {
             request_columns: requests.unbind(),
             iteration_columns: iterations.unbind(),
+            spilled_iterations,
             rejections: r.rejections,
             num_iterations,
             end_s,
@@ -130,14 +140,39 @@ impl PySimulationOutput {
         self.request_columns.bind(py).copy()
     }
 
-    /// Per iteration, in the order batches were scheduled (empty unless recorded).
+    /// Per iteration, in the order batches were scheduled (empty unless recorded in memory).
     fn iteration_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.iteration_columns.bind(py).copy()
+    }
+
+    /// Where the iteration records went when streamed to disk: (number of rows, [(column
+    /// name, numpy dtype, path of its raw little-endian values)]); None when kept in memory.
+    fn spilled_iteration_columns(&self) -> Option<(usize, Vec<SpilledColumn>)> {
+        self.spilled_iterations.as_ref().map(|spilled| {
+            let columns = spilled
+                .columns
+                .iter()
+                .map(|(name, dtype)| (name.to_string(), dtype.to_string(), spilled.path(name)))
+                .collect();
+            (spilled.num_rows, columns)
+        })
     }
 
     /// Writes the per-iteration records to `path` as CSV, numbers as Python writes them. The GIL
     /// is released while it writes.
     fn write_iteration_csv(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        let cannot_write = |error: std::io::Error| {
+            PyOSError::new_err(format!("cannot write {}: {error}", path.display()))
+        };
+        if let Some(spilled) = &self.spilled_iterations {
+            return py
+                .detach(|| -> std::io::Result<()> {
+                    let mut out = BufWriter::new(File::create(&path)?);
+                    spilled.write_csv(CSV_BLOCK_ROWS, &mut out)?;
+                    out.flush()
+                })
+                .map_err(cannot_write);
+        }
         let items: Vec<(String, (String, Bound<'_, PyBytes>))> =
             self.iteration_columns.bind(py).items().extract()?;
         let held = items
@@ -158,7 +193,7 @@ impl PySimulationOutput {
             write_columns_csv(&columns, &mut out)?;
             out.flush()
         })
-        .map_err(|error| PyOSError::new_err(format!("cannot write {}: {error}", path.display())))
+        .map_err(cannot_write)
     }
 
     /// Requests a replica refused, as (workload index, reason).
@@ -183,7 +218,8 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
 }
 
 /// Runs a workload on `num_replicas` identical replicas behind a router. The GIL is released
-/// while the simulation runs.
+/// while the simulation runs. With `spill_directory`, the iteration records are streamed to
+/// files there, `spill_block_rows` rows at a time, instead of being held.
 #[pyfunction]
 #[pyo3(signature = (
     *,
@@ -200,6 +236,8 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
     follows = None,
     think_time_s = None,
     max_simulated_s = None,
+    spill_directory = None,
+    spill_block_rows = 65536,
 ))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
@@ -217,6 +255,8 @@ pub fn simulate(
     follows: Option<Vec<i64>>,
     think_time_s: Option<Vec<f64>>,
     max_simulated_s: Option<f64>,
+    spill_directory: Option<PathBuf>,
+    spill_block_rows: usize,
 ) -> PyResult<PySimulationOutput> {
     let workload = Workload::new(
         arrival_times,
@@ -236,6 +276,10 @@ pub fn simulate(
         seed,
         record_iterations,
         max_simulated_s,
+        iteration_spill: spill_directory.map(|directory| IterationSpillConfig {
+            directory,
+            block_rows: spill_block_rows,
+        }),
     };
     let cost = &cost_model.get().inner;
     let scheduler = &scheduler.inner;

@@ -13,6 +13,8 @@ pub enum SimulatorError {
     InvalidWorkload(String),
     /// The replica scheduler's config was rejected.
     Scheduler(SchedulerError),
+    /// Records could not be written where the run was told to stream them.
+    Output(String),
 }
 
 impl fmt::Display for SimulatorError {
@@ -22,6 +24,7 @@ impl fmt::Display for SimulatorError {
             Self::InvalidDeployment(reason) => write!(f, "invalid deployment: {reason}"),
             Self::InvalidWorkload(reason) => write!(f, "invalid workload: {reason}"),
             Self::Scheduler(error) => write!(f, "{error}"),
+            Self::Output(reason) => write!(f, "{reason}"),
         }
     }
 }

@@ -20,7 +20,19 @@ pub fn write_columns_csv(
     out: &mut impl Write,
 ) -> io::Result<()> {
     let names: Vec<&str> = columns.iter().map(|(name, _)| *name).collect();
-    writeln!(out, "{}", names.join(","))?;
+    write_csv_header(&names, out)?;
+    write_csv_rows(columns, out)
+}
+
+pub(crate) fn write_csv_header(names: &[&str], out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "{}", names.join(","))
+}
+
+/// The columns' rows, without a header.
+pub(crate) fn write_csv_rows(
+    columns: &[(&str, ColumnValues<'_>)],
+    out: &mut impl Write,
+) -> io::Result<()> {
     let num_rows = columns.first().map_or(0, |(_, column)| column.len());
     let (mut text, mut floats) = (String::new(), PythonFloats::default());
     for row in 0..num_rows {

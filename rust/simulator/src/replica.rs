@@ -111,6 +111,12 @@ impl Replica {
         self.in_flight.is_empty()
     }
 
+    /// The iteration record of its oldest batch in flight (batches come back in order, so no
+    /// record of its is older).
+    pub fn oldest_record_in_flight(&self) -> Option<usize> {
+        self.in_flight.front().and_then(|batch| batch.record)
+    }
+
     /// The engine's turn at `now` (it is free): schedule a batch if a slot is open and there is
     /// work, else apply the oldest batch's outputs if they are ready. `on_token(request id,
     /// time)` gets every token an applied batch produced. `record` is the index the iteration

@@ -8,6 +8,7 @@ use scheduler::{NewRequest, SchedulerConfig};
 use crate::cost_model::CostModel;
 use crate::error::{Result, SimulatorError};
 use crate::event_queue::{EventKind, EventQueue};
+use crate::iteration_spill::{IterationSpillConfig, RecordedIterations, SpilledIterations};
 use crate::prefix_workload::{prompt_token_ids, Sessions};
 use crate::records::{IterationRecords, RequestRecords};
 use crate::replica::{EngineStep, Replica};
@@ -25,12 +26,16 @@ pub struct SimulationConfig {
     pub record_iterations: bool,
     /// Stops the run at this simulated time: nothing after it happens or is recorded.
     pub max_simulated_s: Option<f64>,
+    /// Streams the iteration records to disk as the run goes (then `SimulationOutput::iterations`
+    /// is empty and `spilled_iterations` says where they are).
+    pub iteration_spill: Option<IterationSpillConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulationOutput {
     pub requests: RequestRecords,
     pub iterations: IterationRecords,
+    pub spilled_iterations: Option<SpilledIterations>,
     pub num_iterations: u64,
     /// When the last event happened (at most `max_simulated_s`).
     pub end_s: f64,
@@ -83,7 +88,12 @@ pub fn simulate(
         router: Router::new(config.router, config.seed),
         events: EventQueue::default(),
         requests: RequestRecords::new(workload),
-        iterations: IterationRecords::default(),
+        iterations: RecordedIterations::new(
+            config
+                .iteration_spill
+                .as_ref()
+                .filter(|_| config.record_iterations),
+        )?,
         record_iterations: config.record_iterations,
         limit_s: config.max_simulated_s.unwrap_or(f64::INFINITY),
         outstanding: vec![0; config.num_replicas as usize],
@@ -103,7 +113,7 @@ struct Simulation<'a> {
     router: Router,
     events: EventQueue,
     requests: RequestRecords,
-    iterations: IterationRecords,
+    iterations: RecordedIterations,
     record_iterations: bool,
     /// Events after this time do not happen; tokens and finishes after it are not recorded.
     limit_s: f64,
@@ -140,9 +150,11 @@ impl Simulation<'_> {
                 EventKind::EngineTurn { replica } => self.engine_turn(replica, now)?,
             }
         }
+        let (iterations, spilled_iterations) = self.iterations.finish()?;
         Ok(SimulationOutput {
             requests: self.requests,
-            iterations: self.iterations,
+            iterations,
+            spilled_iterations,
             num_iterations: self.num_iterations,
             end_s,
             num_arrived: self.num_arrived,
@@ -213,7 +225,7 @@ impl Simulation<'_> {
     fn engine_turn(&mut self, replica: u32, now: f64) -> Result<()> {
         let target = &mut self.replicas[replica as usize];
         target.is_turn_pending = false;
-        let record = self.record_iterations.then(|| self.iterations.len());
+        let record = self.record_iterations.then(|| self.iterations.num_rows());
         let (requests, limit_s) = (&mut self.requests, self.limit_s);
         let step = target.engine_step(now, self.cost, record, |id, at| {
             if at <= limit_s {
@@ -227,8 +239,21 @@ impl Simulation<'_> {
                     .push(started.outputs_ready_s, EventKind::Completion { replica });
                 if self.record_iterations {
                     let nominal_end_s = started.outputs_ready_s + started.time.engine_after_s;
-                    self.iterations
-                        .push(started.snapshot, now, nominal_end_s, &started.time);
+                    self.iterations.records.push(
+                        started.snapshot,
+                        now,
+                        nominal_end_s,
+                        &started.time,
+                    );
+                    if self.iterations.is_block_due() {
+                        let first_open = self
+                            .replicas
+                            .iter()
+                            .filter_map(Replica::oldest_record_in_flight)
+                            .min()
+                            .unwrap_or(usize::MAX);
+                        self.iterations.spill_before(first_open)?;
+                    }
                 }
                 started.sent_s
             }
@@ -236,7 +261,7 @@ impl Simulation<'_> {
                 // Its outputs come after the cut: its requests are still running then.
                 self.is_cut = true;
                 if let Some(index) = applied.record {
-                    self.iterations.end_s[index] = applied.applied_s;
+                    self.iterations.set_end_s(index, applied.applied_s);
                 }
                 return Ok(());
             }
@@ -249,7 +274,7 @@ impl Simulation<'_> {
                 }
                 self.outstanding[replica as usize] -= applied.finished.len() as u32;
                 if let Some(index) = applied.record {
-                    self.iterations.end_s[index] = applied.applied_s;
+                    self.iterations.set_end_s(index, applied.applied_s);
                 }
                 applied.applied_s
             }

@@ -11,7 +11,7 @@
   tokens); and the forward pass alone, measured against predicted.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ def engine_shapes(records: Sequence[Any]) -> list[Shape]:
     return shapes
 
 
-def simulated_shapes(iterations: dict[str, np.ndarray]) -> list[Shape]:
+def simulated_shapes(iterations: Mapping[str, np.ndarray]) -> list[Shape]:
     return list(
         zip(
             iterations["num_seqs"].tolist(),
