@@ -33,6 +33,7 @@ fn _simulator(module: &Bound<'_, PyModule>) -> PyResult<()> {
         request_files::write_request_files,
         module
     )?)?;
+    module.add_class::<request_files::PyRequestFilesWriter>()?;
     module.add_function(wrap_pyfunction!(
         stream_deadlines::min_tbt_deadlines_ns,
         module

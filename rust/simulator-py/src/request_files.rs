@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use simulator::request_files::RequestColumns;
+use simulator::request_files::{write_csv_header, RequestColumns};
 
 use crate::byte_columns::{read_buffer, Column};
 
@@ -56,22 +56,14 @@ fn write_atomically(
     written.map_err(|error| PyOSError::new_err(format!("cannot write {}: {error}", path.display())))
 }
 
-/// Writes `jsonl_path` and `csv_path` from `columns` ({name: a contiguous buffer of
-/// little-endian values, read in place: a numpy array or bytes}: int64 ids,
-/// prompt_tokens, requested_output_tokens, num_tokens, missed_deadlines, total_deadlines;
-/// float64 arrival_s, token_times_s, ttft_s, tpot_s, e2e_s, normalized_latency_s,
-/// scheduling_delay_s, fluidity_index, ttft_deadline_s, min_tbt_deadline_s (NaN for None);
-/// uint8 warmup, outcome; optional: float64 scheduled_arrival_s where not arrival_s, int64
-/// cached_prompt_tokens, -1 for None), `errors` as (request index, message).
-#[pyfunction]
-pub fn write_request_files(
-    py: Python<'_>,
-    jsonl_path: PathBuf,
-    csv_path: PathBuf,
+/// The request columns given as `{name: a contiguous buffer of little-endian values, read in
+/// place: a numpy array or bytes}`, handed to `use_columns` (see `write_request_files`).
+fn with_request_columns<R>(
     columns: HashMap<String, Bound<'_, PyAny>>,
-    errors: Vec<(usize, String)>,
+    errors: &[(usize, String)],
     tbt_deadline_s: f64,
-) -> PyResult<()> {
+    use_columns: impl FnOnce(&RequestColumns<'_>) -> PyResult<R>,
+) -> PyResult<R> {
     let columns = columns
         .into_iter()
         .map(|(name, values)| Ok((name, PyUntypedBuffer::get(&values)?)))
@@ -108,7 +100,7 @@ pub fn write_request_files(
     let scheduled = optional_column::<f64>(&columns, "scheduled_arrival_s")?;
     let cached = optional_column::<i64>(&columns, "cached_prompt_tokens")?;
     let mut error = vec![None; ids.len()];
-    for (index, message) in &errors {
+    for (index, message) in errors {
         *error.get_mut(*index).ok_or_else(|| {
             PyValueError::new_err(format!("an error for request {index} of {}", ids.len()))
         })? = Some(message.as_str());
@@ -138,12 +130,131 @@ pub fn write_request_files(
         cached_prompt_tokens: cached.as_deref(),
     };
     requests.check().map_err(PyValueError::new_err)?;
-    py.detach(|| {
-        // One core is left to the caller, which scores the run meanwhile.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        write_atomically(&jsonl_path, |out| {
-            requests.write_jsonl(out, cores.saturating_sub(1), JSONL_PART_WEIGHT)
-        })?;
-        write_atomically(&csv_path, |out| requests.write_csv(out))
+    use_columns(&requests)
+}
+
+/// Threads formatting `requests.jsonl`: one core is left to the caller, which scores the run
+/// meanwhile.
+fn jsonl_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.saturating_sub(1)
+}
+
+/// Writes `jsonl_path` and `csv_path` from `columns` ({name: a contiguous buffer of
+/// little-endian values, read in place: a numpy array or bytes}: int64 ids,
+/// prompt_tokens, requested_output_tokens, num_tokens, missed_deadlines, total_deadlines;
+/// float64 arrival_s, token_times_s, ttft_s, tpot_s, e2e_s, normalized_latency_s,
+/// scheduling_delay_s, fluidity_index, ttft_deadline_s, min_tbt_deadline_s (NaN for None);
+/// uint8 warmup, outcome; optional: float64 scheduled_arrival_s where not arrival_s, int64
+/// cached_prompt_tokens, -1 for None), `errors` as (request index, message).
+#[pyfunction]
+pub fn write_request_files(
+    py: Python<'_>,
+    jsonl_path: PathBuf,
+    csv_path: PathBuf,
+    columns: HashMap<String, Bound<'_, PyAny>>,
+    errors: Vec<(usize, String)>,
+    tbt_deadline_s: f64,
+) -> PyResult<()> {
+    with_request_columns(columns, &errors, tbt_deadline_s, |requests| {
+        py.detach(|| {
+            write_atomically(&jsonl_path, |out| {
+                requests.write_jsonl(out, jsonl_threads(), JSONL_PART_WEIGHT)
+            })?;
+            write_atomically(&csv_path, |out| requests.write_csv(out))
+        })
     })
+}
+
+struct OpenFile {
+    path: PathBuf,
+    temporary: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl OpenFile {
+    fn create(path: PathBuf) -> std::io::Result<Self> {
+        let name = path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let temporary = path.with_file_name(format!(".{name}.partial"));
+        let out = BufWriter::new(File::create(&temporary)?);
+        Ok(OpenFile {
+            path,
+            temporary,
+            out,
+        })
+    }
+
+    fn error(&self, error: std::io::Error) -> PyErr {
+        PyOSError::new_err(format!("cannot write {}: {error}", self.path.display()))
+    }
+
+    fn close(mut self) -> PyResult<()> {
+        let closed = self
+            .out
+            .flush()
+            .and_then(|()| fs::rename(&self.temporary, &self.path));
+        closed.map_err(|error| self.error(error))
+    }
+}
+
+/// `requests.jsonl` and `requests.csv` written a part of the requests at a time (`write`, in
+/// workload order), under temporary names until `close` renames them, so a reader never sees
+/// half a file. The same bytes as `write_request_files` of all the parts' columns at once.
+#[pyclass(module = "vidur._simulator", name = "RequestFilesWriter")]
+pub struct PyRequestFilesWriter {
+    files: Option<(OpenFile, OpenFile)>,
+}
+
+#[pymethods]
+impl PyRequestFilesWriter {
+    #[new]
+    fn new(jsonl_path: PathBuf, csv_path: PathBuf) -> PyResult<Self> {
+        let jsonl = OpenFile::create(jsonl_path.clone()).map_err(|error| {
+            PyOSError::new_err(format!("cannot write {}: {error}", jsonl_path.display()))
+        })?;
+        let mut csv = OpenFile::create(csv_path.clone()).map_err(|error| {
+            PyOSError::new_err(format!("cannot write {}: {error}", csv_path.display()))
+        })?;
+        write_csv_header(&mut csv.out).map_err(|error| csv.error(error))?;
+        Ok(PyRequestFilesWriter {
+            files: Some((jsonl, csv)),
+        })
+    }
+
+    /// Appends the records of `columns` (as `write_request_files` takes them; `errors` index
+    /// these columns). The GIL is released while it formats and writes.
+    fn write(
+        &mut self,
+        py: Python<'_>,
+        columns: HashMap<String, Bound<'_, PyAny>>,
+        errors: Vec<(usize, String)>,
+        tbt_deadline_s: f64,
+    ) -> PyResult<()> {
+        let (jsonl, csv) = self
+            .files
+            .as_mut()
+            .ok_or_else(|| PyValueError::new_err("the request files are closed"))?;
+        with_request_columns(columns, &errors, tbt_deadline_s, |requests| {
+            py.detach(|| {
+                requests
+                    .write_jsonl(&mut jsonl.out, jsonl_threads(), JSONL_PART_WEIGHT)
+                    .map_err(|error| jsonl.error(error))?;
+                requests
+                    .write_csv_rows(&mut csv.out)
+                    .map_err(|error| csv.error(error))
+            })
+        })
+    }
+
+    /// Finishes both files under their names.
+    fn close(&mut self) -> PyResult<()> {
+        let (jsonl, csv) = self
+            .files
+            .take()
+            .ok_or_else(|| PyValueError::new_err("the request files are closed"))?;
+        jsonl.close()?;
+        csv.close()
+    }
 }

@@ -7,8 +7,8 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use simulator::{
-    simulate as core_simulate, write_columns_csv, ColumnValues, IterationSpillConfig, RouterKind,
-    SimulationConfig, SimulationOutput, SpilledIterations, Workload,
+    simulate as core_simulate, write_columns_csv, ColumnValues, RouterKind, SimulationConfig,
+    SimulationOutput, SpillConfig, SpilledIterations, Workload,
 };
 
 use crate::byte_columns::{decode, encode, Column};
@@ -67,13 +67,17 @@ const CSV_BLOCK_ROWS: usize = 1 << 16;
 
 /// What a simulation recorded. Columns come as `{name: (numpy dtype, bytes)}`, ready for
 /// `numpy.frombuffer`; those bytes are the only copy of the records (the simulator's own are
-/// dropped once handed over), and the iteration CSV is written from them. Iteration records
-/// streamed to disk (`spill_directory`) stay there: `spilled_iteration_columns` says where.
+/// dropped once handed over), and the iteration CSV is written from them. Records streamed to
+/// disk (`spill_directory`) stay there: `spilled_iteration_columns` and `spilled_token_times`
+/// say where.
 #[pyclass(frozen, module = "vidur._simulator", name = "SimulationOutput")]
 pub struct PySimulationOutput {
     request_columns: Py<PyDict>,
     iteration_columns: Py<PyDict>,
     spilled_iterations: Option<SpilledIterations>,
+    /// The file of the token times (raw little-endian float64), when streamed to disk.
+    #[pyo3(get)]
+    spilled_token_times: Option<PathBuf>,
     rejections: Vec<(u32, String)>,
     #[pyo3(get)]
     num_iterations: u64,
@@ -95,6 +99,7 @@ impl PySimulationOutput {
             requests: r,
             iterations: records,
             spilled_iterations,
+            spilled_token_times,
             num_iterations,
             end_s,
             num_arrived,
@@ -104,7 +109,9 @@ impl PySimulationOutput {
         add_column(&requests, "replica", r.replica)?;
         add_column(&requests, "token_offsets", r.token_offsets)?;
         add_column(&requests, "num_tokens", r.num_tokens)?;
-        add_column(&requests, "token_times", r.token_times)?;
+        if spilled_token_times.is_none() {
+            add_column(&requests, "token_times", r.token_times)?;
+        }
         add_column(&requests, "first_scheduled_s", r.first_scheduled_s)?;
         add_column(&requests, "finished_s", r.finished_s)?;
         add_column(&requests, "finish_reason", r.finish_reason)?;
@@ -122,6 +129,7 @@ impl PySimulationOutput {
             request_columns: requests.unbind(),
             iteration_columns: iterations.unbind(),
             spilled_iterations,
+            spilled_token_times,
             rejections: r.rejections,
             num_iterations,
             end_s,
@@ -134,7 +142,7 @@ impl PySimulationOutput {
 #[pymethods]
 impl PySimulationOutput {
     /// Per request (workload order): replica, token_offsets (one more than requests),
-    /// num_tokens, token_times, first_scheduled_s, finished_s, finish_reason, num_preemptions,
+    /// num_tokens, token_times (unless streamed to disk), first_scheduled_s, finished_s, finish_reason, num_preemptions,
     /// arrival_s (when it was sent), cached_prompt_tokens.
     fn request_columns<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         self.request_columns.bind(py).copy()
@@ -218,8 +226,8 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
 }
 
 /// Runs a workload on `num_replicas` identical replicas behind a router. The GIL is released
-/// while the simulation runs. With `spill_directory`, the iteration records are streamed to
-/// files there, `spill_block_rows` rows at a time, instead of being held.
+/// while the simulation runs. With `spill_directory`, the iteration records and the token times
+/// are streamed to files there, `spill_block_rows` rows (or times) at a time, instead of held.
 #[pyfunction]
 #[pyo3(signature = (
     *,
@@ -276,7 +284,7 @@ pub fn simulate(
         seed,
         record_iterations,
         max_simulated_s,
-        iteration_spill: spill_directory.map(|directory| IterationSpillConfig {
+        spill: spill_directory.map(|directory| SpillConfig {
             directory,
             block_rows: spill_block_rows,
         }),

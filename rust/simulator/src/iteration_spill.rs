@@ -11,13 +11,17 @@ use crate::error::{Result, SimulatorError};
 use crate::iteration_csv::{write_csv_header, write_csv_rows};
 use crate::records::{ColumnValues, IterationRecords};
 
-/// Where to stream the iteration records, and how many rows to gather before writing them.
+/// Where to stream a run's largest records as it goes (the iteration records, one file per
+/// column, and the token times, `TOKEN_TIMES_FILE`), and how many rows (iterations, token
+/// times) to gather before writing them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IterationSpillConfig {
-    /// Created if missing; the column files in it are replaced.
+pub struct SpillConfig {
+    /// Created if missing; the files in it are replaced.
     pub directory: PathBuf,
     pub block_rows: usize,
 }
+
+pub const TOKEN_TIMES_FILE: &str = "token_times.bin";
 
 /// The iteration records of a run, on disk.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,9 +63,14 @@ fn column_path(directory: &Path, column: &str) -> PathBuf {
     directory.join(format!("{column}.bin"))
 }
 
+/// Creates the directory a run streams its records to.
+pub fn create_spill_directory(config: &SpillConfig) -> Result<()> {
+    fs::create_dir_all(&config.directory).map_err(|e| spill_error(&config.directory, e))
+}
+
 fn spill_error(directory: &Path, error: io::Error) -> SimulatorError {
     SimulatorError::Output(format!(
-        "cannot write the iteration records under {}: {error}",
+        "cannot write the run's records under {}: {error}",
         directory.display()
     ))
 }
@@ -72,16 +81,16 @@ fn spill_error(directory: &Path, error: io::Error) -> SimulatorError {
 pub struct RecordedIterations {
     pub records: IterationRecords,
     base: usize,
-    spill: Option<(IterationSpillConfig, Vec<BufWriter<File>>)>,
+    spill: Option<(SpillConfig, Vec<BufWriter<File>>)>,
 }
 
 impl RecordedIterations {
-    pub fn new(spill: Option<&IterationSpillConfig>) -> Result<Self> {
+    /// `spill`'s directory exists.
+    pub fn new(spill: Option<&SpillConfig>) -> Result<Self> {
         let spill = match spill {
             None => None,
             Some(config) => {
                 let directory = &config.directory;
-                fs::create_dir_all(directory).map_err(|e| spill_error(directory, e))?;
                 let files = IterationRecords::default()
                     .columns()
                     .iter()

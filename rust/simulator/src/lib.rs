@@ -23,6 +23,7 @@ pub mod request_files;
 mod router;
 mod simulation;
 pub mod stream_deadlines;
+mod token_spill;
 mod workload;
 
 pub use attention::{AttentionModel, AttentionShape, AttentionWork};
@@ -31,7 +32,7 @@ pub use cpu_overheads::{CpuOverheads, LinearCost};
 pub use curve::PiecewiseLinear;
 pub use error::{Result, SimulatorError};
 pub use iteration_csv::write_columns_csv;
-pub use iteration_spill::{IterationSpillConfig, SpilledIterations};
+pub use iteration_spill::{SpillConfig, SpilledIterations, TOKEN_TIMES_FILE};
 pub use kernel_cost::{KernelCost, KernelWork};
 pub use operator::{OperatorInput, OperatorKind, OperatorTerm, Placement};
 pub use records::{ColumnValues, IterationRecords, ReplicaSnapshot, RequestRecords};

@@ -13,8 +13,10 @@ pub struct RequestRecords {
     /// Request `i`'s token times are `token_times[token_offsets[i]..][..num_tokens[i]]`.
     pub token_offsets: Vec<u64>,
     pub num_tokens: Vec<u32>,
-    /// Absolute time of every output token, the first one included.
+    /// Absolute time of every output token, the first one included; when the run streams them
+    /// to disk (`TokenTimesSpill`), only those from `token_times_base` on not yet written.
     pub token_times: Vec<f64>,
+    pub token_times_base: u64,
     /// When the scheduler first admitted it; NaN if never.
     pub first_scheduled_s: Vec<f64>,
     /// When it left the scheduler; NaN if it never did.
@@ -46,6 +48,7 @@ impl RequestRecords {
             token_offsets,
             num_tokens: vec![0; n],
             token_times: vec![f64::NAN; offset as usize],
+            token_times_base: 0,
             first_scheduled_s: vec![f64::NAN; n],
             finished_s: vec![f64::NAN; n],
             finish_reason: vec![0; n],
@@ -56,12 +59,23 @@ impl RequestRecords {
         }
     }
 
+    /// Records that hold no token time until one comes (for a run that streams them to disk).
+    pub fn new_windowed(workload: &Workload) -> Self {
+        let mut records = RequestRecords::new(workload);
+        records.token_times = Vec::new();
+        records
+    }
+
     #[inline]
     pub fn record_token(&mut self, request: usize, time: f64) {
         let index = self.token_offsets[request] + u64::from(self.num_tokens[request]);
         // A request can only produce as many tokens as it asked for.
         if index < self.token_offsets[request + 1] {
-            self.token_times[index as usize] = time;
+            let held = (index - self.token_times_base) as usize;
+            if held >= self.token_times.len() {
+                self.token_times.resize(held + 1, f64::NAN);
+            }
+            self.token_times[held] = time;
             self.num_tokens[request] += 1;
         }
     }

@@ -245,9 +245,13 @@ impl RequestColumns<'_> {
 
     /// `requests.csv`.
     pub fn write_csv(&self, out: &mut impl Write) -> io::Result<()> {
+        write_csv_header(out)?;
+        self.write_csv_rows(out)
+    }
+
+    /// The rows of `requests.csv`, without its header (a part of a run's requests).
+    pub fn write_csv_rows(&self, out: &mut impl Write) -> io::Result<()> {
         let (mut line, mut floats) = (String::new(), PythonFloats::default());
-        line.push_str(CSV_HEADER);
-        line.push('\n');
         for i in 0..self.ids.len() {
             push_display(&mut line, self.ids[i]);
             line.push(',');
@@ -299,6 +303,11 @@ impl RequestColumns<'_> {
         }
         out.write_all(line.as_bytes())
     }
+}
+
+/// The header line of `requests.csv`.
+pub fn write_csv_header(out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "{CSV_HEADER}")
 }
 
 fn push_optional(line: &mut String, floats: &mut PythonFloats, value: f64) {

@@ -3,16 +3,21 @@
 //! while an in-flight slot is open, else apply the oldest batch's outputs once its predicted time
 //! has passed, which is when its tokens come out.
 
+use std::path::PathBuf;
+
 use scheduler::{NewRequest, SchedulerConfig};
 
 use crate::cost_model::CostModel;
 use crate::error::{Result, SimulatorError};
 use crate::event_queue::{EventKind, EventQueue};
-use crate::iteration_spill::{IterationSpillConfig, RecordedIterations, SpilledIterations};
+use crate::iteration_spill::{
+    create_spill_directory, RecordedIterations, SpillConfig, SpilledIterations, TOKEN_TIMES_FILE,
+};
 use crate::prefix_workload::{prompt_token_ids, Sessions};
 use crate::records::{IterationRecords, RequestRecords};
 use crate::replica::{EngineStep, Replica};
 use crate::router::{Router, RouterKind};
+use crate::token_spill::TokenTimesSpill;
 use crate::workload::Workload;
 
 /// The deployment around the replicas: how many, how requests are routed, what to record.
@@ -26,9 +31,10 @@ pub struct SimulationConfig {
     pub record_iterations: bool,
     /// Stops the run at this simulated time: nothing after it happens or is recorded.
     pub max_simulated_s: Option<f64>,
-    /// Streams the iteration records to disk as the run goes (then `SimulationOutput::iterations`
-    /// is empty and `spilled_iterations` says where they are).
-    pub iteration_spill: Option<IterationSpillConfig>,
+    /// Streams the iteration records and the token times to disk as the run goes (then
+    /// `SimulationOutput::iterations` and `requests.token_times` are empty, and
+    /// `spilled_iterations` and `spilled_token_times` say where they are).
+    pub spill: Option<SpillConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +42,8 @@ pub struct SimulationOutput {
     pub requests: RequestRecords,
     pub iterations: IterationRecords,
     pub spilled_iterations: Option<SpilledIterations>,
+    /// The file of `requests.token_times`, when streamed.
+    pub spilled_token_times: Option<PathBuf>,
     pub num_iterations: u64,
     /// When the last event happened (at most `max_simulated_s`).
     pub end_s: f64,
@@ -78,6 +86,22 @@ pub fn simulate(
             ));
         }
     }
+    if let Some(spill) = &config.spill {
+        create_spill_directory(spill)?;
+    }
+    let token_spill = config
+        .spill
+        .as_ref()
+        .map(|spill| {
+            let path = spill.directory.join(TOKEN_TIMES_FILE);
+            TokenTimesSpill::create(path, workload.len(), spill.block_rows as u64)
+        })
+        .transpose()?;
+    let requests = if token_spill.is_some() {
+        RequestRecords::new_windowed(workload)
+    } else {
+        RequestRecords::new(workload)
+    };
     let replicas = (0..config.num_replicas)
         .map(|id| Replica::new(id, scheduler_config, cost.num_stages()))
         .collect::<Result<Vec<_>>>()?;
@@ -87,12 +111,10 @@ pub fn simulate(
         replicas,
         router: Router::new(config.router, config.seed),
         events: EventQueue::default(),
-        requests: RequestRecords::new(workload),
+        requests,
+        token_spill,
         iterations: RecordedIterations::new(
-            config
-                .iteration_spill
-                .as_ref()
-                .filter(|_| config.record_iterations),
+            config.spill.as_ref().filter(|_| config.record_iterations),
         )?,
         record_iterations: config.record_iterations,
         limit_s: config.max_simulated_s.unwrap_or(f64::INFINITY),
@@ -113,6 +135,7 @@ struct Simulation<'a> {
     router: Router,
     events: EventQueue,
     requests: RequestRecords,
+    token_spill: Option<TokenTimesSpill>,
     iterations: RecordedIterations,
     record_iterations: bool,
     /// Events after this time do not happen; tokens and finishes after it are not recorded.
@@ -145,16 +168,21 @@ impl Simulation<'_> {
             }
             end_s = now;
             match event {
-                EventKind::Arrival { request } => self.arrive(request, now),
+                EventKind::Arrival { request } => self.arrive(request, now)?,
                 EventKind::Completion { replica } => self.complete(replica, now),
                 EventKind::EngineTurn { replica } => self.engine_turn(replica, now)?,
             }
         }
         let (iterations, spilled_iterations) = self.iterations.finish()?;
+        let spilled_token_times = match self.token_spill {
+            Some(spill) => Some(spill.finish(&mut self.requests)?),
+            None => None,
+        };
         Ok(SimulationOutput {
             requests: self.requests,
             iterations,
             spilled_iterations,
+            spilled_token_times,
             num_iterations: self.num_iterations,
             end_s,
             num_arrived: self.num_arrived,
@@ -162,7 +190,7 @@ impl Simulation<'_> {
         })
     }
 
-    fn arrive(&mut self, request: u32, now: f64) {
+    fn arrive(&mut self, request: u32, now: f64) -> Result<()> {
         self.num_arrived += 1;
         let index = request as usize;
         let is_first_turn = self.workload.predecessor(index).is_none();
@@ -203,9 +231,13 @@ impl Simulation<'_> {
             }
             Err(error) => {
                 self.requests.rejections.push((request, error.to_string()));
+                if let Some(spill) = &mut self.token_spill {
+                    spill.end(&mut self.requests, index)?;
+                }
                 self.send_follower(index, now);
             }
         }
+        Ok(())
     }
 
     /// A session's next turn goes its think time after `request` ended.
@@ -268,6 +300,11 @@ impl Simulation<'_> {
             EngineStep::Applied(applied) => {
                 for request in &applied.finished {
                     requests.record_finish(request, applied.applied_s);
+                }
+                if let Some(spill) = &mut self.token_spill {
+                    for request in &applied.finished {
+                        spill.end(&mut self.requests, request.id as usize)?;
+                    }
                 }
                 for request in &applied.finished {
                     self.send_follower(request.id as usize, applied.applied_s);

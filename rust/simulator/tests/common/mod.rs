@@ -90,7 +90,7 @@ pub fn config(num_replicas: u32, router: RouterKind, seed: u64) -> SimulationCon
         seed,
         record_iterations: true,
         max_simulated_s: None,
-        iteration_spill: None,
+        spill: None,
     }
 }
 

@@ -1,5 +1,6 @@
-//! Iteration records streamed to disk are the records kept in memory: the same rows, each with
-//! its final end time (written only once its batch came back), and the same CSV.
+//! A run's records streamed to disk are the records kept in memory: the same iteration rows,
+//! each with its final end time (written only once its batch came back), the same CSV, and the
+//! same token times, each request's written only once it ended.
 
 mod common;
 
@@ -7,13 +8,13 @@ use std::path::Path;
 
 use scheduler::Policy;
 use simulator::{
-    simulate, IterationRecords, IterationSpillConfig, RouterKind, SimulationConfig,
-    SimulationOutput, SpilledIterations,
+    simulate, IterationRecords, RequestRecords, RouterKind, SimulationConfig, SimulationOutput,
+    SpillConfig, SpilledIterations,
 };
 
 fn spilled_to(directory: &Path, block_rows: usize, limit_s: Option<f64>) -> SimulationConfig {
     SimulationConfig {
-        iteration_spill: Some(IterationSpillConfig {
+        spill: Some(SpillConfig {
             directory: directory.to_path_buf(),
             block_rows,
         }),
@@ -34,12 +35,22 @@ fn spilled_csv(spilled: &SpilledIterations, block_rows: usize) -> String {
     String::from_utf8(out).unwrap()
 }
 
-fn f64_column(spilled: &SpilledIterations, name: &str) -> Vec<f64> {
-    std::fs::read(spilled.path(name))
+fn f64_file(path: &Path) -> Vec<f64> {
+    std::fs::read(path)
         .unwrap()
         .chunks_exact(8)
         .map(|bytes| f64::from_le_bytes(bytes.try_into().unwrap()))
         .collect()
+}
+
+/// The spilled run's request records with its token times read back from their file.
+fn with_token_times(output: &SimulationOutput) -> RequestRecords {
+    assert!(output.requests.token_times.is_empty());
+    RequestRecords {
+        token_times: f64_file(output.spilled_token_times.as_ref().unwrap()),
+        token_times_base: 0,
+        ..output.requests.clone()
+    }
 }
 
 fn run(config: &SimulationConfig) -> SimulationOutput {
@@ -47,6 +58,11 @@ fn run(config: &SimulationConfig) -> SimulationOutput {
     // Two stages: two batches in flight per replica, so rows wait for their end times.
     let cost = common::cost_model(2);
     simulate(config, &scheduler, &cost, &common::workload(300, 40.0, 5)).unwrap()
+}
+
+/// Equal, NaN values included.
+fn assert_same_requests(got: &RequestRecords, want: &RequestRecords) {
+    assert_eq!(format!("{got:?}"), format!("{want:?}"));
 }
 
 #[test]
@@ -58,10 +74,10 @@ fn spilled_iterations_are_the_records_in_memory() {
         let directory = tempfile_dir(&format!("spill-{block_rows}"));
         let spilled_run = run(&spilled_to(&directory, block_rows, None));
         assert!(spilled_run.iterations.is_empty());
-        assert_eq!(spilled_run.requests, in_memory.requests);
+        assert_same_requests(&with_token_times(&spilled_run), &in_memory.requests);
         let spilled = spilled_run.spilled_iterations.unwrap();
         assert_eq!(spilled.num_rows, in_memory.iterations.len());
-        assert_eq!(f64_column(&spilled, "end_s"), in_memory.iterations.end_s);
+        assert_eq!(f64_file(&spilled.path("end_s")), in_memory.iterations.end_s);
         for read_rows in [1, 5, 1000] {
             assert_eq!(
                 spilled_csv(&spilled, read_rows),
@@ -76,7 +92,7 @@ fn spilled_iterations_are_the_records_in_memory() {
 }
 
 #[test]
-fn a_cut_run_spills_its_rows_with_the_end_times_it_kept() {
+fn a_cut_run_spills_what_it_kept() {
     let limit_s = run(&common::config(3, RouterKind::LeastOutstanding, 0)).end_s / 2.0;
     let cut_config = SimulationConfig {
         max_simulated_s: Some(limit_s),
@@ -84,9 +100,10 @@ fn a_cut_run_spills_its_rows_with_the_end_times_it_kept() {
     };
     let in_memory = run(&cut_config);
     let directory = tempfile_dir("spill-cut");
-    let spilled = run(&spilled_to(&directory, 3, Some(limit_s)))
-        .spilled_iterations
-        .unwrap();
+    let spilled_run = run(&spilled_to(&directory, 3, Some(limit_s)));
+    assert!(spilled_run.is_cut);
+    assert_same_requests(&with_token_times(&spilled_run), &in_memory.requests);
+    let spilled = spilled_run.spilled_iterations.unwrap();
     assert_eq!(spilled_csv(&spilled, 10), csv_of(&in_memory.iterations));
     std::fs::remove_dir_all(directory).unwrap();
 }
@@ -107,7 +124,7 @@ fn an_unwritable_directory_is_an_output_error() {
     assert!(
         error
             .to_string()
-            .starts_with("cannot write the iteration records under"),
+            .starts_with("cannot write the run's records under"),
         "{error}"
     );
     std::fs::remove_file(file).unwrap();
