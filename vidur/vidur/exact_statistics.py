@@ -215,6 +215,8 @@ class _Bucket:
     below: int
     size: int
     ranks: list[int] = field(default_factory=list)
+    lowest_key: int = (1 << 64) - 1
+    highest_key: int = 0
 
 
 def _split(bucket: _Bucket, counts: np.ndarray) -> list[_Bucket]:
@@ -230,24 +232,26 @@ def _split(bucket: _Bucket, counts: np.ndarray) -> list[_Bucket]:
     return list(deeper.values())
 
 
-def _histograms(keys: np.ndarray, buckets: Sequence[_Bucket], depth: int) -> np.ndarray:
-    """Counts [bucket, next digit] of the keys in `buckets` (all `depth` digits deep), flattened."""
+def _count_digits(keys: np.ndarray, buckets: Sequence[_Bucket], depth: int, counts: np.ndarray) -> None:
+    """Adds to counts[i] the counts of the next digit of the keys in buckets[i] (all `depth`
+    digits deep), and widens each bucket's key range to those keys."""
     digit_shift = np.uint64(64 - _DIGIT_BITS * (depth + 1))
-    if depth == 0:
-        return np.bincount((keys >> digit_shift).view(np.int64), minlength=1 << _DIGIT_BITS)
-    prefixes = np.array([b.prefix for b in buckets], dtype=np.uint64)
-    heads = keys >> np.uint64(64 - _DIGIT_BITS * depth)
-    index = np.searchsorted(prefixes, heads).clip(max=len(prefixes) - 1)
-    inside = prefixes[index] == heads
-    digits = ((keys[inside] >> digit_shift) & np.uint64((1 << _DIGIT_BITS) - 1)).view(np.int64)
-    return np.bincount(index[inside] * (1 << _DIGIT_BITS) + digits, minlength=len(buckets) << _DIGIT_BITS)
+    heads = keys >> np.uint64(64 - _DIGIT_BITS * depth) if depth else None
+    for index, bucket in enumerate(buckets):
+        inside = keys if heads is None else keys[heads == np.uint64(bucket.prefix)]
+        if not len(inside):
+            continue
+        bucket.lowest_key = min(bucket.lowest_key, int(inside.min()))
+        bucket.highest_key = max(bucket.highest_key, int(inside.max()))
+        digits = (inside >> digit_shift) & np.uint64((1 << _DIGIT_BITS) - 1)
+        counts[index] += np.bincount(digits.view(np.int64), minlength=1 << _DIGIT_BITS)
 
 
 def _order_statistics(column: Column, ranks: Iterable[int], chunk_size: int) -> dict[int, np.float64]:
     """The values of the given ranks (0-based) in the sorted column, by radix selection on keys:
     a pass per 16-bit digit at most, each counting the next digit of the keys in the buckets that
     hold a rank; a bucket whose values fit in a chunk is gathered in the next pass and
-    partitioned instead."""
+    partitioned instead, and one that holds a single value is done."""
     found: dict[int, np.float64] = {}
     buckets = [_Bucket(0, 0, len(column), sorted(set(ranks)))]
     depth = 0
@@ -262,8 +266,7 @@ def _order_statistics(column: Column, ranks: Iterable[int], chunk_size: int) -> 
             gather.append(bucket)
             gathered += bucket.size
         count = [b for b in buckets if b not in gather]
-        count.sort(key=lambda b: b.prefix)
-        counts = np.zeros(len(count) << _DIGIT_BITS, dtype=np.int64) if count else None
+        counts = np.zeros((len(count), 1 << _DIGIT_BITS), dtype=np.int64)
         gathered_keys = [np.empty(b.size, dtype=np.uint64) for b in gather]
         filled = [0] * len(gather)
         for start, stop in _slices(len(column), chunk_size):
@@ -271,8 +274,7 @@ def _order_statistics(column: Column, ranks: Iterable[int], chunk_size: int) -> 
             if not checked_nan:
                 _reject_nan(chunk)
             keys = _keys(chunk)
-            if counts is not None:
-                counts += _histograms(keys, count, depth)
+            _count_digits(keys, count, depth, counts)
             heads = keys >> np.uint64(64 - _DIGIT_BITS * depth) if depth else None
             for index, bucket in enumerate(gather):
                 taken = keys if heads is None else keys[heads == np.uint64(bucket.prefix)]
@@ -288,9 +290,11 @@ def _order_statistics(column: Column, ranks: Iterable[int], chunk_size: int) -> 
                 found[rank] = _value_of_key(int(keys[at]))
         depth += 1
         buckets = []
-        for index, bucket in enumerate(count):
-            assert counts is not None
-            for deeper in _split(bucket, counts[index << _DIGIT_BITS : (index + 1) << _DIGIT_BITS]):
+        for bucket, bucket_counts in zip(count, counts, strict=True):
+            if bucket.lowest_key == bucket.highest_key:  # one value, many times
+                found.update(dict.fromkeys(bucket.ranks, _value_of_key(bucket.lowest_key)))
+                continue
+            for deeper in _split(bucket, bucket_counts):
                 if depth == _NUM_DIGITS:  # every bit of the key is known
                     found.update(dict.fromkeys(deeper.ranks, _value_of_key(deeper.prefix)))
                 else:
