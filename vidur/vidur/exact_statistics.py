@@ -232,11 +232,13 @@ def _split(bucket: _Bucket, counts: np.ndarray) -> list[_Bucket]:
     return list(deeper.values())
 
 
-def _count_digits(keys: np.ndarray, buckets: Sequence[_Bucket], depth: int, counts: np.ndarray) -> None:
+def _count_digits(
+    keys: np.ndarray, heads: np.ndarray | None, buckets: Sequence[_Bucket], depth: int, counts: np.ndarray
+) -> None:
     """Adds to counts[i] the counts of the next digit of the keys in buckets[i] (all `depth`
-    digits deep), and widens each bucket's key range to those keys."""
+    digits deep; `heads` are the keys' first `depth` digits, None at depth 0), and widens each
+    bucket's key range to those keys."""
     digit_shift = np.uint64(64 - _DIGIT_BITS * (depth + 1))
-    heads = keys >> np.uint64(64 - _DIGIT_BITS * depth) if depth else None
     for index, bucket in enumerate(buckets):
         inside = keys if heads is None else keys[heads == np.uint64(bucket.prefix)]
         if not len(inside):
@@ -247,55 +249,67 @@ def _count_digits(keys: np.ndarray, buckets: Sequence[_Bucket], depth: int, coun
         counts[index] += np.bincount(digits.view(np.int64), minlength=1 << _DIGIT_BITS)
 
 
+def _smallest_within(buckets: list[_Bucket], limit: int) -> tuple[list[_Bucket], list[_Bucket]]:
+    """The smallest buckets holding at most `limit` values together, and the others."""
+    small: list[_Bucket] = []
+    total = 0
+    for bucket in sorted(buckets, key=lambda b: b.size):
+        if total + bucket.size > limit:
+            break
+        small.append(bucket)
+        total += bucket.size
+    return small, [b for b in buckets if all(b is not s for s in small)]
+
+
+def _read_pass(
+    column: Column, depth: int, gather: list[_Bucket], count: list[_Bucket], chunk_size: int, check_nan: bool
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """One pass over the column: the keys of each bucket in `gather`, and the counts [bucket,
+    next digit] of the buckets in `count`; all buckets `depth` digits deep."""
+    gathered = [np.empty(b.size, dtype=np.uint64) for b in gather]
+    filled = [0] * len(gather)
+    counts = np.zeros((len(count), 1 << _DIGIT_BITS), dtype=np.int64)
+    for start, stop in _slices(len(column), chunk_size):
+        chunk = column.read(start, stop)
+        if check_nan:
+            _reject_nan(chunk)
+        keys = _keys(chunk)
+        heads = keys >> np.uint64(64 - _DIGIT_BITS * depth) if depth else None
+        _count_digits(keys, heads, count, depth, counts)
+        for index, bucket in enumerate(gather):
+            taken = keys if heads is None else keys[heads == np.uint64(bucket.prefix)]
+            if filled[index] + len(taken) > bucket.size:
+                raise ValueError("the column changed while it was read")
+            gathered[index][filled[index] : filled[index] + len(taken)] = taken
+            filled[index] += len(taken)
+    if filled != [b.size for b in gather]:
+        raise ValueError("the column changed while it was read")
+    return gathered, counts
+
+
 def _order_statistics(column: Column, ranks: Iterable[int], chunk_size: int) -> dict[int, np.float64]:
     """The values of the given ranks (0-based) in the sorted column, by radix selection on keys:
     a pass per 16-bit digit at most, each counting the next digit of the keys in the buckets that
-    hold a rank; a bucket whose values fit in a chunk is gathered in the next pass and
-    partitioned instead, and one that holds a single value is done."""
+    hold a rank; the smallest buckets, up to a chunk's worth of values, are gathered instead and
+    partitioned, and a bucket that holds a single value is done."""
     found: dict[int, np.float64] = {}
     buckets = [_Bucket(0, 0, len(column), sorted(set(ranks)))]
-    depth = 0
-    checked_nan = False
-    while buckets:
-        by_size = sorted(buckets, key=lambda b: b.size)
-        gathered = 0
-        gather: list[_Bucket] = []
-        for bucket in by_size:
-            if gathered + bucket.size > chunk_size:
-                break
-            gather.append(bucket)
-            gathered += bucket.size
-        count = [b for b in buckets if b not in gather]
-        counts = np.zeros((len(count), 1 << _DIGIT_BITS), dtype=np.int64)
-        gathered_keys = [np.empty(b.size, dtype=np.uint64) for b in gather]
-        filled = [0] * len(gather)
-        for start, stop in _slices(len(column), chunk_size):
-            chunk = column.read(start, stop)
-            if not checked_nan:
-                _reject_nan(chunk)
-            keys = _keys(chunk)
-            _count_digits(keys, count, depth, counts)
-            heads = keys >> np.uint64(64 - _DIGIT_BITS * depth) if depth else None
-            for index, bucket in enumerate(gather):
-                taken = keys if heads is None else keys[heads == np.uint64(bucket.prefix)]
-                gathered_keys[index][filled[index] : filled[index] + len(taken)] = taken
-                filled[index] += len(taken)
-        checked_nan = True
-        for bucket, keys, num in zip(gather, gathered_keys, filled, strict=True):
-            if num != bucket.size:
-                raise ValueError("the column changed while it was read")
+    for depth in range(_NUM_DIGITS):
+        if not buckets:
+            break
+        gather, count = _smallest_within(buckets, chunk_size)
+        gathered, counts = _read_pass(column, depth, gather, count, chunk_size, check_nan=depth == 0)
+        for bucket, keys in zip(gather, gathered, strict=True):
             local = [rank - bucket.below for rank in bucket.ranks]
             keys.partition(local)
-            for rank, at in zip(bucket.ranks, local, strict=True):
-                found[rank] = _value_of_key(int(keys[at]))
-        depth += 1
+            found.update((rank, _value_of_key(int(keys[at]))) for rank, at in zip(bucket.ranks, local, strict=True))
         buckets = []
         for bucket, bucket_counts in zip(count, counts, strict=True):
             if bucket.lowest_key == bucket.highest_key:  # one value, many times
                 found.update(dict.fromkeys(bucket.ranks, _value_of_key(bucket.lowest_key)))
                 continue
             for deeper in _split(bucket, bucket_counts):
-                if depth == _NUM_DIGITS:  # every bit of the key is known
+                if depth + 1 == _NUM_DIGITS:  # every bit of its key is known
                     found.update(dict.fromkeys(deeper.ranks, _value_of_key(deeper.prefix)))
                 else:
                     buckets.append(deeper)
