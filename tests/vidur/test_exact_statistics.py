@@ -21,6 +21,7 @@ from vidur.exact_statistics import (
     mean,
     minimum,
     percentiles,
+    total,
     value_range,
 )
 
@@ -64,6 +65,7 @@ def _cases() -> list[tuple[str, int, int]]:
 def test_mean_range_and_percentiles_of_an_array_are_numpys(name: str, n: int, chunk: int) -> None:
     values = DISTRIBUTIONS[name](np.random.default_rng(n), n)
     assert _bits(mean(values, chunk_size=chunk)) == _bits(values.mean())
+    assert _bits(total(values, chunk_size=chunk)) == _bits(values.sum())
     assert _bits(percentiles(values, QS, chunk_size=chunk)) == _bits(np.percentile(values, QS))
     low, high = value_range(values, chunk_size=chunk)
     assert (_bits(low), _bits(high)) == (_bits(values.min()), _bits(values.max()))

@@ -1,7 +1,7 @@
 """What a million-request run goes through, checked on small runs against the per-request paths:
 the workload drawn straight into columns is metron's `generate_workload`, a `requests.jsonl`
 formatted and written part by part (so its text is never held whole) is metron's writer's, byte
-for byte, and `vidur simulate` with plots off never takes a per-request path."""
+for byte, and `vidur simulate` never takes a per-request path."""
 
 from pathlib import Path
 
@@ -69,8 +69,8 @@ def test_a_jsonl_written_in_parts_is_metrons_byte_for_byte(predictor: OperatorPr
     assert np.array_equal(result.requests["num_tokens"], result.workload.output_tokens)
 
 
-def test_a_run_without_plots_builds_no_object_per_request(
-    data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_vidur_simulate_builds_no_object_per_request(
+    data_dir: Path, predictor: OperatorPredictor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("a per-request path was taken")
@@ -83,6 +83,11 @@ def test_a_run_without_plots_builds_no_object_per_request(
     args += ["--set", "workload.lengths.kind=trace", "--set", "workload.lengths.trace_path=splitwise_code.csv"]
     assert main([*args, "--set", "output.plots=false", "--output-dir", str(tmp_path / "run")]) == 0
     assert len((tmp_path / "run" / "requests.jsonl").read_text().splitlines()) == 2000
-    # The tripwires are live: the plots draw from per-request records.
+    # The plots draw from the columns too, and a run written in parts takes the same paths.
+    assert main([*args, "--output-dir", str(tmp_path / "plotted")]) == 0
+    assert (tmp_path / "plotted" / "latencies.png").stat().st_size > 10_000
+    # The tripwires are live: metron's per-request scoring trips them.
+    simulator = Simulator(plan_deployment(DeploymentConfig(), predictor))
+    result = simulator.run(Workload.generated(WorkloadConfig(num_requests=5)))
     with pytest.raises(AssertionError, match="a per-request path was taken"):
-        main([*args, "--output-dir", str(tmp_path / "plotted")])
+        result.records(DeadlineConfig())

@@ -1,6 +1,7 @@
-"""A run whose iteration records were streamed to disk (`Simulator.run(spill_directory=...)`,
-what `vidur simulate` does) is written exactly as one that held them: the same files, byte for
-byte, but for the wall-clock figures; and `vidur simulate` leaves no spilled files behind."""
+"""A run whose iteration records and token times were streamed to disk
+(`Simulator.run(spill_directory=...)`, what `vidur simulate` does) is written exactly as one that
+held them: the same files, byte for byte, but for the wall-clock figures; and `vidur simulate`
+leaves no spilled files behind."""
 
 import json
 from pathlib import Path
@@ -48,6 +49,9 @@ def test_a_spilled_run_is_written_as_one_held(predictor: OperatorPredictor, tmp_
         for name, values in held.iterations.items():
             assert spilled.iterations[name].dtype == values.dtype
             assert np.array_equal(spilled.iterations[name], values), name
+        assert isinstance(spilled.requests["token_times"], np.memmap)
+        for name, values in held.requests.items():
+            assert spilled.requests[name].tobytes() == values.tobytes(), name
         kind = f"{block_rows}-{limit_s}"
         write_simulated_run(held, tmp_path / f"held-{kind}", deadlines=deadlines, slo=slo, trace_max_iterations=50)
         write_simulated_run(
@@ -56,12 +60,14 @@ def test_a_spilled_run_is_written_as_one_held(predictor: OperatorPredictor, tmp_
         assert _files(tmp_path / f"spilled-{kind}") == _files(tmp_path / f"held-{kind}")
 
 
-def test_a_run_without_iteration_records_spills_nothing(predictor: OperatorPredictor, tmp_path: Path) -> None:
+def test_a_run_without_iteration_records_spills_its_token_times(predictor: OperatorPredictor, tmp_path: Path) -> None:
     simulator = Simulator(plan_deployment(DeploymentConfig(), predictor))
     workload = Workload.generated(WorkloadConfig(num_requests=20))
     result = simulator.run(workload, record_iterations=False, spill_directory=tmp_path / "spill")
-    assert not (tmp_path / "spill").exists()
+    assert [path.name for path in (tmp_path / "spill").iterdir()] == ["token_times.bin"]
     assert len(result.iterations) == 19 and all(len(values) == 0 for values in result.iterations.values())
+    held = simulator.run(workload, record_iterations=False)
+    assert result.requests["token_times"].tobytes() == held.requests["token_times"].tobytes()
 
 
 def test_vidur_simulate_spills_beside_the_run_and_cleans_up(data_dir: Path, tmp_path: Path) -> None:

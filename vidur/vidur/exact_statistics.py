@@ -14,7 +14,7 @@ statistics of that order. Every result numpy determines from the values alone is
 
 import bisect
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -122,6 +122,20 @@ class RowsFileColumn:
         return values
 
 
+class DerivedColumn:
+    """A column computed a slice at a time, `compute(start, stop)` (from other columns, say)."""
+
+    def __init__(self, length: int, compute: Callable[[int, int], np.ndarray]) -> None:
+        self.length = length
+        self.compute = compute
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.compute(start, stop), dtype=np.float64)
+
+
 Values = Column | np.ndarray
 
 
@@ -156,15 +170,22 @@ def _pairwise_sum(column: Column, start: int, count: int, chunk_size: int) -> fl
     )
 
 
+def total(values: Values, *, chunk_size: int = DEFAULT_CHUNK) -> np.float64:
+    """`values.sum()` of all the values, reading at most max(chunk_size, 128) at a time."""
+    column = as_column(values)
+    if len(column) == 0:
+        return np.float64(0.0)
+    # np.add.reduce adds its pairwise sum to an initial 0.0 (a sum of -0.0s is 0.0); so does this.
+    return np.float64(0.0) + np.float64(_pairwise_sum(column, 0, len(column), chunk_size))
+
+
 def mean(values: Values, *, chunk_size: int = DEFAULT_CHUNK) -> np.float64:
     """`values.mean()` of all the values, reading at most max(chunk_size, 128) at a time (NaN if
     there are none)."""
     column = as_column(values)
     if len(column) == 0:
         return np.float64(np.nan)
-    # np.add.reduce adds its pairwise sum to an initial 0.0 (a sum of -0.0s is 0.0); so does this.
-    total = np.float64(0.0) + np.float64(_pairwise_sum(column, 0, len(column), chunk_size))
-    return np.float64(total / len(column))
+    return np.float64(total(column, chunk_size=chunk_size) / len(column))
 
 
 def _keys(values: np.ndarray) -> np.ndarray:

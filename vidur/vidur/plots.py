@@ -7,7 +7,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from metron.metrics import RequestRecord  # noqa: E402
 
 from vidur.simulation import SimulationResult  # noqa: E402
 from vidur.time_buckets import mean_per_time_bucket  # noqa: E402
@@ -17,7 +16,7 @@ MAX_ITERATIONS_DRAWN = 2000
 NUM_TIME_BUCKETS = 500
 
 
-def _cdf(axis: plt.Axes, values: list[float], title: str) -> None:
+def _cdf(axis: plt.Axes, values: np.ndarray, title: str) -> None:
     data = np.sort(np.asarray(values, dtype=np.float64))
     if len(data):
         axis.plot(data, np.arange(1, len(data) + 1) / len(data))
@@ -27,14 +26,12 @@ def _cdf(axis: plt.Axes, values: list[float], title: str) -> None:
     axis.grid(alpha=0.3)
 
 
-def plot_latencies(records: list[RequestRecord], path: Path) -> None:
-    completed = [r for r in records if r.completed and not r.warmup]
+def plot_latencies(ttft_s: np.ndarray, tbt_s: np.ndarray, normalized_latency_s: np.ndarray, path: Path) -> None:
+    """CDFs of the completed requests' TTFTs, TBTs and normalized latencies."""
     figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    _cdf(axes[0], [r.ttft_s for r in completed if r.ttft_s is not None], "TTFT")
-    _cdf(axes[1], [gap for r in completed for gap in r.tbt_s], "TBT")
-    _cdf(
-        axes[2], [r.normalized_latency_s for r in completed if r.normalized_latency_s is not None], "normalized latency"
-    )
+    _cdf(axes[0], ttft_s, "TTFT")
+    _cdf(axes[1], tbt_s, "TBT")
+    _cdf(axes[2], normalized_latency_s, "normalized latency")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

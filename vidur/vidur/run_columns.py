@@ -6,9 +6,14 @@ operations (TTFT = first token - arrival, TPOT = (last - first) / (tokens - 1), 
 for metron's writer.
 
 Fields that can be None in a record are NaN here (`scheduling_delay_s`, `ttft_s`, `tpot_s`,
-`e2e_s`, `normalized_latency_s`, `fluidity_index`, `min_tbt_deadline_s`).
+`e2e_s`, `normalized_latency_s`, `fluidity_index`, `min_tbt_deadline_s`, `last_token_s`).
+
+`run_columns(result, deadlines, part=(start, stop))` scores the requests `start:stop` alone (a
+long run is written a part at a time: `vidur.run_in_parts`); `RunColumns.joined` puts parts'
+per-request columns together without their token times.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +37,8 @@ class RunColumns:
     token times end to end (request i's are the `num_tokens[i]` after the previous requests');
     `outcome` indexes `OUTCOMES`; `errors` says why each failed request failed.
     `scheduled_arrival_s`: when the workload wanted each sent, None where `arrival_s`;
-    `cached_prompt_tokens`: -1 for None, the whole column None when the run caches no prefix."""
+    `cached_prompt_tokens`: -1 for None, the whole column None when the run caches no prefix.
+    `token_times_s` and `streams` are None where the token times were not kept (`joined`)."""
 
     ids: np.ndarray
     arrival_s: np.ndarray
@@ -40,7 +46,7 @@ class RunColumns:
     requested_output_tokens: np.ndarray
     warmup: np.ndarray
     num_tokens: np.ndarray
-    token_times_s: np.ndarray
+    token_times_s: np.ndarray | None
     outcome: np.ndarray
     errors: dict[int, str]
     scheduling_delay_s: np.ndarray
@@ -54,9 +60,43 @@ class RunColumns:
     ttft_deadline_s: np.ndarray
     tbt_deadline_s: float
     min_tbt_deadline_s: np.ndarray
-    streams: TokenStreams  # `token_times_s` as the deadline counting reads them
+    last_token_s: np.ndarray
+    streams: TokenStreams | None  # `token_times_s` as the deadline counting reads them
     scheduled_arrival_s: np.ndarray | None = None
     cached_prompt_tokens: np.ndarray | None = None
+
+    @property
+    def times(self) -> np.ndarray:
+        """`token_times_s`, which only columns that kept them have."""
+        if self.token_times_s is None:
+            raise ValueError("these columns hold no token times: the run was written a part at a time")
+        return self.token_times_s
+
+    @classmethod
+    def joined(cls, parts: "list[RunColumns]") -> "RunColumns":
+        """The per-request columns of consecutive parts of a run, one after another, without
+        token times (`errors` indexed in the whole). `parts` is emptied as they are joined, so
+        no column is held twice for longer than it takes to join it."""
+        if not parts:
+            raise ValueError("joining columns needs at least one part")
+        first = parts[0]
+        errors, offset = {}, 0
+        for part in parts:
+            errors |= {offset + i: error for i, error in part.errors.items()}
+            offset += len(part.ids)
+        pieces = {
+            field.name: [getattr(part, field.name) for part in parts]
+            for field in dataclasses.fields(cls)
+            if isinstance(getattr(first, field.name), np.ndarray) and field.name != "token_times_s"
+        }
+        parts.clear()
+        values: dict[str, object] = {"errors": errors, "token_times_s": None, "streams": None}
+        values["tbt_deadline_s"] = first.tbt_deadline_s
+        values |= {name: None for name in ("scheduled_arrival_s", "cached_prompt_tokens")}
+        del first
+        for name in list(pieces):
+            values[name] = np.concatenate(pieces.pop(name))
+        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def first_token(self) -> np.ndarray:
@@ -67,7 +107,7 @@ class RunColumns:
     def is_gap(self) -> np.ndarray:
         """Per entry of `token_times_s` after the first: whether it follows a token of its own
         request (so `np.diff(token_times_s)[is_gap]` are the TBTs of every request, in order)."""
-        follows = np.ones(len(self.token_times_s), dtype=bool)
+        follows = np.ones(int(self.num_tokens.sum()), dtype=bool)
         follows[self.first_token[self.num_tokens > 0]] = False
         return follows[1:]
 
@@ -84,13 +124,18 @@ class RunColumns:
         with the GIL released: the CSV byte for byte metron's, every JSON value the same. The
         extension reads the arrays in place (a column already of its type is not copied)."""
 
+        columns = self.request_file_columns()
+        _simulator.write_request_files(jsonl_path, csv_path, columns, self.error_messages(), self.tbt_deadline_s)
+
+    def request_file_columns(self) -> dict[str, np.ndarray | bytes]:
+        """The columns as the simulator extension's request-file writers take them."""
+
         def column(values: np.ndarray, dtype: str) -> np.ndarray:
             return np.ascontiguousarray(values, dtype=dtype)
 
         ints = ("ids", "prompt_tokens", "requested_output_tokens", "num_tokens", "missed_deadlines", "total_deadlines")
         floats = (
             "arrival_s",
-            "token_times_s",
             "ttft_s",
             "tpot_s",
             "e2e_s",
@@ -102,17 +147,18 @@ class RunColumns:
         )
         columns: dict[str, np.ndarray | bytes] = {name: column(getattr(self, name), "<i8") for name in ints}
         columns |= {name: column(getattr(self, name), "<f8") for name in floats}
+        columns["token_times_s"] = column(self.times, "<f8")
         columns |= {name: column(getattr(self, name), "u1") for name in ("warmup", "outcome")}
         if self.scheduled_arrival_s is not None:
             columns["scheduled_arrival_s"] = column(self.scheduled_arrival_s, "<f8")
         if self.cached_prompt_tokens is not None:
             columns["cached_prompt_tokens"] = column(self.cached_prompt_tokens, "<i8")
-        _simulator.write_request_files(jsonl_path, csv_path, columns, self.error_messages(), self.tbt_deadline_s)
+        return columns
 
     def records(self) -> list[RequestRecord]:
         """metron's records of the run, exactly as `SimulationResult.records` builds them."""
-        times = self.token_times_s.tolist()
-        gaps = np.diff(self.token_times_s).tolist()
+        times = self.times.tolist()
+        gaps = np.diff(self.times).tolist()
         starts = self.first_token.tolist()
         counts = self.num_tokens.tolist()
 
@@ -164,16 +210,17 @@ class RunColumns:
         return records
 
 
-def _received_token_times(result: SimulationResult) -> np.ndarray:
-    """The simulator leaves room for every requested token; the tokens the requests that arrived
+def _received_token_times(result: SimulationResult, start: int, stop: int) -> np.ndarray:
+    """The simulator leaves room for every requested token; the tokens requests `start:stop`
     received, end to end."""
-    requests, n = result.requests, result.num_arrived
-    num_tokens = requests["num_tokens"][:n].astype(np.int64)
-    offsets = requests["token_offsets"][: n + 1].astype(np.int64)
+    requests = result.requests
+    num_tokens = requests["num_tokens"][start:stop].astype(np.int64)
+    offsets = requests["token_offsets"][start : stop + 1].astype(np.int64)
+    slots = result.token_slots(int(offsets[0]), int(offsets[-1]))
     if np.array_equal(num_tokens, np.diff(offsets)):
-        return requests["token_times"][: offsets[-1]]
+        return slots
     within = np.arange(num_tokens.sum()) - np.repeat(np.cumsum(num_tokens) - num_tokens, num_tokens)
-    return requests["token_times"][np.repeat(offsets[:-1], num_tokens) + within]
+    return slots[np.repeat(offsets[:-1] - offsets[0], num_tokens) + within]
 
 
 def _ttft_deadlines(deadlines: DeadlineConfig, prompt_tokens: np.ndarray) -> np.ndarray:
@@ -181,23 +228,34 @@ def _ttft_deadlines(deadlines: DeadlineConfig, prompt_tokens: np.ndarray) -> np.
     return np.array([deadlines.ttft_deadline_s(length) for length in lengths.tolist()])[inverse]
 
 
-def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColumns:
-    """The run scored against `deadlines`, as metron would score a real run of its workload
-    (one stopped at `max_simulated_s` as a metron run stopped early: the requests not yet sent
-    left out, those unfinished interrupted)."""
-    n = result.num_arrived
-    workload = result.workload.first(n)
-    cached = result.cached_prompt_tokens()
-    requests = {name: values[:n] for name, values in result.requests.items() if name != "token_offsets"}
-    num_tokens = requests["num_tokens"].astype(np.int64)
-    times = _received_token_times(result)
-    errors = {i: reason for i, reason in result.rejections.items() if i < n}
-    unfinished = np.flatnonzero(requests["finish_reason"] == 0)
+def request_outcomes(result: SimulationResult, start: int, stop: int) -> tuple[np.ndarray, dict[int, str]]:
+    """Requests `start:stop`'s outcomes (indexing `OUTCOMES`), and why each that failed failed
+    (indexed from `start`)."""
+    errors = {i - start: reason for i, reason in result.rejections.items() if start <= i < stop}
+    unfinished = np.flatnonzero(result.requests["finish_reason"][start:stop] == 0)
     if not result.is_cut:
         errors |= {i: NOT_FINISHED for i in unfinished.tolist() if i not in errors}
-    outcome = np.where(num_tokens < workload.output_tokens, ENDED_EARLY, FINISHED)
+    num_tokens = result.requests["num_tokens"][start:stop]
+    outcome = np.where(num_tokens < result.workload.output_tokens[start:stop], ENDED_EARLY, FINISHED)
     outcome[unfinished] = INTERRUPTED
     outcome[list(errors)] = ERROR
+    return outcome, errors
+
+
+def run_columns(result: SimulationResult, deadlines: DeadlineConfig, part: tuple[int, int] | None = None) -> RunColumns:
+    """The run scored against `deadlines`, as metron would score a real run of its workload
+    (one stopped at `max_simulated_s` as a metron run stopped early: the requests not yet sent
+    left out, those unfinished interrupted); with `part` (start, stop), only those requests."""
+    start, stop = (0, result.num_arrived) if part is None else part
+    if not 0 <= start <= stop <= result.num_arrived:
+        raise ValueError(f"part {start}:{stop} is not within the {result.num_arrived} requests that arrived")
+    workload = result.workload.part(start, stop)
+    cached = result.cached_prompt_tokens()
+    skipped = ("token_offsets", "token_times")
+    requests = {name: values[start:stop] for name, values in result.requests.items() if name not in skipped}
+    num_tokens = requests["num_tokens"].astype(np.int64)
+    times = _received_token_times(result, start, stop)
+    outcome, errors = request_outcomes(result, start, stop)
 
     first = np.cumsum(num_tokens) - num_tokens
     streaming, several = num_tokens > 0, num_tokens > 1
@@ -238,7 +296,8 @@ def run_columns(result: SimulationResult, deadlines: DeadlineConfig) -> RunColum
         ttft_deadline_s=ttft_deadlines,
         tbt_deadline_s=deadlines.tbt_s,
         min_tbt_deadline_s=min_tbt_deadlines_s(streams, deadlines.target_miss_rate),
+        last_token_s=last_time,
         streams=streams,
         scheduled_arrival_s=workload.scheduled_arrival_s,
-        cached_prompt_tokens=None if cached is None else cached[:n],
+        cached_prompt_tokens=None if cached is None else cached[start:stop],
     )

@@ -22,7 +22,7 @@ from metron.workload import RequestSpec, WorkloadConfig, generate_workload
 
 from vidur import _simulator
 from vidur.deployment import Deployment
-from vidur.spilled_columns import SpilledColumns
+from vidur.spilled_columns import SpilledColumns, mapped_column
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +105,12 @@ class Workload:
 
     def first(self, n: int) -> "Workload":
         """The workload's first `n` requests (a session's turns follow earlier ones only)."""
+        return self.part(0, n)
+
+    def part(self, start: int, stop: int) -> "Workload":
+        """Requests `start:stop` (`follows` still indexes the whole workload)."""
         columns = {
-            f.name: value[:n] if isinstance(value := getattr(self, f.name), np.ndarray) else value
+            f.name: value[start:stop] if isinstance(value := getattr(self, f.name), np.ndarray) else value
             for f in dataclasses.fields(self)
         }
         return Workload(**columns)
@@ -120,8 +124,8 @@ class SimulationResult:
     """Per-request columns (workload order): replica, token_offsets, num_tokens, token_times,
     first_scheduled_s, finished_s, finish_reason, num_preemptions, arrival_s (when it was sent),
     cached_prompt_tokens. `workload` is the workload as sent. Per-iteration columns: see
-    `vidur._simulator.SimulationOutput.iteration_columns`; read from their files where the run
-    streamed them to disk (`SpilledColumns`). `output` is the simulator's own record of the run,
+    `vidur._simulator.SimulationOutput.iteration_columns`. Where the run streamed them to disk,
+    the iteration columns and `token_times` are read from their files (`SpilledColumns`). `output` is the simulator's own record of the run,
     which writes the iterations as CSV.
 
     A run stopped at `max_simulated_s` (`is_cut`) saw only the workload's first `num_arrived`
@@ -140,6 +144,14 @@ class SimulationResult:
     is_cut: bool = False
     max_simulated_s: float | None = None
     caches_prefixes: bool = False
+    token_times_path: Path | None = None  # where the run streamed `requests["token_times"]`
+
+    def token_slots(self, start: int, stop: int) -> np.ndarray:
+        """`requests["token_times"][start:stop]`, read from the file where the run streamed them
+        (not through its mapping, whose pages would stay resident)."""
+        if self.token_times_path is None:
+            return self.requests["token_times"][start:stop]
+        return np.fromfile(self.token_times_path, dtype="<f8", count=stop - start, offset=8 * start)
 
     def cached_prompt_tokens(self) -> np.ndarray | None:
         """Per request the prompt tokens its replica's prefix cache held at its first admission,
@@ -235,17 +247,18 @@ class Simulator:
         spill_block_rows: int = 65536,
     ) -> SimulationResult:
         """Simulates `workload`; with `max_simulated_s`, stops at that simulated time. With
-        `spill_directory`, the iteration records are streamed to files there as the run goes
-        `spill_block_rows` at a time (a long run's largest records, never held; the files must
-        outlive the result's use)."""
+        `spill_directory`, the iteration records and the token times are streamed to files there
+        as the run goes, `spill_block_rows` at a time (a long run's largest records, never held;
+        the files must outlive the result's use)."""
         cluster = self.deployment.config.cluster
         started = time.perf_counter()
         output = _simulator.simulate(
             cost_model=self._cost_model,
             scheduler=self._scheduler,
-            arrival_times=workload.arrival_s.tolist(),
-            num_prompt_tokens=workload.prompt_tokens.tolist(),
-            num_output_tokens=workload.output_tokens.tolist(),
+            # Arrays, read in place: no Python object per request.
+            arrival_times=np.ascontiguousarray(workload.arrival_s, dtype=np.float64),
+            num_prompt_tokens=np.ascontiguousarray(workload.prompt_tokens, dtype=np.int64),
+            num_output_tokens=np.ascontiguousarray(workload.output_tokens, dtype=np.int64),
             num_replicas=cluster.num_replicas,
             router=cluster.router,
             seed=cluster.seed,
@@ -259,6 +272,9 @@ class Simulator:
         )
         wall_s = time.perf_counter() - started
         requests = _columns(output.request_columns())
+        if output.spilled_token_times is not None:
+            num_slots = int(requests["token_offsets"][-1])
+            requests["token_times"] = mapped_column(output.spilled_token_times, np.dtype("<f8"), num_slots)
         if workload.follows is not None:
             scheduled = workload.arrival_s
             workload = dataclasses.replace(workload, arrival_s=requests["arrival_s"], scheduled_arrival_s=scheduled)
@@ -276,4 +292,5 @@ class Simulator:
             num_arrived=output.num_arrived,
             is_cut=output.is_cut,
             max_simulated_s=max_simulated_s,
+            token_times_path=output.spilled_token_times,
         )

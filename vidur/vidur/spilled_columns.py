@@ -1,5 +1,6 @@
-"""Columns kept in files of raw little-endian values (a run's iteration records streamed to
-disk by the simulator, `Simulator.run(..., spill_directory=...)`), read as numpy arrays. Each
+"""Columns kept in files of raw little-endian values (a run's iteration records and token times
+streamed to disk by the simulator, `Simulator.run(..., spill_directory=...)`), read as numpy
+arrays. Each
 lookup maps its file afresh, so a long run's columns take memory only while something reads
 them, one at a time."""
 
@@ -7,6 +8,13 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
+
+
+def mapped_column(path: Path, dtype: np.dtype, length: int) -> np.ndarray:
+    """The `length` values of `dtype` in file `path`, mapped read-only."""
+    if length == 0:  # an empty file cannot be mapped
+        return np.empty(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(length,))
 
 
 class SpilledColumns(Mapping[str, np.ndarray]):
@@ -18,9 +26,7 @@ class SpilledColumns(Mapping[str, np.ndarray]):
 
     def __getitem__(self, name: str) -> np.ndarray:
         dtype, path = self._columns[name]
-        if self.num_rows == 0:  # an empty file cannot be mapped
-            return np.empty(0, dtype=dtype)
-        return np.memmap(path, dtype=dtype, mode="r", shape=(self.num_rows,))
+        return mapped_column(path, dtype, self.num_rows)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._columns)

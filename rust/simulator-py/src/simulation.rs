@@ -3,6 +3,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -11,7 +12,7 @@ use simulator::{
     SimulationOutput, SpillConfig, SpilledIterations, Workload,
 };
 
-use crate::byte_columns::{decode, encode, Column};
+use crate::byte_columns::{decode, encode, read_buffer, Column};
 use crate::cost_model::PyCostModel;
 use crate::errors::{invalid_deployment, invalid_workload, to_py};
 use crate::prefix_workload::with_prefix_sharing;
@@ -225,6 +226,33 @@ fn to_u32_column(name: &str, values: Vec<i64>) -> PyResult<Vec<u32>> {
         .collect()
 }
 
+/// A workload column given as a sequence of numbers, or as a contiguous buffer of them (a numpy
+/// array of float64 or int64 values, read without a Python object per value).
+fn numbers<T>(name: &str, values: &Bound<'_, PyAny>) -> PyResult<Vec<T>>
+where
+    T: Column + for<'a, 'py> FromPyObject<'a, 'py>,
+{
+    let Ok(buffer) = PyUntypedBuffer::get(values) else {
+        return values.extract::<Vec<T>>().map_err(|_| {
+            invalid_workload(format!("{name} must be a sequence of {} numbers", T::NAME))
+        });
+    };
+    let format = buffer.format().to_string_lossy();
+    let code = format.trim_start_matches(['<', '=', '@']);
+    let matches = match T::DTYPE {
+        "<f8" => code == "d",
+        "<i8" => code == "q" || code == "l",
+        _ => false,
+    };
+    if !matches {
+        return Err(invalid_workload(format!(
+            "{name} must be {} values, got a buffer of format {format:?}",
+            T::NAME
+        )));
+    }
+    Ok(read_buffer::<T>(name, &buffer)?.into_owned())
+}
+
 /// Runs a workload on `num_replicas` identical replicas behind a router. The GIL is released
 /// while the simulation runs. With `spill_directory`, the iteration records and the token times
 /// are streamed to files there, `spill_block_rows` rows (or times) at a time, instead of held.
@@ -252,9 +280,9 @@ pub fn simulate(
     py: Python<'_>,
     cost_model: &Bound<'_, PyCostModel>,
     scheduler: &PySchedulerConfig,
-    arrival_times: Vec<f64>,
-    num_prompt_tokens: Vec<i64>,
-    num_output_tokens: Vec<i64>,
+    arrival_times: &Bound<'_, PyAny>,
+    num_prompt_tokens: &Bound<'_, PyAny>,
+    num_output_tokens: &Bound<'_, PyAny>,
     num_replicas: i64,
     router: &str,
     seed: u64,
@@ -267,9 +295,15 @@ pub fn simulate(
     spill_block_rows: usize,
 ) -> PyResult<PySimulationOutput> {
     let workload = Workload::new(
-        arrival_times,
-        to_u32_column("num_prompt_tokens", num_prompt_tokens)?,
-        to_u32_column("num_output_tokens", num_output_tokens)?,
+        numbers("arrival_times", arrival_times)?,
+        to_u32_column(
+            "num_prompt_tokens",
+            numbers("num_prompt_tokens", num_prompt_tokens)?,
+        )?,
+        to_u32_column(
+            "num_output_tokens",
+            numbers("num_output_tokens", num_output_tokens)?,
+        )?,
     )
     .map_err(to_py)?;
     let workload = with_prefix_sharing(workload, shared_prefix_tokens, follows, think_time_s)?;
