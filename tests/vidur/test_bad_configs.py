@@ -179,3 +179,25 @@ def test_a_max_model_len_beyond_the_models_context_needs_the_override(
     override = ["--set", "replica.allow_longer_context=true"]
     assert main([*args, "--set", "scheduler.max_model_len=16384", *override]) == 0
     assert main([*args, "--set", "scheduler.max_model_len=4096"]) == 0  # the context itself is no override
+
+
+def test_workload_columns_of_the_wrong_type_are_named(llama7b_h100: Simulator) -> None:
+    def run(arrival_times: object, num_prompt_tokens: object) -> _simulator.SimulationOutput:
+        return _simulator.simulate(
+            cost_model=llama7b_h100.cost_model,
+            scheduler=llama7b_h100.deployment.scheduler_config(),
+            arrival_times=arrival_times,  # type: ignore[arg-type]
+            num_prompt_tokens=num_prompt_tokens,  # type: ignore[arg-type]
+            num_output_tokens=np.array([1, 2], dtype=np.int64),
+        )
+
+    # Arrays are read in place, lists value by value: the same run.
+    as_arrays = run(np.array([0.0, 0.5]), np.array([10, 20], dtype=np.int64))
+    as_lists = run([0.0, 0.5], [10, 20])
+    assert as_arrays.request_columns() == as_lists.request_columns()
+    with pytest.raises(InvalidWorkloadError, match=r"arrival_times must be float64 values, got a buffer of format \"f\""):
+        run(np.array([0.0, 0.5], dtype=np.float32), [10, 20])
+    with pytest.raises(InvalidWorkloadError, match=r"num_prompt_tokens must be int64 values, got a buffer of format \"i\""):
+        run([0.0, 0.5], np.array([10, 20], dtype=np.int32))
+    with pytest.raises(InvalidWorkloadError, match="num_prompt_tokens must be a sequence of int64 numbers"):
+        run([0.0, 0.5], ["ten", "twenty"])

@@ -130,8 +130,7 @@ fn an_unwritable_directory_is_an_output_error() {
     std::fs::remove_file(file).unwrap();
 }
 
+/// A path of its own in the temporary directory (removed by the test that makes it).
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
-    std::env::temp_dir()
-        .join(format!("simulator-test-{}", std::process::id()))
-        .join(name)
+    std::env::temp_dir().join(format!("simulator-test-{}-{name}", std::process::id()))
 }
