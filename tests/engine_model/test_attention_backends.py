@@ -226,6 +226,14 @@ def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: 
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    prepare = SdpaAttention.prepare
+
+    def as_on_cuda(self: SdpaAttention, metadata: Any) -> Any:
+        plan = prepare(self, metadata)
+        plan.additive_prefill_masks = False  # boolean masks for SDPA, as on CUDA
+        return plan
+
+    monkeypatch.setattr(SdpaAttention, "prepare", as_on_cuda)
     layer = LAYERS[1]
     case = make_case(8, [1, 7, 1, 10], [30, 19, 12, 10], layer, 4, torch.float32)
     output = case.run(SdpaAttention(), layer)
@@ -233,3 +241,30 @@ def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: 
     assert len(masked) == 2 and not any(call.get("enable_gqa") for call in masked)  # the decodes, the chunk
     expected = case.run(ReferenceAttention(), layer)
     torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_sdpa_on_the_cpu_computes_a_chunk_after_its_prefix_by_matmul(
+    monkeypatch: pytest.MonkeyPatch, layer: Any, dtype: torch.dtype
+) -> None:
+    """A masked SDPA call on the CPU runs the math kernel, whose wholly-masked-row checks cost a
+    fifth of a chunk step; the chunk is computed with its additive mask instead, the same values."""
+    calls: list[dict[str, Any]] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls.append(kwargs)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    # A chunk of 7 after 12 cached tokens, one of 10 starting its sequence, two decodes.
+    case = make_case(8, [1, 7, 1, 10], [30, 19, 12, 10], layer, 4, dtype)
+    output = case.run(SdpaAttention(), layer)
+    masked = [call for call in calls if call.get("attn_mask") is not None]
+    assert len(masked) == 1 and masked[0]["attn_mask"].dtype == torch.bool  # the decodes only
+    # The chunk that starts its sequence, plainly causal unless the sliding window cuts it.
+    assert sum(call.get("is_causal", False) for call in calls) == (layer.sliding_window is None)
+    expected = case.run(ReferenceAttention(), layer)
+    tolerance = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(output, expected, rtol=tolerance, atol=tolerance)

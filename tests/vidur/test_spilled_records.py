@@ -42,7 +42,10 @@ def test_a_spilled_run_is_written_as_one_held(predictor: OperatorPredictor, tmp_
     for block_rows, limit_s in ((13, None), (1000, None), (13, held.end_s / 3)):
         held = simulator.run(workload, max_simulated_s=limit_s)
         spilled = simulator.run(
-            workload, max_simulated_s=limit_s, spill_directory=tmp_path / f"spill-{block_rows}", spill_block_rows=block_rows
+            workload,
+            max_simulated_s=limit_s,
+            spill_directory=tmp_path / f"spill-{block_rows}",
+            spill_block_rows=block_rows,
         )
         assert isinstance(spilled.iterations, SpilledColumns)
         assert spilled.iterations.num_rows == len(held.iterations["start_s"]) > 3 * block_rows

@@ -4,8 +4,9 @@ so its token times are never all in memory: each part's records are appended to
 `requests.jsonl` and `requests.csv` as it is scored, and what the summary reads of the token
 times goes to a scratch file (every TBT, from which `vidur.exact_statistics` computes metron's
 figures exactly) or is kept only in part (of the decode miss-rate table, the values at and above
-each deadline's P99). What is held for the whole run is a few columns per request. The files and the summary are byte for byte those of the run scored
-whole (`run_columns`, `summarize_columns`)."""
+each deadline's P99). What is held for the whole run is a few columns per request. The files
+and the summary are byte for byte those of the run scored whole (`run_columns`,
+`summarize_columns`)."""
 
 import dataclasses
 from concurrent.futures import Executor, Future

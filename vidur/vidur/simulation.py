@@ -125,8 +125,8 @@ class SimulationResult:
     first_scheduled_s, finished_s, finish_reason, num_preemptions, arrival_s (when it was sent),
     cached_prompt_tokens. `workload` is the workload as sent. Per-iteration columns: see
     `vidur._simulator.SimulationOutput.iteration_columns`. Where the run streamed them to disk,
-    the iteration columns and `token_times` are read from their files (`SpilledColumns`). `output` is the simulator's own record of the run,
-    which writes the iterations as CSV.
+    the iteration columns and `token_times` are read from their files (`SpilledColumns`).
+    `output` is the simulator's own record of the run, which writes the iterations as CSV.
 
     A run stopped at `max_simulated_s` (`is_cut`) saw only the workload's first `num_arrived`
     requests; those unfinished then were interrupted, as a metron run stopped early records them."""

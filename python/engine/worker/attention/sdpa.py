@@ -10,6 +10,12 @@ the query rows, so keys and values have exactly the queries' batch and head dime
 avoids `enable_gqa`, which on CUDA limits SDPA to the flash kernel (no mask) or the math one;
 the memory-efficient kernel takes the mask.
 
+On the CPU a masked SDPA call runs PyTorch's math kernel, whose softmax first checks every row
+for being wholly masked (isneginf, all, where: a fifth of a chunk step's time); a chunk after a
+cached prefix is computed here instead as one batched matmul onto an additive mask (built once
+per step), a softmax and a matmul, 1.8-2.9x faster (no row of a chunk is wholly masked: each
+query sees its own key). Decodes keep SDPA, as fast on the CPU as that.
+
 A fixed-shape decode (`prepare_decode`, what a CUDA graph replays) gathers every row's whole
 padded block table, so its cost grows with the table's width (see `engine.worker.decode_buckets`).
 """
@@ -65,6 +71,8 @@ class SdpaPlan:
     # Masks are built once per step and sliding window, then shared by the layers.
     decode_masks: dict[int | None, torch.Tensor] = field(default_factory=dict)
     prefill_masks: dict[tuple[int, int | None, int], torch.Tensor | None] = field(default_factory=dict)
+    """Prefill masks as additive float masks (0 or -inf), for the CPU's matmul attention."""
+    additive_prefill_masks: bool = False
 
     def decode_mask(self, sliding_window: int | None) -> torch.Tensor:
         """[num_decodes, 1, 1, context width] bool: which gathered keys each decode may see."""
@@ -79,10 +87,15 @@ class SdpaPlan:
             mask = self.decode_masks[sliding_window] = visible[:, None, None, :]
         return mask
 
-    def prefill_mask(self, index: int, sliding_window: int | None, group: int) -> torch.Tensor | None:
+    def prefill_mask(
+        self, index: int, sliding_window: int | None, group: int, dtype: torch.dtype
+    ) -> torch.Tensor | None:
         key = (index, sliding_window, group)
         if key not in self.prefill_masks:
-            self.prefill_masks[key] = self.prefills[index].mask(sliding_window, group)
+            mask = self.prefills[index].mask(sliding_window, group)
+            if mask is not None and self.additive_prefill_masks:
+                mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+            self.prefill_masks[key] = mask
         return self.prefill_masks[key]
 
 
@@ -122,6 +135,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
             decode_block_tables=metadata.block_tables[:, :decode_width].index_select(0, rows).long(),
             decode_seq_lens=metadata.seq_lens_tensor.index_select(0, rows).long(),
             prefills=tuple(prefills),
+            additive_prefill_masks=device.type == "cpu",
         )
 
     def prepare_decode(self, decode: DecodeInputs) -> SdpaPlan:
@@ -150,6 +164,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         output = torch.empty_like(query)
         if plan.decode_token_index.numel():
             output.index_copy_(0, plan.decode_token_index, self._decode(query, kv_cache, plan, layer))
+        group = layer.num_heads // layer.num_kv_heads
         flat_keys = kv_cache[0].view(-1, layer.num_kv_heads, layer.head_dim)
         flat_values = kv_cache[1].view(-1, layer.num_kv_heads, layer.head_dim)
         for index, segment in enumerate(plan.prefills):
@@ -158,7 +173,7 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
                 query[rows],
                 flat_keys.index_select(0, segment.context_slots),
                 flat_values.index_select(0, segment.context_slots),
-                plan.prefill_mask(index, layer.sliding_window, layer.num_heads // layer.num_kv_heads),
+                plan.prefill_mask(index, layer.sliding_window, group, query.dtype),
                 layer,
             )
         return output
@@ -200,7 +215,14 @@ class SdpaAttention(AttentionBackend[SdpaPlan]):
         # group of query heads, one after another, as the mask's rows are.
         query_len = queries.shape[0]
         folded = queries.transpose(0, 1).reshape(layer.num_kv_heads, -1, layer.head_dim)
-        attended = F.scaled_dot_product_attention(
-            folded, keys.transpose(0, 1), values.transpose(0, 1), attn_mask=mask, scale=layer.scale
-        )
+        if mask.dtype == torch.bool:
+            attended = F.scaled_dot_product_attention(
+                folded, keys.transpose(0, 1), values.transpose(0, 1), attn_mask=mask, scale=layer.scale
+            )
+        else:  # an additive mask: the CPU's attention (see the module's docstring)
+            scores = torch.baddbmm(
+                mask.expand(layer.num_kv_heads, -1, -1), folded, keys.permute(1, 2, 0), alpha=layer.scale
+            )
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+            attended = torch.bmm(weights, values.transpose(0, 1))
         return attended.reshape(layer.num_heads, query_len, layer.head_dim).transpose(0, 1)
