@@ -216,8 +216,8 @@ def test_sdpa_builds_context_slots_for_prefill_rows_only(monkeypatch: pytest.Mon
     assert slots_built == [20 + 5]
 
 
-def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On CUDA, `enable_gqa` keeps a masked call off the memory-efficient kernel."""
+def _sdpa_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """The keyword arguments of every `scaled_dot_product_attention` call from now on."""
     calls: list[dict[str, Any]] = []
     sdpa = F.scaled_dot_product_attention
 
@@ -226,6 +226,12 @@ def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: 
         return sdpa(*args, **kwargs)
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    return calls
+
+
+def test_sdpa_masked_calls_fold_query_groups_instead_of_enable_gqa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On CUDA, `enable_gqa` keeps a masked call off the memory-efficient kernel."""
+    calls = _sdpa_calls(monkeypatch)
     prepare = SdpaAttention.prepare
 
     def as_on_cuda(self: SdpaAttention, metadata: Any) -> Any:
@@ -250,14 +256,7 @@ def test_sdpa_on_the_cpu_computes_a_chunk_after_its_prefix_by_matmul(
 ) -> None:
     """A masked SDPA call on the CPU runs the math kernel, whose wholly-masked-row checks cost a
     fifth of a chunk step; the chunk is computed with its additive mask instead, the same values."""
-    calls: list[dict[str, Any]] = []
-    sdpa = F.scaled_dot_product_attention
-
-    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
-        calls.append(kwargs)
-        return sdpa(*args, **kwargs)
-
-    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    calls = _sdpa_calls(monkeypatch)
     # A chunk of 7 after 12 cached tokens, one of 10 starting its sequence, two decodes.
     case = make_case(8, [1, 7, 1, 10], [30, 19, 12, 10], layer, 4, dtype)
     output = case.run(SdpaAttention(), layer)

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Result, SimulatorError};
 use crate::iteration_csv::{write_csv_header, write_csv_rows};
-use crate::records::{ColumnValues, IterationRecords};
+use crate::records::{with_iteration_columns, ColumnValues, IterationRecords};
 
 /// Where to stream a run's largest records as it goes (the iteration records, one file per
 /// column, and the token times, `TOKEN_TIMES_FILE`), and how many rows (iterations, token
@@ -200,62 +200,22 @@ impl IterationRecords {
         let mut files = files.iter_mut();
         let mut next = || files.next().expect("one file per column");
         macro_rules! read_columns {
-            ($($column:ident: $type:ty),+ $(,)?) => {
+            ($($column:ident: $type:ty => $kind:ident),+) => {
                 $(read(next(), rows, &mut self.$column, <$type>::from_le_bytes)?;)+
             };
         }
-        read_columns!(
-            replica: u32,
-            start_s: f64,
-            end_s: f64,
-            num_seqs: u32,
-            num_prefill_seqs: u32,
-            num_prefill_tokens: u64,
-            num_decode_tokens: u32,
-            num_sampled: u32,
-            decode_context_tokens: u64,
-            num_preempted: u32,
-            num_blocks_used: u32,
-            num_waiting: u32,
-            num_running: u32,
-            forward_s: f32,
-            attention_s: f32,
-            communication_s: f32,
-            cpu_s: f32,
-            attention_flops: f32,
-            attention_bytes: f32,
-        );
+        with_iteration_columns!(read_columns);
         Ok(())
     }
 
     /// Drops the first `rows` rows of every column.
     fn drain_front(&mut self, rows: usize) {
         macro_rules! drain {
-            ($($column:ident),+ $(,)?) => {
+            ($($column:ident: $type:ty => $kind:ident),+) => {
                 $(self.$column.drain(..rows);)+
             };
         }
-        drain!(
-            replica,
-            start_s,
-            end_s,
-            num_seqs,
-            num_prefill_seqs,
-            num_prefill_tokens,
-            num_decode_tokens,
-            num_sampled,
-            decode_context_tokens,
-            num_preempted,
-            num_blocks_used,
-            num_waiting,
-            num_running,
-            forward_s,
-            attention_s,
-            communication_s,
-            cpu_s,
-            attention_flops,
-            attention_bytes,
-        );
+        with_iteration_columns!(drain);
     }
 }
 

@@ -98,6 +98,35 @@ impl RequestRecords {
     }
 }
 
+/// Calls `$callback!` with every per-iteration column as `name: type => ColumnValues variant`,
+/// in the order they are documented and written: the one list every walk over them uses.
+macro_rules! with_iteration_columns {
+    ($callback:ident) => {
+        $callback!(
+            replica: u32 => U32,
+            start_s: f64 => F64,
+            end_s: f64 => F64,
+            num_seqs: u32 => U32,
+            num_prefill_seqs: u32 => U32,
+            num_prefill_tokens: u64 => U64,
+            num_decode_tokens: u32 => U32,
+            num_sampled: u32 => U32,
+            decode_context_tokens: u64 => U64,
+            num_preempted: u32 => U32,
+            num_blocks_used: u32 => U32,
+            num_waiting: u32 => U32,
+            num_running: u32 => U32,
+            forward_s: f32 => F32,
+            attention_s: f32 => F32,
+            communication_s: f32 => F32,
+            cpu_s: f32 => F32,
+            attention_flops: f32 => F32,
+            attention_bytes: f32 => F32
+        )
+    };
+}
+pub(crate) use with_iteration_columns;
+
 /// Per iteration (one scheduled batch on one replica).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct IterationRecords {
@@ -175,28 +204,12 @@ impl IterationRecords {
 
     /// Every column by name, in the order the records are documented and written.
     pub fn columns(&self) -> [(&'static str, ColumnValues<'_>); 19] {
-        use ColumnValues::{F32, F64, U32, U64};
-        [
-            ("replica", U32(&self.replica)),
-            ("start_s", F64(&self.start_s)),
-            ("end_s", F64(&self.end_s)),
-            ("num_seqs", U32(&self.num_seqs)),
-            ("num_prefill_seqs", U32(&self.num_prefill_seqs)),
-            ("num_prefill_tokens", U64(&self.num_prefill_tokens)),
-            ("num_decode_tokens", U32(&self.num_decode_tokens)),
-            ("num_sampled", U32(&self.num_sampled)),
-            ("decode_context_tokens", U64(&self.decode_context_tokens)),
-            ("num_preempted", U32(&self.num_preempted)),
-            ("num_blocks_used", U32(&self.num_blocks_used)),
-            ("num_waiting", U32(&self.num_waiting)),
-            ("num_running", U32(&self.num_running)),
-            ("forward_s", F32(&self.forward_s)),
-            ("attention_s", F32(&self.attention_s)),
-            ("communication_s", F32(&self.communication_s)),
-            ("cpu_s", F32(&self.cpu_s)),
-            ("attention_flops", F32(&self.attention_flops)),
-            ("attention_bytes", F32(&self.attention_bytes)),
-        ]
+        macro_rules! listed {
+            ($($column:ident: $type:ty => $kind:ident),+) => {
+                [$((stringify!($column), ColumnValues::$kind(&self.$column))),+]
+            };
+        }
+        with_iteration_columns!(listed)
     }
 
     /// Hands every column to `each`, in `columns()` order, freeing it once `each` returns: a
@@ -205,54 +218,13 @@ impl IterationRecords {
         self,
         mut each: impl FnMut(&'static str, ColumnValues<'_>) -> std::result::Result<(), E>,
     ) -> std::result::Result<(), E> {
-        use ColumnValues::{F32, F64, U32, U64};
-        let IterationRecords {
-            replica,
-            start_s,
-            end_s,
-            num_seqs,
-            num_prefill_seqs,
-            num_prefill_tokens,
-            num_decode_tokens,
-            num_sampled,
-            decode_context_tokens,
-            num_preempted,
-            num_blocks_used,
-            num_waiting,
-            num_running,
-            forward_s,
-            attention_s,
-            communication_s,
-            cpu_s,
-            attention_flops,
-            attention_bytes,
-        } = self;
         macro_rules! hand_over {
-            ($($kind:ident($column:ident)),+ $(,)?) => {
-                $(each(stringify!($column), $kind(&$column))?; drop($column);)+
+            ($($column:ident: $type:ty => $kind:ident),+) => {
+                let IterationRecords { $($column),+ } = self;
+                $(each(stringify!($column), ColumnValues::$kind(&$column))?; drop($column);)+
             };
         }
-        hand_over!(
-            U32(replica),
-            F64(start_s),
-            F64(end_s),
-            U32(num_seqs),
-            U32(num_prefill_seqs),
-            U64(num_prefill_tokens),
-            U32(num_decode_tokens),
-            U32(num_sampled),
-            U64(decode_context_tokens),
-            U32(num_preempted),
-            U32(num_blocks_used),
-            U32(num_waiting),
-            U32(num_running),
-            F32(forward_s),
-            F32(attention_s),
-            F32(communication_s),
-            F32(cpu_s),
-            F32(attention_flops),
-            F32(attention_bytes),
-        );
+        with_iteration_columns!(hand_over);
         Ok(())
     }
 
