@@ -17,8 +17,8 @@ from vidur.simulation import SimulationResult
 _CHUNK = 1 << 20  # iterations read at once: a long run's columns are never all in memory
 
 
-def iteration_work(result: SimulationResult, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """(FLOPs, bytes) of recorded iterations `start:stop`, summed over the replica's GPUs."""
+def iteration_flops(result: SimulationResult, start: int, stop: int) -> np.ndarray:
+    """The FLOPs of recorded iterations `start:stop`, summed over the replica's GPUs."""
     shape = result.deployment.shape
     model = shape.model
     it = result.iterations
@@ -28,14 +28,21 @@ def iteration_work(result: SimulationResult, start: int, stop: int) -> tuple[np.
     flops *= 2.0 * model.num_layers * model.layer_params
     flops += 2.0 * model.embedding_params * it["num_sampled"][start:stop]
     # Attention work is recorded per layer per GPU.
-    attention_scale = model.num_layers * shape.tensor_parallel
     attention_flops = it["attention_flops"][start:stop].astype(np.float64)
-    attention_flops *= attention_scale
+    attention_flops *= model.num_layers * shape.tensor_parallel
     flops += attention_flops
-    bytes_moved = it["attention_bytes"][start:stop].astype(np.float64)
-    bytes_moved *= attention_scale
+    return flops
+
+
+def iteration_bytes(result: SimulationResult, start: int, stop: int) -> np.ndarray:
+    """The bytes moved by recorded iterations `start:stop` (every weight read once plus
+    attention's), summed over the replica's GPUs."""
+    shape = result.deployment.shape
+    model = shape.model
+    bytes_moved = result.iterations["attention_bytes"][start:stop].astype(np.float64)
+    bytes_moved *= model.num_layers * shape.tensor_parallel
     bytes_moved += float(model.num_params * model.dtype_bytes)
-    return flops, bytes_moved
+    return bytes_moved
 
 
 def busy_s(result: SimulationResult) -> float:
@@ -84,8 +91,8 @@ def utilization(result: SimulationResult) -> dict[str, float | None]:
         return {"mfu": None, "mfu_busy": None, "mbu": None, "mbu_busy": None, "busy_fraction": None}
     deployment = result.deployment
     gpu = deployment.shape.gpu
-    flops = float(total(DerivedColumn(n, lambda start, stop: iteration_work(result, start, stop)[0])))
-    bytes_moved = float(total(DerivedColumn(n, lambda start, stop: iteration_work(result, start, stop)[1])))
+    flops = float(total(DerivedColumn(n, lambda start, stop: iteration_flops(result, start, stop))))
+    bytes_moved = float(total(DerivedColumn(n, lambda start, stop: iteration_bytes(result, start, stop))))
     num_gpus = deployment.num_gpus
     start = float(result.workload.arrival_s.min())
     duration = max(float(it["end_s"].max()) - start, 1e-12)
