@@ -13,11 +13,13 @@ __all__ = [
     "InvalidConfigError",
     "InvalidOutputsError",
     "InvalidRequestError",
+    "RecordedTokens",
     "RequestState",
     "ScheduledRequest",
     "Scheduler",
     "SchedulerConfig",
     "SchedulerError",
+    "TokenLedger",
     "TooManyBatchesInFlightError",
     "UnknownRequestError",
 ]
@@ -185,6 +187,46 @@ class RequestState:
     def num_blocks(self) -> int: ...
     @property
     def num_preemptions(self) -> int: ...
+
+@final
+class RecordedTokens:
+    """One batch's sampled tokens of requests still live, in batch order, as columns."""
+
+    @property
+    def ids(self) -> bytes: ...
+    @property
+    def token_ids(self) -> bytes: ...
+    @property
+    def positions(self) -> bytes: ...
+    @property
+    def ttfts(self) -> bytes: ...
+    @property
+    def tbts(self) -> bytes: ...
+    @property
+    def stopped_ids(self) -> list[int]: ...
+    @property
+    def all_live(self) -> bool: ...
+    @property
+    def num_tokens(self) -> int: ...
+
+@final
+class TokenLedger:
+    def __new__(cls, eos_token_ids: Sequence[int], vocab_size: int) -> "TokenLedger": ...
+    def take(
+        self,
+        slot: int,
+        request_id: int,
+        arrival_time: float,
+        *,
+        min_tokens: int = 0,
+        ignore_eos: bool = False,
+        stop_token_ids: Sequence[int] = ...,
+    ) -> None: ...
+    def release(self, slot: int, request_id: int) -> bool: ...
+    def token_times(self, slot: int, request_id: int) -> tuple[int, float, float] | None: ...
+    def record(
+        self, batch: Batch, sampled_token_ids: bytes, now: float, dropped: set[int] | frozenset[int]
+    ) -> RecordedTokens: ...
 
 @final
 class Scheduler:

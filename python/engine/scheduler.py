@@ -4,7 +4,8 @@
 (a prefill chunk or one decode token), where in the sequence they start, whether a token is
 sampled, and which KV blocks were appended to its block table; plus the requests preempted.
 `Scheduler.update(batch, sampled_token_ids, finished_ids, aborted_ids)` applies the outcome
-and returns the requests that finished.
+and returns the requests that finished. `TokenLedger` is the engine core's per-slot record of
+sampled tokens (latencies, EOS and stop tokens), read from a batch in place.
 """
 
 from engine._scheduler import (
@@ -17,11 +18,13 @@ from engine._scheduler import (
     InvalidConfigError,
     InvalidOutputsError,
     InvalidRequestError,
+    RecordedTokens,
     RequestState,
     ScheduledRequest,
     Scheduler,
     SchedulerConfig,
     SchedulerError,
+    TokenLedger,
     TooManyBatchesInFlightError,
     UnknownRequestError,
 )
@@ -39,11 +42,13 @@ __all__ = [
     "InvalidConfigError",
     "InvalidOutputsError",
     "InvalidRequestError",
+    "RecordedTokens",
     "RequestState",
     "ScheduledRequest",
     "Scheduler",
     "SchedulerConfig",
     "SchedulerError",
+    "TokenLedger",
     "TooManyBatchesInFlightError",
     "UnknownRequestError",
 ]

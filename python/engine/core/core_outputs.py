@@ -2,7 +2,7 @@
 one) into one `CoreOutputs`: the tokens as columns, the requests that finished, the figures of
 the steps completed since the last message, and the scheduler's load."""
 
-from engine.core.request_slots import ProducedTokens
+from engine.scheduler import RecordedTokens
 from engine.wire.core_messages import CoreOutputs, FinishedOutput, IterationStats, RejectedRequest, SchedulerLoad
 from engine.wire.step import PromptLogprobs, TokenLogprobs
 
@@ -26,20 +26,14 @@ class OutputsBuilder:
     def tokens(
         self,
         time: float,
-        produced: ProducedTokens,
+        recorded: RecordedTokens,
         logprobs: list[TokenLogprobs | None],
         prompt_logprobs: list[PromptLogprobs],
-        sampled: tuple[bytes, bytes],
     ) -> None:
-        """One step's tokens (a message carries one step's). `sampled`: the step's (ids, token
-        ids) columns as they came, which are the message's when every token is delivered."""
+        """One step's tokens (a message carries one step's)."""
         self._time = time
-        if produced.all_live:
-            self._ids, self._token_ids = sampled
-        else:
-            self._ids, self._token_ids = produced.ids.tobytes(), produced.tokens.tobytes()
-        self._ttfts = produced.ttfts.tobytes()
-        self._tbts = produced.tbts.tobytes()
+        self._ids, self._token_ids = recorded.ids, recorded.token_ids
+        self._ttfts, self._tbts = recorded.ttfts, recorded.tbts
         self._logprobs = logprobs
         self._prompt_logprobs = prompt_logprobs
 

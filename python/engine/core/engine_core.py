@@ -4,7 +4,7 @@
 The loop keeps up to `max_batches_in_flight` steps at the workers. With async scheduling (two
 in flight) the next step is scheduled and sent while the current one runs, so the workers go
 from one step to the next without waiting for the core: each iteration the core receives the
-oldest step's sampled tokens, checks EOS and stop tokens (vectorized, `RequestSlots`), updates
+oldest step's sampled tokens, checks EOS and stop tokens (one call into Rust, `TokenLedger`), updates
 the scheduler, posts one `CoreOutputs` to the front-end (the tokens as two columns, the requests
 that finished, the step's figures), then schedules and sends the next step. No Python object
 is made per token here; the front-end fans the tokens out to the streams and makes the text.
@@ -21,11 +21,19 @@ import trio
 
 from engine.core.core_outputs import OutputsBuilder
 from engine.core.iteration_log import IterationLog, IterationRecord, batch_columns
-from engine.core.request_slots import EngineRequest, RequestSlots
+from engine.core.engine_request import EngineRequest
 from engine.core.step_builder import build_step
 from engine.errors import EngineFailedError
 from engine.executor.worker_group import WorkerGroup
-from engine.scheduler import PRODUCES_TOKEN, Batch, FinishedRequest, Scheduler, SchedulerConfig, SchedulerError
+from engine.scheduler import (
+    PRODUCES_TOKEN,
+    Batch,
+    FinishedRequest,
+    Scheduler,
+    SchedulerConfig,
+    SchedulerError,
+    TokenLedger,
+)
 from engine.wire.core_messages import AddRequest, CoreFailed, IterationStats, SchedulerLoad
 from engine.wire.message_link import LinkClosedError, MessageLink
 from engine.wire.step import NewRequest, StepOutput
@@ -71,7 +79,7 @@ class EngineCore:
         self._workers = workers
         self._front_end = front_end
         self._requests: dict[int, EngineRequest] = {}
-        self._slots = RequestSlots(self.model.eos_token_ids, self.model.vocab_size)
+        self._ledger = TokenLedger(list(self.model.eos_token_ids), self.model.vocab_size)
         self._in_flight: deque[_InFlight] = deque()
         self._outputs = OutputsBuilder()
         # The step whose outputs were applied last, and the host time it took so far.
@@ -233,7 +241,7 @@ class EngineCore:
             self.scheduler.update(batch, [])
             return False
         for slot, request_id in zip(batch.new_request_slots, batch.new_request_ids, strict=True):
-            self._slots.take(slot, self._requests[request_id])
+            self._take_slot(slot, self._requests[request_id])
         await self._workers.send(build_step(next(self._step_ids), batch, self._new_request, self._take_forwarded()))
         queued = bool(self._in_flight)
         self._in_flight.append(_InFlight(batch, set(), scheduled_at, time.perf_counter() - started, queued))
@@ -250,38 +258,59 @@ class EngineCore:
         request = self._requests[request_id]
         return NewRequest(request_id, request.prompt_token_ids, request.sampling)
 
+    def _take_slot(self, slot: int, request: EngineRequest) -> None:
+        """`request` holds `slot` from now on (its first batch, or its first after a preemption)."""
+        if request.slot is not None:
+            self._ledger.release(request.slot, request.request_id)
+        request.slot = slot
+        sampling = request.sampling
+        self._ledger.take(
+            slot,
+            request.request_id,
+            request.arrival_time,
+            min_tokens=sampling.min_tokens,
+            ignore_eos=sampling.ignore_eos,
+            stop_token_ids=sampling.stop_token_ids,
+        )
+
     def _apply(self, done: _InFlight, output: StepOutput) -> int:
         """Records a step's sampled tokens for the front-end and updates the scheduler; returns
         how many tokens were delivered."""
         batch = done.batch
         now = time.time()
-        slots = np.frombuffer(batch.slots, dtype="<u4")
+        if self._forwards_tokens:
+            self._unforwarded.append(self._producing_columns(batch, output.sampled_token_ids))
+        recorded = self._ledger.record(batch, output.sampled_token_ids, now, done.dropped)
+        logprobs = []
+        if output.logprobs:
+            logprobs = [output.logprobs[p] for p in np.frombuffer(recorded.positions, dtype="<u4").tolist()]
+        live_prompt_logprobs = [p for p in output.prompt_logprobs if p.request_id in self._requests]
+        self._outputs.tokens(now, recorded, logprobs, live_prompt_logprobs)
+        for finished in self.scheduler.update(batch, output.sampled_token_ids, finished_ids=recorded.stopped_ids):
+            self._finish(finished, "stop" if finished.reason == "stop" else "length")
+        return recorded.num_tokens
+
+    @staticmethod
+    def _producing_columns(batch: Batch, sampled_token_ids: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(ids, slots, tokens) of the batch's entries that sampled a token."""
         ids = np.frombuffer(batch.ids, dtype="<u8")
+        slots = np.frombuffer(batch.slots, dtype="<u4")
         if batch.num_producing < len(batch):
             producing = (np.frombuffer(batch.flags, dtype=np.uint8) & PRODUCES_TOKEN) != 0
-            slots, ids = slots[producing], ids[producing]
-        ids_column = ids.tobytes() if batch.num_producing < len(batch) else batch.ids
-        tokens = np.frombuffer(output.sampled_token_ids, dtype="<u4")
-        if self._forwards_tokens:
-            self._unforwarded.append((ids, slots, tokens))
-        produced = self._slots.produced(slots, ids, tokens, now, done.dropped)
-        logprobs = [output.logprobs[p] for p in produced.positions.tolist()] if output.logprobs else []
-        live_prompt_logprobs = [p for p in output.prompt_logprobs if p.request_id in self._requests]
-        self._outputs.tokens(now, produced, logprobs, live_prompt_logprobs, (ids_column, output.sampled_token_ids))
-        for finished in self.scheduler.update(batch, output.sampled_token_ids, finished_ids=produced.stopped_ids):
-            self._finish(finished, "stop" if finished.reason == "stop" else "length")
-        return len(produced.tokens)
+            ids, slots = ids[producing], slots[producing]
+        return ids, slots, np.frombuffer(sampled_token_ids, dtype="<u4")
 
     def _finish(self, finished: FinishedRequest, reason: str) -> None:
         request = self._requests.pop(finished.id, None)
         if request is None:
             return
         now = time.time()
-        slot = request.slot
-        num_output = int(self._slots.num_output[slot]) if slot is not None else 0
-        first_token = float(self._slots.first_token_time[slot]) if slot is not None else np.nan
-        last_token = float(self._slots.last_token_time[slot]) if slot is not None else np.nan
-        self._slots.release(request)
+        num_output, first_token, last_token = 0, np.nan, np.nan
+        if request.slot is not None:
+            times = self._ledger.token_times(request.slot, request.request_id)
+            if times is not None:
+                num_output, first_token, last_token = times
+            self._release_slot(request)
         first_scheduled = np.nan
         if finished.first_scheduled_at is not None:
             # The scheduler's clock is monotonic; report wall-clock time like every other timestamp.
@@ -298,6 +327,11 @@ class EngineCore:
             num_cached_tokens=finished.num_cached_tokens,
         )
 
+    def _release_slot(self, request: EngineRequest) -> None:
+        if request.slot is not None:
+            self._ledger.release(request.slot, request.request_id)
+            request.slot = None
+
     async def _fail_when_workers_fail(self) -> None:
         """Fails every request at once when a worker dies, even while the loop is idle."""
         await self._workers.failed.wait()
@@ -309,7 +343,7 @@ class EngineCore:
             log.error("the engine failed: %s; failing %d requests", message, len(self._requests))
         for request_id, request in list(self._requests.items()):
             self.scheduler.abort(request_id)
-            self._slots.release(request)
+            self._release_slot(request)
         self._requests.clear()
         try:
             self._front_end.post(CoreFailed(message))
