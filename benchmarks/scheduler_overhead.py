@@ -102,9 +102,7 @@ def engine_visible_us(num_running: int, iterations: int) -> list[float]:
 
     def iterate() -> list[int]:
         batch = scheduler.schedule(0.0)
-        columns = (batch.ids, batch.slots, batch.num_tokens_per_request, batch.num_computed_tokens, batch.flags,
-                   batch.new_block_offsets, batch.new_block_ids)
-        _ = (columns, batch.new_request_ids, batch.new_request_slots, batch.preempted_ids,
+        _ = (batch.columns(), batch.new_request_ids, batch.new_request_slots, batch.preempted_ids,
              batch.preempted_num_tokens, batch.finished_ids)
         return [f.id for f in scheduler.update(batch, tokens[: 4 * batch.num_producing])]
 

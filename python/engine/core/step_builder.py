@@ -17,15 +17,16 @@ def build_step(
     """`new_request(request_id)`: the full data of a request the workers have not seen yet;
     `forwarded`: (ids, slots, tokens) sampled since the last step, for pipeline stages."""
     forwarded_ids, forwarded_slots, forwarded_token_ids = forwarded
+    ids, slots, num_tokens, num_computed_tokens, flags, new_block_offsets, new_block_ids = batch.columns()
     return StepInput(
         step_id=step_id,
-        ids=batch.ids,
-        slots=batch.slots,
-        num_tokens=batch.num_tokens_per_request,
-        num_computed_tokens=batch.num_computed_tokens,
-        flags=batch.flags,
-        new_block_offsets=batch.new_block_offsets,
-        new_block_ids=batch.new_block_ids,
+        ids=ids,
+        slots=slots,
+        num_tokens=num_tokens,
+        num_computed_tokens=num_computed_tokens,
+        flags=flags,
+        new_block_offsets=new_block_offsets,
+        new_block_ids=new_block_ids,
         new_requests=[new_request(request_id) for request_id in batch.new_request_ids],
         preempted_ids=batch.preempted_ids,
         preempted_num_tokens=batch.preempted_num_tokens,

@@ -6,8 +6,11 @@ oversized or corrupt header can never make it allocate or wait for gigabytes.
 
 import socket
 import struct
+from typing import Protocol, TypeVar
 
 import trio
+
+T = TypeVar("T", covariant=True)
 
 HEADER = struct.Struct("!I")
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -66,6 +69,55 @@ def recv_frame(sock: socket.socket, max_bytes: int = DEFAULT_MAX_FRAME_BYTES) ->
     (size,) = HEADER.unpack(header)
     _check_size(size, max_bytes)
     return _recv_exactly(sock, size)
+
+
+class Decoder(Protocol[T]):
+    def decode(self, data: memoryview, /) -> T: ...
+
+
+class SocketFrameReader:
+    """Reads frames from a plain blocking socket into one buffer it keeps: a frame already
+    waiting costs one `recv_into` and no copy (the model worker reads each step so, between two
+    forwards). `read` hands the payload to `decoder` while it is still in the buffer."""
+
+    def __init__(self, sock: socket.socket, max_bytes: int = DEFAULT_MAX_FRAME_BYTES, initial_bytes: int = 1 << 20):
+        self._socket = sock
+        self._max_bytes = max_bytes
+        self._buffer = bytearray(initial_bytes)
+        self._start = self._end = 0
+
+    def _fill(self, size: int) -> bool:
+        """Until `size` bytes from the frame's start are in the buffer; False on a close."""
+        if self._start + size > len(self._buffer):
+            pending = self._buffer[self._start : self._end]
+            if size > len(self._buffer):
+                self._buffer = bytearray(max(size, 2 * len(self._buffer)))
+            self._buffer[: len(pending)] = pending
+            self._start, self._end = 0, len(pending)
+        while self._end - self._start < size:
+            with memoryview(self._buffer) as free:
+                count = self._socket.recv_into(free[self._end :])
+            if count == 0:
+                return False
+            self._end += count
+        return True
+
+    def read(self, decoder: Decoder[T]) -> T | None:
+        """The next frame, decoded; None when the peer closed cleanly between frames."""
+        if not self._fill(HEADER.size):
+            if self._end > self._start:
+                raise FrameError("connection closed in the middle of a frame")
+            return None
+        (size,) = HEADER.unpack_from(self._buffer, self._start)
+        _check_size(size, self._max_bytes)
+        if not self._fill(HEADER.size + size):
+            raise FrameError("connection closed in the middle of a frame")
+        begin = self._start + HEADER.size
+        self._start = begin + size
+        if self._start == self._end:
+            self._start = self._end = 0
+        with memoryview(self._buffer) as view, view[begin : begin + size] as payload:
+            return decoder.decode(payload)
 
 
 def send_frame(sock: socket.socket, payload: bytes) -> None:

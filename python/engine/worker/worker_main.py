@@ -9,7 +9,7 @@ import traceback
 import msgspec
 
 from engine.process_death import die_with_parent
-from engine.wire.framing import recv_frame, send_frame
+from engine.wire.framing import SocketFrameReader, send_frame
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.wire.worker_messages import (
     CacheReady,
@@ -56,9 +56,10 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
                 attention_backend=info.attention_backend,
             )
         )
+        commands = SocketFrameReader(connection, MAX_COMMAND_BYTES)
         previous_end = time.perf_counter()
-        while (payload := recv_frame(connection, MAX_COMMAND_BYTES)) is not None:
-            match command_decoder.decode(payload):
+        while (command := commands.read(command_decoder)) is not None:
+            match command:
                 case Execute(step=step):
                     start = time.perf_counter()
                     output = runner.execute(step)

@@ -216,6 +216,33 @@ impl PyBatch {
         )
     }
 
+    /// Every column above in one call, in this order: `ids`, `slots`, `num_tokens_per_request`,
+    /// `num_computed_tokens`, `flags`, `new_block_offsets`, `new_block_ids` (the engine reads
+    /// them so once a step; each getter alone costs a call).
+    #[allow(clippy::type_complexity)]
+    fn columns<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<(
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+        Bound<'py, PyBytes>,
+    )> {
+        Ok((
+            self.ids(py)?,
+            self.slots(py)?,
+            self.num_tokens_per_request(py)?,
+            self.num_computed_tokens(py)?,
+            self.flags(py)?,
+            self.new_block_offsets(py)?,
+            self.new_block_ids(py)?,
+        ))
+    }
+
     #[getter]
     fn num_tokens(&self) -> u32 {
         self.inner.num_tokens()
