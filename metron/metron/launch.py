@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self
 
 POLL_INTERVAL_S = 0.1
+KILL_WAIT_S = 5.0
 # The server is on this machine: no proxy from the environment stands between.
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -95,7 +96,8 @@ class LaunchedServer:
         return None if self._process is None else self._process.poll()
 
     def stop(self) -> None:
-        """SIGTERM to the group, SIGKILL to what is left of it after the grace period."""
+        """SIGTERM to the group, SIGKILL to what is left of it after the grace period; returns once
+        the group is gone (or KILL_WAIT_S after the SIGKILL, should a parent not reap a member)."""
         if self._process is None:
             return
         _signal_group(self.pid, signal.SIGTERM)
@@ -106,6 +108,10 @@ class LaunchedServer:
             time.sleep(POLL_INTERVAL_S)
         _signal_group(self.pid, signal.SIGKILL)
         self._process.wait()
+        # The shell's children die on their own time after the SIGKILL, not when the shell does.
+        deadline = time.monotonic() + KILL_WAIT_S
+        while _group_exists(self.pid) and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL_S)
 
     def log_tail(self, num_lines: int = 20) -> list[str]:
         try:
