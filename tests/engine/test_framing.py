@@ -1,11 +1,12 @@
 import socket
 import threading
 
+import msgspec
 import pytest
 import trio
 import trio.testing
 
-from engine.wire.framing import HEADER, FrameError, FrameReader, SocketFrameReader, frame, recv_frame, send_frame
+from engine.wire.framing import HEADER, FrameEncoder, FrameError, FrameReader, SocketFrameReader, frame, recv_frame, send_frame
 
 
 async def test_frames_round_trip_whatever_the_chunking() -> None:
@@ -96,3 +97,10 @@ def test_the_buffered_socket_reader_refuses_bad_frames() -> None:
         left.close()
         with pytest.raises(FrameError, match="middle of a frame"):
             reader.read(_Raw())
+
+
+def test_the_frame_encoder_reuses_its_buffer_for_frames_of_any_size() -> None:
+    encoder = FrameEncoder()
+    for message in ([1, 2, 3], "x" * 5000, {"a": b"\x00" * 10}, []):
+        expected = frame(msgspec.msgpack.encode(message))
+        assert bytes(encoder.frame(message)) == expected

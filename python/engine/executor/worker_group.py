@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 import msgspec
 import trio
 
-from engine.wire.framing import FrameError, FrameReader, frame
+from engine.wire.framing import FrameEncoder, FrameError, FrameReader
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.errors import EngineFailedError
 from engine.wire.step import StepInput, StepOutput
@@ -103,7 +103,7 @@ class WorkerGroup:
         self._sockets: list[socket.socket] = []
         self._streams: list[trio.SocketStream] = []
         self._readers: list[FrameReader] = []
-        self._encoder = msgspec.msgpack.Encoder()
+        self._frames = FrameEncoder()
         self._pending: trio.CancelScope | None = None
         self.failure: str | None = None
         self.failed = trio.Event()
@@ -199,7 +199,7 @@ class WorkerGroup:
     async def _broadcast(self, message: msgspec.Struct) -> None:
         """Sends to every rank. The first attempt is a plain non-blocking send that does not yield
         to other tasks, so the workers start computing before any stream reader runs."""
-        payload = frame(self._encoder.encode(message))
+        payload = self._frames.frame(message)
         unsent = []
         for rank, sock in enumerate(self._sockets):
             try:
@@ -209,7 +209,7 @@ class WorkerGroup:
             except OSError:
                 await self._died(rank, "its connection broke")
             if sent < len(payload):
-                unsent.append((rank, payload[sent:]))
+                unsent.append((rank, bytes(payload[sent:])))
         for rank, rest in unsent:
             try:
                 await self._streams[rank].send_all(rest)
@@ -270,7 +270,7 @@ class WorkerGroup:
 
     async def _shutdown(self) -> None:
         with trio.move_on_after(SHUTDOWN_GRACE_S):
-            payload = frame(self._encoder.encode(Shutdown()))
+            payload = bytes(self._frames.frame(Shutdown()))
             for stream in self._streams:
                 try:
                     await stream.send_all(payload)

@@ -8,6 +8,7 @@ import socket
 import struct
 from typing import Protocol, TypeVar
 
+import msgspec
 import trio
 
 T = TypeVar("T", covariant=True)
@@ -22,6 +23,20 @@ class FrameError(Exception):
 
 def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
+
+
+class FrameEncoder:
+    """Encodes messages as frames into one buffer it reuses, so a frame costs no allocation and
+    no copy besides the encoding; the frame it returns is valid until its next call."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._buffer = bytearray()
+
+    def frame(self, message: object) -> bytearray:
+        self._encoder.encode_into(message, self._buffer, HEADER.size)
+        HEADER.pack_into(self._buffer, 0, len(self._buffer) - HEADER.size)
+        return self._buffer
 
 
 def _check_size(size: int, max_bytes: int) -> None:

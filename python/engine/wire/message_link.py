@@ -12,7 +12,7 @@ import socket
 import msgspec
 import trio
 
-from engine.wire.framing import FrameReader, frame
+from engine.wire.framing import FrameEncoder, FrameReader
 
 MAX_MESSAGE_BYTES = 1 << 30
 
@@ -27,7 +27,7 @@ class MessageLink:
         self._socket = sock
         self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         self.reader = FrameReader(self._stream, MAX_MESSAGE_BYTES)
-        self._encoder = msgspec.msgpack.Encoder()
+        self._frames = FrameEncoder()
         self._queue: list[bytes] = []
         self._queued = trio.Event()
         self._pumping = False
@@ -38,19 +38,19 @@ class MessageLink:
         peer is gone."""
         if self.closed:
             raise LinkClosedError("the link to the other process is closed")
-        payload = frame(self._encoder.encode(message))
+        payload = self._frames.frame(message)
+        sent = 0
         if not self._queue and not self._pumping:
             try:
                 sent = self._socket.send(payload)
             except BlockingIOError:
-                sent = 0
+                pass
             except OSError as error:
                 self.closed = True
                 raise LinkClosedError(f"the link to the other process broke: {error}") from error
             if sent == len(payload):
                 return
-            payload = payload[sent:]
-        self._queue.append(payload)
+        self._queue.append(bytes(payload[sent:]))
         self._queued.set()
 
     async def pump(self) -> None:

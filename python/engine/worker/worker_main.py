@@ -9,7 +9,7 @@ import traceback
 import msgspec
 
 from engine.process_death import die_with_parent
-from engine.wire.framing import SocketFrameReader, send_frame
+from engine.wire.framing import FrameEncoder, SocketFrameReader
 from engine.wire.runner_config import ModelRunnerConfig
 from engine.wire.worker_messages import (
     CacheReady,
@@ -31,10 +31,10 @@ def run_worker(rank: int, config: ModelRunnerConfig, connection: socket.socket) 
     # requests, then the engine core shuts the workers down itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    encoder = msgspec.msgpack.Encoder()
+    frames = FrameEncoder()
 
     def reply(message: msgspec.Struct) -> None:
-        send_frame(connection, encoder.encode(message))
+        connection.sendall(frames.frame(message))
 
     from engine.worker.model_runner import ModelRunner  # torch is imported in the workers only
 
