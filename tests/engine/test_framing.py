@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from engine.wire.framing import HEADER, FrameEncoder, FrameError, FrameReader, SocketFrameReader, frame, recv_frame, send_frame
+from engine.wire.framing import HEADER, FrameEncoder, FrameError, FrameReader, SocketFrameReader, frame, recv_frame
 
 
 async def test_frames_round_trip_whatever_the_chunking() -> None:
@@ -41,7 +41,7 @@ async def test_a_truncated_frame_is_an_error_not_a_clean_close() -> None:
 def test_blocking_socket_frames() -> None:
     left, right = socket.socketpair()
     with left, right:
-        send_frame(left, b"payload")
+        left.sendall(frame(b"payload"))
         assert recv_frame(right) == b"payload"
         left.sendall(HEADER.pack(50))
         with pytest.raises(FrameError, match="exceeds"):

@@ -43,7 +43,7 @@ def test_first_tokens_then_gaps_and_eos() -> None:
     batch = next_batch(scheduler, ledger, {10: 1.0, 11: 1.5}, r11={"ignore_eos": True})
     first = record(ledger, batch, [7, 8], now=2.0)
     assert column(first.ttfts, "<f8") == [1.0, 0.5] and column(first.tbts, "<f8") == []
-    assert first.stopped_ids == [] and first.all_live and first.num_tokens == 2
+    assert first.stopped_ids == [] and first.num_tokens == 2
     assert column(first.ids, "<u8") == [10, 11] and column(first.token_ids, "<u4") == [7, 8]
     finish_step(scheduler, batch, [7, 8])
     batch = next_batch(scheduler, ledger, {})
@@ -77,7 +77,7 @@ def test_tokens_of_requests_gone_or_preempted_are_left_out() -> None:
     assert ledger.release(slots[0], 1) and not ledger.release(slots[0], 1)
     out = record(ledger, batch, [EOS, EOS, 4], now=1.0, dropped={2})
     assert column(out.ids, "<u8") == [3] and column(out.token_ids, "<u4") == [4]
-    assert column(out.positions, "<u4") == [2] and not out.all_live and out.num_tokens == 1
+    assert column(out.positions, "<u4") == [2] and out.num_tokens == 1
     assert out.stopped_ids == []
     assert ledger.token_times(slots[1], 2) == (0, pytest.approx(np.nan, nan_ok=True), pytest.approx(np.nan, nan_ok=True))
 
@@ -103,7 +103,7 @@ def test_entries_that_sample_nothing_are_skipped() -> None:
     batch = next_batch(scheduler, ledger, {1: 0.0, 2: 0.0})
     assert column(batch.ids, "<u8") == [2, 1] and batch.num_producing == 1
     out = record(ledger, batch, [EOS], now=1.0)
-    assert column(out.ids, "<u8") == [2] and column(out.positions, "<u4") == [0] and out.all_live
+    assert column(out.ids, "<u8") == [2] and column(out.positions, "<u4") == [0] and out.num_tokens == 1
     assert out.stopped_ids == [2]
 
 

@@ -135,10 +135,6 @@ class SocketFrameReader:
             return decoder.decode(payload)
 
 
-def send_frame(sock: socket.socket, payload: bytes) -> None:
-    sock.sendall(frame(payload))
-
-
 def _recv_exactly(sock: socket.socket, size: int) -> bytes:
     view = bytearray(size)
     received = 0

@@ -69,9 +69,6 @@ pub struct PyRecordedTokens {
     /// Requests this step's token ends (EOS or a stop token id, at or past `min_tokens`).
     #[pyo3(get)]
     stopped_ids: Vec<u64>,
-    /// Every producing entry of the batch was live.
-    #[pyo3(get)]
-    all_live: bool,
     #[pyo3(get)]
     num_tokens: usize,
 }
@@ -224,7 +221,6 @@ impl PyTokenLedger {
             positions.push(position as u32);
         }
         Ok(PyRecordedTokens {
-            all_live: ids.len() == num_producing,
             num_tokens: ids.len(),
             ids: le_bytes(py, &ids, u64::to_le_bytes),
             token_ids: le_bytes(py, &token_ids, u32::to_le_bytes),
