@@ -8,7 +8,7 @@ pub const IS_PREFILL: u8 = 2;
 pub const IS_NEW: u8 = 4;
 
 /// A column of little-endian numbers as `bytes` (read with `numpy.frombuffer`).
-fn column<'py, T: Copy, const N: usize>(
+pub(crate) fn column<'py, T: Copy, const N: usize>(
     py: Python<'py>,
     values: impl ExactSizeIterator<Item = T>,
     to_bytes: fn(T) -> [u8; N],

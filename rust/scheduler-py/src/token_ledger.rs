@@ -11,7 +11,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use crate::batch::PyBatch;
+use crate::batch::{column, PyBatch};
 
 const FREE: u64 = u64::MAX;
 
@@ -71,18 +71,6 @@ pub struct PyRecordedTokens {
     stopped_ids: Vec<u64>,
     #[pyo3(get)]
     num_tokens: usize,
-}
-
-fn le_bytes<T: Copy, const N: usize>(
-    py: Python<'_>,
-    values: &[T],
-    to_bytes: fn(T) -> [u8; N],
-) -> Py<PyBytes> {
-    let mut out = Vec::with_capacity(values.len() * N);
-    for &value in values {
-        out.extend_from_slice(&to_bytes(value));
-    }
-    PyBytes::new(py, &out).unbind()
 }
 
 #[pymethods]
@@ -222,11 +210,11 @@ impl PyTokenLedger {
         }
         Ok(PyRecordedTokens {
             num_tokens: ids.len(),
-            ids: le_bytes(py, &ids, u64::to_le_bytes),
-            token_ids: le_bytes(py, &token_ids, u32::to_le_bytes),
-            positions: le_bytes(py, &positions, u32::to_le_bytes),
-            ttfts: le_bytes(py, &ttfts, f64::to_le_bytes),
-            tbts: le_bytes(py, &tbts, f64::to_le_bytes),
+            ids: column(py, ids.iter().copied(), u64::to_le_bytes)?.unbind(),
+            token_ids: column(py, token_ids.iter().copied(), u32::to_le_bytes)?.unbind(),
+            positions: column(py, positions.iter().copied(), u32::to_le_bytes)?.unbind(),
+            ttfts: column(py, ttfts.iter().copied(), f64::to_le_bytes)?.unbind(),
+            tbts: column(py, tbts.iter().copied(), f64::to_le_bytes)?.unbind(),
             stopped_ids,
         })
     }
