@@ -125,6 +125,8 @@ class Batch:
     def new_request_ids(self) -> list[int]: ...
     @property
     def new_request_slots(self) -> list[int]: ...
+    def membership(self) -> tuple[list[int], list[int], list[int], list[int]]:
+        """(new_request_ids, preempted_ids, preempted_num_tokens, finished_ids) in one call."""
     # Columns (bytes of little-endian numbers, one entry per scheduled request, in batch order).
     @property
     def ids(self) -> bytes: ...
@@ -206,6 +208,9 @@ class RecordedTokens:
     @property
     def stopped_ids(self) -> list[int]: ...
     @property
+    def finished(self) -> list[FinishedRequest]:
+        """The requests that left the scheduler with this step (stopped, or at their length)."""
+    @property
     def num_tokens(self) -> int: ...
 
 @final
@@ -223,9 +228,15 @@ class TokenLedger:
     ) -> None: ...
     def release(self, slot: int, request_id: int) -> bool: ...
     def token_times(self, slot: int, request_id: int) -> tuple[int, float, float] | None: ...
-    def record(
-        self, batch: Batch, sampled_token_ids: bytes, now: float, dropped: set[int] | frozenset[int]
-    ) -> RecordedTokens: ...
+    def apply(
+        self,
+        scheduler: Scheduler,
+        batch: Batch,
+        sampled_token_ids: bytes,
+        now: float,
+        dropped: set[int] | frozenset[int],
+    ) -> RecordedTokens:
+        """Records the step's tokens, then updates `scheduler` with them and the requests they stopped."""
 
 @final
 class Scheduler:
@@ -276,3 +287,6 @@ class Scheduler:
     def check_invariants(self) -> None: ...
     def __contains__(self, request_id: int, /) -> bool: ...
     def __len__(self) -> int: ...
+    def load(self) -> tuple[int, int, int, int, int]:
+        """(num_waiting, num_running, num_used_blocks, num_prefix_cache_queried_tokens,
+        num_prefix_cache_hit_tokens) in one call."""

@@ -39,3 +39,28 @@ def test_columns_match_the_scheduled_requests() -> None:
     second = scheduler.schedule(0.0)  # 1 decodes, 2 ends its prompt
     check_columns(second)
     assert [(r.id, r.is_prefill, r.num_computed_tokens) for r in second.requests] == [(1, False, 20), (2, True, 20)]
+
+
+def test_membership_and_load_match_their_getters_through_preemption_and_finishing() -> None:
+    """`Batch.membership()` and `Scheduler.load()` (one call each, as the engine core reads them)
+    say what the single getters say, on batches that admit, preempt and drop requests."""
+    config = SchedulerConfig(token_budget=64, max_num_seqs=4, max_model_len=64, block_size=4, num_blocks=6)
+    scheduler = Scheduler(config)
+    for request_id in range(3):
+        scheduler.add_request(request_id, prompt_len=8, max_new_tokens=2 + 3 * request_id)
+    seen = {"new": 0, "preempted": 0, "finished": 0}
+    for _ in range(60):
+        if not len(scheduler):
+            break
+        batch = scheduler.schedule(0.0)
+        membership = batch.membership()
+        assert membership == (batch.new_request_ids, batch.preempted_ids, batch.preempted_num_tokens, batch.finished_ids)
+        for kind, ids in zip(seen, (membership[0], membership[1], membership[3]), strict=True):
+            seen[kind] += len(ids)
+        scheduler.update(batch, np.full(batch.num_producing, 5, dtype="<u4").tobytes())
+        assert scheduler.load() == (
+            scheduler.num_waiting, scheduler.num_running, scheduler.num_used_blocks,
+            scheduler.num_prefix_cache_queried_tokens, scheduler.num_prefix_cache_hit_tokens,
+        )
+    assert not len(scheduler) and scheduler.load()[:3] == (0, 0, 0)
+    assert seen["new"] >= 3 and seen["preempted"] >= 1 and seen["finished"] >= 2, seen

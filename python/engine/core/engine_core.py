@@ -4,10 +4,11 @@
 The loop keeps up to `max_batches_in_flight` steps at the workers. With async scheduling (two
 in flight) the next step is scheduled and sent while the current one runs, so the workers go
 from one step to the next without waiting for the core: each iteration the core receives the
-oldest step's sampled tokens, checks EOS and stop tokens (one call into Rust, `TokenLedger`), updates
-the scheduler, posts one `CoreOutputs` to the front-end (the tokens as two columns, the requests
-that finished, the step's figures), then schedules and sends the next step. No Python object
-is made per token here; the front-end fans the tokens out to the streams and makes the text.
+oldest step's sampled tokens, checks EOS and stop tokens and updates the scheduler (one call
+into Rust, `TokenLedger.apply`), posts one `CoreOutputs` to the front-end (the tokens as two
+columns, the requests that finished, the step's figures), then schedules and sends the next
+step. No Python object is made per token here; the front-end fans the tokens out to the streams
+and makes the text.
 """
 
 import itertools
@@ -197,14 +198,8 @@ class EngineCore:
             self._applied = (stats, time.perf_counter() - received)
 
     def _post(self) -> None:
-        load = SchedulerLoad(
-            num_waiting=self.scheduler.num_waiting,
-            num_running=self.scheduler.num_running,
-            num_used_blocks=self.scheduler.num_used_blocks,
-            num_prefix_cache_queried_tokens=self.scheduler.num_prefix_cache_queried_tokens,
-            num_prefix_cache_hit_tokens=self.scheduler.num_prefix_cache_hit_tokens,
-        )
-        self._front_end.post(self._outputs.take(load))
+        # `Scheduler.load()` answers in `SchedulerLoad`'s field order.
+        self._front_end.post(self._outputs.take(SchedulerLoad(*self.scheduler.load())))
 
     def _log_iteration(
         self, done: _InFlight, output: StepOutput, received_at: float, delivery_s: float, apply_s: float
@@ -234,15 +229,18 @@ class EngineCore:
         scheduled_at = time.time()
         started = time.perf_counter()
         batch = self.scheduler.schedule(time.monotonic())
-        for earlier in self._in_flight:
-            earlier.dropped.update(batch.preempted_ids)
         if not len(batch) and not batch.preempted_ids:
             # Nothing can run until something changes (an arrival, an abort, a batch's outputs).
             self.scheduler.update(batch, [])
             return False
-        for slot, request_id in zip(batch.new_request_slots, batch.new_request_ids, strict=True):
-            self._take_slot(slot, self._requests[request_id])
-        await self._workers.send(build_step(next(self._step_ids), batch, self._new_request, self._take_forwarded()))
+        step = build_step(next(self._step_ids), batch, self._new_request, self._take_forwarded())
+        if step.preempted_ids:
+            for earlier in self._in_flight:
+                earlier.dropped.update(step.preempted_ids)
+        if step.new_requests:
+            for slot, new in zip(batch.new_request_slots, step.new_requests, strict=True):
+                self._take_slot(slot, self._requests[new.request_id])
+        await self._workers.send(step)
         queued = bool(self._in_flight)
         self._in_flight.append(_InFlight(batch, set(), scheduled_at, time.perf_counter() - started, queued))
         return True
@@ -274,19 +272,19 @@ class EngineCore:
         )
 
     def _apply(self, done: _InFlight, output: StepOutput) -> int:
-        """Records a step's sampled tokens for the front-end and updates the scheduler; returns
-        how many tokens were delivered."""
+        """Records a step's sampled tokens for the front-end and updates the scheduler (one call
+        into Rust does both); returns how many tokens were delivered."""
         batch = done.batch
         now = time.time()
         if self._forwards_tokens:
             self._unforwarded.append(self._producing_columns(batch, output.sampled_token_ids))
-        recorded = self._ledger.record(batch, output.sampled_token_ids, now, done.dropped)
+        recorded = self._ledger.apply(self.scheduler, batch, output.sampled_token_ids, now, done.dropped)
         logprobs = []
         if output.logprobs:
             logprobs = [output.logprobs[p] for p in np.frombuffer(recorded.positions, dtype="<u4").tolist()]
         live_prompt_logprobs = [p for p in output.prompt_logprobs if p.request_id in self._requests]
         self._outputs.tokens(now, recorded, logprobs, live_prompt_logprobs)
-        for finished in self.scheduler.update(batch, output.sampled_token_ids, finished_ids=recorded.stopped_ids):
+        for finished in recorded.finished:
             self._finish(finished, "stop" if finished.reason == "stop" else "length")
         return recorded.num_tokens
 

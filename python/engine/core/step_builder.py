@@ -18,6 +18,7 @@ def build_step(
     `forwarded`: (ids, slots, tokens) sampled since the last step, for pipeline stages."""
     forwarded_ids, forwarded_slots, forwarded_token_ids = forwarded
     ids, slots, num_tokens, num_computed_tokens, flags, new_block_offsets, new_block_ids = batch.columns()
+    new_request_ids, preempted_ids, preempted_num_tokens, finished_ids = batch.membership()
     return StepInput(
         step_id=step_id,
         ids=ids,
@@ -27,10 +28,10 @@ def build_step(
         flags=flags,
         new_block_offsets=new_block_offsets,
         new_block_ids=new_block_ids,
-        new_requests=[new_request(request_id) for request_id in batch.new_request_ids],
-        preempted_ids=batch.preempted_ids,
-        preempted_num_tokens=batch.preempted_num_tokens,
-        finished_ids=batch.finished_ids,
+        new_requests=[new_request(request_id) for request_id in new_request_ids],
+        preempted_ids=preempted_ids,
+        preempted_num_tokens=preempted_num_tokens,
+        finished_ids=finished_ids,
         forwarded_ids=forwarded_ids,
         forwarded_slots=forwarded_slots,
         forwarded_token_ids=forwarded_token_ids,

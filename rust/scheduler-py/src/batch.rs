@@ -138,6 +138,19 @@ impl PyBatch {
             .collect()
     }
 
+    /// `new_request_ids`, `preempted_ids`, `preempted_num_tokens` and `finished_ids` in one
+    /// call: the requests this batch admits, takes back and drops (the step the workers run
+    /// carries them beside the columns).
+    #[allow(clippy::type_complexity)]
+    fn membership(&self) -> (Vec<u64>, Vec<u64>, Vec<u32>, Vec<u64>) {
+        (
+            self.new_request_ids(),
+            self.preempted_ids(),
+            self.preempted_num_tokens(),
+            self.finished_ids(),
+        )
+    }
+
     // ----- columns: one entry per scheduled request, in batch order -----
 
     /// Request ids, `<u8`.

@@ -11,7 +11,7 @@ use crate::batch::{PyBatch, PyFinishedRequest, PyRequestState};
 /// what running it produced.
 #[pyclass(module = "engine._scheduler", name = "Scheduler")]
 pub struct PyScheduler {
-    inner: Scheduler,
+    pub(crate) inner: Scheduler,
     config: Py<PySchedulerConfig>,
 }
 
@@ -231,5 +231,18 @@ impl PyScheduler {
 
     fn __len__(&self) -> usize {
         self.inner.num_waiting() + self.inner.num_running()
+    }
+
+    /// `num_waiting`, `num_running`, `num_used_blocks`, `num_prefix_cache_queried_tokens` and
+    /// `num_prefix_cache_hit_tokens` in one call (the engine core reports them every step).
+    fn load(&self) -> (usize, usize, u32, u64, u64) {
+        let cache = self.inner.prefix_cache_stats();
+        (
+            self.inner.num_waiting(),
+            self.inner.num_running(),
+            self.inner.block_manager().num_used(),
+            cache.num_queried_tokens,
+            cache.num_hit_tokens,
+        )
     }
 }

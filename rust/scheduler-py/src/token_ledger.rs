@@ -1,7 +1,8 @@
 //! The engine core's per-request bookkeeping of sampled tokens, indexed by the scheduler's
 //! slot: which of a batch's tokens still belong to a live request, first-token latencies and
-//! gaps, EOS, stop token ids and `min_tokens`. One call per step reads the batch in place and
-//! answers with columns, so the engine core runs no per-token Python and few Python calls: the
+//! gaps, EOS, stop token ids and `min_tokens`. One call per step reads the batch in place,
+//! updates the scheduler and answers with columns, so the engine core runs no per-token Python
+//! and few Python calls: the
 //! numpy version of this took 110-135 µs a step on a machine whose caches are cold at each
 //! step's outputs.
 
@@ -9,9 +10,12 @@ use std::collections::HashSet;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
+use scheduler::BatchOutputs;
+use scheduler_types_py::to_py;
 
-use crate::batch::{column, PyBatch};
+use crate::batch::{column, PyBatch, PyFinishedRequest};
+use crate::scheduler::PyScheduler;
 
 const FREE: u64 = u64::MAX;
 
@@ -69,6 +73,9 @@ pub struct PyRecordedTokens {
     /// Requests this step's token ends (EOS or a stop token id, at or past `min_tokens`).
     #[pyo3(get)]
     stopped_ids: Vec<u64>,
+    /// The requests that left the scheduler with this step (stopped, or at their length).
+    #[pyo3(get)]
+    finished: Py<PyList>,
     #[pyo3(get)]
     num_tokens: usize,
 }
@@ -149,12 +156,15 @@ impl PyTokenLedger {
         ))
     }
 
-    /// Records `batch`'s sampled tokens (`<u4`, one per producing entry, in batch order) at
-    /// wall-clock time `now`. Tokens of requests gone since the batch was scheduled (their slot
-    /// freed or reused), or in `dropped` (preempted while it ran), are left out.
-    fn record(
+    /// Applies a step's outputs: records `batch`'s sampled tokens (`<u4`, one per producing
+    /// entry, in batch order) at wall-clock time `now`, then updates `scheduler` with them and
+    /// with the requests they stopped, in the same call. Tokens of requests gone since the batch
+    /// was scheduled (their slot freed or reused), or in `dropped` (preempted while it ran), are
+    /// left out of the record; the scheduler drops them itself.
+    fn apply(
         &mut self,
         py: Python<'_>,
+        scheduler: &Bound<'_, PyScheduler>,
         batch: &PyBatch,
         sampled_token_ids: &[u8],
         now: f64,
@@ -167,23 +177,16 @@ impl PyTokenLedger {
                 sampled_token_ids.len()
             )));
         }
-        let tokens = sampled_token_ids
+        let tokens: Vec<u32> = sampled_token_ids
             .chunks_exact(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        // First read only: check the tokens and find the live entries and the requests they
+        // stop, so that a refused step changes neither the ledger nor the scheduler.
         let producing = batch.inner.requests.iter().filter(|r| r.produces_token);
-        let mut ids = Vec::with_capacity(num_producing);
-        let mut token_ids = Vec::with_capacity(num_producing);
-        let mut positions = Vec::with_capacity(num_producing);
-        let mut ttfts = Vec::new();
-        let mut tbts = Vec::with_capacity(num_producing);
+        let mut live = Vec::with_capacity(num_producing);
         let mut stopped_ids = Vec::new();
-        for (position, (entry, token)) in producing.zip(tokens).enumerate() {
-            let Some(state) = self.slots.get_mut(entry.slot as usize) else {
-                continue;
-            };
-            if state.request_id != entry.id || dropped.contains(&entry.id) {
-                continue;
-            }
+        for (position, (entry, &token)) in producing.zip(&tokens).enumerate() {
             let is_eos = *self.is_eos.get(token as usize).ok_or_else(|| {
                 PyValueError::new_err(format!(
                     "sampled token {token} of request {} is outside the vocabulary of {}",
@@ -191,6 +194,36 @@ impl PyTokenLedger {
                     self.is_eos.len()
                 ))
             })?;
+            let slot = entry.slot as usize;
+            let Some(state) = self.slots.get(slot) else {
+                continue;
+            };
+            if state.request_id != entry.id || dropped.contains(&entry.id) {
+                continue;
+            }
+            let may_stop = state.num_output_tokens + 1 >= state.min_tokens;
+            if may_stop && ((is_eos && state.stops_at_eos) || state.stop_token_ids.contains(&token))
+            {
+                stopped_ids.push(entry.id);
+            }
+            live.push((position as u32, slot, entry.id, token));
+        }
+        let finished = scheduler
+            .borrow_mut()
+            .inner
+            .update(
+                &batch.inner,
+                BatchOutputs {
+                    sampled_token_ids: &tokens,
+                    finished_ids: &stopped_ids,
+                    aborted_ids: &[],
+                },
+            )
+            .map_err(to_py)?;
+        let mut ttfts = Vec::new();
+        let mut tbts = Vec::with_capacity(live.len());
+        for &(_, slot, _, _) in &live {
+            let state = &mut self.slots[slot];
             if state.last_token_time.is_nan() {
                 state.first_token_time = now;
                 ttfts.push(now - state.arrival_time);
@@ -199,23 +232,17 @@ impl PyTokenLedger {
             }
             state.last_token_time = now;
             state.num_output_tokens += 1;
-            let may_stop = state.num_output_tokens >= state.min_tokens;
-            if may_stop && ((is_eos && state.stops_at_eos) || state.stop_token_ids.contains(&token))
-            {
-                stopped_ids.push(entry.id);
-            }
-            ids.push(entry.id);
-            token_ids.push(token);
-            positions.push(position as u32);
         }
+        let finished = finished.into_iter().map(PyFinishedRequest::from);
         Ok(PyRecordedTokens {
-            num_tokens: ids.len(),
-            ids: column(py, ids.iter().copied(), u64::to_le_bytes)?.unbind(),
-            token_ids: column(py, token_ids.iter().copied(), u32::to_le_bytes)?.unbind(),
-            positions: column(py, positions.iter().copied(), u32::to_le_bytes)?.unbind(),
+            num_tokens: live.len(),
+            ids: column(py, live.iter().map(|l| l.2), u64::to_le_bytes)?.unbind(),
+            token_ids: column(py, live.iter().map(|l| l.3), u32::to_le_bytes)?.unbind(),
+            positions: column(py, live.iter().map(|l| l.0), u32::to_le_bytes)?.unbind(),
             ttfts: column(py, ttfts.iter().copied(), f64::to_le_bytes)?.unbind(),
             tbts: column(py, tbts.iter().copied(), f64::to_le_bytes)?.unbind(),
             stopped_ids,
+            finished: PyList::new(py, finished)?.unbind(),
         })
     }
 }
