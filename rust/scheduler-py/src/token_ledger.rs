@@ -2,9 +2,8 @@
 //! slot: which of a batch's tokens still belong to a live request, first-token latencies and
 //! gaps, EOS, stop token ids and `min_tokens`. One call per step reads the batch in place,
 //! updates the scheduler and answers with columns, so the engine core runs no per-token Python
-//! and few Python calls: the
-//! numpy version of this took 110-135 µs a step on a machine whose caches are cold at each
-//! step's outputs.
+//! and few Python calls: the numpy version of this took 110-135 µs a step on a machine whose
+//! caches are cold at each step's outputs.
 
 use std::collections::HashSet;
 
@@ -18,6 +17,15 @@ use crate::batch::{column, PyBatch, PyFinishedRequest};
 use crate::scheduler::PyScheduler;
 
 const FREE: u64 = u64::MAX;
+
+/// A sampled token that still belongs to the request its entry was scheduled for.
+struct LiveToken {
+    /// Index among the batch's producing entries.
+    position: u32,
+    slot: usize,
+    request_id: u64,
+    token: u32,
+}
 
 #[derive(Clone)]
 struct SlotState {
@@ -206,7 +214,12 @@ impl PyTokenLedger {
             {
                 stopped_ids.push(entry.id);
             }
-            live.push((position as u32, slot, entry.id, token));
+            live.push(LiveToken {
+                position: position as u32,
+                slot,
+                request_id: entry.id,
+                token,
+            });
         }
         let finished = scheduler
             .borrow_mut()
@@ -222,8 +235,8 @@ impl PyTokenLedger {
             .map_err(to_py)?;
         let mut ttfts = Vec::new();
         let mut tbts = Vec::with_capacity(live.len());
-        for &(_, slot, _, _) in &live {
-            let state = &mut self.slots[slot];
+        for live_token in &live {
+            let state = &mut self.slots[live_token.slot];
             if state.last_token_time.is_nan() {
                 state.first_token_time = now;
                 ttfts.push(now - state.arrival_time);
@@ -236,9 +249,9 @@ impl PyTokenLedger {
         let finished = finished.into_iter().map(PyFinishedRequest::from);
         Ok(PyRecordedTokens {
             num_tokens: live.len(),
-            ids: column(py, live.iter().map(|l| l.2), u64::to_le_bytes)?.unbind(),
-            token_ids: column(py, live.iter().map(|l| l.3), u32::to_le_bytes)?.unbind(),
-            positions: column(py, live.iter().map(|l| l.0), u32::to_le_bytes)?.unbind(),
+            ids: column(py, live.iter().map(|l| l.request_id), u64::to_le_bytes)?.unbind(),
+            token_ids: column(py, live.iter().map(|l| l.token), u32::to_le_bytes)?.unbind(),
+            positions: column(py, live.iter().map(|l| l.position), u32::to_le_bytes)?.unbind(),
             ttfts: column(py, ttfts.iter().copied(), f64::to_le_bytes)?.unbind(),
             tbts: column(py, tbts.iter().copied(), f64::to_le_bytes)?.unbind(),
             stopped_ids,
