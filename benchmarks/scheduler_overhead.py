@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.scheduler import Scheduler, SchedulerConfig
+from engine.scheduler import Scheduler, SchedulerConfig, TokenLedger
 
 sys.path.insert(0, str(Path(__file__).parent))
 from baseline_sarathi import PythonSarathiScheduler  # noqa: E402
@@ -91,10 +91,12 @@ def binding_us(num_running: int, iterations: int) -> list[float]:
 
 
 def engine_visible_us(num_running: int, iterations: int) -> list[float]:
-    """The binding with the batch read as the engine reads it: its columns (what the step
-    sends), the new requests' ids and slots, preemptions and finished ids, and the sampled tokens
-    handed back as bytes."""
+    """The binding with the batch read as the engine core reads it: its columns and membership
+    lists (what the step sends), the new requests' slots taken in a `TokenLedger`, and the
+    sampled tokens handed back as bytes through `TokenLedger.apply`, which records them and
+    updates the scheduler."""
     scheduler = Scheduler(SchedulerConfig(policy="sarathi", max_model_len=4096, **knobs(num_running)))
+    ledger = TokenLedger([2], 32000)
     tokens = np.full(2 * num_running + 512, 7, dtype="<u4").tobytes()
 
     def add(request_id: int, output_len: int) -> None:
@@ -102,9 +104,15 @@ def engine_visible_us(num_running: int, iterations: int) -> list[float]:
 
     def iterate() -> list[int]:
         batch = scheduler.schedule(0.0)
-        _ = (batch.columns(), batch.new_request_ids, batch.new_request_slots, batch.preempted_ids,
-             batch.preempted_num_tokens, batch.finished_ids)
-        return [f.id for f in scheduler.update(batch, tokens[: 4 * batch.num_producing])]
+        _ = batch.columns()
+        new_request_ids, _, _, _ = batch.membership()
+        if new_request_ids:
+            for slot, request_id in zip(batch.new_request_slots, new_request_ids, strict=True):
+                ledger.take(slot, request_id, 0.0)
+        recorded = ledger.apply(scheduler, batch, tokens[: 4 * batch.num_producing], 0.0, set())
+        for finished in recorded.finished:
+            ledger.release(finished.slot, finished.id)
+        return [f.id for f in recorded.finished]
 
     return time_loop(add, iterate, num_running, iterations)
 

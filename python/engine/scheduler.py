@@ -5,7 +5,8 @@
 sampled, and which KV blocks were appended to its block table; plus the requests preempted.
 `Scheduler.update(batch, sampled_token_ids, finished_ids, aborted_ids)` applies the outcome
 and returns the requests that finished. `TokenLedger` is the engine core's per-slot record of
-sampled tokens (latencies, EOS and stop tokens), read from a batch in place.
+sampled tokens (latencies, EOS and stop tokens): `TokenLedger.apply` reads a batch in place and
+updates the scheduler in the same call.
 """
 
 from engine._scheduler import (
