@@ -17,6 +17,9 @@ core's process waited for a core; `core_cpu_us` and `front_end_cpu_us` are the C
 process spent per step over the whole run at that batch size (the kernel's per-thread counts),
 which other load does not inflate.
 
+`benchmarks/worker_idle_floor.py` measures the least the worker's idle time can be on the
+machine (the same messages between two bare processes), to read `idle_us` against.
+
 The last line is one JSON object: `overhead_us` (host time, async scheduling), `idle_us`
 (worker idle, async scheduling), `fan_out_us` (the front-end's time per step), `core_cpu_us`
 and `front_end_cpu_us`, keyed by batch size, and `overhead_us_sync` / `idle_us_sync` without
