@@ -87,13 +87,12 @@ def core(connection: socket.socket, batch_size: int, steps: int, polling: bool) 
         connection.setblocking(not polling)
 
 
-def measure(mode: str, batch_size: int, steps: int, touch_mb: int) -> float:
+def measure(mode: str, batch_size: int, steps: int, touch_mb: int, pause_s: float) -> float:
+    """`pause_s`: how long the warm pause lasts (as long as the cold one, so only the caches differ)."""
     context = multiprocessing.get_context("spawn")
     core_end, worker_end = socket.socketpair()
     results = context.SimpleQueue()
     cold = mode != "warm"
-    # The warm pause lasts as long as the cold one, so only the caches differ.
-    pause_s = touch_duration(touch_mb)
     process = context.Process(
         target=worker, args=(worker_end, batch_size, steps, touch_mb if cold else 0, pause_s, results)
     )
@@ -121,8 +120,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 3 or args.touch_mb < 1:
         parser.error("--steps must be at least 3 and --touch-mb at least 1")
-    floors = {mode: {b: measure(mode, b, args.steps, args.touch_mb) for b in BATCH_SIZES} for mode in MODES}
-    print(f"pause per step: {touch_duration(args.touch_mb) * 1e3:.2f} ms ({args.touch_mb} MB touched when cold)")
+    pause_s = touch_duration(args.touch_mb)
+    floors = {mode: {b: measure(mode, b, args.steps, args.touch_mb, pause_s) for b in BATCH_SIZES} for mode in MODES}
+    print(f"pause per step: {pause_s * 1e3:.2f} ms ({args.touch_mb} MB touched when cold)")
     print(f"{'batch':>6}" + "".join(f" {mode + ' us':>24}" for mode in MODES))
     for batch_size in BATCH_SIZES:
         print(f"{batch_size:>6}" + "".join(f" {floors[mode][batch_size]:>24.1f}" for mode in MODES))
